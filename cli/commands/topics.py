@@ -1,0 +1,40 @@
+"""segflow topics create|check."""
+
+from __future__ import annotations
+
+import argparse
+
+from cli.options import add_settings_options, settings_from_args
+from runtime.settings import KafkaSettings
+from runtime.topic_admin import check_topics, create_topics, expected_topics
+
+DESCRIPTION = """Create every segflow topic with explicit partitions, retention and compaction
+(running it twice is harmless), or check the cluster against those settings."""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["create", "check"], help="create or check")
+    parser.add_argument(
+        "--partitions", type=int, default=12, help="partitions per event topic (default 12)"
+    )
+    add_settings_options(parser, KafkaSettings)
+
+
+def run(args: argparse.Namespace) -> int:
+    kafka = settings_from_args(KafkaSettings, args)
+    specs = expected_topics(kafka.topics, partitions=args.partitions)
+    if args.action == "create":
+        created = create_topics(kafka, specs)
+        for name in created:
+            print(f"created {name}")
+        print(f"{len(specs)} topics expected, {len(created)} created, "
+              f"{len(specs) - len(created)} already there")
+        return 0
+    problems = check_topics(kafka, specs)
+    for line in problems:
+        print(line)
+    if problems:
+        print(f"{len(problems)} differences from the expected topic settings")
+        return 1
+    print(f"all {len(specs)} topics match")
+    return 0

@@ -1,0 +1,94 @@
+"""The `segflow` command. Each subcommand lives in `cli/commands/<name>.py` and only wires the
+packages together: it exposes HELP, ``configure(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+from collections.abc import Sequence
+
+from schemas.errors import ConfigError, FatalError, SegflowError
+
+logger = logging.getLogger(__name__)
+
+# (subcommand, module in cli/commands, one-line help)
+SUBCOMMANDS: list[tuple[str, str, str]] = [
+    ("up", "up", "run the whole pipeline locally on the embedded defaults"),
+    ("ingest", "ingest", "serve the Segment-compatible HTTP edge (Tracking API, webhooks)"),
+    ("process", "process", "run a Faust worker: dedupe, PII masking, identity, drift"),
+    ("sink", "sink", "run the Snowflake sink: micro-batches, exactly once"),
+    ("demo", "demo", "send realistic Segment traffic to a running edge"),
+    ("query", "query", "run SQL against the configured warehouse and print a table"),
+    ("backfill", "backfill", "send archived Segment events (JSONL/gzip) through the raw topics"),
+    ("replay", "replay", "reset a consumer group's offsets or copy a time range between topics"),
+    ("reverse-etl", "reverse_etl", "send warehouse query rows as identify/track calls"),
+    ("forget", "forget", "delete a user's rows everywhere and suppress the user"),
+    ("topics", "topics", "create and check segflow's Kafka topics"),
+    ("services", "services", "start, stop or inspect the local Kafka broker and emulator"),
+]
+
+
+def _command_module(module: str) -> object | None:
+    name = f"cli.commands.{module}"
+    if importlib.util.find_spec(name) is None:
+        return None
+    return importlib.import_module(name)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="segflow",
+        description="segflow: Segment events into Snowflake through Kafka, exactly once.",
+        epilog="Every option also reads from the SEGFLOW_* environment variable shown beside it.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module, help_text in SUBCOMMANDS:
+        mod = _command_module(module)
+        if mod is None:
+            p = sub.add_parser(name, help=f"{help_text} (not built yet)", description=help_text)
+            p.set_defaults(_run=_not_built(name))
+            continue
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=getattr(mod, "DESCRIPTION", help_text),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        mod.configure(p)  # type: ignore[attr-defined]
+        p.set_defaults(_run=mod.run)  # type: ignore[attr-defined]
+    return parser
+
+
+def _not_built(name: str):  # type: ignore[no-untyped-def]
+    def run(args: argparse.Namespace) -> int:
+        print(f"segflow {name}: not built yet", file=sys.stderr)
+        return 2
+
+    return run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = int(args._run(args) or 0)
+    except ConfigError as exc:
+        print(f"segflow {args.command}: configuration error: {exc}", file=sys.stderr)
+        code = 78  # EX_CONFIG
+    except FatalError as exc:
+        print(f"segflow {args.command}: {exc}", file=sys.stderr)
+        code = 1
+    except SegflowError as exc:
+        print(f"segflow {args.command}: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Creating and checking segflow's topics with explicit partitions, retention and compaction."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
+
+from runtime.kafka_config import admin_config
+from runtime.settings import KafkaSettings
+from schemas.errors import FatalError, RetryableError
+from schemas.topics import Topics
+
+logger = logging.getLogger(__name__)
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def expected_topics(
+    topics: Topics,
+    partitions: int = 12,
+    raw_retention_ms: int = 3 * DAY_MS,
+    clean_retention_ms: int = 14 * DAY_MS,
+) -> list[TopicSpec]:
+    """Every topic of DESIGN.md. Raw topics keep raw PII, so their retention is short."""
+    deleting = {"cleanup.policy": "delete"}
+    specs = [
+        TopicSpec(t, partitions, {**deleting, "retention.ms": str(raw_retention_ms)})
+        for t in topics.all_raw()
+    ]
+    specs += [
+        TopicSpec(t, partitions, {**deleting, "retention.ms": str(clean_retention_ms)})
+        for t in topics.all_clean()
+    ]
+    compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": str(HOUR_MS)}
+    specs.append(TopicSpec(topics.identity, partitions, compacted))
+    specs.append(TopicSpec(topics.suppressions, 1, {"cleanup.policy": "compact"}))
+    specs.append(
+        TopicSpec(topics.schema_changes, 1, {**deleting, "retention.ms": str(90 * DAY_MS)})
+    )
+    specs.append(
+        TopicSpec(topics.dlq, partitions, {**deleting, "retention.ms": str(clean_retention_ms)})
+    )
+    return specs
+
+
+def _admin(settings: KafkaSettings) -> AdminClient:
+    return AdminClient(admin_config(settings))
+
+
+def create_topics(
+    settings: KafkaSettings, specs: list[TopicSpec], timeout_s: float = 30.0
+) -> list[str]:
+    """Create the missing topics; existing ones are left alone. Returns the names created."""
+    admin = _admin(settings)
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        raise RetryableError(f"cannot reach Kafka at {settings.bootstrap}: {exc}") from exc
+    missing = [s for s in specs if s.name not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(s.name, s.partitions, 1, config=s.config) for s in missing],
+        request_timeout=timeout_s,
+    )
+    created = []
+    for name, fut in futures.items():
+        try:
+            fut.result(timeout=timeout_s)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise FatalError(f"creating topic {name} failed: {exc}") from exc
+    logger.info("created %d topics", len(created))
+    return created
+
+
+def check_topics(
+    settings: KafkaSettings, specs: list[TopicSpec], timeout_s: float = 30.0
+) -> list[str]:
+    """Differences between the cluster and `specs`, one readable line each (empty: all good)."""
+    admin = _admin(settings)
+    metadata = admin.list_topics(timeout=timeout_s)
+    problems: list[str] = []
+    present = []
+    for spec in specs:
+        topic = metadata.topics.get(spec.name)
+        if topic is None:
+            problems.append(f"{spec.name}: missing")
+            continue
+        present.append(spec)
+        if len(topic.partitions) != spec.partitions:
+            problems.append(
+                f"{spec.name}: {len(topic.partitions)} partitions, expected {spec.partitions}"
+            )
+    if present:
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in present]
+        results = admin.describe_configs(resources, request_timeout=timeout_s)
+        by_name = {r.name: fut.result(timeout=timeout_s) for r, fut in results.items()}
+        for spec in present:
+            actual = by_name[spec.name]
+            for key, want in spec.config.items():
+                got = actual[key].value if key in actual else None
+                if got != want:
+                    problems.append(f"{spec.name}: {key}={got}, expected {want}")
+    return problems
+
+
+def grow_partitions(settings: KafkaSettings, topic: str, total: int) -> None:
+    """Raise a topic's partition count (Kafka cannot lower it)."""
+    fut = _admin(settings).create_partitions([NewPartitions(topic, total)])[topic]
+    fut.result(timeout=30)
