@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 
 class HealthState:
-    """What /healthz and /readyz report. `live` false means restart me; `ready` false: no traffic."""
+    """What /healthz and /readyz report: `live` false = restart me, `ready` false = no traffic."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -27,8 +27,10 @@ def run(args: argparse.Namespace) -> int:
         created = create_topics(kafka, specs)
         for name in created:
             print(f"created {name}")
-        print(f"{len(specs)} topics expected, {len(created)} created, "
-              f"{len(specs) - len(created)} already there")
+        print(
+            f"{len(specs)} topics expected, {len(created)} created, "
+            f"{len(specs) - len(created)} already there"
+        )
         return 0
     problems = check_topics(kafka, specs)
     for line in problems:
