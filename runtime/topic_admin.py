@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException
@@ -82,8 +83,29 @@ def create_topics(
         except KafkaException as exc:
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise FatalError(f"creating topic {name} failed: {exc}") from exc
+    _wait_visible(admin, created, timeout_s)
     logger.info("created %d topics", len(created))
     return created
+
+
+def _wait_visible(admin: AdminClient, names: list[str], timeout_s: float) -> None:
+    """Wait until new topics show in metadata with leaders (creation spreads asynchronously)."""
+    deadline = time.monotonic() + timeout_s
+    pending = set(names)
+    while pending:
+        topics = admin.list_topics(timeout=timeout_s).topics
+        pending = {
+            n
+            for n in pending
+            if n not in topics
+            or topics[n].error is not None
+            or any(p.leader < 0 for p in topics[n].partitions.values())
+        }
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise RetryableError(f"topics created but not visible after {timeout_s}s: {pending}")
+        time.sleep(0.1)
 
 
 def check_topics(
@@ -96,7 +118,7 @@ def check_topics(
     present = []
     for spec in specs:
         topic = metadata.topics.get(spec.name)
-        if topic is None:
+        if topic is None or topic.error is not None:
             problems.append(f"{spec.name}: missing")
             continue
         present.append(spec)
