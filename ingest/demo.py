@@ -1,0 +1,161 @@
+"""Realistic Segment traffic for `segflow demo`, sent through the real Segment Python SDK.
+
+`journeys()` is pure: for each simulated user it yields the calls a product would send, in
+order: anonymous page views with UTM parameters, a signup, identify with traits (email, phone),
+group with account traits, feature-usage tracks, a checkout ending in Order Completed with
+revenue, sometimes an alias; some events arrive late (timestamps hours old) and some are sent
+twice with the same messageId. `malformed_requests()` are bodies the edge must refuse.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+FEATURES = ["Dashboard Viewed", "Report Exported", "Filter Applied", "Invite Sent", "Search Run"]
+PLANS = ["free", "starter", "pro", "enterprise"]
+INDUSTRIES = ["retail", "media", "fintech", "health", "education"]
+PRODUCTS = [("sku-1", "Notebook", 12.5), ("sku-2", "Pen", 2.0), ("sku-3", "Backpack", 49.0)]
+CAMPAIGNS = [
+    ("google", "cpc", "winter_sale"),
+    ("newsletter", "email", "weekly"),
+    ("twitter", "social", "launch"),
+]
+PAGES = [("Home", "/"), ("Pricing", "/pricing"), ("Docs", "/docs"), ("Blog", "/blog")]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One SDK call: the Client method and its keyword arguments."""
+
+    method: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    duplicate: bool = False
+
+    @property
+    def message_id(self) -> str:
+        return str(self.kwargs["message_id"])
+
+
+def _msg() -> str:
+    return str(uuid.uuid4())
+
+
+def journeys(
+    users: int,
+    *,
+    seed: int = 7,
+    now: datetime | None = None,
+    late_fraction: float = 0.05,
+    duplicate_fraction: float = 0.02,
+    alias_fraction: float = 0.1,
+) -> Iterator[Call]:
+    """Every call of `users` simulated users, user after user."""
+    rng = random.Random(seed)
+    clock = now or datetime.now(UTC)
+    for n in range(users):
+        yield from _journey(rng, n, clock, late_fraction, duplicate_fraction, alias_fraction)
+
+
+def _journey(
+    rng: random.Random,
+    n: int,
+    now: datetime,
+    late_fraction: float,
+    duplicate_fraction: float,
+    alias_fraction: float,
+) -> Iterator[Call]:
+    anon = f"anon-{uuid.UUID(int=rng.getrandbits(128))}"
+    user_id = f"user-{n:06d}-{rng.randrange(10**6):06d}"
+    account = f"account-{rng.randrange(max(1, n // 5 + 1)):05d}"
+    source, medium, campaign = rng.choice(CAMPAIGNS)
+    base_context = {"library": {"name": "analytics-python", "version": "2.4.0"}}
+
+    def ts() -> datetime:
+        if rng.random() < late_fraction:
+            return now - timedelta(hours=rng.randint(1, 48))
+        return now
+
+    def call(method: str, **kwargs: Any) -> Iterator[Call]:
+        kwargs.setdefault("timestamp", ts())
+        kwargs["message_id"] = _msg()
+        kwargs.setdefault("context", base_context)
+        c = Call(method, kwargs)
+        yield c
+        if rng.random() < duplicate_fraction:
+            yield Call(method, kwargs, duplicate=True)
+
+    for name, path in rng.sample(PAGES, k=rng.randint(1, 3)):
+        context = {
+            **base_context,
+            "campaign": {"source": source, "medium": medium, "name": campaign},
+            "page": {"path": path, "url": f"https://shop.example{path}"},
+            "ip": f"203.0.113.{rng.randrange(1, 255)}",
+        }
+        yield from call(
+            "page", anonymous_id=anon, name=name, properties={"path": path}, context=context
+        )
+    yield from call(
+        "track", anonymous_id=anon, event="Signed Up", properties={"plan": rng.choice(PLANS)}
+    )
+    traits = {
+        "email": f"{user_id}@example.com",
+        "phone": f"+1 415 555 {rng.randrange(10**4):04d}",
+        "name": f"User {n}",
+        "plan": rng.choice(PLANS),
+        "logins": rng.randint(1, 40),
+    }
+    yield from call("identify", user_id=user_id, anonymous_id=anon, traits=traits)
+    yield from call(
+        "group",
+        user_id=user_id,
+        group_id=account,
+        traits={
+            "name": f"Account {account}",
+            "industry": rng.choice(INDUSTRIES),
+            "employees": rng.randint(1, 5000),
+        },
+    )
+    for _ in range(rng.randint(1, 4)):
+        yield from call(
+            "track",
+            user_id=user_id,
+            event=rng.choice(FEATURES),
+            properties={"duration_ms": rng.randint(10, 5000), "beta": rng.random() < 0.2},
+        )
+    yield from call("screen", user_id=user_id, name="Settings", properties={"tab": "billing"})
+    items = rng.sample(PRODUCTS, k=rng.randint(1, len(PRODUCTS)))
+    revenue = round(sum(price for _, _, price in items), 2)
+    yield from call(
+        "track",
+        user_id=user_id,
+        event="Checkout Started",
+        properties={"value": revenue, "currency": "USD"},
+    )
+    yield from call(
+        "track",
+        user_id=user_id,
+        event="Order Completed",
+        properties={
+            "order_id": f"order-{n:06d}",
+            "revenue": revenue,
+            "currency": "USD",
+            "products": [{"sku": sku, "name": nm, "price": p} for sku, nm, p in items],
+        },
+    )
+    if rng.random() < alias_fraction:
+        yield from call("alias", previous_id=anon, user_id=user_id)
+
+
+def malformed_requests(write_key: str) -> list[tuple[str, bytes, str]]:
+    """(path, body, what is wrong) for requests the edge must answer with 400."""
+    return [
+        ("/v1/track", b'{"userId": "u1", "event": ', "invalid JSON"),
+        ("/v1/track", b'{"event": "No Identity"}', "neither userId nor anonymousId"),
+        ("/v1/track", b'{"userId": "u1"}', "track without event"),
+        ("/v1/batch", b'{"batch": [{"type": "launch", "userId": "u1"}]}', "unknown type"),
+    ]
