@@ -1,0 +1,201 @@
+"""From a validated Segment call to the raw_event record of DESIGN.md: pure functions.
+
+Rules, as Segment applies them:
+
+- Batch defaults: the batch-level ``context`` and ``integrations`` are merged into each item,
+  one level deep, the item's own keys winning (``{**batch.context, **item.context}``). An item
+  without ``sentAt`` takes the batch's.
+- ``messageId``: kept when given (validation refuses 100 characters or more), generated otherwise.
+- Time: ``receivedAt`` is the edge's clock when the request arrived (one value per request). The
+  client's own time (``originalTimestamp`` if sent, else ``timestamp``) is kept as
+  ``originalTimestamp``, and ``timestamp = receivedAt - (sentAt - originalTimestamp)`` corrects
+  the client's clock skew (schemas.timestamps.corrected_timestamp). Events relayed by Segment's
+  Webhooks destination were corrected by Segment already: there ``timestamp`` is kept as sent.
+- Free-form maps travel as JSON strings. Top-level fields the record has no column for (for
+  example ``version``, ``_metadata``, a client's ``receivedAt``, a ``name`` on a track) go to
+  ``extra`` so nothing is lost; the ``writeKey`` (a credential) is never stored.
+- Key: the most anonymous identifier (alias: previousId, else anonymousId, else userId).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from ingest.rejections import ItemProblem
+from ingest.validation import EventFields
+from schemas.timestamps import corrected_timestamp
+
+_COMMON = frozenset(
+    {
+        "type",
+        "messageId",
+        "anonymousId",
+        "userId",
+        "timestamp",
+        "originalTimestamp",
+        "sentAt",
+        "context",
+        "integrations",
+        "channel",
+        "writeKey",
+    }
+)
+# Top-level keys that become record fields (or are dropped), per call type.
+MAPPED: dict[str, frozenset[str]] = {
+    "track": _COMMON | {"event", "properties"},
+    "identify": _COMMON | {"traits"},
+    "page": _COMMON | {"name", "category", "properties"},
+    "screen": _COMMON | {"name", "category", "properties"},
+    "group": _COMMON | {"groupId", "traits"},
+    "alias": _COMMON | {"previousId"},
+}
+# Field names pydantic also accepts in place of the camelCase alias (populate_by_name).
+_SNAKE_ALIAS = {
+    "message_id": "messageId",
+    "anonymous_id": "anonymousId",
+    "user_id": "userId",
+    "original_timestamp": "originalTimestamp",
+    "sent_at": "sentAt",
+    "group_id": "groupId",
+    "previous_id": "previousId",
+    "received_at": "receivedAt",
+}
+_EMPTY_JSON = "{}"
+
+
+def new_message_id() -> str:
+    """A messageId for an event that came without one."""
+    return f"segflow-{uuid.uuid4()}"
+
+
+def merge_defaults(
+    item: dict[str, Any],
+    context: dict[str, Any] | None,
+    integrations: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Merge batch-level context/integrations into `item` (in place; item keys win)."""
+    if context:
+        own = item.get("context")
+        if own is None and "context" not in item:
+            item["context"] = context
+        elif type(own) is dict:
+            item["context"] = {**context, **own}
+    if integrations:
+        own = item.get("integrations")
+        if own is None and "integrations" not in item:
+            item["integrations"] = integrations
+        elif type(own) is dict:
+            item["integrations"] = {**integrations, **own}
+    return item
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """Aware UTC; naive datetimes are taken as UTC (as schemas.timestamps does)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    if value.utcoffset():
+        return value.astimezone(UTC)
+    return value
+
+
+def _json(value: Any) -> str:
+    if value is None:
+        return _EMPTY_JSON
+    return orjson.dumps(value).decode()
+
+
+def extra_fields(item: dict[str, Any], call_type: str) -> dict[str, Any]:
+    """Top-level fields with no record column (see the module docstring)."""
+    mapped = MAPPED[call_type]
+    extra = {}
+    for key, value in item.items():
+        if key in mapped:
+            continue
+        camel = _SNAKE_ALIAS.get(key)
+        if camel is not None and camel not in item and (camel in mapped or camel == "receivedAt"):
+            continue  # pydantic took this value for the camelCase field
+        if key == "receivedAt":
+            continue  # the edge sets receivedAt
+        extra[key] = value
+    return extra
+
+
+def to_raw_record(
+    item: dict[str, Any],
+    fields: EventFields,
+    source: str,
+    received_at: datetime,
+    batch_sent_at: datetime | None = None,
+    *,
+    trust_timestamp: bool = False,
+) -> dict[str, Any]:
+    """The raw_event (v2) record of one validated event. `received_at` must be aware UTC."""
+    call_type = fields.type
+    sent_at = utc(fields.sent_at) or batch_sent_at
+    if trust_timestamp:
+        original = utc(fields.original_timestamp)
+        timestamp = utc(fields.timestamp) or received_at
+    else:
+        original = utc(fields.original_timestamp) or utc(fields.timestamp)
+        timestamp = corrected_timestamp(received_at, sent_at, original)
+    has_properties = call_type == "track" or call_type == "page" or call_type == "screen"
+    has_traits = call_type == "identify" or call_type == "group"
+    extra = extra_fields(item, call_type)
+    return {
+        "type": call_type,
+        "messageId": fields.message_id or new_message_id(),
+        "source": source,
+        "anonymousId": fields.anonymous_id,
+        "userId": fields.user_id,
+        "previousId": fields.previous_id,
+        "groupId": fields.group_id,
+        "event": fields.event,
+        "name": fields.name,
+        "category": fields.category,
+        "receivedAt": received_at,
+        "sentAt": sent_at,
+        "originalTimestamp": original,
+        "timestamp": timestamp,
+        "properties": _json(item.get("properties")) if has_properties else _EMPTY_JSON,
+        "traits": _json(item.get("traits")) if has_traits else _EMPTY_JSON,
+        "context": _json(item.get("context")),
+        "integrations": _json(item.get("integrations")),
+        "channel": fields.channel,
+        "extra": _json(extra) if extra else _EMPTY_JSON,
+    }
+
+
+def record_or_problem(
+    item: dict[str, Any],
+    fields: EventFields,
+    index: int,
+    source: str,
+    received_at: datetime,
+    batch_sent_at: datetime | None,
+    *,
+    trust_timestamp: bool = False,
+) -> dict[str, Any] | ItemProblem:
+    """to_raw_record, with times that cannot be represented reported as the item's problem."""
+    try:
+        return to_raw_record(
+            item, fields, source, received_at, batch_sent_at, trust_timestamp=trust_timestamp
+        )
+    except (OverflowError, ValueError) as exc:
+        return ItemProblem(index, "invalid_timestamp", f"timestamps out of range: {exc}")
+
+
+def record_key(record: dict[str, Any]) -> bytes:
+    """The Kafka key: the most anonymous identifier the event carries."""
+    if record["type"] == "alias" and record["previousId"]:
+        return str(record["previousId"]).encode()
+    anonymous = record["anonymousId"]
+    if anonymous and anonymous.strip():
+        return anonymous.encode()
+    user = record["userId"]
+    return user.encode() if user else b""

@@ -1,0 +1,124 @@
+"""A request's events -> the Kafka records to write, or the list of what is wrong: pure logic.
+
+Partial-batch policy: **all or nothing.** Segment answers 200 to a batch and silently drops its
+invalid items; segflow never drops silently. If any item of a request is invalid, the whole
+request is refused with 400 ``invalid_events`` whose ``errors`` list gives, for each bad item,
+its ``index`` in the batch, a machine-readable ``code``, the ``field`` and a ``message``; nothing
+of the request is written. The client can fix or drop the named items and resend; resending the
+valid ones is safe because events are deduplicated by messageId downstream.
+
+Suppressed users (the deletion list) are not an error: their events are dropped here, counted
+in ``PreparedRequest.suppressed`` (and the edge's metrics), and the request succeeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple, Protocol
+
+from ingest.normalize import merge_defaults, record_key, record_or_problem
+from ingest.rejections import ItemProblem, bad_request
+from ingest.validation import EventFields, event_bytes, validate_event
+
+
+class SuppressionCheck(Protocol):
+    """What the edge needs of runtime.suppressions.SuppressionList."""
+
+    def is_suppressed(self, user_id: str | None, anonymous_id: str | None) -> bool: ...
+
+
+class OutRecord(NamedTuple):
+    """One Kafka record of the raw topic of `call_type`."""
+
+    call_type: str
+    key: bytes
+    value: bytes
+
+
+@dataclass
+class PreparedRequest:
+    records: list[OutRecord] = field(default_factory=list)
+    suppressed: dict[str, int] = field(default_factory=dict)
+
+    def accepted(self) -> dict[str, int]:
+        """Events to be written, per call type."""
+        counts: dict[str, int] = {}
+        for record in self.records:
+            counts[record.call_type] = counts.get(record.call_type, 0) + 1
+        return counts
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """What the edge knows about a request besides its events."""
+
+    source: str
+    received_at: datetime
+    sent_at: datetime | None = None
+    context: dict[str, Any] | None = None
+    integrations: dict[str, Any] | None = None
+    call_type: str | None = None  # set by single-event paths (/v1/track): overrides `type`
+    trust_timestamp: bool = False  # webhook events: Segment corrected `timestamp` already
+    check_event_size: bool = False  # the body is larger than one event may be
+    max_event_bytes: int = 32 * 1024
+
+
+def _is_suppressed(check: SuppressionCheck, fields: EventFields) -> bool:
+    if check.is_suppressed(fields.user_id, fields.anonymous_id):
+        return True
+    return fields.previous_id is not None and check.is_suppressed(fields.previous_id, None)
+
+
+def prepare_records(
+    items: list[Any],
+    ctx: RequestContext,
+    encode: Callable[[dict[str, Any]], bytes],
+    suppressions: SuppressionCheck | None = None,
+) -> PreparedRequest:
+    """Validate, normalize and encode every item; raise a 400 Rejection listing bad items."""
+    out = PreparedRequest()
+    problems: list[ItemProblem] = []
+    records = out.records
+    for index, item in enumerate(items):
+        if type(item) is dict:
+            if ctx.call_type is not None:
+                item["type"] = ctx.call_type
+            merge_defaults(item, ctx.context, ctx.integrations)
+            if ctx.check_event_size and event_bytes(item) > ctx.max_event_bytes:
+                problems.append(
+                    ItemProblem(index, "event_too_large", f"event over {ctx.max_event_bytes} bytes")
+                )
+                continue
+        fields = validate_event(item, index)
+        if type(fields) is ItemProblem:
+            problems.append(fields)
+            continue
+        assert isinstance(fields, EventFields) and isinstance(item, dict)
+        record = record_or_problem(
+            item,
+            fields,
+            index,
+            ctx.source,
+            ctx.received_at,
+            ctx.sent_at,
+            trust_timestamp=ctx.trust_timestamp,
+        )
+        if type(record) is ItemProblem:
+            problems.append(record)
+            continue
+        assert isinstance(record, dict)
+        if problems:
+            continue  # the request is refused anyway: only look for more problems
+        if suppressions is not None and _is_suppressed(suppressions, fields):
+            out.suppressed[fields.type] = out.suppressed.get(fields.type, 0) + 1
+            continue
+        records.append(OutRecord(fields.type, record_key(record), encode(record)))
+    if problems:
+        raise bad_request(
+            "invalid_events",
+            f"{len(problems)} of {len(items)} events invalid; nothing was written",
+            problems,
+        )
+    return out

@@ -1,0 +1,108 @@
+"""Wiring of the edge: settings and rules in, a uvicorn server (httptools, uvloop) out.
+
+One process serves the API and /metrics on the same port. On this kind of 2-core machine one
+process is the right shape: the broker needs the other core, and a second worker would compete
+with it (bench/ingest.py measures it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from ingest.app import IngestApp
+from ingest.avro_writer import compile_writer
+from ingest.metrics import IngestMetrics
+from ingest.producer import EventProducer
+from ingest.records import SuppressionCheck
+from ingest.settings import IngestSettings
+from runtime.health import HealthState
+from runtime.rules import Rules
+from schemas.codec import RAW_EVENT, AvroCodec
+
+logger = logging.getLogger(__name__)
+
+
+def _suppression_list(settings: IngestSettings) -> Any | None:
+    """runtime.suppressions.SuppressionList when that module is present (written by the lead)."""
+    try:
+        from runtime.suppressions import SuppressionList  # type: ignore[import-not-found]
+    except ImportError:
+        logger.warning("runtime.suppressions not available: suppressed users are not filtered")
+        return None
+    return SuppressionList(settings.kafka, settings.kafka.topics)
+
+
+def build_app(
+    settings: IngestSettings,
+    rules: Rules,
+    registry: CollectorRegistry | None = None,
+    suppressions: SuppressionCheck | None = None,
+    use_suppression_list: bool = True,
+) -> tuple[IngestApp, EventProducer]:
+    """The ASGI app and its producer; the app's lifespan starts and stops both."""
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = IngestMetrics(registry)
+    health = HealthState()
+    producer = EventProducer(settings, metrics)
+    encode = compile_writer(AvroCodec().latest(RAW_EVENT))
+    managed: Any | None = None
+    if suppressions is None and use_suppression_list:
+        managed = _suppression_list(settings)
+        suppressions = managed
+    health.checks["kafka"] = lambda: producer.ready
+    if managed is not None and hasattr(managed, "ready"):
+        health.checks["suppressions"] = lambda: bool(managed.ready)
+
+    async def startup() -> None:
+        await asyncio.to_thread(producer.start)
+        if managed is not None:
+            await asyncio.to_thread(managed.start)
+
+    async def shutdown() -> None:
+        await asyncio.to_thread(producer.stop, settings.produce_timeout_s)
+        if managed is not None:
+            await asyncio.to_thread(managed.stop)
+
+    app = IngestApp(
+        settings,
+        rules,
+        producer,
+        encode,
+        metrics,
+        health,
+        registry,
+        suppressions=suppressions,
+        on_startup=startup,
+        on_shutdown=shutdown,
+    )
+    return app, producer
+
+
+def uvicorn_config(app: IngestApp, settings: IngestSettings) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        date_header=False,
+        timeout_keep_alive=settings.keep_alive_s,
+        limit_concurrency=settings.limit_concurrency,
+    )
+
+
+def serve(settings: IngestSettings, rules: Rules) -> int:
+    """Run the edge until SIGINT/SIGTERM; 0 on a clean stop, 1 when start-up failed."""
+    app, _ = build_app(settings, rules)
+    server = uvicorn.Server(uvicorn_config(app, settings))
+    server.run()
+    return 0 if server.started else 1

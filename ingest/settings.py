@@ -1,0 +1,76 @@
+"""Settings of the ingest edge (`segflow ingest`), environment prefix ``SEGFLOW_INGEST_``."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from runtime.settings import KafkaSettings, ObservabilitySettings, SegflowSettings
+from schemas.segment import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES
+
+
+class IngestSettings(SegflowSettings):
+    """The Segment-compatible HTTP edge: server, limits, producer and rate limits."""
+
+    model_config = SettingsConfigDict(env_prefix="SEGFLOW_INGEST_")
+
+    host: str = Field("0.0.0.0", description="Address the HTTP server binds to")
+    port: int = Field(8088, ge=0, le=65535, description="Port of the Tracking API, /metrics too")
+    max_event_bytes: int = Field(
+        MAX_EVENT_BYTES, gt=0, description="Largest single event (JSON bytes), Segment: 32 KB"
+    )
+    max_batch_bytes: int = Field(
+        MAX_BATCH_BYTES,
+        gt=0,
+        description="Largest batch request body (JSON bytes), Segment: 500 KB",
+    )
+    max_batch_events: int = Field(
+        MAX_BATCH_EVENTS, gt=0, le=MAX_BATCH_EVENTS, description="Most events in one batch request"
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds a client has to send its whole request body (else 408)"
+    )
+    produce_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds to wait for Kafka to acknowledge a request (else 503)"
+    )
+    retry_after_s: int = Field(5, ge=1, description="Retry-After seconds sent with a 503")
+    queue_max_messages: int = Field(
+        200_000, gt=0, description="Events the producer may hold unacknowledged (more: 503)"
+    )
+    queue_max_kbytes: int = Field(
+        262_144, gt=0, description="Kilobytes the producer may hold unacknowledged"
+    )
+    linger_ms: float = Field(5.0, ge=0, description="Producer linger.ms: wait to fill batches")
+    batch_bytes: int = Field(1_000_000, gt=0, description="Producer batch.size in bytes")
+    compression: str = Field("lz4", description="Producer compression.type (lz4, zstd, none...)")
+    default_rate_limit_per_s: float | None = Field(
+        None,
+        gt=0,
+        description="Events/s of sources without rate_limit_per_s in the rules; unset = off",
+    )
+    rate_limit_burst_s: float = Field(
+        1.0, gt=0, description="Seconds of a source's rate it may send at once (bucket size)"
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="Shared secret of Segment's Webhooks destination (X-Signature HMAC-SHA1)"
+    )
+    webhook_source: str | None = Field(
+        None, description="Source of webhook events that carry no write key; unset = key required"
+    )
+    cors_origins: str = Field(
+        "*", description="Allowed browser origins, comma-separated, * for any (analytics.js)"
+    )
+    keep_alive_s: int = Field(
+        75, gt=0, description="Idle seconds before a keep-alive connection closes"
+    )
+    limit_concurrency: int | None = Field(
+        None, gt=0, description="Most connections/requests at once before 503; unset = no limit"
+    )
+    check_topics: bool = Field(True, description="Refuse to start when the raw topics are missing")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+
+    def origins(self) -> frozenset[str]:
+        """The allowed CORS origins as a set ("*" means any)."""
+        return frozenset(o.strip() for o in self.cors_origins.split(",") if o.strip())

@@ -1,0 +1,393 @@
+"""Decoding and validating request bodies: the edge's hot path, as pure functions.
+
+The pydantic models of ``schemas/segment.py`` are the event contract. Running them on every event
+costs ~6 µs (measured, see bench/ingest.py), so events first meet a *fast path* of plain
+``type(...) is ...`` checks that can only **accept**: whenever a value is not of the plain shape
+the fast path is sure about (a bool for an identifier, a numeric timestamp, a snake_case alias
+such as ``user_id``, any missing or odd field), it steps aside and the pydantic model decides, and
+its answer (values and errors) is final. So the fast path never widens or narrows the contract;
+tests/unit/ingest/test_validation.py checks on a corpus of cases that the edge accepts and refuses
+exactly what the models accept and refuse, with the same values.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import orjson
+from pydantic import ValidationError
+
+from ingest.rejections import ItemProblem, Rejection, bad_request
+from schemas.segment import MAX_MESSAGE_ID_LENGTH, MODEL_BY_TYPE, Batch, Common
+
+# ISO-8601 shapes the fast path parses itself; anything else goes to pydantic.
+_PLAIN_DATETIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)?")
+# Python field names that pydantic also accepts (populate_by_name): leave those to the model.
+_SNAKE_NAMES = frozenset(
+    {
+        "message_id",
+        "anonymous_id",
+        "user_id",
+        "original_timestamp",
+        "sent_at",
+        "received_at",
+        "group_id",
+        "previous_id",
+    }
+)
+_CONTEXT_STR = ("ip", "locale", "timezone", "userAgent", "groupId")
+_CONTEXT_DICT = (
+    "app",
+    "device",
+    "location",
+    "network",
+    "os",
+    "page",
+    "referrer",
+    "screen",
+    "traits",
+)
+_CONTEXT_MODELS = {
+    "campaign": ("name", "source", "medium", "term", "content"),
+    "library": ("name", "version"),
+}
+_CONTEXT_SNAKE = frozenset({"group_id", "user_agent"})
+_HAS_PROPERTIES = frozenset({"track", "page", "screen"})
+_HAS_TRAITS = frozenset({"identify", "group"})
+_MAX_ID = MAX_MESSAGE_ID_LENGTH - 1
+
+
+class EventFields(NamedTuple):
+    """The typed core of a valid event; free-form maps stay in the item dict."""
+
+    type: str
+    message_id: str | None
+    anonymous_id: str | None
+    user_id: str | None
+    previous_id: str | None
+    group_id: str | None
+    event: str | None
+    name: str | None
+    category: str | None
+    timestamp: datetime | None
+    original_timestamp: datetime | None
+    sent_at: datetime | None
+    channel: str | None
+
+
+class Envelope(NamedTuple):
+    """The batch envelope of /v1/batch, /v1/import and /v1/b."""
+
+    items: list[Any]
+    context: dict[str, Any] | None
+    integrations: dict[str, Any] | None
+    sent_at: datetime | None
+    write_key: str | None
+
+
+# ---------------------------------------------------------------------------- bytes -> object
+
+
+def decode_body(body: bytes, content_encoding: str | None, limit: int) -> bytes:
+    """Undo gzip/deflate; refuse bodies over `limit` bytes decompressed, inflating no further."""
+    encoding = (content_encoding or "identity").strip().lower()
+    if encoding in ("", "identity"):
+        data = body
+    elif encoding in ("gzip", "x-gzip", "deflate"):
+        wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
+        inflater = zlib.decompressobj(wbits)
+        try:
+            data = inflater.decompress(body, limit + 1)
+        except zlib.error as exc:
+            raise bad_request("invalid_encoding", f"body is not valid {encoding}: {exc}") from exc
+        if len(data) <= limit and not inflater.eof:
+            raise bad_request("invalid_encoding", f"{encoding} body is truncated")
+    else:
+        raise Rejection(415, "unsupported_encoding", f"Content-Encoding {encoding} not supported")
+    if len(data) > limit:
+        raise bad_request("body_too_large", f"request body over {limit} bytes")
+    return data
+
+
+def parse_object(data: bytes) -> dict[str, Any]:
+    """Parse JSON text that must be an object."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request("invalid_json", f"body is not valid JSON: {exc}") from exc
+    if type(value) is not dict:
+        raise bad_request("not_an_object", "body must be a JSON object")
+    return value
+
+
+# ---------------------------------------------------------------------------- scalars
+
+
+def _plain_datetime(value: object) -> datetime | None:
+    """A datetime for a plain ISO-8601 string; None when pydantic should decide."""
+    if type(value) is str and _PLAIN_DATETIME.fullmatch(value):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _is_identifier(value: object) -> bool:
+    cls = type(value)
+    return cls is str or cls is int
+
+
+def _identifier(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _blank(value: object) -> bool:
+    return value is None or (type(value) is str and not value.strip())  # type: ignore[attr-defined]
+
+
+def _optional_str(item: dict[str, Any], key: str) -> bool:
+    value = item.get(key)
+    return value is None or type(value) is str
+
+
+def _optional_datetime(item: dict[str, Any], key: str) -> tuple[bool, datetime | None]:
+    value = item.get(key)
+    if value is None:
+        return True, None
+    parsed = _plain_datetime(value)
+    return parsed is not None, parsed
+
+
+def _plain_context(context: object) -> bool:
+    if context is None:
+        return True  # absent; an explicit null is refused by the model (checked by the caller)
+    if type(context) is not dict:
+        return False
+    get = context.get
+    for key in _CONTEXT_STR:
+        value = get(key)
+        if value is not None and type(value) is not str:
+            return False
+    for key in _CONTEXT_DICT:
+        value = get(key)
+        if value is not None and type(value) is not dict:
+            return False
+    active = get("active")
+    if active is not None and type(active) is not bool:
+        return False
+    for key, fields in _CONTEXT_MODELS.items():
+        sub = get(key)
+        if sub is None:
+            continue
+        if type(sub) is not dict:
+            return False
+        for name in fields:
+            value = sub.get(name)
+            if value is not None and type(value) is not str:
+                return False
+    return _CONTEXT_SNAKE.isdisjoint(context)
+
+
+# ---------------------------------------------------------------------------- events
+
+
+def fast_fields(item: dict[str, Any]) -> EventFields | None:
+    """Fields of an event whose every value has the plain shape; None: let pydantic decide.
+
+    Only ever returns fields for an event the pydantic model accepts with the same values.
+    """
+    call_type = item.get("type")
+    if call_type not in MODEL_BY_TYPE or not _SNAKE_NAMES.isdisjoint(item):
+        return None
+    message_id = item.get("messageId")
+    if message_id is not None and (type(message_id) is not str or len(message_id) > _MAX_ID):
+        return None
+    anonymous_id = item.get("anonymousId")
+    user_id = item.get("userId")
+    if anonymous_id is not None and not _is_identifier(anonymous_id):
+        return None
+    if user_id is not None and not _is_identifier(user_id):
+        return None
+    if call_type == "alias":
+        previous_id = item.get("previousId")
+        if previous_id is None or user_id is None or not _is_identifier(previous_id):
+            return None
+    elif _blank(user_id) and _blank(anonymous_id):
+        return None
+    else:
+        previous_id = None
+    if not (_optional_str(item, "channel") and _plain_context(item.get("context"))):
+        return None
+    if "context" in item and item["context"] is None:
+        return None
+    integrations = item.get("integrations", _EMPTY)
+    if type(integrations) is not dict:
+        return None
+    version = item.get("version")
+    if version is not None and type(version) is not int and type(version) is not str:
+        return None
+    ok_ts, timestamp = _optional_datetime(item, "timestamp")
+    ok_ot, original = _optional_datetime(item, "originalTimestamp")
+    ok_sa, sent_at = _optional_datetime(item, "sentAt")
+    ok_ra, _ = _optional_datetime(item, "receivedAt")
+    if not (ok_ts and ok_ot and ok_sa and ok_ra):
+        return None
+    event = name = category = group_id = None
+    if call_type in _HAS_PROPERTIES and type(item.get("properties", _EMPTY)) is not dict:
+        return None
+    if call_type in _HAS_TRAITS and type(item.get("traits", _EMPTY)) is not dict:
+        return None
+    if call_type == "track":
+        event = item.get("event")
+        if type(event) is not str or not event:
+            return None
+    elif call_type == "page" or call_type == "screen":
+        name, category = item.get("name"), item.get("category")
+        if (name is not None and type(name) is not str) or (
+            category is not None and type(category) is not str
+        ):
+            return None
+    elif call_type == "group":
+        group_id = item.get("groupId")
+        if group_id is None or not _is_identifier(group_id):
+            return None
+    return EventFields(
+        call_type,
+        message_id,
+        _identifier(anonymous_id),
+        _identifier(user_id),
+        _identifier(previous_id),
+        _identifier(group_id),
+        event,
+        name,
+        category,
+        timestamp,
+        original,
+        sent_at,
+        item.get("channel"),
+    )
+
+
+_EMPTY: dict[str, Any] = {}
+
+
+def model_fields(item: dict[str, Any], index: int = 0) -> EventFields | ItemProblem:
+    """Validate with the pydantic model of the event's type: the contract's own answer."""
+    call_type = item.get("type")
+    if call_type is None:
+        return ItemProblem(index, "missing_type", "type is required", "type")
+    model = MODEL_BY_TYPE.get(call_type) if type(call_type) is str else None
+    if model is None:
+        allowed = ", ".join(MODEL_BY_TYPE)
+        return ItemProblem(index, "unknown_type", f"type must be one of {allowed}", "type")
+    try:
+        event = model.model_validate(item)
+    except ValidationError as exc:
+        return _problem(exc, index)
+    return _fields_of(event)
+
+
+def _fields_of(event: Common) -> EventFields:
+    get = event.__dict__.get
+    return EventFields(
+        event.type,
+        event.message_id,
+        _identifier(event.anonymous_id),
+        _identifier(event.user_id),
+        _identifier(get("previous_id")),
+        _identifier(get("group_id")),
+        get("event"),
+        get("name"),
+        get("category"),
+        event.timestamp,
+        event.original_timestamp,
+        event.sent_at,
+        event.channel,
+    )
+
+
+def validate_event(item: object, index: int = 0) -> EventFields | ItemProblem:
+    """The fields of a valid event, or why it is not one."""
+    if type(item) is not dict:
+        return ItemProblem(index, "not_an_object", "each event must be a JSON object")
+    fields = fast_fields(item)
+    if fields is not None:
+        return fields
+    return model_fields(item, index)
+
+
+_CODES = {
+    ("event", "missing"): "missing_event",
+    ("event", "string_too_short"): "missing_event",
+    ("messageId", "string_too_long"): "message_id_too_long",
+    ("groupId", "missing"): "missing_group_id",
+    ("previousId", "missing"): "missing_previous_id",
+    ("userId", "missing"): "missing_user_id",
+}
+
+
+def _problem(exc: ValidationError, index: int) -> ItemProblem:
+    errors = exc.errors(include_url=False, include_input=False)
+    first = errors[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "value_error" and not first["loc"]:
+        code = "missing_identity"
+        message = "either userId or anonymousId is required"
+    else:
+        code = _CODES.get((loc, first["type"]), "invalid_field")
+        message = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(event)'}: {e['msg']}" for e in errors
+        )
+    return ItemProblem(index, code, message, loc or None)
+
+
+# ---------------------------------------------------------------------------- batch envelope
+
+
+def validate_envelope(body: dict[str, Any], max_events: int) -> Envelope:
+    """The batch envelope; its items are validated one by one afterwards."""
+    items = body.get("batch")
+    context = body.get("context")
+    integrations = body.get("integrations")
+    write_key = body.get("writeKey")
+    ok_sa, sent_at = _optional_datetime(body, "sentAt")
+    plain = (
+        type(items) is list
+        and (context is None or type(context) is dict)
+        and (integrations is None or type(integrations) is dict)
+        and (write_key is None or type(write_key) is str)
+        and ok_sa
+        and "sent_at" not in body
+        and "write_key" not in body
+    )
+    if not plain:
+        items, context, integrations, sent_at, write_key = _model_envelope(body)
+    assert isinstance(items, list)
+    if len(items) > max_events:
+        raise bad_request("too_many_events", f"a batch holds at most {max_events} events")
+    return Envelope(items, context, integrations, sent_at, write_key)
+
+
+def _model_envelope(body: dict[str, Any]) -> tuple[Any, ...]:
+    if "batch" not in body:
+        raise bad_request("missing_batch", "a batch request needs a 'batch' array of events")
+    probe = dict(body)
+    items = probe.pop("batch")
+    probe["batch"] = []  # items are checked one by one, with their index
+    try:
+        envelope = Batch.model_validate(probe)
+    except ValidationError as exc:
+        problem = _problem(exc, 0)
+        raise bad_request("invalid_batch", problem.message) from exc
+    if type(items) is not list:
+        raise bad_request("invalid_batch", "batch: Input should be a valid list")
+    return items, envelope.context, envelope.integrations, envelope.sent_at, envelope.write_key
+
+
+def event_bytes(item: object) -> int:
+    """The size Segment's 32 KB limit applies to: the event's compact JSON."""
+    return len(orjson.dumps(item))
