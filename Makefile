@@ -1,0 +1,32 @@
+# segflow developer commands. Everything needed is installed by these targets themselves:
+# .venv (Python 3.11), the Kafka jars (Maven, once), the local services.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: venv test lint run services-start services-stop services-status kafka-jars
+
+venv:
+	@scripts/venv.sh
+
+test:
+	@PYTEST_ARGS="$(PYTEST_ARGS)" scripts/test.sh
+
+lint: venv
+	@scripts/lint.sh
+
+run: venv kafka-jars
+	$(VENV)/bin/segflow up
+
+kafka-jars: venv
+	@$(PY) -m runtime.services fetch kafka
+
+services-start: venv
+	@$(PY) -m runtime.services start
+
+services-stop: venv
+	@$(PY) -m runtime.services stop
+
+services-status: venv
+	@$(PY) -m runtime.services status

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole check, as CI runs it: venv, Kafka jars, local services, lint, tests.
+# Starts the services that are not running and stops (only) those again, also on failure.
+# Extra pytest arguments: PYTEST_ARGS="-k kafka -x" scripts/test.sh, or scripts/test.sh -k kafka
+# Exit status: pytest's; a lint failure makes it non-zero too.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/venv.sh || exit 1
+py=.venv/bin/python
+
+started=$(mktemp)
+cleanup() {
+    if [[ -s $started ]]; then
+        # shellcheck disable=SC2046
+        $py -m runtime.services stop $(cat "$started")
+    fi
+    rm -f "$started"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+$py -m runtime.services fetch kafka || exit 1
+$py -m runtime.services start --record "$started" || exit 1
+
+scripts/lint.sh
+lint_rc=$?
+
+read -ra pytest_args <<<"${PYTEST_ARGS:-}"
+.venv/bin/pytest "${pytest_args[@]}" "$@"
+rc=$?
+
+if [[ $rc -eq 0 && $lint_rc -ne 0 ]]; then
+    echo "test: pytest passed but lint failed" >&2
+    rc=1
+fi
+exit $rc
