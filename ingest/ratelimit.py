@@ -1,10 +1,10 @@
 """Per-source rate limits: a token bucket per source that a request may overdraw.
 
 A source's rate (events/s) comes from its rule (``rate_limit_per_s``) or the edge's default
-(off unless set). The bucket holds ``rate * burst_s`` tokens. A request of n events is let in
-whenever the bucket is not in debt and takes n tokens, possibly going below zero, so a batch
-larger than the bucket is never refused forever; while in debt, requests get 429 with
-Retry-After = the seconds until the debt is paid back. The long-run rate is the configured one.
+(off unless set). The bucket holds ``rate * burst_s`` tokens. A request of n events needs
+min(n, bucket size) tokens and takes n, possibly going below zero, so a batch larger than the
+bucket is not refused forever; otherwise it gets 429 with Retry-After = the whole seconds until
+enough tokens are back. The long-run rate is the configured one.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ class TokenBucket:
         """Take n tokens; None if allowed, else the seconds to wait."""
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-        if self.tokens < 0:
-            return -self.tokens / self.rate
+        needed = min(float(n), self.capacity)
+        if self.tokens < needed:
+            return (needed - self.tokens) / self.rate
         self.tokens -= n
         return None
 

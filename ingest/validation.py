@@ -201,7 +201,11 @@ def fast_fields(item: dict[str, Any]) -> EventFields | None:
     Only ever returns fields for an event the pydantic model accepts with the same values.
     """
     call_type = item.get("type")
-    if call_type not in MODEL_BY_TYPE or not _SNAKE_NAMES.isdisjoint(item):
+    if (
+        type(call_type) is not str
+        or call_type not in MODEL_BY_TYPE
+        or not _SNAKE_NAMES.isdisjoint(item)
+    ):
         return None
     message_id = item.get("messageId")
     if message_id is not None and (type(message_id) is not str or len(message_id) > _MAX_ID):

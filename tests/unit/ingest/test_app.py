@@ -1,0 +1,436 @@
+"""The ASGI app, driven in-process: routes, auth, CORS, gzip, limits, answers and metrics.
+
+Kafka is replaced here by an in-memory sink (this is the HTTP layer's unit test); the real
+producer and broker are exercised by tests/integration/test_ingest_*.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
+
+from ingest.app import IngestApp
+from ingest.avro_writer import compile_writer
+from ingest.metrics import IngestMetrics
+from ingest.records import OutRecord
+from ingest.rejections import Rejection
+from ingest.settings import IngestSettings
+from ingest.webhook import signature
+from runtime.health import HealthState
+from runtime.rules import parse_rules
+from schemas.codec import RAW_EVENT, AvroCodec
+from schemas.topics import HEADER_REQUEST_ID, HEADER_SOURCE
+
+CODEC = AvroCodec()
+NOW = datetime(2024, 5, 1, 12, tzinfo=UTC)
+RULES = parse_rules(
+    """
+sources:
+  - {name: web, write_keys: [wk]}
+  - {name: slow, write_keys: [slow-key], rate_limit_per_s: 10}
+  - {name: hooks, write_keys: [hook-key]}
+"""
+)
+TRACK = {"userId": "u1", "event": "Signed Up", "properties": {"plan": "pro"}}
+
+
+class MemorySink:
+    def __init__(self, fail: Rejection | None = None) -> None:
+        self.sent: list[tuple[list[OutRecord], list[tuple[str, Any]]]] = []
+        self.fail = fail
+
+    async def send(self, records: list[OutRecord], headers: list[tuple[str, Any]]) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.sent.append((records, headers))
+
+    @property
+    def records(self) -> list[OutRecord]:
+        return [r for batch, _ in self.sent for r in batch]
+
+
+class Suppressed:
+    def is_suppressed(self, user_id: str | None, anonymous_id: str | None) -> bool:
+        return user_id == "forgotten"
+
+
+def make_app(
+    sink: MemorySink | None = None, suppressions: Any = None, **settings: Any
+) -> tuple[IngestApp, MemorySink, CollectorRegistry]:
+    sink = sink or MemorySink()
+    registry = CollectorRegistry()
+    app = IngestApp(
+        IngestSettings(**settings),
+        RULES,
+        sink,
+        compile_writer(CODEC.latest(RAW_EVENT)),
+        IngestMetrics(registry),
+        HealthState(),
+        registry,
+        suppressions=suppressions,
+        clock=lambda: NOW,
+    )
+    return app, sink, registry
+
+
+class Response:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+def call(
+    app: IngestApp,
+    path: str,
+    body: bytes | dict[str, Any] | None = None,
+    *,
+    method: str = "POST",
+    headers: dict[str, str] | None = None,
+    key: str | None = "wk",
+    chunks: list[bytes] | None = None,
+    stall: bool = False,
+) -> Response:
+    raw = orjson.dumps(body) if isinstance(body, dict) else (body or b"")
+    hdrs = dict(headers or {})
+    if key is not None:
+        hdrs["authorization"] = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+    parts = chunks if chunks is not None else [raw]
+    messages = [
+        {"type": "http.request", "body": p, "more_body": i < len(parts) - 1 or stall}
+        for i, p in enumerate(parts)
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop(0)
+        await asyncio.sleep(3600)  # a client that stopped sending
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "headers": [(k.lower().encode(), v.encode()) for k, v in hdrs.items()],
+    }
+    asyncio.run(app(scope, receive, send))
+    start = sent[0]
+    return Response(
+        start["status"],
+        {k.decode(): v.decode() for k, v in start["headers"]},
+        b"".join(m.get("body", b"") for m in sent[1:]),
+    )
+
+
+def decoded(sink: MemorySink) -> list[dict[str, Any]]:
+    return [CODEC.decode(RAW_EVENT, r.value) for r in sink.records]
+
+
+# ------------------------------------------------------------------ the tracking API
+
+
+@pytest.mark.parametrize("path", ["/v1/track", "/v1/t", "/v1/track/"])
+def test_a_track_call_is_written_and_answered_200(path: str) -> None:
+    app, sink, _ = make_app()
+    resp = call(app, path, TRACK, headers={"x-request-id": "req-1"})
+    assert (resp.status, resp.json()) == (200, {"success": True})
+    assert resp.headers["x-request-id"] == "req-1"
+    (record,) = decoded(sink)
+    assert (record["type"], record["event"], record["source"]) == ("track", "Signed Up", "web")
+    assert record["receivedAt"] == NOW
+    ((_, headers),) = sink.sent
+    assert dict(headers) == {HEADER_SOURCE: b"web", HEADER_REQUEST_ID: b"req-1"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "call_type"),
+    [
+        ("/v1/identify", {"userId": "u", "traits": {"a": 1}}, "identify"),
+        ("/v1/i", {"userId": "u"}, "identify"),
+        ("/v1/page", {"anonymousId": "a", "name": "Home"}, "page"),
+        ("/v1/p", {"anonymousId": "a"}, "page"),
+        ("/v1/screen", {"userId": "u", "name": "Main"}, "screen"),
+        ("/v1/s", {"userId": "u"}, "screen"),
+        ("/v1/group", {"userId": "u", "groupId": "g"}, "group"),
+        ("/v1/g", {"userId": "u", "groupId": "g"}, "group"),
+        ("/v1/alias", {"userId": "u", "previousId": "a"}, "alias"),
+        ("/v1/a", {"userId": "u", "previousId": "a"}, "alias"),
+    ],
+)
+def test_each_call_type_path(path: str, body: dict[str, Any], call_type: str) -> None:
+    app, sink, _ = make_app()
+    assert call(app, path, body).status == 200
+    assert sink.records[0].call_type == call_type
+
+
+def test_analytics_js_text_plain_body_with_key_inside_and_cors() -> None:
+    app, sink, _ = make_app()
+    body = {**TRACK, "type": "track", "writeKey": "wk", "sentAt": "2024-05-01T11:59:59Z"}
+    resp = call(
+        app,
+        "/v1/t",
+        orjson.dumps(body),
+        key=None,
+        headers={"content-type": "text/plain", "origin": "https://shop.example.com"},
+    )
+    assert resp.status == 200
+    assert resp.headers["access-control-allow-origin"] == "*"
+    assert "writeKey" not in decoded(sink)[0]["extra"]
+
+
+def test_cors_preflight_and_restricted_origins() -> None:
+    app, _, _ = make_app(cors_origins="https://a.example")
+    resp = call(
+        app,
+        "/v1/b",
+        method="OPTIONS",
+        key=None,
+        headers={"origin": "https://a.example", "access-control-request-headers": "content-type"},
+    )
+    assert resp.status == 204
+    assert resp.headers["access-control-allow-origin"] == "https://a.example"
+    assert resp.headers["access-control-allow-methods"] == "POST, OPTIONS"
+    other = call(app, "/v1/t", TRACK, headers={"origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_batch_merges_context_and_applies_clock_skew() -> None:
+    app, sink, _ = make_app()
+    body = {
+        "batch": [
+            {"type": "track", "userId": "u", "event": "a", "timestamp": "2024-05-01T10:59:50Z"},
+            {"type": "identify", "userId": "u", "context": {"locale": "de"}},
+        ],
+        "context": {"locale": "en", "library": {"name": "analytics-python"}},
+        "integrations": {"All": False},
+        "sentAt": "2024-05-01T11:00:00Z",
+    }
+    assert call(app, "/v1/batch", body).status == 200
+    track, identify = decoded(sink)
+    assert orjson.loads(track["context"]) == {
+        "locale": "en",
+        "library": {"name": "analytics-python"},
+    }
+    assert orjson.loads(identify["context"])["locale"] == "de"
+    assert orjson.loads(track["integrations"]) == {"All": False}
+    assert track["timestamp"] == datetime(2024, 5, 1, 11, 59, 50, tzinfo=UTC)
+    assert track["originalTimestamp"] == datetime(2024, 5, 1, 10, 59, 50, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("path", ["/v1/import", "/v1/b"])
+def test_import_and_short_batch_are_batches(path: str) -> None:
+    app, sink, _ = make_app()
+    body = {"batch": [{"type": "page", "anonymousId": "a"}], "writeKey": "wk"}
+    assert call(app, path, body, key=None).status == 200
+    assert len(sink.records) == 1
+
+
+def test_gzip_bodies() -> None:
+    app, sink, _ = make_app()
+    body = gzip.compress(orjson.dumps({"batch": [{"type": "track", **TRACK}]}))
+    resp = call(app, "/v1/batch", body, headers={"content-encoding": "gzip"})
+    assert resp.status == 200 and len(sink.records) == 1
+
+
+# ------------------------------------------------------------------ refusals
+
+
+@pytest.mark.parametrize(
+    ("key", "code"), [(None, "missing_write_key"), ("wrong", "unknown_write_key")]
+)
+def test_auth_refusals_are_401(key: str | None, code: str) -> None:
+    app, sink, _ = make_app()
+    resp = call(app, "/v1/track", TRACK, key=key)
+    assert (resp.status, resp.json()["code"]) == (401, code)
+    assert sink.sent == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "code"),
+    [
+        ("/v1/track", b"{not json", "invalid_json"),
+        ("/v1/track", b"[]", "not_an_object"),
+        ("/v1/track", {"event": "e"}, "invalid_events"),
+        ("/v1/track", {"userId": "u"}, "invalid_events"),
+        ("/v1/batch", {"batch": [{"type": "bogus", "userId": "u"}]}, "invalid_events"),
+        ("/v1/batch", {"batch": [{"type": "track", **TRACK}] * 11}, "too_many_events"),
+        ("/v1/track", {**TRACK, "properties": {"x": "y" * 40_000}}, "body_too_large"),
+    ],
+)
+def test_bad_input_is_400_with_a_reason_and_nothing_written(
+    path: str, body: bytes | dict[str, Any], code: str
+) -> None:
+    app, sink, registry = make_app(max_batch_events=10)
+    resp = call(app, path, body)
+    assert resp.status == 400
+    assert resp.json()["code"] == code and resp.json()["message"]
+    assert sink.sent == []
+    assert (
+        registry.get_sample_value(
+            "segflow_ingest_requests_total", {"endpoint": path.split("/")[2], "outcome": "invalid"}
+        )
+        == 1.0
+    )
+
+
+def test_partial_batch_lists_each_bad_item() -> None:
+    app, sink, registry = make_app()
+    body = {
+        "batch": [
+            {"type": "track", **TRACK},
+            {"type": "track", "userId": "u"},
+            {"type": "identify"},
+        ]
+    }
+    resp = call(app, "/v1/batch", body)
+    assert resp.status == 400
+    assert [(e["index"], e["code"]) for e in resp.json()["errors"]] == [
+        (1, "missing_event"),
+        (2, "missing_identity"),
+    ]
+    assert sink.sent == []
+    assert (
+        registry.get_sample_value(
+            "segflow_ingest_events_total", {"call_type": "track", "outcome": "invalid"}
+        )
+        == 2.0
+    )
+
+
+def test_oversize_batch_by_content_length_closes_the_connection() -> None:
+    app, _, _ = make_app(max_batch_bytes=1000)
+    resp = call(app, "/v1/batch", b"{}", headers={"content-length": "5000"})
+    assert (resp.status, resp.json()["code"]) == (400, "body_too_large")
+    assert resp.headers["connection"] == "close"
+
+
+def test_oversize_batch_while_streaming() -> None:
+    app, _, _ = make_app(max_batch_bytes=1000)
+    resp = call(app, "/v1/batch", chunks=[b"x" * 600, b"x" * 600])
+    assert (resp.status, resp.json()["code"]) == (400, "body_too_large")
+
+
+def test_slow_bodies_hit_the_read_deadline() -> None:
+    app, sink, _ = make_app(body_timeout_s=0.2)
+    resp = call(app, "/v1/track", chunks=[b'{"userId":'], stall=True)
+    assert (resp.status, resp.json()["code"]) == (408, "body_timeout")
+    assert resp.headers["connection"] == "close" and sink.sent == []
+
+
+def test_rate_limited_source_gets_429_with_retry_after() -> None:
+    app, sink, registry = make_app()
+    body = {"batch": [{"type": "track", **TRACK}] * 10}
+    assert call(app, "/v1/batch", body, key="slow-key").status == 200
+    resp = call(app, "/v1/batch", body, key="slow-key")
+    assert (resp.status, resp.json()["code"]) == (429, "rate_limited")
+    assert int(resp.headers["retry-after"]) >= 1
+    assert call(app, "/v1/batch", body, key="wk").status == 200  # other sources unaffected
+    assert len(sink.records) == 20
+    assert (
+        registry.get_sample_value(
+            "segflow_ingest_events_total", {"call_type": "track", "outcome": "rate_limited"}
+        )
+        == 10.0
+    )
+
+
+def test_kafka_unavailable_is_503_with_retry_after() -> None:
+    sink = MemorySink(Rejection(503, "kafka_timeout", "late", retry_after_s=7))
+    app, _, registry = make_app(sink)
+    resp = call(app, "/v1/track", TRACK)
+    assert (resp.status, resp.json()["code"], resp.headers["retry-after"]) == (
+        503,
+        "kafka_timeout",
+        "7",
+    )
+    assert (
+        registry.get_sample_value(
+            "segflow_ingest_events_total", {"call_type": "track", "outcome": "unavailable"}
+        )
+        == 1.0
+    )
+
+
+def test_suppressed_users_are_dropped_counted_and_answered_200() -> None:
+    app, sink, registry = make_app(suppressions=Suppressed())
+    body = {
+        "batch": [{"type": "track", **TRACK, "userId": "forgotten"}, {"type": "track", **TRACK}]
+    }
+    assert call(app, "/v1/batch", body).status == 200
+    assert [r["userId"] for r in decoded(sink)] == ["u1"]
+    assert (
+        registry.get_sample_value(
+            "segflow_ingest_events_total", {"call_type": "track", "outcome": "suppressed"}
+        )
+        == 1.0
+    )
+
+
+def test_unknown_paths_and_methods() -> None:
+    app, _, _ = make_app()
+    assert call(app, "/v2/track", TRACK).status == 404
+    resp = call(app, "/v1/track", method="GET")
+    assert resp.status == 405 and resp.headers["allow"] == "POST, OPTIONS"
+
+
+# ------------------------------------------------------------------ webhooks
+
+
+def test_webhook_needs_a_valid_signature_when_a_secret_is_set() -> None:
+    app, sink, _ = make_app(webhook_secret=SecretStr("s3cret"), webhook_source="hooks")
+    event = orjson.dumps(
+        {
+            "type": "track",
+            **TRACK,
+            "timestamp": "2024-05-01T11:00:00Z",
+            "sentAt": "2024-05-01T10:00:00Z",
+        }
+    )
+    assert call(app, "/v1/webhook", event, key=None).json()["code"] == "missing_signature"
+    bad = call(app, "/v1/webhook", event, key=None, headers={"x-signature": "00" * 20})
+    assert bad.status == 401 and sink.sent == []
+    sig = signature(b"s3cret", event)
+    ok = call(app, "/v1/webhook", event, key=None, headers={"x-signature": sig})
+    assert ok.status == 200
+    (record,) = decoded(sink)
+    assert record["source"] == "hooks"
+    assert record["timestamp"] == datetime(2024, 5, 1, 11, tzinfo=UTC)  # Segment's, kept
+
+
+def test_webhook_without_a_default_source_needs_a_write_key() -> None:
+    app, sink, _ = make_app()
+    event = {"type": "identify", "userId": "u"}
+    assert call(app, "/v1/webhook", event, key=None).status == 401
+    assert call(app, "/v1/webhook", event, key="hook-key").status == 200
+    assert decoded(sink)[0]["source"] == "hooks"
+
+
+# ------------------------------------------------------------------ metrics and health
+
+
+def test_metrics_and_health_on_the_same_app() -> None:
+    app, _, _ = make_app()
+    call(app, "/v1/track", TRACK)
+    metrics = call(app, "/metrics", method="GET", key=None)
+    assert metrics.status == 200
+    text = metrics.body.decode()
+    assert 'segflow_ingest_requests_total{endpoint="track",outcome="accepted"} 1.0' in text
+    assert 'segflow_ingest_events_total{call_type="track",outcome="accepted"} 1.0' in text
+    assert "segflow_ingest_request_duration_seconds_bucket" in text
+    assert call(app, "/healthz", method="GET", key=None).status == 200
+    assert call(app, "/readyz", method="GET", key=None).status == 503  # not started yet
+    app.health.set_ready(True)
+    assert call(app, "/readyz", method="GET", key=None).status == 200

@@ -1,0 +1,112 @@
+"""All or nothing per request; suppressed users dropped and counted; records decodable."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+
+from ingest.avro_writer import compile_writer
+from ingest.records import RequestContext, prepare_records
+from ingest.rejections import Rejection
+from schemas.codec import RAW_EVENT, AvroCodec
+
+CODEC = AvroCodec()
+ENCODE = compile_writer(CODEC.latest(RAW_EVENT))
+NOW = datetime(2024, 5, 1, 12, tzinfo=UTC)
+
+
+class Suppressed:
+    def __init__(self, *ids: str) -> None:
+        self.ids = set(ids)
+
+    def is_suppressed(self, user_id: str | None, anonymous_id: str | None) -> bool:
+        return user_id in self.ids or anonymous_id in self.ids
+
+
+def batch_ctx(**kw: Any) -> RequestContext:
+    return RequestContext("web", NOW, **kw)
+
+
+def test_a_valid_batch_becomes_records_of_every_type() -> None:
+    items: list[dict[str, Any]] = [
+        {"type": "track", "userId": "u", "event": "e"},
+        {"type": "identify", "userId": "u", "traits": {"a": 1}},
+        {"type": "page", "anonymousId": "a"},
+        {"type": "screen", "anonymousId": "a"},
+        {"type": "group", "userId": "u", "groupId": "g"},
+        {"type": "alias", "userId": "u", "previousId": "a"},
+    ]
+    out = prepare_records(items, batch_ctx(context={"library": {"name": "py"}}), ENCODE)
+    assert [r.call_type for r in out.records] == [i["type"] for i in items]
+    assert out.accepted() == dict.fromkeys(
+        ["track", "identify", "page", "screen", "group", "alias"], 1
+    )
+    first = CODEC.decode(RAW_EVENT, out.records[0].value)
+    assert first["source"] == "web" and first["event"] == "e"
+    assert orjson.loads(first["context"]) == {"library": {"name": "py"}}
+    assert [r.key for r in out.records] == [b"u", b"u", b"a", b"a", b"u", b"a"]
+
+
+def test_one_bad_item_refuses_the_whole_batch_naming_every_bad_item() -> None:
+    items = [
+        {"type": "track", "userId": "u", "event": "ok"},
+        {"type": "track", "userId": "u"},
+        "not an object",
+        {"type": "track", "userId": "u", "event": "ok"},
+        {"type": "nope", "userId": "u"},
+        {"type": "identify"},
+    ]
+    with pytest.raises(Rejection) as info:
+        prepare_records(items, batch_ctx(), ENCODE)
+    rejection = info.value
+    assert (rejection.status, rejection.code) == (400, "invalid_events")
+    assert [(p.index, p.code) for p in rejection.problems] == [
+        (1, "missing_event"),
+        (2, "not_an_object"),
+        (4, "unknown_type"),
+        (5, "missing_identity"),
+    ]
+    body = rejection.body()
+    assert body["success"] is False and "nothing was written" in body["message"]
+    assert body["errors"][0] == {
+        "index": 1,
+        "code": "missing_event",
+        "field": "event",
+        "message": "event: Field required",
+    }
+
+
+def test_the_path_sets_the_type_of_single_events() -> None:
+    out = prepare_records(
+        [{"type": "identify", "userId": "u", "event": "e"}], batch_ctx(call_type="track"), ENCODE
+    )
+    assert out.records[0].call_type == "track"
+
+
+def test_oversize_events_are_refused_by_index() -> None:
+    small = {"type": "track", "userId": "u", "event": "e"}
+    big = {"type": "track", "userId": "u", "event": "e", "properties": {"x": "y" * 40_000}}
+    ctx = batch_ctx(check_event_size=True, max_event_bytes=32 * 1024)
+    with pytest.raises(Rejection) as info:
+        prepare_records([small, big], ctx, ENCODE)
+    assert [(p.index, p.code) for p in info.value.problems] == [(1, "event_too_large")]
+    assert len(prepare_records([small], ctx, ENCODE).records) == 1
+
+
+def test_suppressed_users_are_dropped_and_counted() -> None:
+    items = [
+        {"type": "track", "userId": "gone", "event": "e"},
+        {"type": "track", "anonymousId": "gone-device", "event": "e"},
+        {"type": "alias", "userId": "new", "previousId": "gone"},
+        {"type": "identify", "userId": "stays"},
+    ]
+    out = prepare_records(items, batch_ctx(), ENCODE, Suppressed("gone", "gone-device"))
+    assert [r.call_type for r in out.records] == ["identify"]
+    assert out.suppressed == {"track": 2, "alias": 1}
+
+
+def test_an_empty_batch_writes_nothing_and_succeeds() -> None:
+    assert prepare_records([], batch_ctx(), ENCODE).records == []
