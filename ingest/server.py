@@ -62,6 +62,10 @@ def build_app(
         await asyncio.to_thread(producer.start)
         if managed is not None:
             await asyncio.to_thread(managed.start)
+            # Serving before the list is loaded would let a forgotten user's events through.
+            ready = await asyncio.to_thread(managed.wait_ready, settings.suppressions_wait_s)
+            if not ready:
+                logger.error("suppression list not loaded; /readyz reports not ready")
 
     async def shutdown() -> None:
         await asyncio.to_thread(producer.stop, settings.produce_timeout_s)

@@ -66,6 +66,9 @@ class IngestSettings(SegflowSettings):
     limit_concurrency: int | None = Field(
         None, gt=0, description="Most connections/requests at once before 503; unset = no limit"
     )
+    suppressions_wait_s: float = Field(
+        30.0, ge=0, description="Seconds to wait at start for the suppression list to load"
+    )
     check_topics: bool = Field(True, description="Refuse to start when the raw topics are missing")
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

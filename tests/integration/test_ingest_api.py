@@ -1,0 +1,417 @@
+"""The edge on the shared broker, driven by the real Segment Python SDK and plain HTTP.
+
+Every test reads what reached the raw topics back with the AvroCodec. The module's topics have
+one partition each, so "nothing of a refused request was written" is checked by sending a
+valid marker event afterwards and finding it to be the next record of the topic.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import requests
+import uvicorn
+from confluent_kafka import Consumer, TopicPartition
+from prometheus_client import CollectorRegistry
+from segment.analytics.client import Client
+from segment.analytics.request import APIError
+
+from ingest.server import build_app, uvicorn_config
+from ingest.settings import IngestSettings
+from runtime.rules import load_rules
+from runtime.settings import KafkaSettings
+from runtime.suppressions import publish_suppressions
+from runtime.topic_admin import create_topics, expected_topics
+from schemas.codec import RAW_EVENT, AvroCodec
+from schemas.topics import CALL_TYPES, HEADER_REQUEST_ID, HEADER_SOURCE, Topics
+from tests.integration.conftest import free_port, unique_name
+
+pytestmark = pytest.mark.integration
+
+CODEC = AvroCodec()
+RULES_YAML = """
+sources:
+  - {name: web, write_keys: [web-key]}
+  - {name: limited, write_keys: [limited-key], rate_limit_per_s: 20}
+"""
+FORGOTTEN = "forgotten-user"
+
+
+@dataclass
+class Edge:
+    url: str
+    kafka: KafkaSettings
+    topics: Topics
+    registry: CollectorRegistry
+
+    def post(self, path: str, body: Any, key: str | None = "web-key", **kw: Any) -> Any:
+        headers = dict(kw.pop("headers", {}))
+        if key is not None:
+            headers["Authorization"] = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+        data = body if isinstance(body, bytes) else orjson.dumps(body)
+        return requests.post(self.url + path, data=data, headers=headers, timeout=30, **kw)
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+
+def run_edge(settings: IngestSettings, rules_path: Path) -> Iterator[tuple[Any, CollectorRegistry]]:
+    registry = CollectorRegistry()
+    app, _ = build_app(settings, load_rules(rules_path), registry)
+    server = uvicorn.Server(uvicorn_config(app, settings))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive(), "the edge did not start"
+        assert time.monotonic() < deadline, "the edge did not start in 60 s"
+        time.sleep(0.05)
+    yield app, registry
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def edge(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
+    kafka = KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=unique_name("ingest") + ".")
+    create_topics(kafka, expected_topics(kafka.topics, partitions=1))
+    publish_suppressions(kafka, {FORGOTTEN: ["forgotten-device"]}, reason="test")
+    rules = tmp_path_factory.mktemp("rules") / "rules.yaml"
+    rules.write_text(RULES_YAML)
+    port = free_port()
+    settings = IngestSettings(host="127.0.0.1", port=port, kafka=kafka, produce_timeout_s=10)
+    for _, registry in run_edge(settings, rules):
+        yield Edge(f"http://127.0.0.1:{port}", kafka, kafka.topics, registry)
+
+
+class TopicReader:
+    """Reads one raw topic (one partition) from where the last read stopped."""
+
+    def __init__(self, edge: Edge, call_type: str) -> None:
+        self.topic = edge.topics.raw(call_type)
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": edge.kafka.bootstrap,
+                "group.id": unique_name("ingest-test"),
+                "enable.auto.commit": False,
+            }
+        )
+        low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=10)
+        self.consumer.assign([TopicPartition(self.topic, 0, high)])
+
+    def read(self, n: int, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout_s
+        while len(out) < n and time.monotonic() < deadline:
+            msg = self.consumer.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            record = CODEC.decode(RAW_EVENT, msg.value())
+            record["_key"] = msg.key()
+            record["_headers"] = dict(msg.headers() or [])
+            out.append(record)
+        assert len(out) == n, f"{len(out)} of {n} records arrived on {self.topic}"
+        return out
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+@pytest.fixture
+def readers(edge: Edge) -> Iterator[dict[str, TopicReader]]:
+    by_type = {ct: TopicReader(edge, ct) for ct in CALL_TYPES}
+    yield by_type
+    for reader in by_type.values():
+        reader.close()
+
+
+def sdk(edge: Edge, **kw: Any) -> Client:
+    return Client("web-key", host=edge.url, sync_mode=True, max_retries=0, **kw)
+
+
+def _close(a: datetime, b: datetime, seconds: float = 5.0) -> bool:
+    return abs(a - b) <= timedelta(seconds=seconds)
+
+
+# ------------------------------------------------------------------ the SDK, six call types
+
+
+def test_the_segment_sdk_sends_all_six_call_types_and_every_field_arrives(
+    edge: Edge, readers: dict[str, TopicReader]
+) -> None:
+    client = sdk(edge)
+    context = {"ip": "203.0.113.9", "locale": "de-DE", "page": {"path": "/pricing"}}
+    when = datetime.now(UTC) - timedelta(minutes=5)
+    sent = {
+        "track": client.track(
+            user_id="u-42",
+            anonymous_id="anon-42",
+            event="Order Completed",
+            properties={"revenue": 99.5, "products": [{"sku": "s-1", "qty": 2}], "ok": True},
+            context=context,
+            integrations={"Amplitude": False},
+            timestamp=when,
+        )[1],
+        "identify": client.identify(
+            user_id="u-42", traits={"email": "ada@example.com", "plan": "pro"}, context=context
+        )[1],
+        "page": client.page(
+            anonymous_id="anon-42", category="Docs", name="Pricing", properties={"path": "/p"}
+        )[1],
+        "screen": client.screen(user_id="u-42", name="Home", properties={"tab": 2})[1],
+        "group": client.group(
+            user_id="u-42", group_id="acme", traits={"name": "Acme", "employees": 50}
+        )[1],
+        "alias": client.alias(previous_id="anon-42", user_id="u-42")[1],
+    }
+    records = {ct: readers[ct].read(1)[0] for ct in CALL_TYPES}
+    now = datetime.now(UTC)
+    for ct, msg in sent.items():
+        rec = records[ct]
+        assert rec["type"] == ct and rec["source"] == "web"
+        assert rec["messageId"] == msg["messageId"]
+        assert rec["_headers"][HEADER_SOURCE] == b"web" and rec["_headers"][HEADER_REQUEST_ID]
+        assert orjson.loads(rec["context"])["library"]["name"] == "analytics-python"
+        assert _close(rec["receivedAt"], now, 30)
+        assert rec["sentAt"] is not None
+        assert rec["originalTimestamp"] == datetime.fromisoformat(msg["timestamp"])
+    track = records["track"]
+    assert (track["userId"], track["anonymousId"], track["event"]) == (
+        "u-42",
+        "anon-42",
+        "Order Completed",
+    )
+    assert track["_key"] == b"anon-42"
+    assert orjson.loads(track["properties"]) == {
+        "revenue": 99.5,
+        "products": [{"sku": "s-1", "qty": 2}],
+        "ok": True,
+    }
+    ctx = orjson.loads(track["context"])
+    assert ctx["ip"] == "203.0.113.9" and ctx["page"] == {"path": "/pricing"}
+    assert orjson.loads(track["integrations"]) == {"Amplitude": False}
+    # the SDK's clock is ours: the skew correction moves the event by (at most) the transit time
+    assert _close(track["timestamp"], when, 5)
+    assert orjson.loads(records["identify"]["traits"]) == {
+        "email": "ada@example.com",
+        "plan": "pro",
+    }
+    assert records["identify"]["_key"] == b"u-42"
+    page = records["page"]
+    assert (page["name"], page["category"], page["anonymousId"]) == ("Pricing", "Docs", "anon-42")
+    assert orjson.loads(page["properties"]) == {"path": "/p"}
+    assert orjson.loads(records["screen"]["properties"]) == {"tab": 2}
+    group = records["group"]
+    assert group["groupId"] == "acme"
+    assert orjson.loads(group["traits"]) == {"name": "Acme", "employees": 50}
+    alias = records["alias"]
+    assert (alias["previousId"], alias["userId"], alias["_key"]) == ("anon-42", "u-42", b"anon-42")
+    assert edge.metric("segflow_ingest_events_total", call_type="alias", outcome="accepted") >= 1
+
+
+def test_sdk_batches_with_gzip_in_the_background(
+    edge: Edge, readers: dict[str, TopicReader]
+) -> None:
+    client = Client("web-key", host=edge.url, gzip=True, upload_size=100, upload_interval=0.05)
+    ids = [
+        client.track(user_id=f"u-{i}", event="Clicked", properties={"i": i})[1]["messageId"]
+        for i in range(250)
+    ]
+    client.flush()
+    client.join()
+    got = readers["track"].read(250)
+    assert sorted(r["messageId"] for r in got) == sorted(ids)
+
+
+# ------------------------------------------------------------------ HTTP details
+
+
+def test_clock_skew_and_batch_context_merge(edge: Edge, readers: dict[str, TopicReader]) -> None:
+    # A device whose clock is 2 h behind: it stamped the event 30 s before sending the batch.
+    skewed = datetime.now(UTC) - timedelta(hours=2)
+    body = {
+        "batch": [
+            {
+                "type": "track",
+                "userId": "u",
+                "event": "Late",
+                "context": {"locale": "fr"},
+                "timestamp": (skewed - timedelta(seconds=30)).isoformat(),
+            },
+            {"type": "identify", "userId": "u"},
+        ],
+        "context": {"locale": "en", "app": {"name": "shop"}},
+        "integrations": {"All": False},
+        "sentAt": skewed.isoformat(),
+    }
+    assert edge.post("/v1/batch", body).status_code == 200
+    track = readers["track"].read(1)[0]
+    identify = readers["identify"].read(1)[0]
+    assert _close(track["timestamp"], track["receivedAt"] - timedelta(seconds=30), 0.001)
+    assert track["originalTimestamp"] == skewed - timedelta(seconds=30)
+    assert orjson.loads(track["context"]) == {"locale": "fr", "app": {"name": "shop"}}
+    assert orjson.loads(identify["context"]) == {"locale": "en", "app": {"name": "shop"}}
+    assert orjson.loads(identify["integrations"]) == {"All": False}
+    assert identify["messageId"]  # generated
+
+
+def test_analytics_js_short_paths_with_cors(edge: Edge, readers: dict[str, TopicReader]) -> None:
+    event = {
+        "type": "page",
+        "anonymousId": "browser-1",
+        "writeKey": "web-key",
+        "properties": {"url": "https://shop.example/"},
+        "_metadata": {"bundled": ["x"]},
+    }
+    resp = edge.post(
+        "/v1/p",
+        orjson.dumps(event),
+        key=None,
+        headers={"Content-Type": "text/plain", "Origin": "https://shop.example"},
+    )
+    assert resp.status_code == 200 and resp.headers["access-control-allow-origin"] == "*"
+    batch = {
+        "writeKey": "web-key",
+        "sentAt": datetime.now(UTC).isoformat(),
+        "batch": [{"type": "track", "anonymousId": "browser-1", "event": "Viewed"}],
+    }
+    assert edge.post("/v1/b", orjson.dumps(batch), key=None).status_code == 200
+    page = readers["page"].read(1)[0]
+    assert orjson.loads(page["extra"]) == {"_metadata": {"bundled": ["x"]}}
+    assert readers["track"].read(1)[0]["event"] == "Viewed"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "key", "status", "code"),
+    [
+        ("/v1/track", b"{oops", "web-key", 400, "invalid_json"),
+        ("/v1/track", {"event": "No Identity"}, "web-key", 400, "invalid_events"),
+        ("/v1/track", {"userId": "u"}, "web-key", 400, "invalid_events"),
+        (
+            "/v1/batch",
+            {
+                "batch": [
+                    {"type": "track", "userId": "u", "event": "ok"},
+                    {"type": "purchase", "userId": "u"},
+                ]
+            },
+            "web-key",
+            400,
+            "invalid_events",
+        ),
+        (
+            "/v1/batch",
+            {
+                "batch": [
+                    {
+                        "type": "track",
+                        "userId": "u",
+                        "event": "big",
+                        "properties": {"x": "y" * 33_000},
+                    }
+                ]
+            },
+            "web-key",
+            400,
+            "invalid_events",
+        ),
+        (
+            "/v1/batch",
+            {"batch": [{"type": "track", "userId": "u", "event": "e"}] * 2501},
+            "web-key",
+            400,
+            "too_many_events",
+        ),
+        (
+            "/v1/batch",
+            {"batch": [{"type": "track", "userId": "u", "event": "x" * 1000}] * 600},
+            "web-key",
+            400,
+            "body_too_large",
+        ),
+        (
+            "/v1/track",
+            {"userId": "u", "event": "e", "messageId": "m" * 100},
+            "web-key",
+            400,
+            "invalid_events",
+        ),
+        ("/v1/track", {"userId": "u", "event": "e"}, None, 401, "missing_write_key"),
+        ("/v1/track", {"userId": "u", "event": "e"}, "stolen", 401, "unknown_write_key"),
+    ],
+)
+def test_refused_requests_write_nothing(
+    edge: Edge,
+    readers: dict[str, TopicReader],
+    path: str,
+    body: Any,
+    key: str | None,
+    status: int,
+    code: str,
+) -> None:
+    resp = edge.post(path, body, key=key)
+    assert resp.status_code == status
+    assert resp.json()["code"] == code and resp.json()["success"] is False
+    marker = {"userId": "u", "event": "Marker", "messageId": uuid.uuid4().hex}
+    assert edge.post("/v1/track", marker).status_code == 200
+    (next_record,) = readers["track"].read(1)
+    assert next_record["messageId"] == marker["messageId"]
+
+
+def test_gzip_body(edge: Edge, readers: dict[str, TopicReader]) -> None:
+    body = gzip.compress(orjson.dumps({"batch": [{"type": "screen", "userId": "u", "name": "Z"}]}))
+    assert edge.post("/v1/batch", body, headers={"Content-Encoding": "gzip"}).status_code == 200
+    assert readers["screen"].read(1)[0]["name"] == "Z"
+
+
+def test_rate_limit_answers_429_with_retry_after(
+    edge: Edge, readers: dict[str, TopicReader]
+) -> None:
+    batch = {"batch": [{"type": "group", "userId": "u", "groupId": f"g{i}"} for i in range(20)]}
+    assert edge.post("/v1/batch", batch, key="limited-key").status_code == 200
+    resp = edge.post("/v1/batch", batch, key="limited-key")
+    assert resp.status_code == 429 and int(resp.headers["Retry-After"]) >= 1
+    assert resp.json()["code"] == "rate_limited"
+    with pytest.raises(APIError) as info:  # the SDK sees it too, and does not retry it blindly
+        Client("limited-key", host=edge.url, sync_mode=True).group(user_id="u", group_id="g")
+    assert info.value.status == 429
+    assert len(readers["group"].read(20)) == 20
+    assert edge.metric("segflow_ingest_requests_total", endpoint="batch", outcome="rate_limited")
+
+
+def test_suppressed_users_are_dropped_and_counted(
+    edge: Edge, readers: dict[str, TopicReader]
+) -> None:
+    before = edge.metric("segflow_ingest_events_total", call_type="track", outcome="suppressed")
+    client = sdk(edge)
+    client.track(user_id=FORGOTTEN, event="Should Vanish")
+    client.track(anonymous_id="forgotten-device", event="Should Vanish Too")
+    kept = client.track(user_id="someone-else", event="Kept")[1]
+    assert readers["track"].read(1)[0]["messageId"] == kept["messageId"]
+    after = edge.metric("segflow_ingest_events_total", call_type="track", outcome="suppressed")
+    assert after - before == 2
+
+
+def test_metrics_and_health_on_the_edge_port(edge: Edge) -> None:
+    text = requests.get(edge.url + "/metrics", timeout=10).text
+    for name in (
+        "segflow_ingest_requests_total",
+        "segflow_ingest_events_total",
+        "segflow_ingest_request_duration_seconds_bucket",
+        "segflow_ingest_delivery_duration_seconds_bucket",
+        "segflow_ingest_producer_queue_messages",
+    ):
+        assert name in text
+    assert requests.get(edge.url + "/healthz", timeout=10).status_code == 200
+    assert requests.get(edge.url + "/readyz", timeout=10).status_code == 200
