@@ -107,7 +107,7 @@ class TopicReader:
                 "enable.auto.commit": False,
             }
         )
-        low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=10)
+        _low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=10)
         self.consumer.assign([TopicPartition(self.topic, 0, high)])
 
     def read(self, n: int, timeout_s: float = 30.0) -> list[dict[str, Any]]:
