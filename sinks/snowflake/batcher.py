@@ -1,0 +1,173 @@
+"""Per-partition buffers and the flush triggers. Pure: no Kafka, no warehouse, no clock reads.
+
+Each owned partition has a buffer that knows the offset the warehouse holds for it (`base`: the
+expected value of the compare-and-set) and the next offset after what it buffered. A flush takes
+every buffer that moved and starts new ones where the taken ones end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sinks.snowflake.rows import TableRow
+
+TopicPartition = tuple[str, int]
+
+
+@dataclass
+class PartitionBuffer:
+    topic: str
+    partition: int
+    base: int
+    """The next offset stored in the warehouse when this buffer began (-1: none yet)."""
+    next_offset: int | None = None
+    rows: list[TableRow] = field(default_factory=list)
+    records: int = 0
+    bytes: int = 0
+    opened_at: float | None = None
+
+    @property
+    def moved(self) -> bool:
+        return self.next_offset is not None
+
+
+@dataclass(frozen=True)
+class PartitionSlice:
+    """One partition's part of a flush: offsets move from `expected` to `new`."""
+
+    topic: str
+    partition: int
+    expected: int
+    new: int
+    records: int
+
+
+@dataclass
+class FlushBatch:
+    slices: list[PartitionSlice]
+    rows: list[TableRow]
+    records: int
+    bytes: int
+
+    def moves(self) -> list[tuple[str, int, int, int]]:
+        return [(s.topic, s.partition, s.expected, s.new) for s in self.slices]
+
+    def without(self, lost: set[TopicPartition]) -> FlushBatch:
+        """The batch minus partitions this instance no longer owns."""
+        keep = [s for s in self.slices if (s.topic, s.partition) not in lost]
+        if len(keep) == len(self.slices):
+            return self
+        rows = [
+            r
+            for r in self.rows
+            if (r.values.get("_segflow_topic"), r.values.get("_segflow_partition")) not in lost
+        ]
+        return FlushBatch(keep, rows, sum(s.records for s in keep), self.bytes)
+
+
+class Batcher:
+    """Buffers of the owned partitions and the decision when to flush."""
+
+    def __init__(
+        self, flush_rows: int, flush_bytes: int, flush_age_s: float, max_buffered_bytes: int
+    ) -> None:
+        self.flush_rows = flush_rows
+        self.flush_bytes = flush_bytes
+        self.flush_age_s = flush_age_s
+        self.max_buffered_bytes = max_buffered_bytes
+        self._buffers: dict[TopicPartition, PartitionBuffer] = {}
+        self.total_bytes = 0
+        self.total_records = 0
+
+    # -- ownership ---------------------------------------------------------------------------
+    def assign(self, topic: str, partition: int, stored: int) -> None:
+        """Own a partition whose warehouse offset is `stored`; an old buffer is dropped."""
+        self.drop(topic, partition)
+        self._buffers[(topic, partition)] = PartitionBuffer(topic, partition, stored)
+
+    def drop(self, topic: str, partition: int) -> None:
+        buf = self._buffers.pop((topic, partition), None)
+        if buf is not None:
+            self.total_bytes -= buf.bytes
+            self.total_records -= buf.records
+
+    def owns(self, topic: str, partition: int) -> bool:
+        return (topic, partition) in self._buffers
+
+    def owned(self) -> list[TopicPartition]:
+        return list(self._buffers)
+
+    def position(self, topic: str, partition: int) -> int | None:
+        """Where consumption of the partition stands (next offset), if known."""
+        buf = self._buffers.get((topic, partition))
+        if buf is None:
+            return None
+        if buf.next_offset is not None:
+            return buf.next_offset
+        return buf.base if buf.base >= 0 else None
+
+    # -- buffering ---------------------------------------------------------------------------
+    def add(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        rows: list[TableRow],
+        size: int,
+        now: float,
+    ) -> bool:
+        """Buffer one record's rows; False (and nothing kept) if the partition is not owned or
+        the offset is behind what is buffered already (a stale redelivery)."""
+        buf = self._buffers.get((topic, partition))
+        if buf is None:
+            return False
+        if buf.next_offset is not None and offset < buf.next_offset:
+            return False
+        if buf.next_offset is None and buf.base >= 0 and offset < buf.base:
+            return False
+        if buf.opened_at is None:
+            buf.opened_at = now
+        buf.rows.extend(rows)
+        buf.next_offset = offset + 1
+        buf.records += 1
+        buf.bytes += size
+        self.total_bytes += size
+        self.total_records += 1
+        return True
+
+    def ready(self, now: float) -> bool:
+        """True when some partition reached its row count, byte size or age, or all buffers
+        together reached the memory bound."""
+        if self.total_bytes >= self.max_buffered_bytes:
+            return True
+        for buf in self._buffers.values():
+            if buf.opened_at is None:
+                continue
+            if (
+                buf.records >= self.flush_rows
+                or buf.bytes >= self.flush_bytes
+                or now - buf.opened_at >= self.flush_age_s
+            ):
+                return True
+        return False
+
+    def take(self) -> FlushBatch | None:
+        """Everything buffered, as one flush; buffers restart where the taken ones end."""
+        slices: list[PartitionSlice] = []
+        rows: list[TableRow] = []
+        total_bytes = 0
+        for key, buf in self._buffers.items():
+            if buf.next_offset is None:
+                continue
+            slices.append(
+                PartitionSlice(buf.topic, buf.partition, buf.base, buf.next_offset, buf.records)
+            )
+            rows.extend(buf.rows)
+            total_bytes += buf.bytes
+            self._buffers[key] = PartitionBuffer(buf.topic, buf.partition, buf.next_offset)
+        if not slices:
+            return None
+        records = sum(s.records for s in slices)
+        self.total_bytes -= total_bytes
+        self.total_records -= records
+        return FlushBatch(slices, rows, records, total_bytes)

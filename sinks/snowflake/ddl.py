@@ -1,0 +1,94 @@
+"""DDL text: schemas, tables, added and widened columns, the staging table. Pure.
+
+Identifiers are upper-cased and double-quoted, which is exactly what Snowflake makes of the
+unquoted snake_case names Segment's schema uses, so `select context_ip from web.tracks` works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sinks.snowflake.tables import NUMBER
+
+WIDEN_SUFFIX = "__segflow_widened"
+
+
+def quote(name: str) -> str:
+    """A Snowflake identifier for a snake_case name: upper-case, quoted."""
+    return '"' + name.upper().replace('"', '""') + '"'
+
+
+def qualified(schema: str, table: str) -> str:
+    return f"{quote(schema)}.{quote(table)}"
+
+
+def sql_type(column_type: str) -> str:
+    return "NUMBER(38,0)" if column_type == NUMBER else column_type
+
+
+def create_schema(schema: str) -> str:
+    return f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}"
+
+
+def create_table(schema: str, table: str, columns: Mapping[str, str]) -> str:
+    cols = ", ".join(f"{quote(n)} {sql_type(t)}" for n, t in columns.items())
+    return f"CREATE TABLE IF NOT EXISTS {qualified(schema, table)} ({cols})"
+
+
+def add_column(schema: str, table: str, column: str, column_type: str) -> str:
+    return (
+        f"ALTER TABLE {qualified(schema, table)} ADD COLUMN IF NOT EXISTS "
+        f"{quote(column)} {sql_type(column_type)}"
+    )
+
+
+def widen_steps(schema: str, table: str, column: str) -> list[str]:
+    """NUMBER -> FLOAT. Snowflake cannot change a column's type from NUMBER to FLOAT, so: add a
+    FLOAT twin, copy, drop the old column, rename the twin. Every step is safe to redo, so an
+    interrupted widening finishes on the next attempt (see `resume_widen`)."""
+    t = qualified(schema, table)
+    twin = quote(column + WIDEN_SUFFIX)
+    return [
+        f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {twin} FLOAT",
+        f"UPDATE {t} SET {twin} = {quote(column)}::FLOAT WHERE {twin} IS NULL",
+        f"ALTER TABLE {t} DROP COLUMN IF EXISTS {quote(column)}",
+        f"ALTER TABLE {t} RENAME COLUMN {twin} TO {quote(column)}",
+    ]
+
+
+def finish_widen(schema: str, table: str, column: str) -> str:
+    """The last step alone: a twin left behind after its original was dropped."""
+    return widen_steps(schema, table, column)[-1]
+
+
+def create_staging(table: str, columns: Mapping[str, str]) -> str:
+    """The per-process staging table, re-created for every flush (transient: no fail-safe)."""
+    cols = ", ".join(f"{quote(n)} {sql_type(t)}" for n, t in columns.items())
+    return f"CREATE OR REPLACE TRANSIENT TABLE {quote(table)} ({cols})"
+
+
+def create_stage(schema: str, stage: str) -> str:
+    return f"CREATE STAGE IF NOT EXISTS {qualified(schema, stage)}"
+
+
+def put_file(local_path: str, schema: str, stage: str, folder: str) -> str:
+    return (
+        f"PUT 'file://{local_path}' @{qualified(schema, stage)}/{folder}/ "
+        "AUTO_COMPRESS=FALSE OVERWRITE=TRUE"
+    )
+
+
+def copy_into_staging(table: str, schema: str, stage: str, folder: str) -> str:
+    return (
+        f"COPY INTO {quote(table)} FROM @{qualified(schema, stage)}/{folder}/ "
+        "FILE_FORMAT=(TYPE=PARQUET) MATCH_BY_COLUMN_NAME=CASE_SENSITIVE PURGE=TRUE"
+    )
+
+
+def columns_query() -> str:
+    """Column layout of every table of one schema (bind: schema name upper-case)."""
+    return (
+        "SELECT table_name, column_name, data_type, numeric_scale "
+        "FROM information_schema.columns WHERE table_schema = ? "
+        "ORDER BY table_name, ordinal_position"
+    )

@@ -1,0 +1,143 @@
+"""DML text of a flush: set-based statements from the staging table into the targets. Pure.
+
+Everything here runs inside one transaction and is valid Snowflake SQL that the emulator runs
+too (no MERGE: the emulator cannot MERGE inside a transaction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sinks.snowflake.ddl import qualified, quote, sql_type
+from sinks.snowflake.staging import SCHEMA_COLUMN, TABLE_COLUMN
+from sinks.snowflake.tables import (
+    LOAD_ID_COLUMN,
+    LOAD_TIME_COLUMNS,
+    TIMESTAMP,
+    VARCHAR,
+    VARIANT,
+    merge_key,
+)
+
+LOAD_TS = "CAST(? AS TIMESTAMP_TZ)"
+
+
+def _cast(expr: str, target: str, staged: str | None) -> str:
+    if staged is None:
+        return "NULL"
+    if staged == target:
+        return expr
+    if target == VARIANT:
+        return f"PARSE_JSON({expr})"
+    if target == VARCHAR:
+        return expr if staged == VARCHAR else f"{expr}::VARCHAR"
+    return f"{expr}::{sql_type(target)}"
+
+
+def _select_list(
+    columns: Mapping[str, str], staged: Mapping[str, str], alias: str = "s"
+) -> tuple[list[str], list[str], int]:
+    """(target columns, select expressions, number of load-time binds among them)."""
+    names, exprs, binds = [], [], 0
+    for name, typ in columns.items():
+        names.append(quote(name))
+        if name in LOAD_TIME_COLUMNS:
+            exprs.append(LOAD_TS)
+            binds += 1
+        elif name == LOAD_ID_COLUMN:
+            exprs.append("?")
+            binds += 1
+        else:
+            exprs.append(_cast(f"{alias}.{quote(name)}", typ, staged.get(name)))
+    return names, exprs, binds
+
+
+def _where_staged(alias: str = "s") -> str:
+    return f"{alias}.{quote(SCHEMA_COLUMN)} = ? AND {alias}.{quote(TABLE_COLUMN)} = ?"
+
+
+def insert_new(
+    staging: str,
+    schema: str,
+    table: str,
+    columns: Mapping[str, str],
+    staged: Mapping[str, str],
+    lookback: bool,
+) -> tuple[str, int]:
+    """Insert staged rows whose id is not in the table (within the lookback when `lookback`),
+    once per id. Binds: load-time values, schema, table, then the lookback bound if any."""
+    names, exprs, binds = _select_list(columns, staged)
+    window = f' AND t."RECEIVED_AT" >= {LOAD_TS}' if lookback else ""
+    sql = (
+        f"INSERT INTO {qualified(schema, table)} ({', '.join(names)}) "
+        f"SELECT {', '.join(exprs)} FROM {quote(staging)} s "
+        f"WHERE {_where_staged()} AND NOT EXISTS (SELECT 1 FROM {qualified(schema, table)} t "
+        f'WHERE t."ID" = s."ID"{window}) '
+        'QUALIFY ROW_NUMBER() OVER (PARTITION BY s."ID" ORDER BY s."_SEGFLOW_TOPIC", '
+        's."_SEGFLOW_PARTITION", s."_SEGFLOW_OFFSET") = 1'
+    )
+    return sql, binds
+
+
+def insert_plain(
+    staging: str, schema: str, table: str, columns: Mapping[str, str], staged: Mapping[str, str]
+) -> tuple[str, int]:
+    names, exprs, binds = _select_list(columns, staged)
+    sql = (
+        f"INSERT INTO {qualified(schema, table)} ({', '.join(names)}) "
+        f"SELECT {', '.join(exprs)} FROM {quote(staging)} s WHERE {_where_staged()}"
+    )
+    return sql, binds
+
+
+def merge_insert(
+    staging: str, schema: str, table: str, columns: Mapping[str, str], staged: Mapping[str, str]
+) -> tuple[str, int]:
+    """users/accounts, step 1: insert each staged profile merged with the row it replaces
+    (newer received_at wins per column, the other side fills its gaps)."""
+    target = qualified(schema, table)
+    names, exprs, binds = [], [], 0
+    newer = 'u."ID" IS NULL OR s."RECEIVED_AT" >= u."RECEIVED_AT"'
+    for name, typ in columns.items():
+        names.append(quote(name))
+        q = quote(name)
+        if name in LOAD_TIME_COLUMNS:
+            exprs.append(LOAD_TS)
+            binds += 1
+        elif name == LOAD_ID_COLUMN:
+            exprs.append("?")
+            binds += 1
+        elif name == "id":
+            exprs.append('s."ID"')
+        elif name == "received_at":
+            exprs.append('GREATEST(s."RECEIVED_AT", COALESCE(u."RECEIVED_AT", s."RECEIVED_AT"))')
+        else:
+            new = _cast(f"s.{q}", typ, staged.get(name))
+            exprs.append(
+                f"CASE WHEN {newer} THEN COALESCE({new}, u.{q}) ELSE COALESCE(u.{q}, {new}) END"
+            )
+    sql = (
+        f"INSERT INTO {target} ({', '.join(names)}) "
+        f"SELECT {', '.join(exprs)} FROM {quote(staging)} s "
+        f'LEFT JOIN {target} u ON u."ID" = s."ID" '
+        f"WHERE {_where_staged()} "
+        'QUALIFY ROW_NUMBER() OVER (PARTITION BY s."ID" ORDER BY u."RECEIVED_AT" DESC) = 1'
+    )
+    return sql, binds
+
+
+def delete_replaced(staging: str, schema: str, table: str) -> str:
+    """users/accounts/identity_map: delete the rows of staged keys not written by this load.
+    Binds: schema, table, load id."""
+    key = merge_key(table)
+    cols = ", ".join(f"s.{quote(k)}" for k in key)
+    on = " AND ".join(f"t.{quote(k)} = k.{quote(k)}" for k in key)
+    return (
+        f"DELETE FROM {qualified(schema, table)} t USING "
+        f"(SELECT DISTINCT {cols} FROM {quote(staging)} s WHERE {_where_staged()}) k "
+        f"WHERE {on} AND t.{quote(LOAD_ID_COLUMN)} IS DISTINCT FROM ?"
+    )
+
+
+def timestamp_bound_type() -> str:
+    return TIMESTAMP

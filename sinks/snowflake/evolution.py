@@ -1,0 +1,260 @@
+"""Column typing and schema evolution, as pure functions.
+
+Every value is typed (``value_type``); a new column takes the type of its values in the batch
+(``unify``); a value meets an existing column with ``fit``: it fits, it widens the column
+(integer -> float), or it is a misfit that goes to ``_unmapped``. ``plan`` applies these rules to
+all rows of a flush against the known table layouts and returns what to create, add, widen and
+record, plus the rows as they will be written. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from schemas.timestamps import parse_timestamp
+from sinks.snowflake.rows import TableRow
+from sinks.snowflake.tables import (
+    BOOLEAN,
+    FLOAT,
+    NUMBER,
+    TIMESTAMP,
+    VARCHAR,
+    VARIANT,
+    fixed_columns,
+)
+
+OTHER = "OTHER"  # a column someone else made with a type we do not write (DATE, ARRAY, ...)
+
+Fit = Literal["ok", "widen", "misfit"]
+
+_TS_SHAPE = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|z|[+-]\d{2}(:?\d{2})?)?$"
+)
+_NUMBER_LIMIT = 10**38
+
+
+def looks_like_timestamp(value: str) -> bool:
+    """ISO-8601 date-times (Segment types such strings as timestamps)."""
+    if len(value) < 16 or len(value) > 40 or not _TS_SHAPE.match(value):
+        return False
+    try:
+        parse_timestamp(value)
+    except ValueError:
+        return False
+    return True
+
+
+def value_type(value: Any) -> str | None:
+    """The warehouse type a value calls for; None for null (which never makes a column)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return BOOLEAN
+    if isinstance(value, int):
+        return NUMBER if -_NUMBER_LIMIT < value < _NUMBER_LIMIT else FLOAT
+    if isinstance(value, float):
+        return FLOAT if value == value and value not in (float("inf"), float("-inf")) else VARCHAR
+    if isinstance(value, datetime):
+        return TIMESTAMP
+    if isinstance(value, str):
+        return TIMESTAMP if looks_like_timestamp(value) else VARCHAR
+    return VARIANT
+
+
+def unify(a: str, b: str) -> str:
+    """The type of a new column whose values in one batch have types a and b."""
+    if a == b:
+        return a
+    if {a, b} == {NUMBER, FLOAT}:
+        return FLOAT
+    return VARCHAR
+
+
+def fit(column_type: str, vtype: str) -> Fit:
+    """Can a value of type `vtype` go into a column of `column_type`?"""
+    if column_type in (VARCHAR, VARIANT) or column_type == vtype:
+        return "ok"
+    if column_type == FLOAT and vtype == NUMBER:
+        return "ok"
+    if column_type == NUMBER and vtype == FLOAT:
+        return "widen"
+    return "misfit"
+
+
+def column_type_from_warehouse(data_type: str, scale: int | None) -> str:
+    """Our type name for an INFORMATION_SCHEMA.COLUMNS data_type (and numeric_scale)."""
+    t = data_type.upper()
+    if t in ("TEXT", "VARCHAR", "STRING", "CHAR", "CHARACTER"):
+        return VARCHAR
+    if t in ("NUMBER", "DECIMAL", "NUMERIC", "INT", "INTEGER", "BIGINT"):
+        return NUMBER if not scale else FLOAT
+    if t in ("FLOAT", "DOUBLE", "REAL", "FLOAT8", "DOUBLE PRECISION"):
+        return FLOAT
+    if t == "BOOLEAN":
+        return BOOLEAN
+    if t.startswith("TIMESTAMP"):
+        return TIMESTAMP
+    if t in ("VARIANT", "OBJECT", "ARRAY"):
+        return VARIANT
+    return OTHER
+
+
+TableKey = tuple[str, str]  # (schema, table)
+
+
+@dataclass(frozen=True)
+class SchemaChange:
+    """One row of `_segflow_schema_changes`."""
+
+    schema: str
+    table: str
+    column: str
+    change: str  # column_added | column_widened | misfit | column_limit
+    column_type: str | None
+    value_type: str | None
+    occurrences: int
+    example_message_id: str
+
+
+@dataclass
+class Plan:
+    """What a flush must change in the warehouse before it loads, and the rows it loads."""
+
+    create_tables: dict[TableKey, dict[str, str]] = field(default_factory=dict)
+    add_columns: dict[TableKey, dict[str, str]] = field(default_factory=dict)
+    widen_columns: dict[TableKey, set[str]] = field(default_factory=dict)
+    misfits: list[SchemaChange] = field(default_factory=list)
+    rows: list[TableRow] = field(default_factory=list)
+    columns: dict[TableKey, dict[str, str]] = field(default_factory=dict)
+    """Every table of the flush -> its columns and types after the changes."""
+
+    @property
+    def has_ddl(self) -> bool:
+        return bool(self.create_tables or self.add_columns or self.widen_columns)
+
+    def ddl_changes(self) -> list[SchemaChange]:
+        """Added and widened columns, as schema-change records (example ids not tracked)."""
+        out = []
+        for (schema, table), cols in self.add_columns.items():
+            for col, typ in cols.items():
+                out.append(SchemaChange(schema, table, col, "column_added", typ, typ, 1, ""))
+        for (schema, table), cols in self.create_tables.items():
+            fixed = fixed_columns(table)
+            for col, typ in cols.items():
+                if col not in fixed:
+                    out.append(SchemaChange(schema, table, col, "column_added", typ, typ, 1, ""))
+        for (schema, table), names in self.widen_columns.items():
+            for col in names:
+                out.append(SchemaChange(schema, table, col, "column_widened", FLOAT, FLOAT, 1, ""))
+        return out
+
+
+def plan(
+    rows: Iterable[TableRow],
+    known: Mapping[TableKey, Mapping[str, str]],
+    max_columns: int = 1000,
+) -> Plan:
+    """Type every dynamic value of `rows` against `known` table layouts (missing = new table).
+
+    Values that do not fit their column are moved into the row's `unmapped` (the input rows are
+    not changed: such rows are copied). Integer columns that meet floats are widened.
+    """
+    result = Plan()
+    cols_of: dict[TableKey, dict[str, str]] = {}
+    new_of: dict[TableKey, dict[str, str]] = {}
+    misfit_count: dict[tuple[str, str, str, str, str, str], list[Any]] = {}
+    out_rows = result.rows
+
+    for row in rows:
+        key = (row.schema, row.table)
+        cols = cols_of.get(key)
+        if cols is None:
+            existing = known.get(key)
+            fixed = fixed_columns(row.table)
+            if existing is None:
+                cols = dict(fixed)
+                result.create_tables[key] = cols
+            else:
+                cols = dict(existing)
+                for name, typ in fixed.items():
+                    if name not in cols:
+                        new_of.setdefault(key, {})[name] = typ
+                        cols[name] = typ
+            cols_of[key] = cols
+        new_cols = new_of.get(key)
+        fixed = fixed_columns(row.table)
+        moved: dict[str, Any] | None = None
+        for name, value in row.values.items():
+            if name in fixed:
+                continue
+            vtype = value_type(value)
+            if vtype is None:
+                continue
+            ctype = cols.get(name)
+            if ctype is None:
+                if len(cols) >= max_columns:
+                    moved = moved or {}
+                    moved[name] = value
+                    _count(misfit_count, key, name, "column_limit", None, vtype, row.message_id)
+                    continue
+                cols[name] = vtype
+                if key not in result.create_tables:
+                    if new_cols is None:
+                        new_cols = new_of.setdefault(key, {})
+                    new_cols[name] = vtype
+                continue
+            if (new_cols is not None and name in new_cols) or key in result.create_tables:
+                # a column this batch creates: its type follows all of the batch's values
+                merged = unify(ctype, vtype)
+                if merged != ctype:
+                    cols[name] = merged
+                    if key in result.create_tables:
+                        result.create_tables[key][name] = merged
+                    else:
+                        new_of[key][name] = merged
+                continue
+            verdict = fit(ctype, vtype)
+            if verdict == "ok":
+                continue
+            if verdict == "widen":
+                result.widen_columns.setdefault(key, set()).add(name)
+                cols[name] = FLOAT
+                continue
+            moved = moved or {}
+            moved[name] = value
+            _count(misfit_count, key, name, "misfit", ctype, vtype, row.message_id)
+        if moved:
+            values = {k: v for k, v in row.values.items() if k not in moved}
+            unmapped = dict(row.unmapped or {})
+            unmapped.update(moved)
+            row = TableRow(row.schema, row.table, row.kind, values, unmapped, row.message_id)
+        out_rows.append(row)
+
+    result.add_columns = {k: v for k, v in new_of.items() if v}
+    result.columns = cols_of
+    for (schema, table, column, change, ctype, vtype), (n, example) in misfit_count.items():
+        result.misfits.append(
+            SchemaChange(schema, table, column, change, ctype or None, vtype or None, n, example)
+        )
+    return result
+
+
+def _count(
+    counts: dict[tuple[str, str, str, str, str, str], list[Any]],
+    key: TableKey,
+    column: str,
+    change: str,
+    ctype: str | None,
+    vtype: str,
+    message_id: str,
+) -> None:
+    k = (key[0], key[1], column, change, ctype or "", vtype)
+    entry = counts.get(k)
+    if entry is None:
+        counts[k] = [1, message_id]
+    else:
+        entry[0] += 1

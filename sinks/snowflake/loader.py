@@ -1,0 +1,464 @@
+"""SnowflakeLoader: one warehouse transaction per flush.
+
+A flush runs, in order:
+ 1. schema evolution (DDL commits by itself in Snowflake, so it runs before the transaction and
+    is safe to repeat): new schemas and tables, added and widened columns, recorded in
+    `_segflow_schema_changes`;
+ 2. staging, outside the transaction as well (it only touches this process's staging table):
+    one Parquet file, PUT to the control schema's stage, COPY INTO the staging table;
+ 3. BEGIN; set-based statements from the staging table into every target (insert-where-not-exists
+    for events and the audit log, merge-by-delete-insert for users/accounts/identity_map, plain
+    insert for misfit records); the offsets compare-and-set; COMMIT.
+Any error rolls back and is classified (errors.classify) into retryable or fatal; a failed
+compare-and-set raises FencedError after the rollback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from runtime.settings import WarehouseSettings
+from schemas.errors import SegflowError
+from sinks.snowflake import ddl, dml
+from sinks.snowflake.batcher import FlushBatch
+from sinks.snowflake.errors import FencedError, WarehouseRetryableError, classify
+from sinks.snowflake.evolution import Plan, SchemaChange, column_type_from_warehouse, plan
+from sinks.snowflake.metrics import SinkMetrics, table_label
+from sinks.snowflake.offsets import OffsetStore
+from sinks.snowflake.rows import TableRow, collapse
+from sinks.snowflake.staging import group_rows, staged_columns, write_parquet
+from sinks.snowflake.tables import SCHEMA_CHANGES, Kind, fixed_columns
+
+logger = logging.getLogger(__name__)
+
+STAGE = "_segflow_stage"
+STAGING_PREFIX = "_segflow_staging_"
+Columns = dict[str, str]
+Connect = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    group_id: str
+    control_schema: str = "_segflow"
+    lookback_hours: float = 72.0
+    max_columns_per_table: int = 1000
+    stage_dir: str | None = None
+    staging_max_age_h: float = 24.0
+
+
+@dataclass
+class FlushResult:
+    records: int
+    rows_loaded: dict[str, int] = field(default_factory=dict)
+    statements: int = 0
+    seconds: float = 0.0
+
+
+def _connect_default(**kwargs: Any) -> Any:
+    import snowflake.connector  # heavy import: only when connecting
+
+    return snowflake.connector.connect(**kwargs)
+
+
+class SnowflakeLoader:
+    """Owns the warehouse connection; loads flushes and keeps the offsets."""
+
+    def __init__(
+        self,
+        warehouse: WarehouseSettings,
+        options: LoaderOptions,
+        metrics: SinkMetrics,
+        connect: Connect = _connect_default,
+    ) -> None:
+        self.warehouse = warehouse
+        self.options = options
+        self.metrics = metrics
+        self._connect_fn = connect
+        self._conn: Any = None
+        self._layouts: dict[str, dict[str, Columns]] = {}
+        stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+        self.staging = f"{STAGING_PREFIX}{stamp}_{uuid.uuid4().hex[:8]}"
+        self.offsets = OffsetStore(options.control_schema, options.group_id)
+        self._stage_dir = Path(options.stage_dir or tempfile.gettempdir())
+        self._statements = 0
+
+    # -- connection --------------------------------------------------------------------------
+    def connect(self) -> None:
+        """Open the connection and make sure the control schema, stage and offsets exist."""
+        if self._conn is not None:
+            return
+        kwargs = self.warehouse.connect_kwargs("sink")
+        database = kwargs.pop("database")
+        kwargs["paramstyle"] = "qmark"
+        kwargs.setdefault("client_session_keep_alive", False)
+        try:
+            self._conn = self._connect_fn(**kwargs)
+        except Exception as exc:
+            raise classify(exc, statement="login") from exc
+        try:
+            self._run(f"CREATE DATABASE IF NOT EXISTS {ddl.quote(database)}", kind="ddl")
+            self._run(f"USE DATABASE {ddl.quote(database)}", kind="session")
+            self._run(ddl.create_schema(self.options.control_schema), kind="ddl")
+            self._run(f"USE SCHEMA {ddl.quote(self.options.control_schema)}", kind="session")
+            self._run(ddl.create_stage(self.options.control_schema, STAGE), kind="ddl")
+            self._run(self.offsets.create_sql(), kind="ddl", table="_segflow_offsets")
+            self._sweep_staging()
+        except SegflowError:
+            self._drop_connection()
+            raise
+
+    def close(self) -> None:
+        if self._conn is None:
+            return
+        try:
+            self._run(f"DROP TABLE IF EXISTS {ddl.quote(self.staging)}", kind="ddl")
+        except SegflowError as exc:
+            logger.warning("could not drop staging table %s: %s", self.staging, exc)
+        self._drop_connection()
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        self._layouts.clear()
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # closing a broken connection: nothing left to do
+                logger.debug("closing the warehouse connection failed", exc_info=True)
+
+    def _run(
+        self, sql: str, binds: Sequence[Any] = (), *, kind: str, table: str | None = None
+    ) -> Any:
+        """Execute one statement; count it; wrap any failure."""
+        if self._conn is None:
+            raise WarehouseRetryableError(f"no warehouse connection for {kind}")
+        self._statements += 1
+        self.metrics.statements.labels(kind).inc()
+        try:
+            cur = self._conn.cursor()
+            cur.execute(sql, list(binds) if binds else None)
+            return cur
+        except Exception as exc:
+            raise classify(exc, statement=kind, table=table) from exc
+
+    def _sweep_staging(self) -> None:
+        """Drop staging tables of processes that died more than `staging_max_age_h` ago."""
+        cur = self._run(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = ? "
+            "AND table_name LIKE ?",
+            [self.options.control_schema.upper(), STAGING_PREFIX.upper().replace("_", "\\_") + "%"],
+            kind="select",
+        )
+        limit = datetime.now(UTC) - timedelta(hours=self.options.staging_max_age_h)
+        for (name,) in cur.fetchall():
+            stamp = str(name)[len(STAGING_PREFIX) :].split("_", 1)[0]
+            try:
+                made = datetime.strptime(stamp, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+            except ValueError:
+                continue
+            if made < limit:
+                self._run(f'DROP TABLE IF EXISTS "{name}"', kind="ddl")
+
+    # -- offsets -----------------------------------------------------------------------------
+    def ensure_offsets(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        self.connect()
+        return self.offsets.ensure(self._exec_fn("offsets"), partitions)
+
+    def read_offsets(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        self.connect()
+        return self.offsets.read(self._exec_fn("offsets"), partitions)
+
+    def _exec_fn(self, kind: str) -> Callable[[str, Sequence[Any]], Any]:
+        def execute(sql: str, binds: Sequence[Any]) -> Any:
+            return self._run(sql, binds, kind=kind, table="_segflow_offsets")
+
+        return execute
+
+    # -- layouts -----------------------------------------------------------------------------
+    def _layout(self, schema: str) -> dict[str, Columns] | None:
+        """Tables and columns of a schema (None if the schema has none of our tables)."""
+        if schema in self._layouts:
+            return self._layouts[schema]
+        cur = self._run(ddl.columns_query(), [schema.upper()], kind="select")
+        tables: dict[str, Columns] = {}
+        for table, column, data_type, scale in cur.fetchall():
+            cols = tables.setdefault(str(table).lower(), {})
+            cols[str(column).lower()] = column_type_from_warehouse(str(data_type), scale)
+        self._repair_widenings(schema, tables)
+        if not tables:
+            return None
+        self._layouts[schema] = tables
+        return tables
+
+    def _repair_widenings(self, schema: str, tables: dict[str, Columns]) -> None:
+        """Finish a widening an earlier process left half done."""
+        for table, cols in tables.items():
+            for name in [c for c in cols if c.endswith(ddl.WIDEN_SUFFIX)]:
+                column = name[: -len(ddl.WIDEN_SUFFIX)]
+                steps = ddl.widen_steps(schema, table, column)
+                for sql in steps if column in cols else steps[-1:]:
+                    self._run(sql, kind="ddl", table=table)
+                cols.pop(name)
+                cols[column] = "FLOAT"
+                logger.warning("finished widening %s.%s.%s to FLOAT", schema, table, column)
+
+    def _known(self, rows: Sequence[TableRow]) -> dict[tuple[str, str], Mapping[str, str]]:
+        known: dict[tuple[str, str], Mapping[str, str]] = {}
+        for schema in {r.schema for r in rows}:
+            for table, cols in (self._layout(schema) or {}).items():
+                known[(schema, table)] = cols
+        return known
+
+    def _apply(self, p: Plan) -> None:
+        """Run the plan's DDL and record it; then forget the layouts it touched."""
+        touched = {s for s, _ in p.create_tables} | {s for s, _ in p.add_columns}
+        touched |= {s for s, _ in p.widen_columns}
+        for schema in {s for s, _ in p.create_tables}:
+            if self._layouts.get(schema) is None:
+                self._run(ddl.create_schema(schema), kind="ddl")
+                self._run(
+                    ddl.create_table(schema, SCHEMA_CHANGES, fixed_columns(SCHEMA_CHANGES)),
+                    kind="ddl",
+                    table=SCHEMA_CHANGES,
+                )
+        for (schema, table), cols in p.create_tables.items():
+            self._run(ddl.create_table(schema, table, cols), kind="ddl", table=table)
+        for (schema, table), cols in p.add_columns.items():
+            for name, typ in cols.items():
+                self._run(ddl.add_column(schema, table, name, typ), kind="ddl", table=table)
+        for (schema, table), names in p.widen_columns.items():
+            for name in sorted(names):
+                for sql in ddl.widen_steps(schema, table, name):
+                    self._run(sql, kind="ddl", table=table)
+        changes = p.ddl_changes()
+        self._record_changes(changes)
+        for change in changes:
+            self.metrics.schema_changes.labels(change.change).inc()
+            logger.info(
+                "schema change: %s.%s column %s %s (%s)",
+                change.schema,
+                change.table,
+                change.column,
+                change.change,
+                change.column_type,
+            )
+        for schema in touched:
+            self._layouts.pop(schema, None)
+
+    def _record_changes(self, changes: Sequence[SchemaChange]) -> None:
+        now = datetime.now(UTC).isoformat()
+        by_schema: dict[str, list[SchemaChange]] = {}
+        for c in changes:
+            by_schema.setdefault(c.schema, []).append(c)
+        for schema, items in by_schema.items():
+            binds: list[Any] = []
+            for c in items:
+                binds += [
+                    now,
+                    c.table,
+                    c.column,
+                    c.change,
+                    c.column_type,
+                    c.value_type,
+                    c.occurrences,
+                    c.example_message_id,
+                ]
+            one = "(" + ", ".join(["?"] * 8) + ")"
+            self._run(
+                f'INSERT INTO {ddl.qualified(schema, SCHEMA_CHANGES)} ("DETECTED_AT", '
+                '"TABLE_NAME", "COLUMN_NAME", "CHANGE", "COLUMN_TYPE", "VALUE_TYPE", '
+                '"OCCURRENCES", "EXAMPLE_MESSAGE_ID") SELECT column1::TIMESTAMP_TZ, column2, '
+                "column3, column4, column5, column6, column7, column8 FROM VALUES "
+                + ", ".join([one] * len(items)),
+                binds,
+                kind="insert",
+                table=SCHEMA_CHANGES,
+            )
+
+    def _evolve(self, rows: list[TableRow]) -> Plan:
+        for _ in range(3):
+            p = plan(rows, self._known(rows), self.options.max_columns_per_table)
+            if not p.has_ddl:
+                return p
+            self._apply(p)
+        return plan(rows, self._known(rows), self.options.max_columns_per_table)
+
+    # -- the flush ---------------------------------------------------------------------------
+    def flush(self, batch: FlushBatch) -> FlushResult:
+        """Load `batch` and move its offsets, all or nothing. Raises FencedError, a retryable
+        or a fatal error; on any of them nothing of the batch is committed."""
+        started = time.monotonic()
+        self._statements = 0
+        try:
+            self.connect()
+            result = self._flush(batch)
+        except FencedError:
+            raise
+        except SegflowError as exc:
+            if isinstance(exc, WarehouseRetryableError):
+                self._drop_connection()  # a broken session is not reused
+            raise
+        result.statements = self._statements
+        result.seconds = time.monotonic() - started
+        return result
+
+    def _flush(self, batch: FlushBatch) -> FlushResult:
+        rows = collapse(batch.rows)
+        p = self._evolve(rows) if rows else Plan()
+        load_id = uuid.uuid4().hex
+        now = datetime.now(UTC)
+        if p.misfits:
+            for m in p.misfits:
+                self.metrics.schema_changes.labels(m.change).inc(m.occurrences)
+                logger.warning(
+                    "%d values of type %s do not fit %s.%s column %s (%s): kept in _unmapped",
+                    m.occurrences,
+                    m.value_type,
+                    m.schema,
+                    m.table,
+                    m.column,
+                    m.column_type,
+                )
+            p.rows.extend(_change_rows(p.misfits, now))
+            for m in p.misfits:
+                p.columns[(m.schema, SCHEMA_CHANGES)] = dict(fixed_columns(SCHEMA_CHANGES))
+        groups = group_rows(p.rows)
+        staged = staged_columns(groups.keys(), p.columns)
+        path = self._stage_dir / f"segflow-flush-{load_id}.parquet"
+        try:
+            staged_rows = write_parquet(path, groups, p.columns, staged) if groups else 0
+            if staged_rows:
+                self._stage(path, staged, load_id, staged_rows)
+            return self._transaction(batch, groups, p, staged, load_id, now)
+        finally:
+            if path.exists():
+                os.unlink(path)
+
+    def _stage(self, path: Path, staged: Columns, load_id: str, count: int) -> None:
+        schema = self.options.control_schema
+        self._run(ddl.create_staging(self.staging, staged), kind="ddl", table=self.staging)
+        self._run(ddl.put_file(str(path), schema, STAGE, load_id), kind="put")
+        cur = self._run(
+            ddl.copy_into_staging(self.staging, schema, STAGE, load_id),
+            kind="copy",
+            table=self.staging,
+        )
+        loaded = sum(int(r[3] or 0) for r in cur.fetchall() if len(r) > 3)
+        if loaded != count:
+            raise WarehouseRetryableError(
+                f"COPY INTO {self.staging} loaded {loaded} of {count} staged rows"
+            )
+
+    def _transaction(
+        self,
+        batch: FlushBatch,
+        groups: Mapping[tuple[str, str], list[TableRow]],
+        p: Plan,
+        staged: Columns,
+        load_id: str,
+        now: datetime,
+    ) -> FlushResult:
+        result = FlushResult(records=batch.records)
+        load_ts = now.isoformat()
+        self._run("BEGIN", kind="begin")
+        try:
+            for (schema, table), rows in groups.items():
+                cols = p.columns[(schema, table)]
+                kind = rows[0].kind
+                head = [load_ts] * sum(1 for c in cols if c in ("uuid_ts", "loaded_at"))
+                where = [schema, table]
+                if kind is Kind.APPEND:
+                    lookback = self.options.lookback_hours > 0
+                    sql, _ = dml.insert_new(self.staging, schema, table, cols, staged, lookback)
+                    binds = head + where
+                    if lookback:
+                        first = min(r.values["received_at"] for r in rows)
+                        bound = first - timedelta(hours=self.options.lookback_hours)
+                        binds.append(bound.isoformat())
+                    cur = self._run(sql, binds, kind="insert", table=table)
+                    inserted = int(cur.rowcount or 0)
+                    skipped = len(rows) - inserted
+                    if skipped > 0:
+                        self.metrics.rows_skipped.labels(table_label(table)).inc(skipped)
+                elif kind is Kind.PLAIN:
+                    sql, _ = dml.insert_plain(self.staging, schema, table, cols, staged)
+                    cur = self._run(sql, head + where, kind="insert", table=table)
+                    inserted = int(cur.rowcount or 0)
+                else:
+                    load_binds = _load_binds(cols, load_ts, load_id)
+                    if kind is Kind.MERGE:
+                        sql, _ = dml.merge_insert(self.staging, schema, table, cols, staged)
+                    else:
+                        sql, _ = dml.insert_plain(self.staging, schema, table, cols, staged)
+                    cur = self._run(sql, load_binds + where, kind="upsert", table=table)
+                    inserted = int(cur.rowcount or 0)
+                    self._run(
+                        dml.delete_replaced(self.staging, schema, table),
+                        [*where, load_id],
+                        kind="upsert",
+                        table=table,
+                    )
+                result.rows_loaded[table] = result.rows_loaded.get(table, 0) + inserted
+            if not self.offsets.compare_and_set(self._exec_fn("offsets"), batch.moves()):
+                self._rollback()
+                raise FencedError([(s.topic, s.partition) for s in batch.slices])
+            self._run("COMMIT", kind="commit")
+        except FencedError:
+            raise
+        except BaseException:
+            self._rollback()
+            raise
+        for table, n in result.rows_loaded.items():
+            self.metrics.rows_loaded.labels(table_label(table)).inc(n)
+        return result
+
+    def _rollback(self) -> None:
+        self.metrics.rollbacks.inc()
+        try:
+            self._run("ROLLBACK", kind="rollback")
+        except SegflowError as exc:
+            logger.warning("rollback failed (the connection is dropped): %s", exc)
+            self._drop_connection()
+
+
+def _load_binds(cols: Mapping[str, str], load_ts: str, load_id: str) -> list[Any]:
+    """Binds of the select list, in column order: load times and the load id."""
+    out: list[Any] = []
+    for name in cols:
+        if name in ("uuid_ts", "loaded_at"):
+            out.append(load_ts)
+        elif name == "_segflow_load_id":
+            out.append(load_id)
+    return out
+
+
+def _change_rows(changes: Sequence[SchemaChange], now: datetime) -> list[TableRow]:
+    return [
+        TableRow(
+            c.schema,
+            SCHEMA_CHANGES,
+            Kind.PLAIN,
+            {
+                "detected_at": now,
+                "table_name": c.table,
+                "column_name": c.column,
+                "change": c.change,
+                "column_type": c.column_type,
+                "value_type": c.value_type,
+                "occurrences": c.occurrences,
+                "example_message_id": c.example_message_id,
+            },
+            None,
+            c.example_message_id,
+        )
+        for c in changes
+    ]

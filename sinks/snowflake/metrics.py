@@ -1,0 +1,121 @@
+"""Prometheus metrics of the sink, built on an injected registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_STANDARD_TABLES = frozenset(
+    {
+        "tracks",
+        "identifies",
+        "users",
+        "pages",
+        "screens",
+        "groups",
+        "accounts",
+        "aliases",
+        "identity_map",
+        "audit_log",
+        "_segflow_schema_changes",
+    }
+)
+
+
+def table_label(table: str) -> str:
+    """Per-event tables share one label value: table names must not blow up cardinality."""
+    return table if table in _STANDARD_TABLES else "per_event"
+
+
+class SinkMetrics:
+    """Everything the sink reports on /metrics."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.records = Counter(
+            "segflow_sink_records_total",
+            "Kafka records consumed, by outcome (buffered, suppressed, tombstone, dlq)",
+            ["topic", "outcome"],
+            registry=registry,
+        )
+        self.rows_loaded = Counter(
+            "segflow_sink_rows_loaded_total",
+            "Rows written to warehouse tables (after idempotence checks)",
+            ["table"],
+            registry=registry,
+        )
+        self.rows_skipped = Counter(
+            "segflow_sink_rows_skipped_total",
+            "Staged rows not inserted because their id was already loaded",
+            ["table"],
+            registry=registry,
+        )
+        self.statements = Counter(
+            "segflow_sink_statements_total",
+            "Warehouse statements executed, by kind",
+            ["kind"],
+            registry=registry,
+        )
+        self.flush_seconds = Histogram(
+            "segflow_sink_flush_duration_seconds",
+            "Duration of successful flushes",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+            registry=registry,
+        )
+        self.flush_records = Histogram(
+            "segflow_sink_flush_size_records",
+            "Kafka records per successful flush",
+            buckets=(1, 10, 100, 1_000, 10_000, 50_000, 100_000, 250_000, 1_000_000),
+            registry=registry,
+        )
+        self.flush_bytes = Histogram(
+            "segflow_sink_flush_size_bytes",
+            "Estimated buffered bytes per successful flush",
+            buckets=(1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9),
+            registry=registry,
+        )
+        self.flush_statements = Histogram(
+            "segflow_sink_flush_statements",
+            "Warehouse statements per successful flush",
+            buckets=(5, 10, 20, 50, 100, 200, 500),
+            registry=registry,
+        )
+        self.flushes = Counter(
+            "segflow_sink_flushes_total",
+            "Flush attempts by outcome (committed, retried, fenced, failed)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            "segflow_sink_retries_total",
+            "Retries after retryable warehouse errors",
+            registry=registry,
+        )
+        self.rollbacks = Counter(
+            "segflow_sink_rollbacks_total", "Flush transactions rolled back", registry=registry
+        )
+        self.fenced = Counter(
+            "segflow_sink_fenced_flushes_total",
+            "Flushes dropped because another instance moved the offsets",
+            registry=registry,
+        )
+        self.schema_changes = Counter(
+            "segflow_sink_schema_changes_total",
+            "Columns added or widened, and values moved to _unmapped",
+            ["change"],
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "segflow_sink_consumer_lag_records",
+            "Records between the partition's high watermark and the sink's position",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.buffered_bytes = Gauge(
+            "segflow_sink_buffered_bytes",
+            "Estimated bytes held in partition buffers",
+            registry=registry,
+        )
+        self.buffered_records = Gauge(
+            "segflow_sink_buffered_records",
+            "Records held in partition buffers",
+            registry=registry,
+        )

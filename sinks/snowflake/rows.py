@@ -1,0 +1,239 @@
+"""Clean events -> rows of Segment's warehouse tables, as pure functions.
+
+One clean event gives one row in its call type's table (tracks, identifies, pages, screens,
+groups, aliases), a row in the per-event table for a track, a users/accounts row for identify
+and group calls with an id, and an audit_log row holding the full (masked) payload. Context is
+flattened into ``context_*`` columns, properties and traits into snake_case columns; a property
+that would land on a column segflow writes itself goes to ``_unmapped`` instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from schemas.naming import RESERVED_COLUMNS, event_table_name, flatten, snake_case
+from sinks.snowflake.tables import ACCOUNTS, AUDIT_LOG, IDENTITY_MAP, USERS, Kind, kind_of
+
+CALL_TABLES = {
+    "track": "tracks",
+    "identify": "identifies",
+    "page": "pages",
+    "screen": "screens",
+    "group": "groups",
+    "alias": "aliases",
+}
+UNKNOWN_SOURCE = "unknown_source"
+
+
+@dataclass(slots=True)
+class TableRow:
+    """One row for one table of one source schema. `values` are Python values by column."""
+
+    schema: str
+    table: str
+    kind: Kind
+    values: dict[str, Any]
+    unmapped: dict[str, Any] | None
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    topic: str
+    partition: int
+    offset: int
+
+
+def schema_name(source: str | None) -> str:
+    """The warehouse schema of a source (its snake_case name)."""
+    return snake_case(source or "") or UNKNOWN_SOURCE
+
+
+def _json_object(text: str | None) -> dict[str, Any]:
+    if not text or text == "{}":
+        return {}
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {"_invalid_json": text}
+    return value if isinstance(value, dict) else {"_value": value}
+
+
+def _spread(
+    target: dict[str, Any], obj: dict[str, Any], prefix: str, unmapped: dict[str, Any]
+) -> None:
+    """Flatten `obj` into `target`; names segflow owns or already taken go to `unmapped`."""
+    for column, value in flatten(obj, prefix):
+        if value is None:
+            continue
+        if column in target or column in RESERVED_COLUMNS or column.startswith("_segflow"):
+            unmapped[column] = value
+        else:
+            target[column] = value
+
+
+def event_rows(record: dict[str, Any], origin: Origin, *, audit: bool) -> list[TableRow]:
+    """Every warehouse row of one decoded clean_event record."""
+    call = record["type"]
+    table = CALL_TABLES.get(call)
+    schema = schema_name(record.get("source"))
+    mid = record["messageId"]
+    masked = record.get("maskedFields") or None
+    context = _json_object(record.get("context"))
+    base: dict[str, Any] = {
+        "id": mid,
+        "anonymous_id": record.get("anonymousId"),
+        "user_id": record.get("userId"),
+        "canonical_user_id": record.get("canonicalUserId"),
+        "received_at": record["receivedAt"],
+        "sent_at": record.get("sentAt"),
+        "original_timestamp": record.get("originalTimestamp"),
+        "timestamp": record["timestamp"],
+        "channel": record.get("channel"),
+        "_masked_fields": orjson.dumps(masked).decode() if masked else None,
+        "_pii_key_version": record.get("piiKeyVersion"),
+        "_segflow_topic": origin.topic,
+        "_segflow_partition": origin.partition,
+        "_segflow_offset": origin.offset,
+    }
+    ctx_unmapped: dict[str, Any] = {}
+    _spread(base, context, "context", ctx_unmapped)
+    unmapped = _json_object(record.get("unmapped"))
+    unmapped.update(ctx_unmapped)
+    rows: list[TableRow] = []
+    payload_maps: dict[str, Any] = {"context": context}
+
+    if call == "track":
+        name = record.get("event") or ""
+        base["event"] = event_table_name(name)
+        base["event_text"] = name
+        props = _json_object(record.get("properties"))
+        payload_maps["properties"] = props
+        rows.append(TableRow(schema, "tracks", Kind.APPEND, base, ctx_unmapped or None, mid))
+        values = dict(base)
+        own = dict(unmapped)
+        _spread(values, props, "", own)
+        per_event = event_table_name(name)
+        rows.append(TableRow(schema, per_event, Kind.APPEND, values, own or None, mid))
+    elif call in ("page", "screen"):
+        base["name"] = record.get("name")
+        base["category"] = record.get("category")
+        props = _json_object(record.get("properties"))
+        payload_maps["properties"] = props
+        _spread(base, props, "", unmapped)
+        rows.append(TableRow(schema, str(table), Kind.APPEND, base, unmapped or None, mid))
+    elif call in ("identify", "group"):
+        traits = _json_object(record.get("traits"))
+        payload_maps["traits"] = traits
+        profile_id = record.get("userId") if call == "identify" else record.get("groupId")
+        if call == "group":
+            base["group_id"] = record.get("groupId")
+        _spread(base, traits, "", unmapped)
+        rows.append(TableRow(schema, str(table), Kind.APPEND, base, unmapped or None, mid))
+        if profile_id:
+            profile: dict[str, Any] = {"id": profile_id, "received_at": record["receivedAt"]}
+            own = {}
+            _spread(profile, traits, "", own)
+            target = USERS if call == "identify" else ACCOUNTS
+            rows.append(TableRow(schema, target, Kind.MERGE, profile, own or None, mid))
+    elif call == "alias":
+        base["previous_id"] = record.get("previousId")
+        rows.append(TableRow(schema, "aliases", Kind.APPEND, base, unmapped or None, mid))
+    else:
+        unmapped["_call_type"] = call
+        rows.append(TableRow(schema, "tracks", Kind.APPEND, base, unmapped, mid))
+
+    if audit:
+        rows.append(audit_row(record, origin, schema, payload_maps))
+    return rows
+
+
+def audit_row(
+    record: dict[str, Any], origin: Origin, schema: str, maps: dict[str, Any]
+) -> TableRow:
+    """The audit_log row: the whole masked event as a JSON document, with where it came from."""
+    payload = {k: v for k, v in record.items() if k not in ("properties", "traits", "context")}
+    for key in ("integrations", "extra"):
+        if key in payload:
+            payload[key] = _json_object(payload[key])
+    payload["unmapped"] = _json_object(record.get("unmapped"))
+    payload.update(maps)
+    values = {
+        "id": record["messageId"],
+        "type": record["type"],
+        "received_at": record["receivedAt"],
+        "user_id": record.get("userId"),
+        "anonymous_id": record.get("anonymousId"),
+        "canonical_user_id": record.get("canonicalUserId"),
+        "payload": JsonText(orjson.dumps(payload, default=_default).decode()),
+        "_segflow_topic": origin.topic,
+        "_segflow_partition": origin.partition,
+        "_segflow_offset": origin.offset,
+    }
+    return TableRow(schema, AUDIT_LOG, Kind.APPEND, values, None, record["messageId"])
+
+
+def identity_row(link: dict[str, Any], origin: Origin) -> TableRow:
+    """The identity_map row of one identity_link record."""
+    schema = schema_name(link.get("source"))
+    values = {
+        "identifier": link["identifier"],
+        "identifier_type": link["identifierType"],
+        "canonical_user_id": link["canonicalUserId"],
+        "source": link.get("source"),
+        "message_id": link.get("messageId"),
+        "linked_at": link.get("linkedAt"),
+        "_segflow_topic": origin.topic,
+        "_segflow_partition": origin.partition,
+        "_segflow_offset": origin.offset,
+    }
+    return TableRow(
+        schema, IDENTITY_MAP, kind_of(IDENTITY_MAP), values, None, link.get("messageId") or ""
+    )
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+class JsonText(str):
+    """A string that already holds a JSON document (loaded into VARIANT as is)."""
+
+    __slots__ = ()
+
+
+def collapse(rows: list[TableRow]) -> list[TableRow]:
+    """Rows as one flush writes them: one users/accounts row per id with the latest traits
+    (older traits kept where the newer call lacks them), one identity_map row per identifier
+    (the last link wins); event rows unchanged, in order."""
+    out: list[TableRow] = []
+    merged: dict[tuple[str, str, Any], TableRow] = {}
+    for row in rows:
+        if row.kind is Kind.MERGE:
+            key: tuple[str, str, Any] = (row.schema, row.table, row.values["id"])
+            prev = merged.get(key)
+            if prev is None:
+                merged[key] = row
+            elif row.values["received_at"] >= prev.values["received_at"]:
+                merged[key] = _combine(prev, row)
+            else:
+                merged[key] = _combine(row, prev)
+        elif row.kind is Kind.REPLACE:
+            v = row.values
+            merged[(row.schema, row.table, (v["identifier"], v["identifier_type"]))] = row
+        else:
+            out.append(row)
+    out.extend(merged.values())
+    return out
+
+
+def _combine(older: TableRow, newer: TableRow) -> TableRow:
+    values = {**older.values, **newer.values}
+    unmapped = {**(older.unmapped or {}), **(newer.unmapped or {})} or None
+    return TableRow(newer.schema, newer.table, newer.kind, values, unmapped, newer.message_id)

@@ -1,0 +1,71 @@
+"""Settings of the Snowflake sink (`segflow sink`), environment prefix ``SEGFLOW_SINK_``."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from runtime.settings import (
+    KafkaSettings,
+    ObservabilitySettings,
+    SegflowSettings,
+    WarehouseSettings,
+)
+
+
+class SinkSettings(SegflowSettings):
+    """The sink: consumer group, flush triggers, idempotence window, retries and memory bounds."""
+
+    model_config = SettingsConfigDict(env_prefix="SEGFLOW_SINK_")
+
+    group_id: str = Field("segflow-sink", description="Kafka consumer group of the sink instances")
+    flush_rows: int = Field(
+        50_000, gt=0, description="Flush when one partition has buffered this many records"
+    )
+    flush_bytes: int = Field(
+        32 * 1024 * 1024, gt=0, description="Flush when one partition has buffered this many bytes"
+    )
+    flush_age_s: float = Field(
+        5.0, gt=0, description="Flush when a partition's oldest buffered record is this old"
+    )
+    max_buffered_bytes: int = Field(
+        256 * 1024 * 1024,
+        gt=0,
+        description="Flush everything when all buffers together hold this many bytes",
+    )
+    fetch_queue_kbytes: int = Field(
+        32_768, gt=0, description="librdkafka pre-fetch queue (queued.max.messages.kbytes)"
+    )
+    consume_batch: int = Field(5_000, gt=0, description="Records taken per consume() call")
+    lookback_hours: float = Field(
+        72.0,
+        ge=0,
+        description="A row whose id is already loaded within this window is not loaded again",
+    )
+    audit_default: bool = Field(
+        True, description="Keep the audit archive for sources the rules file does not name"
+    )
+    control_schema: str = Field(
+        "_segflow", description="Schema of the offsets table and the staging area"
+    )
+    max_columns_per_table: int = Field(
+        1_000, gt=10, description="New properties beyond this many columns go to _unmapped"
+    )
+    retry_initial_s: float = Field(0.5, gt=0, description="First back-off after a retryable error")
+    retry_max_s: float = Field(30.0, gt=0, description="Longest back-off between retries")
+    retry_max_attempts: int = Field(
+        0, ge=0, description="Give up (exit non-zero) after this many retries of a flush; 0 = never"
+    )
+    metrics_host: str = Field("0.0.0.0", description="Address of /metrics, /healthz, /readyz")
+    metrics_port: int = Field(9103, ge=0, le=65535, description="Metrics server port; 0 = any")
+    lag_interval_s: float = Field(5.0, gt=0, description="Seconds between consumer lag updates")
+    stage_dir: str | None = Field(
+        None, description="Directory for the Parquet files of flushes; default: system temp"
+    )
+    honour_suppressions: bool = Field(
+        True, description="Read segment.suppressions and drop suppressed users' rows"
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
