@@ -1,0 +1,77 @@
+# syntax=docker/dockerfile:1
+#
+# One image for every `segflow` subcommand: ingest, process, sink, topics, backfill, reverse-etl,
+# and the local Snowflake emulator (python -m runtime.services.emulator_server) for docker-compose.
+#
+#   docker build -t segflow:dev .
+#   docker run --rm segflow:dev --help
+#
+# The container runs as uid/gid 10001 and works with a read-only root filesystem: the only
+# writable paths are /tmp and /var/lib/segflow (Faust tables in processors/, emulator databases
+# in warehouse/, both created here so that fresh named volumes take the user's ownership), which
+# the Helm chart and docker-compose.yml mount as emptyDir / tmpfs / volumes.
+
+# Debian 12: the apt pins below (tini) are bookworm versions.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# --- build: a virtualenv with the dependencies, then the project itself ------------------------
+FROM ${PYTHON_IMAGE} AS build
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+RUN python -m venv /opt/segflow
+ENV PATH=/opt/segflow/bin:$PATH
+WORKDIR /src
+
+# Dependencies first, from pyproject.toml alone, so that a code change reuses this layer.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
+    && pip install --requirement requirements.txt
+
+COPY README.md* ./
+COPY schemas/ schemas/
+COPY runtime/ runtime/
+COPY ingest/ ingest/
+COPY processors/ processors/
+COPY sinks/ sinks/
+COPY cli/ cli/
+RUN pip install --no-deps . \
+    && python -m compileall -q /opt/segflow/lib \
+    && segflow --help > /dev/null
+
+# --- runtime: the slim base, tini as PID 1, the virtualenv, a non-root user --------------------
+FROM ${PYTHON_IMAGE} AS runtime
+
+ARG SEGFLOW_UID=10001
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends tini=0.19.0-1+b3 \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid "${SEGFLOW_UID}" segflow \
+    && useradd --system --uid "${SEGFLOW_UID}" --gid segflow --no-create-home \
+        --home-dir /var/lib/segflow --shell /usr/sbin/nologin segflow \
+    && install --directory --owner segflow --group segflow --mode 0750 \
+        /var/lib/segflow /var/lib/segflow/processors /var/lib/segflow/warehouse
+
+COPY --from=build /opt/segflow /opt/segflow
+
+# Nothing is written outside /tmp and /var/lib/segflow: no .pyc files (compiled at build time),
+# caches of the Snowflake connector and of other libraries under /tmp.
+ENV PATH=/opt/segflow/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/var/lib/segflow \
+    XDG_CACHE_HOME=/tmp/.cache \
+    SF_OCSP_RESPONSE_CACHE_DIR=/tmp/.cache/snowflake
+
+WORKDIR /var/lib/segflow
+USER ${SEGFLOW_UID}:${SEGFLOW_UID}
+
+# tini forwards SIGTERM to segflow, which drains (the sink flushes) before it exits.
+ENTRYPOINT ["/usr/bin/tini", "--", "segflow"]
+CMD ["--help"]
+
+LABEL org.opencontainers.image.title="segflow" \
+      org.opencontainers.image.description="Segment events into Snowflake through Kafka, exactly once" \
+      org.opencontainers.image.licenses="Apache-2.0"

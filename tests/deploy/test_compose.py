@@ -1,0 +1,68 @@
+"""docker-compose.yml: valid against the Compose Specification (compose-go's reference loader,
+the library `docker compose` itself is built on), and internally consistent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.deploy.conftest import COMPOSE_FILE, load_compose
+
+
+@pytest.fixture()
+def compose(compose_model: dict[str, Any]) -> dict[str, Any]:
+    return compose_model
+
+
+def test_compose_file_matches_the_specification(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"kafka", "topics", "emulator", "ingest", "process", "sink"}
+
+
+def test_the_specification_check_rejects_an_unknown_key(tools: Any, tmp_path: Path) -> None:
+    broken = COMPOSE_FILE.read_text().replace("stop_grace_period: 3m", "stop_grace_perod: 3m")
+    path = tmp_path / "docker-compose.yml"
+    path.write_text(broken)
+    proc = load_compose(tools, path)
+    assert proc.returncode != 0
+    assert "stop_grace_perod" in proc.stderr
+
+
+def test_references_between_services_resolve(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    volumes = set(compose.get("volumes", {}))
+    for name, service in services.items():
+        for dependency in service.get("depends_on", {}):
+            assert dependency in services, f"{name} depends on unknown service {dependency}"
+        for mount in service.get("volumes", []):
+            if mount["type"] == "volume":
+                assert mount["source"] in volumes, f"{name} mounts undeclared volume"
+
+
+def test_segflow_containers_run_like_in_kubernetes(compose: dict[str, Any]) -> None:
+    """Same image, read-only root, /tmp writable, the pipeline starts after its topics exist."""
+    segflow = {n: s for n, s in compose["services"].items() if n != "kafka"}
+    images = {s["image"] for s in segflow.values()}
+    assert len(images) == 1
+    for name, service in segflow.items():
+        assert service["read_only"] is True, name
+        assert any(t.startswith("/tmp") for t in service["tmpfs"]), name
+        assert service["cap_drop"] == ["ALL"], name
+    for name in ("ingest", "process", "sink"):
+        conditions = segflow[name]["depends_on"]
+        assert conditions["topics"]["condition"] == "service_completed_successfully", name
+        assert "healthcheck" in segflow[name], name
+    assert segflow["sink"]["depends_on"]["emulator"]["condition"] == "service_healthy"
+    assert segflow["topics"]["command"][:2] == ["topics", "create"]
+    assert segflow["emulator"]["entrypoint"][-2:] == ["-m", "runtime.services.emulator_server"]
+
+
+def test_kafka_is_a_kraft_broker(compose: dict[str, Any]) -> None:
+    kafka = compose["services"]["kafka"]
+    assert kafka["image"].startswith("apache/kafka:4.")
+    env = kafka["environment"]
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert "CONTROLLER" in env["KAFKA_CONTROLLER_LISTENER_NAMES"]
+    bootstrap = compose["services"]["ingest"]["environment"]["SEGFLOW_KAFKA_BOOTSTRAP"]
+    assert f"PLAINTEXT://{bootstrap}" in env["KAFKA_ADVERTISED_LISTENERS"]

@@ -1,0 +1,290 @@
+"""The Helm chart: lint, render, validate against the Kubernetes schemas, and the properties a
+reviewer of a production chart checks (non-root, read-only root, probes, grace periods, scaling
+bounds, hooks, secrets that resolve)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sinks.snowflake.settings import SinkSettings
+from tests.deploy.conftest import (
+    CHART,
+    KUBE_VERSIONS,
+    VALUES_FILES,
+    pod_specs,
+    run_helm,
+    template_args,
+)
+
+Manifests = Callable[[str], list[dict[str, Any]]]
+
+
+def _by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+@pytest.mark.parametrize("values", list(VALUES_FILES))
+def test_helm_lint_passes_strictly(tools: Any, values: str) -> None:
+    args = ["lint", str(CHART), "--strict", "--kube-version", KUBE_VERSIONS[0]]
+    if VALUES_FILES[values] is not None:
+        args += ["--values", str(VALUES_FILES[values])]
+    proc = run_helm(tools, *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 chart(s) linted, 0 chart(s) failed" in proc.stdout
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("values", list(VALUES_FILES))
+def test_rendered_manifests_match_the_kubernetes_schemas(
+    tools: Any, tmp_path: Path, values: str, kube_version: str
+) -> None:
+    proc = run_helm(tools, *template_args(VALUES_FILES[values], kube_version))
+    assert proc.returncode == 0, proc.stderr
+    rendered = tmp_path / "rendered.yaml"
+    rendered.write_text(proc.stdout)
+    count = sum(1 for doc in yaml.safe_load_all(proc.stdout) if doc)
+    args = [str(tools.kubeconform), "-strict", "-summary", "-kubernetes-version", kube_version]
+    for location in tools.kubeconform_locations():
+        args += ["-schema-location", location]
+    result = subprocess.run([*args, str(rendered)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{count} resources found in 1 file - Valid: {count}, Invalid: 0" in result.stdout
+
+
+def test_kubeconform_rejects_a_misspelt_field(tools: Any, tmp_path: Path, render: Any) -> None:
+    """The schemas are strict: an unknown field deep in a pod template fails validation."""
+    broken = render("production").replace("readOnlyRootFilesystem:", "readOnlyRootFilesytem:", 1)
+    path = tmp_path / "broken.yaml"
+    path.write_text(broken)
+    args = [str(tools.kubeconform), "-strict", "-kubernetes-version", KUBE_VERSIONS[0]]
+    for location in tools.kubeconform_locations():
+        args += ["-schema-location", location]
+    result = subprocess.run([*args, str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "readOnlyRootFilesytem" in result.stdout
+
+
+@pytest.mark.parametrize("values", list(VALUES_FILES))
+def test_every_pod_runs_non_root_on_a_read_only_root(manifests: Manifests, values: str) -> None:
+    pods = pod_specs(manifests(values))
+    assert pods
+    for where, pod in pods:
+        assert pod["securityContext"]["runAsNonRoot"] is True, where
+        assert pod["securityContext"]["runAsUser"] != 0, where
+        assert pod["automountServiceAccountToken"] is False, where
+        mounts_by_volume = {v["name"]: v for v in pod["volumes"]}
+        for container in pod["containers"]:
+            sc = container["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            assert "/tmp" in mounts, f"{where}: /tmp must be writable"
+            assert all(name in mounts_by_volume for name in mounts.values()), where
+            assert container["resources"]["requests"], where
+
+
+@pytest.mark.parametrize("values", list(VALUES_FILES))
+def test_long_running_components_are_probed_on_healthz_and_readyz(
+    manifests: Manifests, values: str
+) -> None:
+    deployments = _by_kind(manifests(values), "Deployment")
+    assert {d.rsplit("-", 1)[-1] for d in deployments} == {"ingest", "process", "sink"}
+    for name, deployment in deployments.items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        ports = {p["name"] for p in container["ports"]}
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz", name
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", name
+        assert container["startupProbe"]["httpGet"]["path"] == "/healthz", name
+        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+            assert container[probe]["httpGet"]["port"] in ports, f"{name} {probe}"
+
+
+def test_sink_grace_period_outlasts_a_flush(manifests: Manifests, tools: Any) -> None:
+    """Flush age plus two statement timeouts, from the settings' own defaults."""
+    defaults = SinkSettings()
+    flush = defaults.flush_age_s + 2 * defaults.warehouse.network_timeout_s
+    for values in VALUES_FILES:
+        sink = next(
+            d for n, d in _by_kind(manifests(values), "Deployment").items() if n.endswith("-sink")
+        )
+        env = {
+            e["name"]: e.get("value")
+            for e in sink["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
+        age = float(env.get("SEGFLOW_SINK_FLUSH_AGE_S") or defaults.flush_age_s)
+        timeout = float(
+            env.get("SEGFLOW_SNOWFLAKE_NETWORK_TIMEOUT_S") or defaults.warehouse.network_timeout_s
+        )
+        grace = sink["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert grace > age + 2 * timeout, values
+    proc = run_helm(
+        tools,
+        *template_args(
+            None, KUBE_VERSIONS[0], "--set", f"sink.terminationGracePeriodSeconds={int(flush)}"
+        ),
+    )
+    assert proc.returncode != 0
+    assert "sink.terminationGracePeriodSeconds" in proc.stderr
+
+
+def test_defaults_render_a_development_install(manifests: Manifests) -> None:
+    objects = manifests("default")
+    kinds = {o["kind"] for o in objects}
+    assert {"ScaledObject", "ServiceMonitor", "CronJob", "Ingress"}.isdisjoint(kinds)
+    assert len(_by_kind(objects, "PodDisruptionBudget")) == 3
+    assert len(_by_kind(objects, "HorizontalPodAutoscaler")) == 1
+    deployments = _by_kind(objects, "Deployment")
+    ingest = next(d for n, d in deployments.items() if n.endswith("-ingest"))
+    assert "replicas" not in ingest["spec"], "the HPA owns the edge's replica count"
+    sink = next(d for n, d in deployments.items() if n.endswith("-sink"))
+    env = {
+        e["name"]: e.get("value") for e in sink["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["SEGFLOW_SNOWFLAKE_ACCOUNT"] == "fakesnow"
+    assert env["SEGFLOW_SNOWFLAKE_PROTOCOL"] == "http"
+
+
+def test_production_values_render_every_optional_part(manifests: Manifests) -> None:
+    objects = manifests("production")
+    jobs = _by_kind(objects, "Job")
+    (topics,) = jobs.values()
+    annotations = topics["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert topics["spec"]["template"]["spec"]["containers"][0]["args"] == [
+        "topics",
+        "create",
+        "--partitions",
+        "24",
+    ]
+    scaled = _by_kind(objects, "ScaledObject")
+    assert len(scaled) == 2
+    for obj in scaled.values():
+        assert obj["spec"]["maxReplicaCount"] <= 24, "replicas never exceed the partitions"
+        (trigger,) = obj["spec"]["triggers"]
+        assert trigger["type"] == "kafka"
+        assert trigger["metadata"]["consumerGroup"] in ("segflow-processors", "segflow-sink")
+    for name, deployment in _by_kind(objects, "Deployment").items():
+        if not name.endswith("-ingest"):
+            assert "replicas" not in deployment["spec"], f"KEDA owns {name}'s replica count"
+    cronjobs = _by_kind(objects, "CronJob")
+    assert {n.removeprefix("segflow-") for n in cronjobs} == {
+        "backfill",
+        "reverse-etl-churn-scores",
+    }
+    assert len(_by_kind(objects, "ServiceMonitor")) == 1
+    assert len(_by_kind(objects, "Ingress")) == 1
+    rules = _by_kind(objects, "Secret")
+    assert "segflow-rules" in rules and "rules.yaml" in rules["segflow-rules"]["stringData"]
+    assert not _by_kind(objects, "ConfigMap")
+
+
+def _secret_refs(pod: dict[str, Any]) -> list[tuple[str, str]]:
+    refs = []
+    for container in pod["containers"]:
+        for env in container.get("env", []):
+            ref = env.get("valueFrom", {}).get("secretKeyRef")
+            if ref and not ref.get("optional"):
+                refs.append((ref["name"], ref["key"]))
+    for volume in pod["volumes"]:
+        if "secret" in volume:
+            for item in volume["secret"].get("items", []):
+                refs.append((volume["secret"]["secretName"], item["key"]))
+    return refs
+
+
+def test_inline_secrets_resolve_to_rendered_secrets(manifests: Manifests) -> None:
+    """With every secret given inline, each reference names a rendered Secret and key; the
+    topic hook only uses Secrets that are hooks themselves (the others do not exist yet)."""
+    objects = manifests("inline-secrets")
+    secrets = {
+        n: set(s.get("data", {})) | set(s.get("stringData", {}))
+        for n, s in _by_kind(objects, "Secret").items()
+    }
+    hooks = {
+        o["metadata"]["name"]
+        for o in objects
+        if o["kind"] == "Secret" and "helm.sh/hook" in o["metadata"].get("annotations", {})
+    }
+    for where, pod in pod_specs(objects):
+        for name, key in _secret_refs(pod):
+            assert name in secrets, f"{where} references missing Secret {name}"
+            assert key in secrets[name], f"{where} references missing key {name}/{key}"
+            if where.startswith("Job/"):
+                assert name in hooks, f"{where} runs before Secret {name} exists"
+
+
+def test_production_secrets_are_references_to_existing_ones(manifests: Manifests) -> None:
+    objects = manifests("production")
+    rendered = set(_by_kind(objects, "Secret"))
+    referenced = {name for _, pod in pod_specs(objects) for name, _ in _secret_refs(pod)}
+    assert referenced - rendered == {
+        "segflow-kafka",
+        "segflow-snowflake",
+        "segflow-pii",
+        "segflow-webhook",
+        "kafka-ca",
+    }
+
+
+def test_keda_replicas_above_the_partition_count_are_refused(tools: Any) -> None:
+    proc = run_helm(
+        tools,
+        *template_args(
+            None,
+            KUBE_VERSIONS[0],
+            "--set",
+            "sink.keda.enabled=true",
+            "--set",
+            "sink.keda.maxReplicas=13",
+        ),
+    )
+    assert proc.returncode != 0
+    assert "exceeds topics.partitions" in proc.stderr
+
+
+def test_production_snowflake_needs_credentials(tools: Any) -> None:
+    proc = run_helm(
+        tools,
+        *template_args(
+            None,
+            KUBE_VERSIONS[0],
+            "--set",
+            "snowflake.account=myorg-acct",
+            "--set",
+            "process.piiHmacKey=k",
+        ),
+    )
+    assert proc.returncode != 0
+    assert "snowflake.auth" in proc.stderr
+
+
+_KEY = re.compile(r"^( *)([A-Za-z][A-Za-z0-9_.-]*):")
+
+
+def test_every_value_is_documented() -> None:
+    """Every key of values.yaml has a comment line right above it. A "# -- " comment documents a
+    value; keys nested in such a value are its default content (e.g. resources) and need none."""
+    undocumented = []
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    stack: list[tuple[int, bool]] = []  # (indent, is a documented value) of the enclosing keys
+    for number, line in enumerate(lines, start=1):
+        match = _KEY.match(line)
+        if not match:
+            continue
+        indent = len(match.group(1))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        above = lines[number - 2].strip() if number > 1 else ""
+        inside_value = any(documented for _, documented in stack)
+        if not above.startswith("#") and not inside_value:
+            undocumented.append(f"values.yaml:{number}: {line.strip()}")
+        stack.append((indent, above.startswith("# --")))
+    assert not undocumented, "undocumented values:\n" + "\n".join(undocumented)
