@@ -1,0 +1,240 @@
+"""PII masking by the rules file: hash, mask, truncate, drop or keep, per field path.
+
+Pure functions, no I/O. An event's free-form maps form one document
+``{"properties": {...}, "traits": {...}, "context": {...}, "integrations": {...}, "extra": {...}}``
+and a rule's path addresses a field in it (``traits.email``, ``context.ip``); ``*`` matches one
+level: any key of an object or any element of an array (``properties.*.phone``). The same rules
+apply to every call type.
+
+- hash: HMAC-SHA256 with a secret key, hex. Strings are normalised first (surrounding and
+  repeated whitespace removed, lower case) so ``" Jo@X.com"`` and ``"jo@x.com"`` hash alike and
+  joins across tables still work; without the key a dictionary attack is useless.
+- mask: replace by ``***`` keeping a configured part: ``domain`` (``***@example.com``),
+  ``last4`` (``***4567``), ``first1`` (``j***``) or ``none``.
+- truncate: IPv4 addresses to their /24, IPv6 to their /48; a value that is not an IP address
+  is dropped (it cannot be truncated safely).
+- drop: the field is removed.
+- keep: the field stays as it is and the detector leaves it alone.
+
+A concrete field is handled by the first rule that matches it, rules without wildcards before
+rules with them. The opt-in detector then scans every other string value for emails, phone
+numbers and card numbers and applies its action to what it finds (mask and hash replace the
+finding inside the text; drop removes the field). Every change is recorded as ``path:action``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from processors.detector import CARD, EMAIL, PHONE, find_pii
+from runtime.rules import PiiRule, PiiRules
+from schemas.errors import ConfigError
+
+MASK = "***"
+DOCUMENT_ROOTS = ("properties", "traits", "context", "integrations", "extra")
+_DETECTOR_KEEP = {EMAIL: "domain", PHONE: "last4", CARD: "last4"}
+
+Path = tuple[str | int, ...]
+
+
+def normalise(value: Any) -> str:
+    """The text hashed for a value: strings trimmed, whitespace collapsed, lower-cased."""
+    if isinstance(value, str):
+        return " ".join(value.split()).lower()
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def hash_value(value: Any, key: bytes) -> str:
+    """HMAC-SHA256 of the normalised value, as 64 hex characters."""
+    return hmac.new(key, normalise(value).encode(), hashlib.sha256).hexdigest()
+
+
+def mask_value(value: Any, keep: str) -> str:
+    """``***`` plus the part `keep` names: domain, last4, first1 or none."""
+    text = value if isinstance(value, str) else str(value)
+    text = text.strip()
+    if keep == "domain":
+        if "@" in text:
+            return MASK + "@" + text.rsplit("@", 1)[1].lower()
+        return MASK
+    if keep == "last4":
+        alnum = [c for c in text if c.isalnum()]
+        return MASK + "".join(alnum[-4:]) if len(alnum) > 4 else MASK
+    if keep == "first1":
+        return text[:1] + MASK if len(text) > 1 else MASK
+    return MASK
+
+
+def truncate_ip(value: Any) -> str | None:
+    """IPv4 to its /24 network address, IPv6 to its /48; None when `value` is no IP address."""
+    if not isinstance(value, str):
+        return None
+    try:
+        addr = ipaddress.ip_address(value.strip())
+    except ValueError:
+        return None
+    prefix = 24 if addr.version == 4 else 48
+    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False).network_address)
+
+
+@dataclass(frozen=True)
+class _CompiledRule:
+    segments: tuple[str, ...]
+    action: str
+    keep: str
+
+
+def _compile(rules: list[PiiRule]) -> list[_CompiledRule]:
+    compiled = [_CompiledRule(tuple(r.path.split(".")), r.action, r.keep) for r in rules]
+    # exact paths first, then wildcard paths; the file order otherwise (sort is stable)
+    return sorted(compiled, key=lambda r: "*" in r.segments)
+
+
+def _render(path: Path) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def _matches(
+    container: Any, segments: tuple[str, ...], prefix: Path
+) -> list[tuple[Any, str | int, Path]]:
+    """(parent container, key in it, concrete path) of every field `segments` addresses."""
+    head, rest = segments[0], segments[1:]
+    if isinstance(container, dict):
+        keys: list[str | int] = list(container) if head == "*" else [head]
+        keys = [k for k in keys if k in container]
+    elif isinstance(container, list):
+        if head == "*":
+            keys = list(range(len(container)))
+        elif head.isdigit() and int(head) < len(container):
+            keys = [int(head)]
+        else:
+            keys = []
+    else:
+        return []
+    out: list[tuple[Any, str | int, Path]] = []
+    for k in keys:
+        path = (*prefix, k)
+        if rest:
+            out.extend(_matches(container[k], rest, path))
+        else:
+            out.append((container, k, path))
+    return out
+
+
+class Masker:
+    """Applies the PII rules of the rules file to an event document, in place."""
+
+    def __init__(self, pii: PiiRules, hmac_key: bytes | None, key_version: str) -> None:
+        self._rules = _compile(pii.rules)
+        self._detector = pii.detector if pii.detector.enabled else None
+        uses_hash = any(r.action == "hash" for r in self._rules) or (
+            self._detector is not None and self._detector.action == "hash"
+        )
+        if uses_hash and not hmac_key:
+            raise ConfigError(
+                "the PII rules hash fields but no key is set: set SEGFLOW_PROCESS_PII_HMAC_KEY"
+            )
+        self._key = hmac_key or b""
+        self.key_version = key_version
+        self.uses_hash = uses_hash
+        self._detector_roots = ("properties", "traits", "context", "extra")
+
+    def apply(self, doc: dict[str, Any]) -> tuple[list[str], bool]:
+        """Mask `doc` in place. Returns the ``path:action`` entries and whether anything hashed."""
+        entries: list[str] = []
+        handled: set[Path] = set()
+        hashed = False
+        for rule in self._rules:
+            for parent, key, path in _matches(doc, rule.segments, ()):
+                if path in handled:
+                    continue
+                handled.add(path)
+                if rule.action == "keep":
+                    continue
+                action = self._act(parent, key, rule.action, rule.keep)
+                if action is not None:
+                    hashed = hashed or action == "hash"
+                    entries.append(f"{_render(path)}:{action}")
+        if self._detector is not None:
+            hashed = self._detect(doc, handled, entries) or hashed
+        return entries, hashed
+
+    def _act(self, parent: Any, key: str | int, action: str, keep: str) -> str | None:
+        value = parent[key]
+        if value is None:
+            return None
+        if action == "hash":
+            parent[key] = hash_value(value, self._key)
+        elif action == "mask":
+            parent[key] = mask_value(value, keep)
+        elif action == "truncate":
+            truncated = truncate_ip(value)
+            if truncated is None:
+                del parent[key]
+                return "drop"
+            parent[key] = truncated
+        elif action == "drop":
+            del parent[key]
+        return action
+
+    def _detect(self, doc: dict[str, Any], handled: set[Path], entries: list[str]) -> bool:
+        assert self._detector is not None
+        kinds = self._detector.kinds
+        action = self._detector.action
+        hashed = False
+
+        def visit(container: Any, prefix: Path) -> None:
+            nonlocal hashed
+            items: list[tuple[str | int, Any]]
+            if isinstance(container, dict):
+                items = list(container.items())
+            else:
+                items = list(enumerate(container))
+            dropped: list[str | int] = []
+            for k, v in items:
+                path = (*prefix, k)
+                if isinstance(v, str):
+                    if path in handled:
+                        continue
+                    findings = find_pii(v, kinds)
+                    if not findings:
+                        continue
+                    if action == "drop":
+                        dropped.append(k)
+                    else:
+                        container[k] = _replace(v, findings, self._replacer(action))
+                        hashed = hashed or action == "hash"
+                    entries.append(f"{_render(path)}:{action}")
+                elif isinstance(v, dict | list) and path not in handled:
+                    visit(v, path)
+            for k in reversed(dropped):
+                del container[k]
+
+        for root in self._detector_roots:
+            value = doc.get(root)
+            if isinstance(value, dict) and value:
+                visit(value, (root,))
+        return hashed
+
+    def _replacer(self, action: str) -> Callable[[str, str], str]:
+        if action == "hash":
+            return lambda text, _kind: hash_value(text, self._key)
+        return lambda text, kind: mask_value(text, _DETECTOR_KEEP[kind])
+
+
+def _replace(text: str, findings: list[Any], replace: Callable[[str, str], str]) -> str:
+    out: list[str] = []
+    pos = 0
+    for f in findings:
+        out.append(text[pos : f.start])
+        out.append(replace(text[f.start : f.end], f.kind))
+        pos = f.end
+    out.append(text[pos:])
+    return "".join(out)

@@ -1,0 +1,98 @@
+"""The processors' Prometheus metrics, built on an injected registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENESS_BUCKETS = (0.1, 1, 5, 30, 60, 300, 900, 3600, 6 * 3600, 86_400, 7 * 86_400, 30 * 86_400)
+
+
+class ProcessorMetrics:
+    """segflow_process_* metrics. Labels are low-cardinality: call type, outcome, action, table."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter(
+            "segflow_process_events_total",
+            "Raw records processed, by call type and outcome (clean, duplicate, dlq)",
+            ["call_type", "outcome"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "segflow_process_duplicates_total",
+            "Events dropped because their messageId was seen within the lookback",
+            ["call_type"],
+            registry=registry,
+        )
+        self.dlq = Counter(
+            "segflow_process_dlq_total",
+            "Records sent to the DLQ, by error code",
+            ["code"],
+            registry=registry,
+        )
+        self.masked_fields = Counter(
+            "segflow_process_masked_fields_total",
+            "Fields changed by the PII rules or the detector, by action",
+            ["action"],
+            registry=registry,
+        )
+        self.identity_links = Counter(
+            "segflow_process_identity_links_total",
+            "Identity links written to segment.identity, by identifier type",
+            ["identifier_type"],
+            registry=registry,
+        )
+        self.identity_refused = Counter(
+            "segflow_process_identity_merges_refused_total",
+            "Identity merges refused by a guard rail (shared_device, blocked)",
+            ["reason"],
+            registry=registry,
+        )
+        self.schema_changes = Counter(
+            "segflow_process_schema_changes_total",
+            "First sightings of new properties or type changes, by kind of change",
+            ["change"],
+            registry=registry,
+        )
+        self.alerts = Counter(
+            "segflow_process_alerts_total",
+            "Schema-change webhook posts, by outcome (sent, failed, suppressed)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.lateness = Histogram(
+            "segflow_process_event_lateness_seconds",
+            "receivedAt - timestamp of processed events",
+            ["call_type"],
+            buckets=LATENESS_BUCKETS,
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "segflow_process_batch_seconds",
+            "Seconds to process and hand over one batch",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=registry,
+        )
+        self.batch_events = Histogram(
+            "segflow_process_batch_events",
+            "Records in one processed batch",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+            registry=registry,
+        )
+        self.state_entries = Gauge(
+            "segflow_process_state_entries",
+            "Entries held in memory per state table",
+            ["table"],
+            registry=registry,
+        )
+        self.state_evictions = Gauge(
+            "segflow_process_state_evictions",
+            "Entries evicted from a state table since start, by reason (max_entries, expired)",
+            ["table", "reason"],
+            registry=registry,
+        )
+        self.recovered_entries = Counter(
+            "segflow_process_recovered_entries_total",
+            "State entries read back from the changelogs after an assignment",
+            ["table"],
+            registry=registry,
+        )

@@ -1,0 +1,71 @@
+"""Settings of the processor worker (`segflow process`), environment prefix ``SEGFLOW_PROCESS_``.
+
+Memory is bounded by configuration: every state table has a per-partition entry limit, so a
+worker holding P partitions keeps at most P x (dedupe + identity limits) entries plus the drift
+field limit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from runtime.settings import KafkaSettings, ObservabilitySettings, SegflowSettings
+
+
+class ProcessorSettings(SegflowSettings):
+    """One Faust worker: app id, state, limits, PII key, processing guarantee, alerts."""
+
+    model_config = SettingsConfigDict(env_prefix="SEGFLOW_PROCESS_")
+
+    app_id: str = Field(
+        "segflow-processors", description="Faust app id: consumer group and changelog prefix"
+    )
+    metrics_host: str = Field("0.0.0.0", description="Address of /metrics /healthz /readyz")
+    metrics_port: int = Field(9102, ge=0, le=65535, description="Port of /metrics and health")
+    state_dir: Path = Field(Path("var/processors"), description="Faust data directory")
+    processing_guarantee: Literal["exactly_once", "at_least_once"] = Field(
+        "exactly_once",
+        description="exactly_once: Kafka transactions per partition; at_least_once: plain commits",
+    )
+    commit_interval_s: float = Field(
+        1.0, gt=0, description="Seconds between offset commits (= transaction length)"
+    )
+    batch_max: int = Field(2000, gt=0, description="Most events processed as one batch")
+    batch_within_s: float = Field(
+        0.05, gt=0, description="Seconds to wait for a batch to fill before processing it"
+    )
+    dedupe_lookback_s: float = Field(
+        86_400.0, gt=0, description="Seconds a messageId is remembered for dedupe"
+    )
+    dedupe_max_entries_per_partition: int = Field(
+        1_000_000, gt=0, description="messageIds remembered per partition; oldest go first"
+    )
+    identity_max_entries_per_partition: int = Field(
+        500_000, gt=0, description="Identity links kept per partition; least recent go first"
+    )
+    drift_max_fields: int = Field(
+        100_000, gt=0, description="Known (event, field) types remembered by drift detection"
+    )
+    pii_hmac_key: SecretStr | None = Field(
+        None, description="Secret key of HMAC-SHA256 hashing of PII (required by hash rules)"
+    )
+    pii_key_version: str = Field(
+        "v1", min_length=1, description="Version label of pii_hmac_key, recorded on each event"
+    )
+    alert_webhook_url: SecretStr | None = Field(
+        None, description="Slack-compatible webhook for schema changes (overrides rules file)"
+    )
+    alert_min_interval_s: float | None = Field(
+        None, ge=0, description="Seconds between webhook posts (overrides rules file)"
+    )
+    alert_timeout_s: float = Field(5.0, gt=0, description="Seconds a webhook post may take")
+    changelog_replication: int = Field(
+        1, ge=1, description="Replication factor of the state changelog topics"
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
