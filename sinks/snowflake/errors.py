@@ -34,6 +34,14 @@ _RETRYABLE_SERVER = {
     390103,  # session token not found (server restarted)
     390104,  # user must log in again
 }
+# Never retried even though their SQLSTATE class (08) says "connection": bad credentials.
+_FATAL = {
+    390100,  # incorrect username or password
+    390101,  # user is disabled / locked
+    390102,  # account is disabled
+    390144,  # JWT token is invalid (key-pair auth)
+    390189,  # role does not exist or is not authorized
+}
 # HTTP statuses the connector reports as 290000 + status.
 _HTTP_BASE = 290000
 _RETRYABLE_HTTP = {401, 408, 429, 500, 502, 503, 504}
@@ -60,6 +68,8 @@ class FencedError(SegflowError):
 def is_retryable(errno: int | None, sqlstate: str | None) -> bool:
     """The classification itself: error code first, then SQLSTATE class."""
     if errno is not None:
+        if errno in _FATAL:
+            return False
         if errno in _RETRYABLE_CLIENT or errno in _RETRYABLE_SERVER:
             return True
         if _HTTP_BASE <= errno < _HTTP_BASE + 1000:

@@ -1,0 +1,279 @@
+"""Benchmark of the Snowflake sink against the local emulator, beside a naive per-event loader.
+
+    PYTHONPATH=. python bench/sink.py [--events 200000] [--naive-events 300]
+
+1. produces N clean records (a realistic mix of call types) to topics with a unique prefix;
+2. runs `segflow sink` at default settings as a subprocess and measures, from its readiness to
+   the moment every record is committed to the warehouse: records/s, table rows/s, warehouse
+   statements (its segflow_sink_statements_total) per million records and its peak RSS;
+3. loads a smaller sample the naive way webhook-and-upsert flows do: every row with its own
+   INSERT, every users/accounts/identity row with its own DELETE + INSERT upsert, each event
+   its own transaction (autocommit), into the same tables;
+4. prints both and their ratios, and ends with the RESULT line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from runtime.services import emulator  # noqa: E402
+from sinks.snowflake import ddl  # noqa: E402
+from sinks.snowflake.rows import Origin, TableRow, event_rows  # noqa: E402
+from sinks.snowflake.staging import to_text  # noqa: E402
+from sinks.snowflake.tables import Kind  # noqa: E402
+from tests.integration.conftest import free_port  # noqa: E402
+from tests.integration.sink_support import (  # noqa: E402
+    SinkProcess,
+    Warehouse,
+    clean_event,
+    encode_event,
+    make_topics,
+    produce,
+    sink_env,
+)
+
+MIX = [
+    ("track", 0.6),
+    ("page", 0.15),
+    ("identify", 0.1),
+    ("screen", 0.05),
+    ("group", 0.05),
+    ("alias", 0.05),
+]
+EVENTS = ["Order Completed", "Product Viewed", "Cart Viewed", "Signed Up", "Checkout Started"]
+
+
+def make_records(n: int, seed: int = 7) -> list[dict[str, Any]]:
+    rnd = random.Random(seed)
+    calls = [c for c, _ in MIX]
+    weights = [w for _, w in MIX]
+    out = []
+    for i in range(n):
+        call = rnd.choices(calls, weights)[0]
+        user = f"user-{rnd.randrange(20_000)}"
+        props = {
+            "order_id": f"o-{i}",
+            "revenue": round(rnd.uniform(1, 500), 2),
+            "currency": "EUR",
+            "quantity": rnd.randrange(1, 9),
+            "coupon": rnd.choice([None, "SPRING", "VIP"]),
+            "products": [{"sku": f"sku-{rnd.randrange(500)}", "price": 9.99}],
+            "url": f"https://shop.example.com/p/{rnd.randrange(1000)}",
+        }
+        traits = {
+            "plan": rnd.choice(["free", "pro", "team"]),
+            "company_size": rnd.randrange(500),
+            "created_at": "2025-03-04T10:11:12Z",
+        }
+        out.append(
+            clean_event(
+                call,
+                i,
+                user_id=user if rnd.random() < 0.7 else None,
+                anonymous_id=f"anon-{rnd.randrange(50_000)}",
+                properties=props,
+                traits=traits,
+                event=rnd.choice(EVENTS),
+                group_id=f"acct-{rnd.randrange(2_000)}",
+            )
+        )
+    return out
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Sum of every sample of each metric family on the sink's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    sums: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name = re.split(r"[{ ]", line, maxsplit=1)[0]
+        sums[name] = sums.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return sums
+
+
+def wait_metrics(sink: SinkProcess, port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            scrape(port)
+            return
+        except OSError:
+            if not sink.alive():
+                raise SystemExit("sink exited:\n" + sink.log()[-3000:]) from None
+            time.sleep(0.1)
+    raise SystemExit("sink did not start its metrics server")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def naive_load(database: str, records: list[dict[str, Any]]) -> tuple[float, int]:
+    """Each event with its own statements: (seconds, statements)."""
+    import snowflake.connector
+
+    conn = snowflake.connector.connect(
+        paramstyle="qmark", database=database, **emulator.conn_params(timeout=30)
+    )
+    cur = conn.cursor()
+    layouts: dict[tuple[str, str], list[str]] = {}
+    cur.execute("SELECT table_schema, table_name, column_name FROM information_schema.columns")
+    for schema, table, column in cur.fetchall():
+        layouts.setdefault((str(schema).lower(), str(table).lower()), []).append(
+            str(column).lower()
+        )
+    statements = 0
+    started = time.perf_counter()
+    for i, record in enumerate(records):
+        for row in event_rows(record, Origin("naive", 0, i), audit=True):
+            statements += _naive_row(cur, row, layouts[(row.schema, row.table)])
+    seconds = time.perf_counter() - started
+    conn.close()
+    return seconds, statements
+
+
+def _naive_row(cur: Any, row: TableRow, columns: list[str]) -> int:
+    target = ddl.qualified(row.schema, row.table)
+    names, exprs, binds = [], [], []
+    for col in columns:
+        if col in ("uuid_ts", "loaded_at"):
+            names.append(ddl.quote(col))
+            exprs.append("CURRENT_TIMESTAMP()")
+            continue
+        value = row.values.get(col) if col != "_unmapped" else row.unmapped
+        if value is None:
+            continue
+        names.append(ddl.quote(col))
+        exprs.append("PARSE_JSON(?)" if col in ("_unmapped", "payload") else "?")
+        binds.append(
+            to_text(value)
+            if not isinstance(value, dict)
+            else __import__("orjson").dumps(value).decode()
+        )
+    sql = f"INSERT INTO {target} ({', '.join(names)}) SELECT {', '.join(exprs)}"
+    n = 0
+    if row.kind in (Kind.MERGE, Kind.REPLACE):
+        key = "IDENTIFIER" if row.kind is Kind.REPLACE else "ID"
+        value = row.values["identifier" if row.kind is Kind.REPLACE else "id"]
+        cur.execute(f'DELETE FROM {target} WHERE "{key}" = ?', [value])
+        n += 1
+    cur.execute(sql, binds)
+    return n + 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--naive-events", type=int, default=300)
+    parser.add_argument("--partitions", type=int, default=12)
+    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+    args = parser.parse_args()
+
+    run_id = uuid.uuid4().hex[:8]
+    prefix = f"bench{run_id}."
+    database = f"BENCH_SINK_{run_id.upper()}"
+    topics = make_topics(args.bootstrap, prefix, partitions=args.partitions)
+    print(f"generating {args.events} clean records ...", flush=True)
+    records = make_records(args.events)
+    by_call: dict[str, list[tuple[bytes, bytes | None]]] = {}
+    for r in records:
+        key, value = encode_event(r)
+        by_call.setdefault(r["type"], []).append((key, value))
+    started = time.perf_counter()
+    for call, messages in by_call.items():
+        produce(args.bootstrap, topics.clean(call), messages)
+    print(f"produced in {time.perf_counter() - started:.1f} s to prefix {prefix}", flush=True)
+    del records, by_call
+
+    port = free_port()
+    env = sink_env(
+        args.bootstrap,
+        prefix,
+        database,
+        f"bench-{run_id}",
+        SEGFLOW_SINK_METRICS_PORT=str(port),
+        SEGFLOW_LOG_LEVEL="WARNING",
+    )
+    for key in (
+        "SEGFLOW_SINK_FLUSH_AGE_S",
+        "SEGFLOW_SINK_RETRY_MAX_S",
+        "SEGFLOW_SNOWFLAKE_NETWORK_TIMEOUT_S",
+        "SEGFLOW_SNOWFLAKE_LOGIN_TIMEOUT_S",
+    ):
+        env.pop(key, None)  # defaults, as shipped
+    log = Path(f"/tmp/segflow-bench-sink-{run_id}.log")
+    sink = SinkProcess(env, log).start()
+    try:
+        wait_metrics(sink, port)
+        t0 = time.perf_counter()
+        deadline = t0 + 900
+        while True:
+            m = scrape(port)
+            if m.get("segflow_sink_flush_size_records_sum", 0) >= args.events:
+                break
+            if time.perf_counter() > deadline or not sink.alive():
+                raise SystemExit("sink did not finish:\n" + sink.log()[-3000:])
+            time.sleep(0.2)
+        seconds = time.perf_counter() - t0
+        rss = peak_rss_mb(sink.pid)
+    finally:
+        sink.stop()
+    statements = m.get("segflow_sink_statements_total", 0)
+    rows = m.get("segflow_sink_rows_loaded_total", 0)
+    flushes = m.get("segflow_sink_flushes_total", 0)
+    rows_per_s = args.events / seconds
+    per_million = statements / args.events * 1e6
+
+    print(f"naive loader on {args.naive_events} records ...", flush=True)
+    sample = make_records(args.naive_events, seed=11)
+    naive_s, naive_statements = naive_load(database, sample)
+    naive_rows_per_s = args.naive_events / naive_s
+    naive_per_million = naive_statements / args.naive_events * 1e6
+
+    wh = Warehouse(database)
+    loaded = wh.query('SELECT COUNT(*) FROM "WEB"."AUDIT_LOG"')[0][0]
+    print()
+    print(
+        f"sink:  {args.events} records in {seconds:.1f} s = {rows_per_s:,.0f} records/s "
+        f"({rows / seconds:,.0f} table rows/s, {rows:,.0f} rows), {flushes:.0f} flushes, "
+        f"{statements:.0f} statements = {per_million:,.0f} per million records, "
+        f"peak RSS {rss:.0f} MB"
+    )
+    print(
+        f"naive: {args.naive_events} records in {naive_s:.1f} s = {naive_rows_per_s:,.0f} "
+        f"records/s, {naive_statements} statements = {naive_per_million:,.0f} per million"
+    )
+    print(
+        f"ratios: sink/naive speed x{rows_per_s / naive_rows_per_s:,.0f}; "
+        f"naive/sink statements per record x{naive_per_million / max(per_million, 1e-9):,.0f}"
+    )
+    print(
+        f"audit_log rows in the warehouse: {loaded} (sink {args.events} + naive "
+        f"{args.naive_events})"
+    )
+    print(
+        f"RESULT rows_per_s={rows_per_s:.0f} naive_rows_per_s={naive_rows_per_s:.0f} "
+        f"statements_per_million={per_million:.0f} "
+        f"naive_statements_per_million={naive_per_million:.0f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+from sinks.snowflake.batcher import Batcher
+from sinks.snowflake.rows import TableRow
+from sinks.snowflake.tables import Kind
+
+
+def row(topic: str = "t", partition: int = 0, n: int = 0) -> TableRow:
+    values = {"id": f"m{n}", "_segflow_topic": topic, "_segflow_partition": partition}
+    return TableRow("web", "tracks", Kind.APPEND, values, None, f"m{n}")
+
+
+def batcher(**kw: float) -> Batcher:
+    args = {"flush_rows": 3, "flush_bytes": 1000, "flush_age_s": 5.0, "max_buffered_bytes": 5000}
+    args.update(kw)
+    return Batcher(
+        int(args["flush_rows"]),
+        int(args["flush_bytes"]),
+        args["flush_age_s"],
+        int(args["max_buffered_bytes"]),
+    )
+
+
+def test_unowned_partitions_are_not_buffered() -> None:
+    b = batcher()
+    assert not b.add("t", 0, 0, [row()], 10, now=0.0)
+    assert b.take() is None
+
+
+def test_row_count_triggers_a_flush_with_expected_and_new_offsets() -> None:
+    b = batcher()
+    b.assign("t", 0, 100)
+    for off in (100, 101):
+        assert b.add("t", 0, off, [row(n=off)], 10, now=0.0)
+    assert not b.ready(now=0.1)
+    b.add("t", 0, 102, [row(n=102)], 10, now=0.1)
+    assert b.ready(now=0.1)
+    batch = b.take()
+    assert batch is not None
+    assert batch.moves() == [("t", 0, 100, 103)]
+    assert batch.records == 3 and len(batch.rows) == 3
+    # the next buffer expects what this flush writes
+    b.add("t", 0, 103, [row(n=103)], 10, now=1.0)
+    assert b.take().moves() == [("t", 0, 103, 104)]  # type: ignore[union-attr]
+
+
+def test_bytes_age_and_memory_bound_trigger() -> None:
+    b = batcher(flush_rows=1000)
+    b.assign("t", 0, -1)
+    b.add("t", 0, 0, [row()], 999, now=0.0)
+    assert not b.ready(now=0.0)
+    b.add("t", 0, 1, [row()], 1, now=0.0)
+    assert b.ready(now=0.0)  # bytes
+
+    b = batcher(flush_rows=1000)
+    b.assign("t", 0, -1)
+    b.add("t", 0, 0, [row()], 1, now=10.0)
+    assert not b.ready(now=14.9)
+    assert b.ready(now=15.0)  # age
+
+    b = batcher(flush_rows=1000, flush_bytes=10_000, max_buffered_bytes=100)
+    for p in range(3):
+        b.assign("t", p, -1)
+        b.add("t", p, 0, [row(partition=p)], 40, now=0.0)
+    assert b.ready(now=0.0)  # all buffers together
+
+
+def test_take_includes_every_moved_partition_and_records_without_rows() -> None:
+    b = batcher()
+    b.assign("t", 0, 5)
+    b.assign("t", 1, -1)
+    b.assign("t", 2, 7)
+    b.add("t", 0, 5, [row()], 10, now=0.0)
+    b.add("t", 1, 0, [], 10, now=0.0)  # e.g. a suppressed user's event: no rows, offset moves
+    batch = b.take()
+    assert batch is not None
+    assert sorted(batch.moves()) == [("t", 0, 5, 6), ("t", 1, -1, 1)]
+    assert b.total_bytes == 0 and b.total_records == 0
+
+
+def test_stale_and_dropped_offsets_are_refused() -> None:
+    b = batcher()
+    b.assign("t", 0, 50)
+    assert not b.add("t", 0, 49, [row()], 10, now=0.0)
+    assert b.add("t", 0, 50, [row()], 10, now=0.0)
+    assert not b.add("t", 0, 50, [row()], 10, now=0.0)
+    b.drop("t", 0)
+    assert not b.owns("t", 0) and b.total_bytes == 0
+
+
+def test_without_removes_lost_partitions() -> None:
+    b = batcher()
+    b.assign("t", 0, 0)
+    b.assign("t", 1, 0)
+    b.add("t", 0, 0, [row(partition=0)], 10, now=0.0)
+    b.add("t", 1, 0, [row(partition=1)], 10, now=0.0)
+    batch = b.take()
+    assert batch is not None
+    kept = batch.without({("t", 1)})
+    assert kept.moves() == [("t", 0, 0, 1)]
+    assert [r.values["_segflow_partition"] for r in kept.rows] == [0]

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sinks.snowflake.evolution import (
+    column_type_from_warehouse,
+    fit,
+    looks_like_timestamp,
+    plan,
+    unify,
+    value_type,
+)
+from sinks.snowflake.rows import TableRow
+from sinks.snowflake.tables import Kind, fixed_columns
+
+
+def row(table: str = "order_completed", mid: str = "m", **values: Any) -> TableRow:
+    return TableRow("web", table, Kind.APPEND, {"id": mid, **values}, None, mid)
+
+
+def test_value_types() -> None:
+    assert value_type(None) is None
+    assert value_type(True) == "BOOLEAN"
+    assert value_type(3) == "NUMBER"
+    assert value_type(10**40) == "FLOAT"
+    assert value_type(2.5) == "FLOAT"
+    assert value_type("hello") == "VARCHAR"
+    assert value_type("2026-01-05T12:00:00.123Z") == "TIMESTAMP_TZ"
+    assert value_type(datetime(2026, 1, 1, tzinfo=UTC)) == "TIMESTAMP_TZ"
+    assert not looks_like_timestamp("2026-13-45T99:00:00Z")
+    assert not looks_like_timestamp("2026-01-05")
+
+
+def test_fit_and_unify() -> None:
+    assert fit("VARCHAR", "NUMBER") == "ok"
+    assert fit("FLOAT", "NUMBER") == "ok"
+    assert fit("NUMBER", "FLOAT") == "widen"
+    assert fit("NUMBER", "VARCHAR") == "misfit"
+    assert fit("BOOLEAN", "NUMBER") == "misfit"
+    assert fit("TIMESTAMP_TZ", "VARCHAR") == "misfit"
+    assert unify("NUMBER", "FLOAT") == "FLOAT"
+    assert unify("BOOLEAN", "VARCHAR") == "VARCHAR"
+    assert column_type_from_warehouse("TEXT", None) == "VARCHAR"
+    assert column_type_from_warehouse("NUMBER", 0) == "NUMBER"
+    assert column_type_from_warehouse("NUMBER", 2) == "FLOAT"
+    assert column_type_from_warehouse("DATE", None) == "OTHER"
+
+
+def test_new_table_takes_the_types_of_the_whole_batch() -> None:
+    p = plan([row(qty=1), row(qty=2.5, coupon=None), row(flag=True, flag2=1)], known={})
+    cols = p.create_tables[("web", "order_completed")]
+    assert cols["qty"] == "FLOAT"
+    assert cols["flag"] == "BOOLEAN"
+    assert "coupon" not in cols  # nulls make no column
+    assert set(fixed_columns("order_completed")) <= set(cols)
+    assert not p.misfits
+
+
+def test_existing_table_adds_widens_and_moves_misfits() -> None:
+    known = {
+        ("web", "order_completed"): {
+            **fixed_columns("order_completed"),
+            "qty": "NUMBER",
+            "paid": "BOOLEAN",
+        }
+    }
+    rows = [row(mid="m1", qty=2.5, paid="yes", note="hi"), row(mid="m2", paid=False)]
+    p = plan(rows, known)
+    key = ("web", "order_completed")
+    assert p.add_columns == {key: {"note": "VARCHAR"}}
+    assert p.widen_columns == {key: {"qty"}}
+    assert p.columns[key]["qty"] == "FLOAT"
+    assert [
+        (m.column, m.change, m.column_type, m.value_type, m.occurrences, m.example_message_id)
+        for m in p.misfits
+    ] == [("paid", "misfit", "BOOLEAN", "VARCHAR", 1, "m1")]
+    moved = p.rows[0]
+    assert "paid" not in moved.values and moved.unmapped == {"paid": "yes"}
+    assert rows[0].values["paid"] == "yes"  # the input rows are not changed
+    assert p.rows[1] is rows[1]
+    changes = {(c.column, c.change) for c in p.ddl_changes()}
+    assert changes == {("note", "column_added"), ("qty", "column_widened")}
+
+
+def test_column_limit_sends_new_properties_to_unmapped() -> None:
+    known = {("web", "t"): dict(fixed_columns("t"))}
+    limit = len(known[("web", "t")]) + 1
+    p = plan([row(table="t", a=1, b=2)], known, max_columns=limit)
+    assert p.add_columns == {("web", "t"): {"a": "NUMBER"}}
+    assert p.rows[0].unmapped == {"b": 2}
+    assert p.misfits[0].change == "column_limit"
+
+
+def test_nothing_to_do_for_a_known_layout() -> None:
+    known = {("web", "t"): {**fixed_columns("t"), "a": "NUMBER"}}
+    p = plan([row(table="t", a=1)], known)
+    assert not p.has_ddl and not p.misfits

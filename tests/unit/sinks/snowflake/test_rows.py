@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from sinks.snowflake.rows import Origin, collapse, event_rows, identity_row, schema_name
+from sinks.snowflake.tables import Kind
+
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+ORIGIN = Origin("segment.events.track", 2, 41)
+
+
+def record(call: str, **over: Any) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "type": call,
+        "messageId": "m-1",
+        "source": "Web App",
+        "anonymousId": "a-1",
+        "userId": "u-1",
+        "previousId": None,
+        "groupId": None,
+        "event": None,
+        "name": None,
+        "category": None,
+        "receivedAt": T0,
+        "sentAt": T0 - timedelta(seconds=1),
+        "originalTimestamp": T0 - timedelta(seconds=3),
+        "timestamp": T0 - timedelta(seconds=2),
+        "properties": "{}",
+        "traits": "{}",
+        "context": orjson.dumps({"library": {"name": "analytics.js"}, "ip": "1.2.3.0"}).decode(),
+        "integrations": "{}",
+        "channel": "browser",
+        "extra": "{}",
+        "canonicalUserId": "u-1",
+        "maskedFields": ["context.ip:truncate"],
+        "piiKeyVersion": "k1",
+        "unmapped": "{}",
+        "processedAt": T0,
+    }
+    rec.update(over)
+    return rec
+
+
+def test_track_gives_tracks_per_event_and_audit_rows() -> None:
+    props = {"orderId": "o1", "revenue": 12.5, "id": "clash", "items": [1, 2], "cart": {"size": 2}}
+    rows = event_rows(
+        record("track", event="Order Completed", properties=orjson.dumps(props).decode()),
+        ORIGIN,
+        audit=True,
+    )
+    assert [(r.schema, r.table, r.kind) for r in rows] == [
+        ("web_app", "tracks", Kind.APPEND),
+        ("web_app", "order_completed", Kind.APPEND),
+        ("web_app", "audit_log", Kind.APPEND),
+    ]
+    tracks, per_event, audit = rows
+    assert tracks.values["event"] == "order_completed"
+    assert tracks.values["event_text"] == "Order Completed"
+    assert tracks.values["context_library_name"] == "analytics.js"
+    assert tracks.values["context_ip"] == "1.2.3.0"
+    assert "order_id" not in tracks.values  # tracks has no properties, as in Segment
+    assert per_event.values["order_id"] == "o1"
+    assert per_event.values["revenue"] == 12.5
+    assert per_event.values["items"] == "[1,2]"  # arrays as JSON strings
+    assert per_event.values["cart_size"] == 2
+    assert per_event.values["id"] == "m-1"  # a property named id cannot overwrite the id
+    assert per_event.unmapped == {"id": "clash"}
+    assert per_event.values["_masked_fields"] == '["context.ip:truncate"]'
+    assert (per_event.values["_segflow_partition"], per_event.values["_segflow_offset"]) == (2, 41)
+    payload = orjson.loads(str(audit.values["payload"]))
+    assert payload["properties"]["orderId"] == "o1"
+    assert payload["context"]["library"]["name"] == "analytics.js"
+    assert audit.values["id"] == "m-1"
+
+
+def test_identify_gives_identifies_and_users_and_no_audit_when_off() -> None:
+    traits = {"plan": "pro", "email": "h@x", "address": {"city": "Oslo"}}
+    rows = event_rows(record("identify", traits=orjson.dumps(traits).decode()), ORIGIN, audit=False)
+    assert [r.table for r in rows] == ["identifies", "users"]
+    users = rows[1]
+    assert users.kind is Kind.MERGE
+    assert users.values == {
+        "id": "u-1",
+        "received_at": T0,
+        "plan": "pro",
+        "email": "h@x",
+        "address_city": "Oslo",
+    }
+
+
+def test_identify_without_user_id_has_no_users_row() -> None:
+    rows = event_rows(record("identify", userId=None), ORIGIN, audit=False)
+    assert [r.table for r in rows] == ["identifies"]
+
+
+def test_group_page_screen_alias_tables() -> None:
+    group = event_rows(
+        record("group", groupId="g-1", traits='{"employees": 40}'), ORIGIN, audit=False
+    )
+    assert [r.table for r in group] == ["groups", "accounts"]
+    assert group[0].values["group_id"] == "g-1" and group[0].values["employees"] == 40
+    assert group[1].values["id"] == "g-1"
+    page = event_rows(
+        record("page", name="Home", category="Docs", properties='{"path": "/"}'),
+        ORIGIN,
+        audit=False,
+    )
+    assert page[0].table == "pages" and page[0].values["path"] == "/"
+    assert page[0].values["name"] == "Home" and page[0].values["category"] == "Docs"
+    assert event_rows(record("screen", name="S"), ORIGIN, audit=False)[0].table == "screens"
+    alias = event_rows(record("alias", previousId="a-0"), ORIGIN, audit=False)
+    assert alias[0].table == "aliases" and alias[0].values["previous_id"] == "a-0"
+
+
+def test_processor_unmapped_lands_in_the_per_event_row() -> None:
+    rows = event_rows(
+        record("track", event="Signed Up", unmapped='{"weird": 1}'), ORIGIN, audit=False
+    )
+    assert rows[1].unmapped == {"weird": 1}
+
+
+def test_identity_row_and_schema_names() -> None:
+    link = {
+        "source": "web",
+        "identifier": "a-1",
+        "identifierType": "anonymous_id",
+        "canonicalUserId": "u-1",
+        "messageId": "m-9",
+        "linkedAt": T0,
+    }
+    r = identity_row(link, Origin("segment.identity", 0, 3))
+    assert (r.schema, r.table, r.kind) == ("web", "identity_map", Kind.REPLACE)
+    assert r.values["canonical_user_id"] == "u-1"
+    assert schema_name("Mobile-App") == "mobile_app"
+    assert schema_name("") == "unknown_source"
+
+
+def test_collapse_keeps_latest_traits_and_older_ones_where_missing() -> None:
+    first = event_rows(
+        record("identify", messageId="m1", traits='{"plan": "free", "email": "e"}'),
+        ORIGIN,
+        audit=False,
+    )[1]
+    later = event_rows(
+        record(
+            "identify",
+            messageId="m2",
+            receivedAt=T0 + timedelta(seconds=5),
+            traits='{"plan": "pro"}',
+        ),
+        ORIGIN,
+        audit=False,
+    )[1]
+    out = collapse([later, first])  # order of arrival does not matter: received_at does
+    assert len(out) == 1
+    assert out[0].values["plan"] == "pro" and out[0].values["email"] == "e"
+    assert out[0].values["received_at"] == T0 + timedelta(seconds=5)
