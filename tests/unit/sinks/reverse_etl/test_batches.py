@@ -38,8 +38,12 @@ def test_byte_limit_counts_the_whole_body_exactly() -> None:
 def test_oversized_events_are_set_aside_in_order() -> None:
     calls = _calls(3, size=10)
     big = build_call(SPEC, {"user_id": "big", "blob": "y" * 40_000}, NOW)
-    packing = pack([calls[0], big, *calls[1:]], max_events=2500, max_bytes=500 * 1024,
-                   max_event_bytes=32 * 1024)
+    packing = pack(
+        [calls[0], big, *calls[1:]],
+        max_events=2500,
+        max_bytes=500 * 1024,
+        max_event_bytes=32 * 1024,
+    )
     assert [c.key for c in packing.oversized] == ["big"]
     assert [c.key for c in packing.batches[0].calls] == ["u0", "u1", "u2"]
 

@@ -17,10 +17,18 @@ from sinks.reverse_etl.calls import (
 )
 
 NOW = datetime(2024, 5, 1, 12, tzinfo=UTC)
-IDENTIFY = CallSpec("plans", "identify", "user_id", "anonymous_id", "user_id",
-                    integrations={"Segflow": False})
-TRACK = CallSpec("orders", "track", "user_id", "anonymous_id", "order_id", event="Order Synced",
-                 timestamp_column="placed_at")
+IDENTIFY = CallSpec(
+    "plans", "identify", "user_id", "anonymous_id", "user_id", integrations={"Segflow": False}
+)
+TRACK = CallSpec(
+    "orders",
+    "track",
+    "user_id",
+    "anonymous_id",
+    "order_id",
+    event="Order Synced",
+    timestamp_column="placed_at",
+)
 
 
 def test_column_names_and_values() -> None:
@@ -32,8 +40,9 @@ def test_column_names_and_values() -> None:
     assert json_value(b"\x00\x01") == "AAE="
     assert json_value('{"a": [1]}', is_json=True) == {"a": [1]}
     assert json_value("not json", is_json=True) == "not json"
-    row = row_to_dict(["USER_ID", "PREFS", "seatCount"], ["u1", '{"x":1}', Decimal(3)],
-                      frozenset({"PREFS"}))
+    row = row_to_dict(
+        ["USER_ID", "PREFS", "seatCount"], ["u1", '{"x":1}', Decimal(3)], frozenset({"PREFS"})
+    )
     assert row == {"user_id": "u1", "prefs": {"x": 1}, "seatCount": 3}
 
 
@@ -71,10 +80,12 @@ def test_track_call_uses_event_key_and_timestamp_columns() -> None:
     [
         (IDENTIFY, {"user_id": None, "plan": "x"}, "missing_key"),
         (IDENTIFY, {"user_id": "  ", "plan": "x"}, "missing_key"),
-        (CallSpec("s", "identify", "user_id", "anonymous_id", "k"), {"k": "1"},
-         "missing_identity"),
-        (CallSpec("o", "track", "user_id", "anonymous_id", "order_id"),
-         {"order_id": 1, "user_id": "u"}, "missing_event"),
+        (CallSpec("s", "identify", "user_id", "anonymous_id", "k"), {"k": "1"}, "missing_identity"),
+        (
+            CallSpec("o", "track", "user_id", "anonymous_id", "order_id"),
+            {"order_id": 1, "user_id": "u"},
+            "missing_event",
+        ),
     ],
 )
 def test_rows_that_cannot_be_calls(spec: CallSpec, row: dict[str, object], reason: str) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gzip
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -16,8 +17,8 @@ from sinks.reverse_etl.client import (
 
 
 class FakeApi:
-    def __init__(self, answers: list[Response | OSError]) -> None:
-        self.answers = answers
+    def __init__(self, answers: Sequence[Response | OSError]) -> None:
+        self.answers = list(answers)
         self.calls: list[tuple[str, bytes, dict[str, str]]] = []
 
     def __call__(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> Response:
@@ -30,8 +31,12 @@ class FakeApi:
 
 def _client(api: FakeApi, slept: list[float], **kw: object) -> SegmentApiClient:
     return SegmentApiClient(
-        "http://edge:8088/", "wk", transport=api, sleep=slept.append,
-        policy=RetryPolicy(initial_s=1.0, max_s=30.0, max_attempts=3), **kw,  # type: ignore[arg-type]
+        "http://edge:8088/",
+        "wk",
+        transport=api,
+        sleep=slept.append,
+        policy=RetryPolicy(initial_s=1.0, max_s=30.0, max_attempts=3),
+        **kw,  # type: ignore[arg-type]
     )
 
 
@@ -53,24 +58,34 @@ def test_backoff_grows_is_capped_and_honours_retry_after() -> None:
 
 
 def test_posts_gzip_with_basic_auth_and_retries_429_5xx_and_network_errors() -> None:
-    api = FakeApi([
-        Response(429, "3", b""),
-        Response(503, None, b""),
-        ConnectionRefusedError("refused"),
-        Response(200, None, b"{}"),
-    ])
+    api = FakeApi(
+        [
+            Response(429, "3", b""),
+            Response(503, None, b""),
+            ConnectionRefusedError("refused"),
+            Response(200, None, b"{}"),
+        ]
+    )
     slept: list[float] = []
     outcomes: list[str] = []
     client = _client(api, slept, on_response=outcomes.append)
-    with pytest.raises(RetryableError):
-        client.send(b'{"batch":[]}')  # 3 retries allowed, the 4th answer is never reached
-    assert outcomes == ["429", "503", "network_error"]
+    client.send(b'{"batch":[]}')  # three retries, then accepted
+    assert outcomes == ["429", "503", "network_error", "200"]
     assert slept[0] >= 3.0  # Retry-After honoured
     url, body, headers = api.calls[0]
     assert url == "http://edge:8088/v1/batch"
     assert gzip.decompress(body) == b'{"batch":[]}'
     assert headers["Authorization"] == "Basic d2s6"
     assert headers["Content-Encoding"] == "gzip"
+
+
+def test_gives_up_after_max_retries() -> None:
+    api = FakeApi([Response(503, None, b"")] * 4 + [Response(200, None, b"")])
+    slept: list[float] = []
+    with pytest.raises(RetryableError) as info:
+        _client(api, slept).send(b"{}")
+    assert len(api.calls) == 4 and len(slept) == 3
+    assert "after 3 retries" in str(info.value)
 
 
 def test_success_after_retries() -> None:

@@ -1,0 +1,113 @@
+"""A warehouse connection for the operator jobs (reverse ETL, user deletion).
+
+The real snowflake-connector-python, qmark binds, every failure classified in one place
+(sinks.snowflake.errors.classify) so callers see RetryableError or FatalError naming the
+statement and table. The database is created when missing, as the sink does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from runtime.settings import WarehouseSettings
+from schemas.errors import SegflowError
+from sinks.snowflake.ddl import quote
+from sinks.snowflake.errors import classify
+
+logger = logging.getLogger(__name__)
+
+Connect = Callable[..., Any]
+
+
+def _connect_default(**kwargs: Any) -> Any:
+    import snowflake.connector  # heavy import: only when connecting
+
+    return snowflake.connector.connect(**kwargs)
+
+
+class WarehouseSession:
+    """One connection; `run` executes a statement and wraps any failure."""
+
+    def __init__(
+        self,
+        warehouse: WarehouseSettings,
+        component: str,
+        *,
+        connect: Connect = _connect_default,
+        create_database: bool = True,
+    ) -> None:
+        self.warehouse = warehouse
+        self.component = component
+        self.database = warehouse.database
+        self._connect = connect
+        self._create_database = create_database
+        self._conn: Any = None
+        self.statements = 0
+
+    def open(self) -> WarehouseSession:
+        if self._conn is not None:
+            return self
+        kwargs = self.warehouse.connect_kwargs(self.component)
+        kwargs.pop("database")
+        kwargs["paramstyle"] = "qmark"
+        kwargs.setdefault("client_session_keep_alive", False)
+        try:
+            self._conn = self._connect(**kwargs)
+        except Exception as exc:
+            raise classify(exc, statement="login") from exc
+        try:
+            if self._create_database:
+                self.run(f"CREATE DATABASE IF NOT EXISTS {quote(self.database)}", kind="ddl")
+            self.run(f"USE DATABASE {quote(self.database)}", kind="session")
+        except SegflowError:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # closing a broken connection: nothing left to do
+                logger.debug("closing the warehouse connection failed", exc_info=True)
+
+    def __enter__(self) -> WarehouseSession:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(
+        self, sql: str, binds: Sequence[Any] = (), *, kind: str, table: str | None = None
+    ) -> Any:
+        """Execute one statement and return its cursor."""
+        if self._conn is None:
+            self.open()
+        self.statements += 1
+        try:
+            cur = self._conn.cursor()
+            cur.execute(sql, list(binds) if binds else None)
+            return cur
+        except Exception as exc:
+            raise classify(exc, statement=kind, table=table) from exc
+
+    def fetch_all(self, sql: str, binds: Sequence[Any] = (), *, kind: str = "select") -> list[Any]:
+        return list(self.run(sql, binds, kind=kind).fetchall())
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN ... COMMIT; ROLLBACK on any failure (then re-raised)."""
+        self.run("BEGIN", kind="transaction")
+        try:
+            yield
+        except BaseException:
+            try:
+                self.run("ROLLBACK", kind="transaction")
+            except SegflowError as exc:
+                logger.warning("rollback failed: %s", exc)
+            raise
+        self.run("COMMIT", kind="transaction")
