@@ -38,11 +38,26 @@ _SMALL_VARINTS = [_varint_slow(i) for i in range(_SMALL)]
 
 
 def varint(n: int) -> bytes:
-    """Zig-zag varint, from a table for the small non-negative values (string lengths)."""
+    """Zig-zag varint: small non-negative values (lengths) from a table; 8-byte values
+    (timestamp-micros of the years 1971-3111) unrolled; the rest through the loop."""
     if 0 <= n < _SMALL:
         return _SMALL_VARINTS[n]
     if not -(1 << 63) <= n < (1 << 63):
         raise CodecError(f"long out of range: {n}")
+    z = (n << 1) ^ (n >> 63)
+    if (1 << 49) <= z < (1 << 56):
+        return bytes(
+            (
+                (z & 0x7F) | 0x80,
+                ((z >> 7) & 0x7F) | 0x80,
+                ((z >> 14) & 0x7F) | 0x80,
+                ((z >> 21) & 0x7F) | 0x80,
+                ((z >> 28) & 0x7F) | 0x80,
+                ((z >> 35) & 0x7F) | 0x80,
+                ((z >> 42) & 0x7F) | 0x80,
+                z >> 49,
+            )
+        )
     return _varint_slow(n)
 
 
@@ -57,6 +72,7 @@ def micros(value: datetime | int) -> int:
 
 
 _DOUBLE = struct.Struct("<d")
+_NO_VALUE = object()
 
 
 def _write_string(v: Any) -> bytes:
@@ -129,6 +145,7 @@ def compile_writer(version: SchemaVersion) -> Callable[[dict[str, Any]], bytes]:
         name, ftype = field["name"], field["type"]
         default = f"D{i}"
         env[default] = field.get("default")
+        env[f"M{i}"] = [_NO_VALUE, b""]
         access = f"get({name!r}, {default})" if "default" in field else f"r[{name!r}]"
         if isinstance(ftype, list):
             if len(ftype) != 2 or "null" not in ftype:
@@ -144,10 +161,10 @@ def compile_writer(version: SchemaVersion) -> Callable[[dict[str, Any]], bytes]:
                 f"        add({null_tag!r})",
                 "    else:",
                 f"        add({value_tag!r})",
-                *_statements(writer, "        "),
+                *_statements(writer, "        ", f"M{i}"),
             ]
         else:
-            lines += [f"    v = {access}", *_statements(_writer_for(ftype), "    ")]
+            lines += [f"    v = {access}", *_statements(_writer_for(ftype), "    ", f"M{i}")]
     lines.append("    return b''.join(parts)")
     code = "\n".join(lines)
     exec(compile(code, f"<avro writer {version.kind} v{version.version}>", "exec"), env)
@@ -166,7 +183,7 @@ def compile_writer(version: SchemaVersion) -> Callable[[dict[str, Any]], bytes]:
     return write
 
 
-def _statements(writer: str, indent: str) -> list[str]:
+def _statements(writer: str, indent: str, memo: str) -> list[str]:
     """Statements writing `v`: strings inline (the hot case), the rest through a function."""
     if writer == "_write_string":
         body = [
@@ -176,7 +193,13 @@ def _statements(writer: str, indent: str) -> list[str]:
             "add(b)",
         ]
     elif writer == "_write_ts":
-        body = ["add(varint(micros(v)))"]
+        # One request's events share receivedAt (and often sentAt): remember the last one.
+        body = [
+            f"if v is not {memo}[0]:",
+            f"    {memo}[0] = v",
+            f"    {memo}[1] = varint(micros(v))",
+            f"add({memo}[1])",
+        ]
     else:
         body = [f"add({writer}(v))"]
     return [indent + line for line in body]

@@ -118,3 +118,34 @@ def test_schemas_outside_the_supported_subset_are_refused() -> None:
     assert write({"b": True, "d": 1.5, "n": None}) == (
         b"\xc3\x01" + b"\x00" * 8 + b"\x01" + b"\x00\x00\x00\x00\x00\x00\xf8\x3f" + b"\x02"
     )
+
+
+def test_varint_fast_paths_match_the_loop() -> None:
+    from ingest.avro_writer import _varint_slow
+
+    samples = [
+        0,
+        1,
+        -1,
+        32767,
+        32768,
+        -32768,
+        (1 << 48),
+        (1 << 48) - 1,
+        (1 << 55) - 1,
+        1 << 55,
+        -(1 << 55),
+        1_714_564_800_000_000,
+        -(1 << 63),
+        (1 << 63) - 1,
+    ]
+    samples += [micros(datetime(y, 1, 1, tzinfo=UTC)) for y in (1, 1900, 1971, 2024, 3000, 9999)]
+    for n in samples:
+        assert varint(n) == _varint_slow(n), n
+
+
+def test_remembered_timestamps_never_leak_between_records() -> None:
+    a = record()
+    b = record(receivedAt=NOW + timedelta(seconds=1), timestamp=NOW - timedelta(days=400))
+    for rec in (a, b, a, a, b, record(sentAt=NOW), record()):
+        assert WRITE(rec) == CODEC.encode(RAW_EVENT, rec)
