@@ -95,7 +95,11 @@ def test_every_pod_runs_non_root_on_a_read_only_root(manifests: Manifests, value
 def test_long_running_components_are_probed_on_healthz_and_readyz(
     manifests: Manifests, values: str
 ) -> None:
-    deployments = _by_kind(manifests(values), "Deployment")
+    deployments = {
+        name: d
+        for name, d in _by_kind(manifests(values), "Deployment").items()
+        if not name.endswith("-emulator")  # the development emulator is no segflow component
+    }
     assert {d.rsplit("-", 1)[-1] for d in deployments} == {"ingest", "process", "sink"}
     for name, deployment in deployments.items():
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
@@ -139,6 +143,7 @@ def test_defaults_render_a_development_install(manifests: Manifests) -> None:
     objects = manifests("default")
     kinds = {o["kind"] for o in objects}
     assert {"ScaledObject", "ServiceMonitor", "CronJob", "Ingress"}.isdisjoint(kinds)
+    emulator = _by_kind(objects, "Service")["segflow-emulator"]
     assert len(_by_kind(objects, "PodDisruptionBudget")) == 3
     assert len(_by_kind(objects, "HorizontalPodAutoscaler")) == 1
     deployments = _by_kind(objects, "Deployment")
@@ -150,6 +155,8 @@ def test_defaults_render_a_development_install(manifests: Manifests) -> None:
     }
     assert env["SEGFLOW_SNOWFLAKE_ACCOUNT"] == "fakesnow"
     assert env["SEGFLOW_SNOWFLAKE_PROTOCOL"] == "http"
+    assert env["SEGFLOW_SNOWFLAKE_HOST"] == emulator["metadata"]["name"]
+    assert env["SEGFLOW_SNOWFLAKE_PORT"] == str(emulator["spec"]["ports"][0]["port"])
 
 
 def test_production_values_render_every_optional_part(manifests: Manifests) -> None:
@@ -178,12 +185,14 @@ def test_production_values_render_every_optional_part(manifests: Manifests) -> N
     assert {n.removeprefix("segflow-") for n in cronjobs} == {
         "backfill",
         "reverse-etl-churn-scores",
+        "reverse-etl-trial-ending",
     }
     assert len(_by_kind(objects, "ServiceMonitor")) == 1
     assert len(_by_kind(objects, "Ingress")) == 1
     rules = _by_kind(objects, "Secret")
     assert "segflow-rules" in rules and "rules.yaml" in rules["segflow-rules"]["stringData"]
     assert not _by_kind(objects, "ConfigMap")
+    assert not any(name.endswith("-emulator") for name in _by_kind(objects, "Deployment"))
 
 
 def _secret_refs(pod: dict[str, Any]) -> list[tuple[str, str]]:
@@ -231,6 +240,8 @@ def test_production_secrets_are_references_to_existing_ones(manifests: Manifests
         "segflow-pii",
         "segflow-webhook",
         "kafka-ca",
+        "segflow-reverse-etl",
+        "segflow-lifecycle-source",
     }
 
 

@@ -4,6 +4,7 @@ the values they give validate against those settings classes."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import pkgutil
 from collections.abc import Callable
@@ -12,7 +13,8 @@ from typing import Any
 import pytest
 from pydantic import AliasChoices, ValidationError
 
-from runtime.settings import KafkaSettings, SegflowSettings
+from cli.main import SUBCOMMANDS
+from runtime.settings import SegflowSettings
 from tests.deploy.conftest import VALUES_FILES, pod_specs
 
 PACKAGES = ("runtime", "ingest", "processors", "sinks", "cli")
@@ -116,18 +118,23 @@ def test_every_segflow_env_name_is_a_setting(
     assert not unknown, "set but read by no settings class:\n" + "\n".join(unknown)
 
 
-def _settings_for(command: str) -> type[SegflowSettings] | None:
-    from ingest.settings import IngestSettings
-    from processors.settings import ProcessorSettings
-    from sinks.snowflake.settings import SinkSettings
-
-    classes: dict[str, type[SegflowSettings]] = {
-        "ingest": IngestSettings,
-        "process": ProcessorSettings,
-        "sink": SinkSettings,
-        "topics": KafkaSettings,
-    }
-    return classes.get(command)
+def command_settings(command: str) -> list[type[SegflowSettings]]:
+    """The settings classes a `segflow` subcommand builds (those its module imports);
+    empty when the subcommand is not built yet."""
+    modules = {name: module for name, module, _ in SUBCOMMANDS}
+    if (
+        command not in modules
+        or importlib.util.find_spec(f"cli.commands.{modules[command]}") is None
+    ):
+        return []
+    module = importlib.import_module(f"cli.commands.{modules[command]}")
+    return [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, SegflowSettings)
+        and value is not SegflowSettings
+    ]
 
 
 def test_the_values_given_validate_against_the_settings(
@@ -135,20 +142,20 @@ def test_the_values_given_validate_against_the_settings(
     compose_model: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Each component's settings class accepts the environment its container gets."""
+    """Each command's settings classes accept the environment its container gets."""
     checked = set()
     for where, args, env in _all_envs(manifests, compose_model):
-        cls = _settings_for(args[0]) if args else None
-        if cls is None:
+        if not args:
             continue
-        with monkeypatch.context() as patch:
-            for name in [n for n in os.environ if n.startswith("SEGFLOW_")]:
-                patch.delenv(name)
-            for name, value in env.items():
-                patch.setenv(name, value)
-            try:
-                cls()
-            except ValidationError as exc:
-                pytest.fail(f"{where}: {cls.__name__} rejects its environment:\n{exc}")
-        checked.add(args[0])
-    assert checked == {"ingest", "process", "sink", "topics"}
+        for cls in command_settings(args[0]):
+            with monkeypatch.context() as patch:
+                for name in [n for n in os.environ if n.startswith("SEGFLOW_")]:
+                    patch.delenv(name)
+                for name, value in env.items():
+                    patch.setenv(name, value)
+                try:
+                    cls()
+                except ValidationError as exc:
+                    pytest.fail(f"{where}: {cls.__name__} rejects its environment:\n{exc}")
+            checked.add(args[0])
+    assert {"ingest", "process", "sink", "topics"} <= checked

@@ -3,7 +3,7 @@ A CronJob running one segflow subcommand.
 Call with (dict "root" $ "component" "backfill" "schedule" "..." "suspend" false
   "args" (list "backfill" ...) "env" {SEGFLOW_...: value} "extraEnv" [...] "resources" {...}
   "activeDeadlineSeconds" N "backoffLimit" N "volumes" [...] "volumeMounts" [...]
-  "warehouse" true).
+  "warehouse" true "kafka" true "envList" [EnvVar...]).
 */}}
 {{- define "segflow.cronJob" -}}
 {{- $root := .root -}}
@@ -50,9 +50,16 @@ spec:
               args:
                 {{- toYaml .args | nindent 16 }}
               env:
+                {{- if .kafka }}
                 {{- include "segflow.env.common" $root | nindent 16 }}
+                {{- else }}
+                {{- include "segflow.env.base" $root | nindent 16 }}
+                {{- end }}
                 {{- if .warehouse }}
                 {{- include "segflow.env.snowflake" $root | nindent 16 }}
+                {{- end }}
+                {{- with .envList }}
+                {{- toYaml . | nindent 16 }}
                 {{- end }}
                 {{- with .env }}
                 {{- include "segflow.env.map" . | nindent 16 }}

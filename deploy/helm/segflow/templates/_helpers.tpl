@@ -73,7 +73,7 @@ app.kubernetes.io/component: {{ .component }}
 {{/* True when the chart renders its own Secret (some secret value is given inline). */}}
 {{- define "segflow.chartSecretNeeded" -}}
 {{- $v := .Values -}}
-{{- if or (and $v.kafka.sasl.password (not $v.kafka.sasl.existingSecret)) (and (include "segflow.snowflakeSecret" .) (not $v.snowflake.auth.existingSecret)) (and $v.process.enabled (not $v.process.piiExistingSecret)) (and $v.ingest.webhookSecret (not $v.ingest.webhookExistingSecret)) -}}
+{{- if or (and $v.kafka.sasl.password (not $v.kafka.sasl.existingSecret)) (and (include "segflow.snowflakeSecret" .) (not $v.snowflake.auth.existingSecret)) (and $v.process.enabled (not $v.process.piiExistingSecret)) (and $v.ingest.webhookSecret (not $v.ingest.webhookExistingSecret)) (and $v.reverseEtl.writeKey (not $v.reverseEtl.existingSecret)) -}}
 true
 {{- end -}}
 {{- end -}}
@@ -172,9 +172,14 @@ checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256
   value: {{ .Values.logging.format | quote }}
 {{- end -}}
 
-{{/* Kafka, logging, the rules file and extraEnv: every long-running segflow container. */}}
+{{/* Kafka, logging, the rules file and extraEnv: every segflow container that uses Kafka. */}}
 {{- define "segflow.env.common" -}}
 {{ include "segflow.env.kafka" (dict "root" . "secret" (include "segflow.secretName" .)) }}
+{{ include "segflow.env.base" . }}
+{{- end -}}
+
+{{/* Logging, the rules file and extraEnv. */}}
+{{- define "segflow.env.base" -}}
 {{ include "segflow.env.logging" . }}
 {{- if include "segflow.rulesKind" . }}
 - name: SEGFLOW_RULES_FILE
@@ -206,9 +211,9 @@ checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256
 {{- /* The settings' host defaults to the local emulator and an empty value is ignored, so
       Snowflake's own host is always named explicitly. */}}
 - name: SEGFLOW_SNOWFLAKE_HOST
-  value: {{ default (ternary "emulator" (printf "%s.snowflakecomputing.com" $s.account) $emulator) $s.host | quote }}
+  value: {{ default (ternary (include "segflow.componentName" (dict "root" . "component" "emulator")) (printf "%s.snowflakecomputing.com" $s.account) $emulator) $s.host | quote }}
 - name: SEGFLOW_SNOWFLAKE_PORT
-  value: {{ default (ternary 8090 443 $emulator) (int $s.port) | quote }}
+  value: {{ default (ternary (int .Values.emulator.port) 443 $emulator) (int $s.port) | quote }}
 - name: SEGFLOW_SNOWFLAKE_PROTOCOL
   value: {{ ternary "http" "https" $emulator | quote }}
 {{- if $s.loginTimeoutSeconds }}
