@@ -132,7 +132,7 @@ def exported_series() -> set[str]:
             leaf = info.name.rsplit(".", 1)[-1]
             if leaf == "metrics" or info.ispkg:
                 modules.append(importlib.import_module(info.name))
-    bundles = {
+    bundles: set[type[Any]] = {
         value
         for module in modules
         for value in vars(module).values()
@@ -140,7 +140,7 @@ def exported_series() -> set[str]:
         and value.__name__.endswith("Metrics")
         and "registry" in inspect.signature(value.__init__).parameters
     }
-    names = set()
+    names: set[str] = set()
     for bundle in bundles:
         registry = CollectorRegistry()
         bundle(registry=registry)
