@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from cli.options import add_settings_options, settings_from_args
@@ -11,15 +12,18 @@ from cli.progress import Progress
 from runtime.logs import setup_logging
 from runtime.replay import (
     GroupOffsets,
+    PartitionReset,
     ResetTarget,
     TopicCopier,
     format_copy_plan,
     format_reset_plan,
     parse_partition_spec,
 )
-from runtime.settings import KafkaSettings, ObservabilitySettings
+from runtime.settings import KafkaSettings, ObservabilitySettings, WarehouseSettings
 from schemas.errors import ConfigError
 from schemas.timestamps import parse_timestamp
+from sinks.session import WarehouseSession
+from sinks.warehouse_offsets import WarehouseOffsets
 
 DESCRIPTION = """Replay for SREs.
 
@@ -82,7 +86,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     reset.add_argument(
         "--wait-s", type=float, default=60.0, help="with --force, how long to wait (default 60)"
     )
+    reset.add_argument(
+        "--warehouse-offsets",
+        action="store_true",
+        help="the group is segflow's sink: move its offsets in the warehouse too (the sink "
+        "seeks to those, not to Kafka's)",
+    )
+    reset.add_argument(
+        "--sink-control-schema",
+        default="_segflow",
+        help="schema of the sink's _segflow_offsets table (default _segflow)",
+    )
     add_settings_options(reset, KafkaSettings)
+    add_settings_options(reset, WarehouseSettings)
     add_settings_options(reset, ObservabilitySettings)
 
     copy = sub.add_parser("copy", help="copy a time range of one topic into another")
@@ -118,7 +134,27 @@ def _run_reset(args: argparse.Namespace, kafka: KafkaSettings) -> int:
     offsets = GroupOffsets(kafka, args.group)
     keys = offsets.resolve(specs)
     plan = offsets.plan(keys, target)
+    if not args.warehouse_offsets:
+        return _reset(args, offsets, target, plan, None)
+    warehouse = settings_from_args(WarehouseSettings, args)
+    with WarehouseSession(warehouse, "replay", create_database=False) as session:
+        stored = WarehouseOffsets(session, args.sink_control_schema, args.group)
+        owned = stored.read(keys)
+        # The sink resumes from the warehouse's offsets: those are the current position.
+        plan = [replace(row, current=owned.get((row.topic, row.partition))) for row in plan]
+        return _reset(args, offsets, target, plan, stored)
+
+
+def _reset(
+    args: argparse.Namespace,
+    offsets: GroupOffsets,
+    target: ResetTarget,
+    plan: list[PartitionReset],
+    stored: WarehouseOffsets | None,
+) -> int:
     print(format_reset_plan(args.group, target, plan))
+    if stored is not None:
+        print("current offsets: the sink's, from the warehouse (_segflow_offsets)")
     if args.dry_run:
         members = offsets.live_members()
         if members:
@@ -126,7 +162,10 @@ def _run_reset(args: argparse.Namespace, kafka: KafkaSettings) -> int:
         print("dry run: nothing changed")
         return 0
     offsets.apply(plan, force=args.force, wait_s=args.wait_s)
-    print(f"reset {len(plan)} partitions of group {args.group}")
+    if stored is not None:
+        stored.move([(r.topic, r.partition, r.current, r.target) for r in plan])
+    where = " (Kafka and warehouse)" if stored is not None else ""
+    print(f"reset {len(plan)} partitions of group {args.group}{where}")
     return 0
 
 

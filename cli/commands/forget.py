@@ -1,0 +1,87 @@
+"""segflow forget --user-id ... | --file IDS [--unsuppress]."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cli.options import add_settings_options, settings_from_args
+from runtime.logs import setup_logging
+from runtime.rules import load_rules
+from runtime.settings import KafkaSettings, ObservabilitySettings, WarehouseSettings
+from runtime.suppressions import publish_suppressions
+from schemas.errors import ConfigError
+from sinks.deletion import Forgetter
+from sinks.session import WarehouseSession
+
+DESCRIPTION = """Delete users' rows everywhere and keep them out.
+
+For each user id: the anonymous ids linked to it are read from identity_map; the user (with
+them) is put on the suppression list that the edge, backfills and the sink honour, so late
+events and replays cannot bring the user back; then every table of every source schema
+(tracks, per-event tables, identifies, users, pages, screens, groups, aliases, identity_map,
+the audit archive) loses the user's rows, and _segflow_deletions records a receipt. After
+--settle-s seconds the deletion runs once more for rows that were in flight.
+
+--unsuppress lifts the suppression (rows already deleted do not come back)."""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--user-id", action="append", default=[], metavar="ID", help="a user id (repeatable)"
+    )
+    parser.add_argument("--file", type=Path, help="a file of user ids, one a line")
+    parser.add_argument(
+        "--source", action="append", default=[], help="only this source schema (repeatable)"
+    )
+    parser.add_argument("--reason", help="free text kept in the receipt, e.g. a ticket id")
+    parser.add_argument("--unsuppress", action="store_true", help="lift the suppression instead")
+    parser.add_argument("--dry-run", action="store_true", help="count the rows, change nothing")
+    parser.add_argument(
+        "--settle-s",
+        type=float,
+        default=10.0,
+        help="seconds before the second deletion pass for rows in flight (default 10)",
+    )
+    add_settings_options(parser, KafkaSettings)
+    add_settings_options(parser, WarehouseSettings)
+    add_settings_options(parser, ObservabilitySettings)
+
+
+def user_ids(given: list[str], file: Path | None) -> list[str]:
+    """The ids given and those of the file (blank lines and # comments skipped), in order."""
+    ids = [i.strip() for i in given]
+    if file is not None:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read {file}: {exc}") from exc
+        ids += [line.strip() for line in text.splitlines()]
+    out = list(dict.fromkeys(i for i in ids if i and not i.startswith("#")))
+    if not out:
+        raise ConfigError("no user id given (--user-id or --file)")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    kafka = settings_from_args(KafkaSettings, args)
+    warehouse = settings_from_args(WarehouseSettings, args)
+    obs = settings_from_args(ObservabilitySettings, args)
+    setup_logging("forget", obs.log_level, obs.log_format)
+    ids = user_ids(args.user_id, args.file)
+    rules = load_rules(obs.rules_file)
+    schemas = args.source or [s.name for s in rules.sources]
+
+    def publish(entries: dict[str, list[str]], reason: str, lift: bool) -> None:
+        publish_suppressions(kafka, entries, reason=reason, lift=lift)
+
+    with WarehouseSession(warehouse, "forget", create_database=False) as session:
+        forgetter = Forgetter(session, schemas, publish, settle_s=args.settle_s)
+        if args.unsuppress:
+            request_id = forgetter.unsuppress(ids, reason=args.reason)
+            print(f"{request_id}: lifted the suppression of {len(ids)} users")
+            return 0
+        report = forgetter.forget(ids, reason=args.reason, dry_run=args.dry_run)
+    print(f"{report.request_id}{' (dry run)' if args.dry_run else ''}")
+    print(report.summary())
+    return 0
