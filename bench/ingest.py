@@ -319,6 +319,20 @@ class EdgeProcess:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def thread_cpu(self) -> dict[str, float]:
+        """CPU seconds per thread name (the event loop, the delivery thread, librdkafka's)."""
+        out: dict[str, float] = {}
+        tick = os.sysconf("SC_CLK_TCK")
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            try:
+                name = (task / "comm").read_text().strip()
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            name = re.sub(r"\d+$", "", name.split("/")[0]) or name
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        return out
+
     def peak_rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -431,6 +445,7 @@ def run(args: argparse.Namespace) -> int:
             edge.wait_ready()
         requests = [http_request("/v1/batch", b) for b in bodies]
         cpu_before = [e.cpu_seconds() for e in edges]
+        threads_before = edges[0].thread_cpu()
         t_before = time.perf_counter()
         events_per_s, statuses = asyncio.run(
             throughput([e.port for e in edges], requests, args.connections, args.warmup,
@@ -438,7 +453,13 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
         wall = time.perf_counter() - t_before
         cpu = sum(e.cpu_seconds() for e in edges) - sum(cpu_before)
+        threads = {k: v - threads_before.get(k, 0.0) for k, v in edges[0].thread_cpu().items()}
         print(f"  statuses: {statuses}")
+        busiest = sorted(threads.items(), key=lambda kv: -kv[1])[:6]
+        print(
+            "  edge CPU by thread (share of one core): "
+            + ", ".join(f"{k} {v / wall:.0%}" for k, v in busiest)
+        )
         print(f"  accepted: {events_per_s:,.0f} events/s; edge CPU {cpu / wall:.0%} of one core "
               f"({cpu / wall / max(events_per_s, 1) * 1e6:.1f} µs of CPU per event)")  # fmt: skip
 

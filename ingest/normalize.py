@@ -12,8 +12,9 @@ Rules, as Segment applies them:
   the client's clock skew (schemas.timestamps.corrected_timestamp). Events relayed by Segment's
   Webhooks destination were corrected by Segment already: there ``timestamp`` is kept as sent.
 - Free-form maps travel as JSON strings. Top-level fields the record has no column for (for
-  example ``version``, ``_metadata``, a client's ``receivedAt``, a ``name`` on a track) go to
-  ``extra`` so nothing is lost; the ``writeKey`` (a credential) is never stored.
+  example ``version``, ``_metadata``, a ``name`` on a track, Segment's own ``receivedAt`` on a
+  webhook event) go to ``extra`` so nothing is lost; a client's ``receivedAt`` is replaced by the
+  edge's, and the ``writeKey`` (a credential) is never stored.
 - Key: the most anonymous identifier (alias: previousId, else anonymousId, else userId).
 """
 
@@ -110,17 +111,24 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def extra_fields(item: dict[str, Any], call_type: str) -> dict[str, Any]:
-    """Top-level fields with no record column (see the module docstring)."""
+def extra_fields(
+    item: dict[str, Any], call_type: str, keep_received_at: bool = False
+) -> dict[str, Any]:
+    """Top-level fields with no record column (see the module docstring).
+
+    A client's ``receivedAt`` is dropped (the edge sets its own), except on webhook events,
+    where it is Segment's own receipt time and is kept.
+    """
     mapped = MAPPED[call_type]
     extra = {}
     for key, value in item.items():
         if key in mapped:
             continue
         camel = _SNAKE_ALIAS.get(key)
-        if camel is not None and camel not in item and (camel in mapped or camel == "receivedAt"):
-            continue  # pydantic took this value for the camelCase field
-        if key == "receivedAt":
+        if camel is not None and camel not in item:
+            if camel in mapped or (camel == "receivedAt" and not keep_received_at):
+                continue  # pydantic took this value for the camelCase field
+        if key == "receivedAt" and not keep_received_at:
             continue  # the edge sets receivedAt
         extra[key] = value
     return extra
@@ -146,7 +154,7 @@ def to_raw_record(
         timestamp = corrected_timestamp(received_at, sent_at, original)
     has_properties = call_type == "track" or call_type == "page" or call_type == "screen"
     has_traits = call_type == "identify" or call_type == "group"
-    extra = extra_fields(item, call_type)
+    extra = extra_fields(item, call_type, keep_received_at=trust_timestamp)
     return {
         "type": call_type,
         "messageId": fields.message_id or new_message_id(),

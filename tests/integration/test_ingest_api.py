@@ -24,11 +24,13 @@ import requests
 import uvicorn
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 from segment.analytics.client import Client
 from segment.analytics.request import APIError
 
 from ingest.server import build_app, uvicorn_config
 from ingest.settings import IngestSettings
+from ingest.webhook import signature
 from runtime.rules import load_rules
 from runtime.settings import KafkaSettings
 from runtime.suppressions import publish_suppressions
@@ -46,6 +48,7 @@ sources:
   - {name: limited, write_keys: [limited-key], rate_limit_per_s: 20}
 """
 FORGOTTEN = "forgotten-user"
+WEBHOOK_SECRET = "webhook-s3cret"
 
 
 @dataclass
@@ -90,7 +93,14 @@ def edge(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     rules = tmp_path_factory.mktemp("rules") / "rules.yaml"
     rules.write_text(RULES_YAML)
     port = free_port()
-    settings = IngestSettings(host="127.0.0.1", port=port, kafka=kafka, produce_timeout_s=10)
+    settings = IngestSettings(
+        host="127.0.0.1",
+        port=port,
+        kafka=kafka,
+        produce_timeout_s=10,
+        webhook_secret=SecretStr(WEBHOOK_SECRET),
+        webhook_source="web",
+    )
     for _, registry in run_edge(settings, rules):
         yield Edge(f"http://127.0.0.1:{port}", kafka, kafka.topics, registry)
 
@@ -401,6 +411,44 @@ def test_suppressed_users_are_dropped_and_counted(
     assert readers["track"].read(1)[0]["messageId"] == kept["messageId"]
     after = edge.metric("segflow_ingest_events_total", call_type="track", outcome="suppressed")
     assert after - before == 2
+
+
+def test_signed_webhook_events_from_segment(edge: Edge, readers: dict[str, TopicReader]) -> None:
+    # What Segment's Webhooks destination posts: one processed event, already skew-corrected.
+    event = orjson.dumps(
+        {
+            "type": "identify",
+            "userId": "hooked",
+            "traits": {"plan": "team"},
+            "messageId": "segment-webhook-1",
+            "timestamp": "2024-05-01T10:00:00.000Z",
+            "originalTimestamp": "2024-05-01T09:00:00.000Z",
+            "sentAt": "2024-05-01T09:00:01.000Z",
+            "receivedAt": "2024-05-01T10:00:01.000Z",
+            "projectId": "p1",
+            "version": 2,
+        }
+    )
+    unsigned = edge.post("/v1/webhook", event, key=None)
+    assert (unsigned.status_code, unsigned.json()["code"]) == (401, "missing_signature")
+    forged = edge.post("/v1/webhook", event, key=None, headers={"X-Signature": "ab" * 20})
+    assert forged.status_code == 401
+    sig = signature(WEBHOOK_SECRET.encode(), event)
+    resp = edge.post("/v1/webhook", event, key=None, headers={"X-Signature": sig})
+    assert resp.status_code == 200
+    (record,) = readers["identify"].read(1)
+    assert (record["messageId"], record["source"], record["userId"]) == (
+        "segment-webhook-1",
+        "web",
+        "hooked",
+    )
+    assert record["timestamp"] == datetime(2024, 5, 1, 10, tzinfo=UTC)
+    assert record["originalTimestamp"] == datetime(2024, 5, 1, 9, tzinfo=UTC)
+    assert orjson.loads(record["extra"]) == {
+        "projectId": "p1",
+        "version": 2,
+        "receivedAt": "2024-05-01T10:00:01.000Z",  # Segment's receipt time, kept
+    }
 
 
 def test_metrics_and_health_on_the_edge_port(edge: Edge) -> None:

@@ -166,3 +166,11 @@ def test_times_out_of_range_are_the_items_problem() -> None:
     problem = record_or_problem(item, fields, 4, "web", RECEIVED, None)
     assert isinstance(problem, ItemProblem)
     assert (problem.index, problem.code) == (4, "invalid_timestamp")
+
+
+def test_webhook_events_keep_segments_received_at_in_extra() -> None:
+    item = {"type": "track", "userId": "u", "event": "e", "receivedAt": "2024-05-01T10:00:01Z"}
+    assert extra_fields(item, "track", keep_received_at=True) == {
+        "receivedAt": "2024-05-01T10:00:01Z"
+    }
+    assert extra_fields(item, "track") == {}
