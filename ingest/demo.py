@@ -159,3 +159,53 @@ def malformed_requests(write_key: str) -> list[tuple[str, bytes, str]]:
         ("/v1/track", b'{"userId": "u1"}', "track without event"),
         ("/v1/batch", b'{"batch": [{"type": "launch", "userId": "u1"}]}', "unknown type"),
     ]
+
+
+@dataclass
+class SendReport:
+    sent: int = 0
+    duplicates: int = 0
+    errors: list[str] = field(default_factory=list)
+    message_ids: dict[str, set[str]] = field(default_factory=dict)  # call type -> unique ids
+
+
+def send(
+    calls: Iterator[Call] | list[Call],
+    host: str,
+    write_key: str,
+    *,
+    on_progress: Any = None,
+    upload_size: int = 100,
+) -> SendReport:
+    """Send calls through the Segment Python SDK (batched /v1/batch posts, as in production)."""
+    from segment.analytics.client import Client
+
+    report = SendReport()
+
+    def on_error(exc: Exception, batch: list[dict[str, Any]]) -> None:
+        report.errors.append(f"{type(exc).__name__}: {exc} ({len(batch)} events)")
+
+    client = Client(
+        write_key,
+        host=host.rstrip("/"),
+        upload_size=upload_size,
+        upload_interval=0.1,
+        max_retries=5,
+        on_error=on_error,
+        gzip=True,
+        max_queue_size=100_000,
+    )
+    try:
+        for call in calls:
+            getattr(client, call.method)(**call.kwargs)
+            report.sent += 1
+            if call.duplicate:
+                report.duplicates += 1
+            else:
+                report.message_ids.setdefault(call.method, set()).add(call.message_id)
+            if on_progress is not None:
+                on_progress(1)
+        client.flush()
+    finally:
+        client.join()
+    return report
