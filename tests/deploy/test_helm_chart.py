@@ -4,6 +4,7 @@ bounds, hooks, secrets that resolve)."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from collections.abc import Callable
@@ -187,6 +188,13 @@ def test_production_values_render_every_optional_part(manifests: Manifests) -> N
         "reverse-etl-churn-scores",
         "reverse-etl-trial-ending",
     }
+    backfill = cronjobs["segflow-backfill"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = backfill["containers"]
+    assert container["args"][:2] == ["backfill", "s3://acme-segment-archive/segment-logs/"]
+    checkpoint = next(v for v in backfill["volumes"] if v["name"] == "checkpoint")
+    assert checkpoint["persistentVolumeClaim"]["claimName"] == "segflow-backfill"
+    assert container["workingDir"] == "/var/lib/segflow/backfill", "the checkpoint is written there"
+    assert "segflow-backfill" in _by_kind(objects, "PersistentVolumeClaim")
     assert len(_by_kind(objects, "ServiceMonitor")) == 1
     assert len(_by_kind(objects, "Ingress")) == 1
     rules = _by_kind(objects, "Secret")
@@ -299,3 +307,36 @@ def test_every_value_is_documented() -> None:
             undocumented.append(f"values.yaml:{number}: {line.strip()}")
         stack.append((indent, above.startswith("# --")))
     assert not undocumented, "undocumented values:\n" + "\n".join(undocumented)
+
+
+def _schema_paths(schema: dict[str, Any], prefix: str = "") -> set[str]:
+    paths = set()
+    for key, sub in schema.get("properties", {}).items():
+        paths.add(prefix + key)
+        paths |= _schema_paths(sub, f"{prefix}{key}.")
+    return paths
+
+
+def _value_paths(values: dict[str, Any], schema: dict[str, Any], prefix: str = "") -> set[str]:
+    """Paths of values.yaml down to where the schema stops describing structure (free maps)."""
+    paths = set()
+    for key, value in values.items():
+        paths.add(prefix + key)
+        sub = schema.get("properties", {}).get(key, {})
+        if isinstance(value, dict) and "properties" in sub:
+            paths |= _value_paths(value, sub, f"{prefix}{key}.")
+    return paths
+
+
+def test_values_schema_describes_exactly_the_documented_values() -> None:
+    """values.schema.json (which helm enforces, so a misspelt value fails the install) and
+    values.yaml name the same values."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert _schema_paths(schema) == _value_paths(values, schema)
+
+
+def test_a_misspelt_value_is_refused(tools: Any) -> None:
+    proc = run_helm(tools, *template_args(None, KUBE_VERSIONS[0], "--set", "sink.replicas=3"))
+    assert proc.returncode != 0
+    assert "additional properties 'replicas' not allowed" in proc.stderr

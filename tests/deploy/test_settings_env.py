@@ -22,13 +22,17 @@ SECRET_PLACEHOLDER = "from-a-secret"
 
 
 def settings_classes() -> list[type[SegflowSettings]]:
-    """Every settings class: imports each `settings` module of our packages, then walks the
-    subclasses of SegflowSettings (backfill, reverse ETL and others are found as they land)."""
+    """Every settings class: imports each `settings` module of our packages and each built
+    subcommand, then walks the subclasses of SegflowSettings (new ones are found as they land)."""
     for package in PACKAGES:
         module = importlib.import_module(package)
         for info in pkgutil.walk_packages(module.__path__, prefix=f"{package}."):
             if info.name.rsplit(".", 1)[-1].endswith("settings"):
                 importlib.import_module(info.name)
+    # The subcommands import the settings they build, wherever those live.
+    for _, module_name, _ in SUBCOMMANDS:
+        if importlib.util.find_spec(f"cli.commands.{module_name}") is not None:
+            importlib.import_module(f"cli.commands.{module_name}")
     found: list[type[SegflowSettings]] = []
     pending = list(SegflowSettings.__subclasses__())
     while pending:
@@ -71,6 +75,8 @@ def test_the_components_settings_classes_are_found() -> None:
         "ProcessorSettings",
         "SinkSettings",
     } <= names
+    if importlib.util.find_spec("cli.commands.backfill") is not None:
+        assert "BackfillSettings" in names
 
 
 def _container_env(objects: list[dict[str, Any]]) -> list[tuple[str, list[str], dict[str, str]]]:

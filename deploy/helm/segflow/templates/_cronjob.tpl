@@ -49,6 +49,9 @@ spec:
               imagePullPolicy: {{ $root.Values.image.pullPolicy }}
               args:
                 {{- toYaml .args | nindent 16 }}
+              {{- with .workingDir }}
+              workingDir: {{ . }}
+              {{- end }}
               env:
                 {{- if .kafka }}
                 {{- include "segflow.env.common" $root | nindent 16 }}
