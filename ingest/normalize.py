@@ -125,9 +125,12 @@ def extra_fields(
         if key in mapped:
             continue
         camel = _SNAKE_ALIAS.get(key)
-        if camel is not None and camel not in item:
-            if camel in mapped or (camel == "receivedAt" and not keep_received_at):
-                continue  # pydantic took this value for the camelCase field
+        if (
+            camel is not None
+            and camel not in item
+            and (camel in mapped or (camel == "receivedAt" and not keep_received_at))
+        ):
+            continue  # pydantic took this value for the camelCase field
         if key == "receivedAt" and not keep_received_at:
             continue  # the edge sets receivedAt
         extra[key] = value
