@@ -30,6 +30,16 @@ VALUES_FILES: dict[str, Path | None] = {
 }
 # The oldest Kubernetes the chart supports and the newest one the schemas know.
 KUBE_VERSIONS = ("1.27.0", "1.37.0")
+# The first test of a session on a new machine builds helm (several minutes on 2 busy cores,
+# nothing in the Go caches yet); once the tools are cached the whole module takes seconds.
+COLD_INSTALL_TIMEOUT_S = 1200
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.timeout(COLD_INSTALL_TIMEOUT_S))
 
 
 def load_tools_module() -> ModuleType:
