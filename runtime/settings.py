@@ -63,10 +63,12 @@ class WarehouseSettings(SegflowSettings):
     warehouse: str | None = Field(None, description="Virtual warehouse to run in")
     role: str | None = Field(None, description="Role to assume")
     host: str | None = Field(
-        "127.0.0.1", description="Host override (the emulator); empty for Snowflake itself"
+        None, description="Host override; unset: the account's own host (emulator: 127.0.0.1)"
     )
-    port: int | None = Field(8090, description="Port override (the emulator)")
-    protocol: Literal["http", "https"] = Field("http", description="http for the emulator")
+    port: int | None = Field(None, description="Port override; unset: 443 (emulator: 8090)")
+    protocol: Literal["http", "https"] | None = Field(
+        None, description="Protocol override; unset: https (emulator: http)"
+    )
     login_timeout_s: int = Field(30, description="Seconds to wait for a login")
     network_timeout_s: int = Field(55, description="Seconds a statement may take (keep < 60)")
 
@@ -100,12 +102,21 @@ class WarehouseSettings(SegflowSettings):
             kwargs["warehouse"] = self.warehouse
         if self.role:
             kwargs["role"] = self.role
-        if self.host:
-            kwargs["host"] = self.host
-            kwargs["protocol"] = self.protocol
-        if self.port:
-            kwargs["port"] = self.port
+        host, port, protocol = self.endpoint
+        if host:
+            kwargs["host"] = host
+        if port:
+            kwargs["port"] = port
+        if protocol:
+            kwargs["protocol"] = protocol
         return kwargs
+
+    @property
+    def endpoint(self) -> tuple[str | None, int | None, str | None]:
+        """(host, port, protocol) to connect to; None leaves it to the connector."""
+        if self.is_emulator:
+            return self.host or "127.0.0.1", self.port or 8090, self.protocol or "http"
+        return self.host, self.port, self.protocol
 
 
 class ObservabilitySettings(SegflowSettings):

@@ -59,9 +59,10 @@ def run(args: argparse.Namespace) -> int:
         print("starting the local Kafka broker (first start fetches its jars once) ...")
         if local_kafka.start():
             started.append("kafka")
-    if warehouse.is_emulator and warehouse.host in ("127.0.0.1", "localhost"):
+    host, port, _ = warehouse.endpoint
+    if warehouse.is_emulator and host in ("127.0.0.1", "localhost"):
         print("starting the local Snowflake emulator ...")
-        if emulator.start(port=warehouse.port or emulator.DEFAULT_PORT):
+        if emulator.start(port=port or emulator.DEFAULT_PORT):
             started.append("emulator")
     created = create_topics(kafka, expected_topics(kafka.topics, partitions=args.partitions))
     print(f"topics ready ({len(created)} created)")

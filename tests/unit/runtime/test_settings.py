@@ -30,9 +30,6 @@ def test_secrets_are_not_shown() -> None:
 def test_production_connection_uses_key_pair_and_tags() -> None:
     settings = WarehouseSettings(
         account="xy12345.eu-west-1",
-        host=None,
-        port=None,
-        protocol="https",
         private_key_path="/keys/segflow.p8",  # type: ignore[arg-type]
         role="SEGFLOW_LOADER",
         warehouse="LOAD_WH",
@@ -40,7 +37,7 @@ def test_production_connection_uses_key_pair_and_tags() -> None:
     kwargs = settings.connect_kwargs("sink")
     assert kwargs["authenticator"] == "SNOWFLAKE_JWT"
     assert kwargs["private_key_file"] == "/keys/segflow.p8"
-    assert "password" not in kwargs and "host" not in kwargs
+    assert "password" not in kwargs and "host" not in kwargs and "port" not in kwargs
     assert kwargs["role"] == "SEGFLOW_LOADER"
     assert kwargs["session_parameters"]["QUERY_TAG"] == "segflow:sink"
     assert not settings.is_emulator
@@ -50,3 +47,10 @@ def test_settings_are_frozen() -> None:
     settings = KafkaSettings()
     with pytest.raises(Exception):  # noqa: B017 - pydantic raises ValidationError
         settings.bootstrap = "x"  # type: ignore[misc]
+
+
+def test_emulator_endpoint_defaults_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    kwargs = WarehouseSettings().connect_kwargs("sink")
+    assert (kwargs["host"], kwargs["port"], kwargs["protocol"]) == ("127.0.0.1", 8090, "http")
+    monkeypatch.setenv("SEGFLOW_SNOWFLAKE_PORT", "9000")
+    assert build_settings(WarehouseSettings).connect_kwargs("x")["port"] == 9000
