@@ -208,8 +208,8 @@ checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256
 - name: SEGFLOW_SNOWFLAKE_ROLE
   value: {{ . | quote }}
 {{- end }}
-{{- /* The settings' host defaults to the local emulator and an empty value is ignored, so
-      Snowflake's own host is always named explicitly. */}}
+{{- /* The endpoint is always named explicitly (the settings would derive the same one), so
+      the rendered manifest says where each pod connects. */}}
 - name: SEGFLOW_SNOWFLAKE_HOST
   value: {{ default (ternary (include "segflow.componentName" (dict "root" . "component" "emulator")) (printf "%s.snowflakecomputing.com" $s.account) $emulator) $s.host | quote }}
 - name: SEGFLOW_SNOWFLAKE_PORT
