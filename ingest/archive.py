@@ -164,10 +164,14 @@ def list_files(store: ArchiveStore) -> tuple[list[ArchiveFile], list[str]]:
     return files, ignored
 
 
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 class _Prefixed(io.RawIOBase):
     """A read-only stream that yields `head` and then the rest of `stream`."""
 
-    def __init__(self, head: bytes, stream: IO[bytes]) -> None:
+    def __init__(self, head: bytes, stream: Readable) -> None:
         self._head = head
         self._stream = stream
 
@@ -186,7 +190,7 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
-def read_lines(stream: IO[bytes]) -> Iterator[bytes]:
+def read_lines(stream: Readable) -> Iterator[bytes]:
     """The lines of a gzip or plain stream (decompressed on the fly), without line ends."""
     head = stream.read(2)
     buffered = io.BufferedReader(_Prefixed(head, stream), buffer_size=1 << 20)

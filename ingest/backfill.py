@@ -122,7 +122,9 @@ def convert_line(line: bytes, source: str, now: datetime) -> Converted | ItemPro
     try:
         received = parse_timestamp(item.get("receivedAt"))
     except ValueError:
-        received = None
+        received = None  # kept in `extra` as sent
+    if received is not None:
+        del item["receivedAt"]  # it becomes the record's receivedAt, not an extra field
     received_at = received or utc(fields.timestamp) or utc(fields.original_timestamp) or now
     record = record_or_problem(item, fields, 0, source, received_at, None, trust_timestamp=True)
     if isinstance(record, ItemProblem):

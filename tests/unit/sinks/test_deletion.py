@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from sinks.deletion import ForgetReport, UserReceipt, deletable_tables, row_condition
+
+EVENT_COLUMNS = {"id", "user_id", "anonymous_id", "canonical_user_id", "event", "received_at"}
+
+
+def test_event_tables_match_user_stitched_and_anonymous_only_rows() -> None:
+    where, binds = row_condition("tracks", EVENT_COLUMNS, "u1", ["a1", "a2"]) or ("", [])
+    assert where == (
+        '"USER_ID" = ? OR "CANONICAL_USER_ID" = ? OR ("ANONYMOUS_ID" IN (?, ?) '
+        'AND "USER_ID" IS NULL AND "CANONICAL_USER_ID" IS NULL)'
+    )
+    assert binds == ["u1", "u1", "a1", "a2"]
+
+
+def test_without_linked_ids_only_the_user_columns() -> None:
+    where, binds = row_condition("pages", EVENT_COLUMNS, "u1", []) or ("", [])
+    assert where == '"USER_ID" = ? OR "CANONICAL_USER_ID" = ?' and binds == ["u1", "u1"]
+
+
+def test_aliases_match_previous_ids() -> None:
+    cols = {"id", "user_id", "previous_id", "anonymous_id"}
+    where, binds = row_condition("aliases", cols, "u1", ["a1"]) or ("", [])
+    assert '"PREVIOUS_ID" = ?' in where and '"PREVIOUS_ID" IN (?)' in where
+    assert binds.count("a1") == 2
+
+
+def test_identity_map_users_and_tables_without_identities() -> None:
+    cols = {"identifier", "identifier_type", "canonical_user_id"}
+    where, binds = row_condition("identity_map", cols, "u1", ["a1"]) or ("", [])
+    assert where == '"CANONICAL_USER_ID" = ? OR ("IDENTIFIER" = ? AND "IDENTIFIER_TYPE" = ?)'
+    assert binds == ["u1", "u1", "user_id"]
+    assert row_condition("users", {"id", "email"}, "u1", ["a1"]) == ('"ID" = ?', ["u1"])
+    assert row_condition("accounts", {"id", "name"}, "u1", ["a1"]) is None
+
+
+def test_segflow_bookkeeping_is_never_deleted_from() -> None:
+    layout: dict[str, set[str]] = {
+        "tracks": set(),
+        "_segflow_deletions": set(),
+        "_segflow_schema_changes": set(),
+        "audit_log": set(),
+    }
+    assert deletable_tables(layout) == ["audit_log", "tracks"]
+
+
+def test_report_lines() -> None:
+    receipt = UserReceipt("u1", "web", 2, {"tracks": 3, "pages": 0})
+    report = ForgetReport("forget-1", [receipt], late_rows=1)
+    assert report.summary() == (
+        "web: user u1: deleted 3 rows (tracks 3), 2 linked identifiers\n"
+        "1 rows that landed during the deletion were deleted too"
+    )
+    assert ForgetReport("r").summary() == "no source schema found in the warehouse"
