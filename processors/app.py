@@ -26,6 +26,7 @@ replicas are off: a partition that moves is rebuilt from its changelog.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import defaultdict
@@ -36,7 +37,7 @@ from typing import Any
 
 import faust
 from confluent_kafka.admin import AdminClient
-from faust.types import EventT
+from faust.types import TP, EventT
 from prometheus_client import CollectorRegistry
 
 from processors.alerts import AlertBatcher, WebhookAlerter
@@ -48,6 +49,7 @@ from processors.pipeline import Outcome, Pipeline
 from processors.settings import ProcessorSettings
 from processors.state import ChangelogWrite
 from processors.stitching import IDENTITY_TABLE, IdentityGraph
+from processors.transport import SegflowApp
 from runtime.health import HealthState
 from runtime.kafka_config import admin_config, faust_broker_url
 from runtime.rules import Rules
@@ -55,6 +57,7 @@ from runtime.settings import KafkaSettings
 from schemas.codec import CLEAN_EVENT, IDENTITY_LINK, RAW_EVENT, SCHEMA_CHANGE, AvroCodec
 from schemas.errors import FatalError, RecordError, RetryableError
 from schemas.topics import (
+    CALL_TYPES,
     HEADER_ERROR,
     HEADER_ERROR_CODE,
     HEADER_ORIGIN_OFFSET,
@@ -157,12 +160,14 @@ class ProcessorApp:
             if url
             else None
         )
+        self._lateness = {ct: self.metrics.lateness.labels(ct) for ct in CALL_TYPES}
+        self._masked: dict[str, Any] = {}
         self.app = self._build_app()
 
     def _build_app(self) -> faust.App:
         s = self.settings
         n = self.layout.raw_partitions
-        app = faust.App(
+        app = SegflowApp(
             s.app_id,
             broker=faust_broker_url(s.kafka),
             broker_client_id=f"{s.kafka.client_id}-process",
@@ -271,12 +276,35 @@ class ProcessorApp:
     # -- processing ---------------------------------------------------------------------------
 
     async def _agent(self, stream: Any) -> None:
+        """Drain the agent's channel in batches and ack each event once it is handed over.
+
+        Iterating the Faust stream (or ``stream.take``) costs several awaits and context
+        switches per event and starved the loop; the conductor already decodes each record into
+        an event on the channel's queue, so the agent takes what is queued (up to ``batch_max``,
+        waiting at most ``batch_within_s`` for a batch to fill) and acks through the events,
+        which is what Faust's offset commits follow.
+        """
         s = self.settings
-        async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
+        queue = stream.channel.queue
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                events = [await queue.get()]
+            except StopAsyncIteration:  # Faust's way of stopping an actor
+                return
+            deadline = loop.time() + s.batch_within_s
+            while len(events) < s.batch_max:
+                while len(events) < s.batch_max and not queue.empty():
+                    events.append(queue.get_nowait())
+                if len(events) >= s.batch_max or loop.time() >= deadline:
+                    break
+                await asyncio.sleep(0.002)
             if self.fatal is not None:
                 raise FatalError(f"stopping after a failed send: {self.fatal}")
             started = time.perf_counter()
             await self.process_batch(events)
+            for event in events:
+                event.ack()
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
             self.metrics.batch_events.observe(len(events))
 
@@ -328,7 +356,7 @@ class ProcessorApp:
     ) -> None:
         m = self.metrics
         call_type = outcome.call_type
-        m.lateness.labels(call_type).observe(outcome.lateness_s)
+        self._lateness[call_type].observe(outcome.lateness_s)
         if outcome.clean is None:
             counts[(call_type, "duplicate")] += 1
             m.duplicates.labels(call_type).inc()
@@ -346,7 +374,11 @@ class ProcessorApp:
             )
         )
         for entry in outcome.masked:
-            m.masked_fields.labels(entry.rsplit(":", 1)[1]).inc()
+            action = entry.rsplit(":", 1)[1]
+            child = self._masked.get(action)
+            if child is None:
+                child = self._masked[action] = m.masked_fields.labels(action)
+            child.inc()
         for link in outcome.links:
             m.identity_links.labels(link["identifierType"]).inc()
             sends.append(
@@ -400,20 +432,48 @@ class ProcessorApp:
             return
         producer: Any = self.app.producer
         if not self.exactly_once:
-            for topic, key, value, headers, part in sends:
-                fut = await producer.send(topic, key, value, part, None, headers)
-                fut.add_done_callback(self._on_delivered)
+            await self._hand_over(producer._ensure_producer(), sends)
             return
         group = self.app.assignor.group_for_topic(source_topic)
         tid = f"{self.app.conf.id}-{group}-{partition}"
         txp = producer._transaction_producers.get(tid)
+        if txp is None and TP(source_topic, partition) not in self.app.consumer.assignment():
+            # revoked while this batch was processed: its new owner processes it again from
+            # the committed offset; writing it here (outside any transaction) would duplicate
+            logger.info("dropping output of revoked %s[%s]", source_topic, partition)
+            return
         if txp is None:
             # Faust dropped the producer: partition revoked or producer fenced. Stop rather than
             # write outside the transaction; the restart resumes from the committed offsets.
             raise FatalError(f"no transactional producer {tid} for {source_topic}[{partition}]")
         async with producer._trn_locks[tid]:
-            for topic, key, value, headers, part in sends:
-                fut = await txp.send(topic, value, key=key, partition=part, headers=headers)
+            await self._hand_over(txp, sends)
+
+    async def _hand_over(
+        self,
+        aioproducer: Any,
+        sends: list[tuple[str, bytes | None, bytes | None, Headers, int | None]],
+    ) -> None:
+        """Give the records to aiokafka: one BatchBuilder per (topic, partition) where the
+        partition is known (clean events, changelogs), plain sends for the rest."""
+        batches: dict[tuple[str, int], Any] = {}
+        for topic, key, value, headers, part in sends:
+            if part is None:
+                fut = await aioproducer.send(topic, value, key=key, headers=headers)
+                fut.add_done_callback(self._on_delivered)
+                continue
+            batch = batches.get((topic, part))
+            if batch is None:
+                batch = batches[(topic, part)] = aioproducer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                fut = await aioproducer.send_batch(batch, topic, partition=part)
+                fut.add_done_callback(self._on_delivered)
+                batch = batches[(topic, part)] = aioproducer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                    raise FatalError(f"a record for {topic} is larger than a producer batch")
+        for (topic, part), batch in batches.items():
+            if batch.record_count():
+                fut = await aioproducer.send_batch(batch, topic, partition=part)
                 fut.add_done_callback(self._on_delivered)
 
     def _on_delivered(self, fut: Any) -> None:

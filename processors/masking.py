@@ -76,6 +76,11 @@ def truncate_ip(value: Any) -> str | None:
     """IPv4 to its /24 network address, IPv6 to its /48; None when `value` is no IP address."""
     if not isinstance(value, str):
         return None
+    parts = value.strip().split(".")
+    if len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts):
+        if all(p == "0" or not p.startswith("0") for p in parts):
+            return f"{int(parts[0])}.{int(parts[1])}.{int(parts[2])}.0"
+        return None
     try:
         addr = ipaddress.ip_address(value.strip())
     except ValueError:
@@ -105,26 +110,44 @@ def _matches(
     container: Any, segments: tuple[str, ...], prefix: Path
 ) -> list[tuple[Any, str | int, Path]]:
     """(parent container, key in it, concrete path) of every field `segments` addresses."""
-    head, rest = segments[0], segments[1:]
-    if isinstance(container, dict):
-        keys: list[str | int] = list(container) if head == "*" else [head]
-        keys = [k for k in keys if k in container]
-    elif isinstance(container, list):
-        if head == "*":
-            keys = list(range(len(container)))
-        elif head.isdigit() and int(head) < len(container):
-            keys = [int(head)]
-        else:
-            keys = []
-    else:
-        return []
+    frontier: list[tuple[Any, Path]] = [(container, prefix)]
+    for seg in segments[:-1]:
+        nxt: list[tuple[Any, Path]] = []
+        for node, path in frontier:
+            if isinstance(node, dict):
+                if seg == "*":
+                    nxt.extend(
+                        (v, (*path, k)) for k, v in node.items() if isinstance(v, dict | list)
+                    )
+                else:
+                    v = node.get(seg)
+                    if isinstance(v, dict | list):
+                        nxt.append((v, (*path, seg)))
+            elif isinstance(node, list):
+                if seg == "*":
+                    nxt.extend(
+                        (v, (*path, i)) for i, v in enumerate(node) if isinstance(v, dict | list)
+                    )
+                elif seg.isdigit() and int(seg) < len(node):
+                    v = node[int(seg)]
+                    if isinstance(v, dict | list):
+                        nxt.append((v, (*path, int(seg))))
+        if not nxt:
+            return []
+        frontier = nxt
+    last = segments[-1]
     out: list[tuple[Any, str | int, Path]] = []
-    for k in keys:
-        path = (*prefix, k)
-        if rest:
-            out.extend(_matches(container[k], rest, path))
-        else:
-            out.append((container, k, path))
+    for node, path in frontier:
+        if isinstance(node, dict):
+            if last == "*":
+                out.extend((node, k, (*path, k)) for k in node)
+            elif last in node:
+                out.append((node, last, (*path, last)))
+        elif isinstance(node, list):
+            if last == "*":
+                out.extend((node, i, (*path, i)) for i in range(len(node)))
+            elif last.isdigit() and int(last) < len(node):
+                out.append((node, int(last), (*path, int(last))))
     return out
 
 
@@ -145,6 +168,8 @@ class Masker:
         self.key_version = key_version
         self.uses_hash = uses_hash
         self._detector_roots = ("properties", "traits", "context", "extra")
+        # context values (user agents, URLs, library names) repeat from event to event
+        self._findings: dict[str, list[Any]] = {}
 
     def apply(self, doc: dict[str, Any]) -> tuple[list[str], bool]:
         """Mask `doc` in place. Returns the ``path:action`` entries and whether anything hashed."""
@@ -203,7 +228,13 @@ class Masker:
                 if isinstance(v, str):
                     if path in handled:
                         continue
-                    findings = find_pii(v, kinds)
+                    findings = self._findings.get(v)
+                    if findings is None:
+                        findings = find_pii(v, kinds)
+                        if len(v) <= 512:
+                            if len(self._findings) >= 65_536:
+                                self._findings.clear()
+                            self._findings[v] = findings
                     if not findings:
                         continue
                     if action == "drop":
