@@ -43,6 +43,7 @@ from ingest.validation import decode_body, parse_object, validate_envelope
 from ingest.webhook import verify_signature
 from runtime.health import HealthState, render
 from runtime.rules import Rules
+from schemas.errors import ConfigError
 from schemas.topics import HEADER_REQUEST_ID, HEADER_SOURCE
 
 logger = logging.getLogger(__name__)
@@ -126,8 +127,6 @@ class IngestApp:
             self.keys.by_name(settings.webhook_source) if settings.webhook_source else None
         )
         if settings.webhook_source and self._webhook_source is None:
-            from schemas.errors import ConfigError
-
             raise ConfigError(
                 f"webhook_source {settings.webhook_source!r} (SEGFLOW_INGEST_WEBHOOK_SOURCE) "
                 "is not a source of the rules file"

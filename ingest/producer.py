@@ -8,7 +8,8 @@ messageId dedupe downstream removes the copies (at least once, never a 200 for a
 
 librdkafka calls the delivery callbacks from ``poll()``, which a daemon thread runs; the last
 callback of a request wakes the event loop once (``call_soon_threadsafe``), so the per-event
-cost in Python is one counter decrement.
+cost in Python is one counter decrement. (Polling from the event loop instead, with a 1 ms
+timer, was measured slower in bench/ingest.py: fewer events/s and a p99 2-4x higher.)
 """
 
 from __future__ import annotations
