@@ -16,6 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from runtime.settings import SegflowSettings
+
 FEATURES = ["Dashboard Viewed", "Report Exported", "Filter Applied", "Invite Sent", "Search Run"]
 PLANS = ["free", "starter", "pro", "enterprise"]
 INDUSTRIES = ["retail", "media", "fintech", "health", "education"]
@@ -26,6 +31,21 @@ CAMPAIGNS = [
     ("twitter", "social", "launch"),
 ]
 PAGES = [("Home", "/"), ("Pricing", "/pricing"), ("Docs", "/docs"), ("Blog", "/blog")]
+
+
+class DemoSettings(SegflowSettings):
+    """`segflow demo`: where to send and how much."""
+
+    model_config = SettingsConfigDict(env_prefix="SEGFLOW_DEMO_")
+
+    edge_url: str = Field("http://127.0.0.1:8088", description="Base URL of a running edge")
+    write_key: str = Field("dev-write-key", description="Write key of the source to send as")
+    source: str = Field("web", description="Source (warehouse schema) the write key maps to")
+    users: int = Field(200, ge=1, description="Simulated users; each makes ~11 calls")
+    seed: int = Field(7, description="Random seed: the same seed sends the same story")
+    late_fraction: float = Field(0.05, ge=0, le=1, description="Share of events hours late")
+    duplicate_fraction: float = Field(0.02, ge=0, le=1, description="Share sent twice")
+    wait_s: float = Field(120.0, ge=0, description="How long to wait for rows to be queryable")
 
 
 @dataclass(frozen=True)

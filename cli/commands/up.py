@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"topics ready ({len(created)} created)")
 
     env = {"SEGFLOW_KAFKA_BOOTSTRAP": kafka.bootstrap}
+    if "log_format" not in obs.model_fields_set:
+        env["SEGFLOW_LOG_FORMAT"] = "text"  # a person reads these lines, prefixed by component
     if args.ingest_port:
         env["SEGFLOW_INGEST_PORT"] = str(args.ingest_port)
     env.setdefault("SEGFLOW_PROCESS_PII_HMAC_KEY", _local_pii_key(paths))
