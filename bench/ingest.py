@@ -1,6 +1,6 @@
 """Benchmark of the ingest edge against the shared broker: throughput, latency, ceiling, RSS.
 
-    PYTHONPATH=. python bench/ingest.py [--duration 20] [--connections 8] [--edges 1]
+    PYTHONPATH=. python bench/ingest.py [--duration 20] [--connections 32] [--edges 1]
                                         [--rate 200] [--profile] [--keep-topics]
 
 1. Hot path per event, in this process: decode + validate + normalize + encode of realistic
@@ -376,7 +376,7 @@ def main() -> int:
         "--duration", type=float, default=20.0, help="measured seconds of /v1/batch load"
     )
     parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=32)
     parser.add_argument(
         "--edges", type=int, default=1, help="edge processes (ports) sharing the load"
     )
