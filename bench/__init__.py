@@ -1,0 +1,1 @@
+"""Benchmarks: run by hand, print their figures (see each module's docstring)."""

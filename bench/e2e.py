@@ -1,0 +1,363 @@
+"""Benchmark of the whole pipeline: sustained events/s and freshness at a fixed rate.
+
+    PYTHONPATH=. python bench/e2e.py [--events 200000] [--rate 5000] [--duration 30]
+
+Runs on the shared local broker and emulator (`make services-start`), with a fresh topic
+prefix and warehouse database: the edge (`segflow ingest`), one processor worker (`segflow
+process`) and one sink (`segflow sink`) as subprocesses at their default settings.
+
+1. Sustained throughput: --events realistic 1-2 KB track events posted to /v1/batch (100 a
+   request) as fast as the edge takes them; the figure is events / (time from the first send
+   until the last event is queryable in the warehouse).
+2. Freshness: --rate events/s for --duration seconds; twice a second one probe event goes out
+   and a poller queries the warehouse every 100 ms until it is there; freshness = queryable time
+   minus send time, p50 and p95 over the probes.
+3. Peak RSS (VmHWM) and CPU seconds of each component.
+
+Writes bench/results/e2e.md and ends with
+`RESULT events_per_s=<n> freshness_p50_s=<x> freshness_p95_s=<y>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.ingest import Connection, http_request, realistic_event  # noqa: E402
+from runtime.settings import KafkaSettings, WarehouseSettings  # noqa: E402
+from runtime.topic_admin import create_topics, expected_topics  # noqa: E402
+from sinks.session import WarehouseSession  # noqa: E402
+
+PLACEHOLDER = b"@@@@@@@@@@@@"  # 12 bytes replaced per request so every messageId is unique
+
+
+class Component:
+    """One `segflow <name>` subprocess with its readiness URL."""
+
+    def __init__(self, name: str, env: dict[str, str], port: int, log_dir: Path) -> None:
+        self.name, self.port = name, port
+        self.log = (log_dir / f"{name}.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", name],
+            env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}")
+            try:
+                url = f"http://127.0.0.1:{self.port}/readyz"
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"{self.name} not ready after {timeout}s")
+
+    def stat(self) -> tuple[float, float]:
+        """(peak RSS MB, CPU seconds)."""
+        rss = 0.0
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                rss = int(line.split()[1]) / 1024
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return rss, cpu
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def templates(n: int, per_batch: int, seed: int = 7) -> list[bytes]:
+    """Batch bodies whose messageIds contain PLACEHOLDER, made unique per request."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    out = []
+    for b in range(n):
+        events = []
+        for j in range(per_batch):
+            event = realistic_event(rng, now)
+            event["messageId"] = f"{PLACEHOLDER.decode()}-{b:03d}-{j:03d}"
+            events.append(event)
+        out.append(orjson.dumps({"batch": events, "sentAt": now.isoformat()}))
+    return out
+
+
+async def blast(port: int, bodies: list[bytes], requests: int, connections: int) -> float:
+    """Post `requests` bodies as fast as the edge answers; returns seconds taken."""
+    counter = iter(range(requests))
+    refused = 0
+
+    async def worker() -> None:
+        nonlocal refused
+        conn = await Connection.open(port)
+        for i in counter:
+            body = bodies[i % len(bodies)].replace(PLACEHOLDER, f"{i:012d}".encode())
+            while await conn.request(http_request("/v1/batch", body)) != 200:
+                refused += 1
+                await asyncio.sleep(0.2)
+        conn.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    if refused:
+        print(f"  ({refused} requests answered non-200 and were re-sent)")
+    return time.perf_counter() - start
+
+
+def count(session: WarehouseSession, schema: str) -> int:
+    try:
+        return int(session.fetch_all(f"SELECT COUNT(*) FROM {schema}.tracks")[0][0])
+    except Exception:
+        return 0
+
+
+def wait_loaded(warehouse: WarehouseSettings, expected: int, timeout: float) -> float:
+    """Poll until `expected` rows are in web.tracks; returns the time it happened."""
+    with WarehouseSession(warehouse, "bench") as session:
+        deadline = time.monotonic() + timeout
+        last = -1
+        while time.monotonic() < deadline:
+            n = count(session, "web")
+            if n >= expected:
+                return time.perf_counter()
+            if n != last:
+                print(f"  {n:,} / {expected:,} rows queryable", flush=True)
+                last = n
+            time.sleep(1.0)
+    raise TimeoutError(f"only {last} of {expected} rows loaded after {timeout}s")
+
+
+class Prober:
+    """Sends nothing itself: watches the warehouse for probe ids and records when they appear."""
+
+    def __init__(self, warehouse: WarehouseSettings) -> None:
+        self.sent: dict[str, float] = {}
+        self.seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._warehouse = warehouse
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def add(self, probe_id: str, at: float) -> None:
+        with self._lock:
+            self.sent[probe_id] = at
+
+    def _run(self) -> None:
+        with WarehouseSession(self._warehouse, "bench-probe") as session:
+            while not self._stop.is_set():
+                with self._lock:
+                    pending = [p for p in self.sent if p not in self.seen]
+                if pending:
+                    marks = ",".join("?" * len(pending))
+                    try:
+                        rows = session.fetch_all(
+                            f"SELECT id FROM web.tracks WHERE id IN ({marks})", pending
+                        )
+                    except Exception:
+                        rows = []
+                    now = time.perf_counter()
+                    for (probe_id,) in rows:
+                        self.seen.setdefault(probe_id, now)
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def freshness(self) -> list[float]:
+        return sorted(self.seen[p] - self.sent[p] for p in self.seen)
+
+
+async def fixed_rate(
+    port: int, bodies: list[bytes], rate: float, duration: float, prober: Prober, per: int
+) -> int:
+    """Open loop at `rate` events/s; a probe batch of one event twice a second."""
+    pool: asyncio.Queue[Connection] = asyncio.Queue()
+    for _ in range(16):
+        pool.put_nowait(await Connection.open(port))
+    requests = int(rate * duration / per)
+    t0 = time.perf_counter() + 0.1
+    sent = 0
+
+    async def one(i: int) -> None:
+        nonlocal sent
+        await asyncio.sleep(max(0.0, t0 + i * per / rate - time.perf_counter()))
+        body = bodies[i % len(bodies)].replace(PLACEHOLDER, f"f{i:011d}".encode())
+        conn = await pool.get()
+        if await conn.request(http_request("/v1/batch", body)) == 200:
+            sent += per
+        pool.put_nowait(conn)
+
+    async def probes() -> None:
+        conn = await Connection.open(port)
+        end = t0 + duration
+        while time.perf_counter() < end:
+            probe_id = f"probe-{uuid.uuid4()}"
+            event = {"type": "track", "event": "Probe", "userId": "p", "messageId": probe_id}
+            at = time.perf_counter()
+            if await conn.request(http_request("/v1/track", orjson.dumps(event))) == 200:
+                prober.add(probe_id, at)
+            await asyncio.sleep(0.5)
+        conn.close()
+
+    await asyncio.gather(probes(), *(one(i) for i in range(requests)))
+    while not pool.empty():
+        pool.get_nowait().close()
+    return sent
+
+
+def pct(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--rate", type=float, default=5000.0)
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--partitions", type=int, default=12)
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+
+    tag = uuid.uuid4().hex[:8]
+    kafka = KafkaSettings(topic_prefix=f"bench-e2e-{tag}.")
+    database = f"BENCH_E2E_{tag.upper()}"
+    warehouse = WarehouseSettings(database=database)
+    create_topics(kafka, expected_topics(kafka.topics, partitions=args.partitions))
+    ports = {"ingest": free_port(), "process": free_port(), "sink": free_port()}
+    env = {
+        "SEGFLOW_KAFKA_BOOTSTRAP": kafka.bootstrap,
+        "SEGFLOW_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+        "SEGFLOW_SNOWFLAKE_DATABASE": database,
+        "SEGFLOW_INGEST_HOST": "127.0.0.1",
+        "SEGFLOW_INGEST_PORT": str(ports["ingest"]),
+        "SEGFLOW_PROCESS_METRICS_PORT": str(ports["process"]),
+        "SEGFLOW_PROCESS_APP_ID": f"bench-e2e-{tag}",
+        "SEGFLOW_PROCESS_PII_HMAC_KEY": "bench-key-0123456789abcdef0123456789",
+        "SEGFLOW_SINK_METRICS_PORT": str(ports["sink"]),
+        "SEGFLOW_SINK_GROUP_ID": f"bench-e2e-sink-{tag}",
+        "SEGFLOW_LOG_LEVEL": "WARNING",
+    }
+    log_dir = Path(tempfile.mkdtemp(prefix="segflow-bench-e2e-"))
+    env["SEGFLOW_PROCESS_STATE_DIR"] = str(log_dir / "faust")
+    comps = {n: Component(n, env, ports[n], log_dir) for n in ("sink", "process", "ingest")}
+    try:
+        for comp in comps.values():
+            comp.wait_ready()
+        per = 100
+        bodies = templates(50, per)
+        print(f"pipeline ready (logs in {log_dir}); event size ~{len(bodies[0]) // per} B")
+
+        requests = args.events // per
+        total = requests * per
+        started = time.perf_counter()
+        accepted_s = asyncio.run(blast(ports["ingest"], bodies, requests, args.connections))
+        print(f"edge accepted {total:,} events in {accepted_s:.1f}s ({total / accepted_s:,.0f}/s)")
+        done = wait_loaded(warehouse, total, timeout=900)
+        sustained = total / (done - started)
+        print(
+            f"sustained: {total:,} events queryable after {done - started:.1f}s "
+            f"= {sustained:,.0f} events/s"
+        )
+
+        prober = Prober(warehouse)
+        prober.start()
+        sent = asyncio.run(
+            fixed_rate(ports["ingest"], bodies, args.rate, args.duration, prober, per)
+        )
+        wait_loaded(warehouse, total + sent + len(prober.sent), timeout=300)
+        time.sleep(1.0)
+        prober.stop()
+        fresh = prober.freshness()
+        p50, p95 = pct(fresh, 0.5), pct(fresh, 0.95)
+        print(
+            f"freshness at {args.rate:,.0f} events/s: {len(fresh)} probes, "
+            f"p50 {p50:.2f}s p95 {p95:.2f}s max {max(fresh):.2f}s"
+        )
+        stats = {n: c.stat() for n, c in comps.items()}
+        for n, (rss, cpu) in stats.items():
+            print(f"  {n:<8} peak RSS {rss:6.0f} MB  CPU {cpu:7.1f} s")
+        write_results(args, sustained, total / accepted_s, p50, p95, len(fresh), stats)
+        print(
+            f"RESULT events_per_s={sustained:.0f} freshness_p50_s={p50:.2f} "
+            f"freshness_p95_s={p95:.2f}"
+        )
+    finally:
+        for comp in comps.values():
+            comp.stop()
+    return 0
+
+
+def write_results(
+    args: argparse.Namespace,
+    sustained: float,
+    accepted: float,
+    p50: float,
+    p95: float,
+    probes: int,
+    stats: dict[str, tuple[float, float]],
+) -> None:
+    lines = [
+        "# bench/e2e.py results",
+        "",
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores, "
+        "broker, emulator, edge, processor and sink on the same machine.",
+        "",
+        "Commands: `make services-start`, then "
+        f"`PYTHONPATH=. .venv/bin/python bench/e2e.py --events {args.events} "
+        f"--rate {args.rate:.0f} --duration {args.duration:.0f} --partitions {args.partitions}`",
+        "",
+        "| figure | value |",
+        "| --- | --- |",
+        f"| sustained events/s, send to queryable ({args.events:,} events) | {sustained:,.0f} |",
+        f"| events/s accepted by the edge in that run | {accepted:,.0f} |",
+        f"| freshness p50 at {args.rate:,.0f} events/s ({probes} probes) | {p50:.2f} s |",
+        f"| freshness p95 at {args.rate:,.0f} events/s | {p95:.2f} s |",
+    ]
+    for name, (rss, cpu) in stats.items():
+        lines.append(f"| {name}: peak RSS / CPU seconds | {rss:.0f} MB / {cpu:.0f} s |")
+    (ROOT / "bench" / "results" / "e2e.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
