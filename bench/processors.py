@@ -45,7 +45,7 @@ def make_records(n: int, seed: int = 7) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     context = {
         "ip": "203.0.113.9",
-        "userAgent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36",
+        "userAgent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537",
         "library": {"name": "analytics.js", "version": "5.2.0"},
         "page": {"path": "/checkout", "url": "https://shop.example.com/checkout?step=2"},
         "locale": "en-US",

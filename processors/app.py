@@ -175,6 +175,8 @@ class ProcessorApp:
             store="memory://",
             processing_guarantee=s.processing_guarantee,
             broker_commit_interval=s.commit_interval_s,
+            broker_session_timeout=s.session_timeout_s,
+            broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
             broker_commit_every=max(10_000, s.batch_max * 4),
             topic_partitions=n,
             topic_replication_factor=s.changelog_replication,

@@ -34,6 +34,9 @@ class ProcessorSettings(SegflowSettings):
     commit_interval_s: float = Field(
         1.0, gt=0, description="Seconds between offset commits (= transaction length)"
     )
+    session_timeout_s: float = Field(
+        30.0, ge=6, description="Consumer group session timeout: how soon a dead worker is noticed"
+    )
     batch_max: int = Field(2000, gt=0, description="Most events processed as one batch")
     batch_within_s: float = Field(
         0.05, gt=0, description="Seconds to wait for a batch to fill before processing it"

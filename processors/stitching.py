@@ -10,6 +10,10 @@ in the event's own partition and every read and write here is local:
 - every event: ``canonical_user_id`` is the userId it carries, resolved through an alias when the
   userId is its key; an event without a userId resolves its anonymousId through the graph.
 
+Ordering: call types travel in separate topics, so a track processed before the identify that
+links its anonymousId carries no canonical id (or the previous one); the warehouse identity map,
+fed from segment.identity, resolves such rows after the fact.
+
 Guard rails: blocked values (empty, "null", "undefined", ... compared trimmed and lower-cased)
 never link; an identifier already linked to ``max_user_ids`` distinct userIds (a shared device)
 gets no further links (``refused="shared_device"``), its existing link stays.
