@@ -1,0 +1,112 @@
+"""The per-event function: clean record shape, duplicates, DLQ errors, changelog writes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from processors.dedupe import Deduper
+from processors.drift import DriftDetector, KnownFields
+from processors.masking import Masker
+from processors.pipeline import Pipeline, record_key
+from processors.state import ChangelogWrite
+from processors.stitching import IdentityGraph
+from runtime.rules import load_rules
+from schemas.codec import CLEAN_EVENT, AvroCodec
+from schemas.errors import RecordError
+
+NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def pipeline() -> Pipeline:
+    rules = load_rules(None)
+    return Pipeline(
+        Deduper(86_400, 1000),
+        Masker(rules.pii, b"key", "v3"),
+        IdentityGraph(rules.identity, 1000),
+        DriftDetector(rules.tracking_plan, KnownFields(1000)),
+        rules.tracking_plan.mode,
+    )
+
+
+def raw(**over: Any) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "type": "identify",
+        "messageId": "m1",
+        "source": "web",
+        "anonymousId": "a1",
+        "userId": "u1",
+        "previousId": None,
+        "groupId": None,
+        "event": None,
+        "name": None,
+        "category": None,
+        "receivedAt": NOW,
+        "sentAt": NOW,
+        "originalTimestamp": NOW - timedelta(seconds=90),
+        "timestamp": NOW - timedelta(seconds=90),
+        "properties": "{}",
+        "traits": orjson.dumps({"email": "A@B.co", "new_trait": 1}).decode(),
+        "context": '{"ip": "10.1.2.3"}',
+        "integrations": "{}",
+        "channel": "server",
+        "extra": "{}",
+    }
+    rec.update(over)
+    return rec
+
+
+def test_clean_record_fits_the_clean_schema_and_carries_annotations():
+    writes: list[ChangelogWrite] = []
+    out = pipeline().process(raw(), b"a1", 2, NOW, writes)
+    assert out.clean is not None
+    decoded = AvroCodec().decode(CLEAN_EVENT, AvroCodec().encode(CLEAN_EVENT, out.clean))
+    assert decoded["canonicalUserId"] == "u1"
+    assert decoded["piiKeyVersion"] == "v3"
+    assert set(decoded["maskedFields"]) == {"traits.email:hash", "context.ip:truncate"}
+    assert "A@B.co" not in decoded["traits"] and "10.1.2.3" not in decoded["context"]
+    assert decoded["processedAt"] == NOW
+    assert out.lateness_s == 90
+    assert [c["field"] for c in out.changes] == ["traits.new_trait"]
+    assert {w.table for w in writes} == {"dedupe", "identity", "drift"}
+    assert all(w.partition == 2 for w in writes)
+    assert [lk["identifier"] for lk in out.links] == ["a1", "u1"]
+
+
+def test_second_copy_is_a_duplicate_with_no_output():
+    p = pipeline()
+    p.process(raw(), b"a1", 0, NOW, [])
+    writes: list[ChangelogWrite] = []
+    out = p.process(raw(), b"a1", 0, NOW, writes)
+    assert out.duplicate and out.links == [] and writes == []
+
+
+def test_untouched_maps_pass_through_as_written():
+    out = pipeline().process(raw(type="page", traits="{}", context='{"a" : 1}'), b"a1", 0, NOW, [])
+    assert out.clean is not None and out.clean["context"] == '{"a" : 1}'
+
+
+@pytest.mark.parametrize(
+    ("over", "code"),
+    [
+        ({"type": "bogus"}, "invalid_record"),
+        ({"messageId": ""}, "invalid_record"),
+        ({"properties": "[1]"}, "invalid_json"),
+        ({"traits": "{oops"}, "invalid_json"),
+    ],
+)
+def test_bad_records_raise_record_errors_and_change_no_state(over, code):
+    p = pipeline()
+    with pytest.raises(RecordError) as info:
+        p.process(raw(**over), b"a1", 0, NOW, [])
+    assert info.value.code == code
+    assert len(p.deduper.state) == 0
+
+
+def test_record_key():
+    assert record_key({"type": "alias", "previousId": "p", "userId": "u"}) == "p"
+    assert record_key({"type": "track", "anonymousId": "a", "userId": "u"}) == "a"
+    assert record_key({"type": "track", "anonymousId": None, "userId": "u"}) == "u"
