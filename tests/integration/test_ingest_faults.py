@@ -56,6 +56,8 @@ class Load:
             except requests.RequestException:
                 continue
             self.answers.append((resp.status_code, ids, resp.headers.get("Retry-After")))
+            if resp.status_code != 200:
+                time.sleep(0.05)  # back off a little (the machine is shared), not Retry-After
 
     def count(self, status: int, since: int = 0) -> int:
         return sum(1 for s, _, _ in self.answers[since:] if s == status)
