@@ -114,6 +114,9 @@ def _table_counts(pipe: Pipeline) -> dict[str, tuple[int, int]]:
     """(rows, distinct ids) per table."""
     out = {}
     for table in TYPES.values():
+        if not pipe.count(table):  # 0 also while the sink has not created the table yet
+            out[table] = (0, 0)
+            continue
         rows = pipe.query(f"SELECT COUNT(*), COUNT(DISTINCT id) FROM {SOURCE}.{table}")
         out[table] = (int(rows[0][0]), int(rows[0][1]))
     return out
