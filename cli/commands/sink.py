@@ -39,10 +39,6 @@ def run(args: argparse.Namespace) -> int:
     setup_logging("sink", obs.log_level, obs.log_format)
     rules = load_rules(obs.rules_file)
 
-    registry = CollectorRegistry()
-    metrics = SinkMetrics(registry)
-    health = HealthState()
-    server = HealthServer(registry, health, settings.metrics_host, settings.metrics_port).start()
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -51,6 +47,11 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+    registry = CollectorRegistry()
+    metrics = SinkMetrics(registry)
+    health = HealthState()
+    server = HealthServer(registry, health, settings.metrics_host, settings.metrics_port).start()
 
     suppressions: Suppressions | None = None
     reader = None

@@ -108,11 +108,14 @@ def start(
     var_dir: str | os.PathLike[str] | None = None,
     python: str | None = None,
     timeout: float = 60.0,
+    idle_session_timeout_s: float = 0.0,
 ) -> bool:
     """Start the emulator unless it answers already; wait until `SELECT 1` works.
 
     Returns True when this call started it, False when it was already running.
     `python` is the interpreter to run it with (default: this one; it needs fakesnow[server]).
+    `idle_session_timeout_s` > 0 closes sessions unused that long, rolling back transactions
+    that killed clients left open (fault tests that SIGKILL a warehouse client need it).
     """
     paths = ServicePaths.at(home, var_dir)
     log_file = paths.log_file(NAME)
@@ -132,6 +135,8 @@ def start(
         db_dir = paths.data_dir("warehouse")
         args = [python or sys.executable, str(_SERVER), "--host", host, "--port", str(port)]
         args += ["--db-dir", str(db_dir)]
+        if idle_session_timeout_s > 0:
+            args += ["--idle-session-timeout-s", str(idle_session_timeout_s)]
         pid = process.spawn(args, log_file=log_file, pid_file=paths.pid_file(NAME), cwd=paths.root)
         try:
             process.wait_ready(

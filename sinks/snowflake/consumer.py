@@ -97,15 +97,15 @@ class SinkConsumer:
     def run(self, stop: threading.Event) -> None:
         """Consume until `stop` is set; a final flush loads what is buffered."""
         self._stop = stop
-        conf = consumer_config(
-            self.settings.kafka,
-            "sink",
-            self.settings.group_id,
-            **{
-                "queued.max.messages.kbytes": self.settings.fetch_queue_kbytes,
-                "enable.partition.eof": False,
-            },
-        )
+        extra: dict[str, Any] = {
+            "queued.max.messages.kbytes": self.settings.fetch_queue_kbytes,
+            "enable.partition.eof": False,
+            "session.timeout.ms": self.settings.session_timeout_ms,
+            "heartbeat.interval.ms": max(500, self.settings.session_timeout_ms // 10),
+        }
+        if self.settings.instance_id:
+            extra["group.instance.id"] = self.settings.instance_id
+        conf = consumer_config(self.settings.kafka, "sink", self.settings.group_id, **extra)
         self.consumer = Consumer(conf)
         self.producer = Producer(producer_config(self.settings.kafka, "sink-dlq"))
         self.loader.connect()

@@ -170,12 +170,21 @@ class SnowflakeLoader:
 
     # -- offsets -----------------------------------------------------------------------------
     def ensure_offsets(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        self.connect()
-        return self.offsets.ensure(self._exec_fn("offsets"), partitions)
+        """Stored next offsets of `partitions`, creating rows (-1) for new ones."""
+        try:
+            self.connect()
+            return self.offsets.ensure(self._exec_fn("offsets"), partitions)
+        except WarehouseRetryableError:
+            self._drop_connection()  # autocommit statements: nothing is left open
+            raise
 
     def read_offsets(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        self.connect()
-        return self.offsets.read(self._exec_fn("offsets"), partitions)
+        try:
+            self.connect()
+            return self.offsets.read(self._exec_fn("offsets"), partitions)
+        except WarehouseRetryableError:
+            self._drop_connection()
+            raise
 
     def _exec_fn(self, kind: str) -> Callable[[str, Sequence[Any]], Any]:
         def execute(sql: str, binds: Sequence[Any]) -> Any:
@@ -371,6 +380,9 @@ class SnowflakeLoader:
         load_ts = now.isoformat()
         self._run("BEGIN", kind="begin")
         try:
+            # Inserts first, then the deletes of replaced rows and the offsets: a client that
+            # dies inside the transaction holds row locks for as short a time as possible.
+            deletes: list[tuple[str, str]] = []
             for (schema, table), rows in groups.items():
                 cols = p.columns[(schema, table)]
                 kind = rows[0].kind
@@ -401,13 +413,15 @@ class SnowflakeLoader:
                         sql, _ = dml.insert_plain(self.staging, schema, table, cols, staged)
                     cur = self._run(sql, load_binds + where, kind="upsert", table=table)
                     inserted = int(cur.rowcount or 0)
-                    self._run(
-                        dml.delete_replaced(self.staging, schema, table),
-                        [*where, load_id],
-                        kind="upsert",
-                        table=table,
-                    )
+                    deletes.append((schema, table))
                 result.rows_loaded[table] = result.rows_loaded.get(table, 0) + inserted
+            for schema, table in deletes:
+                self._run(
+                    dml.delete_replaced(self.staging, schema, table),
+                    [schema, table, load_id],
+                    kind="upsert",
+                    table=table,
+                )
             if not self.offsets.compare_and_set(self._exec_fn("offsets"), batch.moves()):
                 self._rollback()
                 raise FencedError([(s.topic, s.partition) for s in batch.slices])

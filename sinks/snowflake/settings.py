@@ -36,6 +36,15 @@ class SinkSettings(SegflowSettings):
     fetch_queue_kbytes: int = Field(
         32_768, gt=0, description="librdkafka pre-fetch queue (queued.max.messages.kbytes)"
     )
+    session_timeout_ms: int = Field(
+        45_000,
+        ge=1_000,
+        description="Kafka session timeout: how soon a dead instance's partitions move",
+    )
+    instance_id: str | None = Field(
+        None,
+        description="Static membership id (group.instance.id): a restart keeps its partitions",
+    )
     consume_batch: int = Field(5_000, gt=0, description="Records taken per consume() call")
     lookback_hours: float = Field(
         72.0,

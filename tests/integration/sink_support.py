@@ -180,6 +180,12 @@ class SinkProcess:
         assert self.proc is not None
         return self.proc.pid
 
+    def wait_assigned(self, timeout: float = 60.0) -> SinkProcess:
+        """Wait until the sink joined its group and got partitions (signals are handled)."""
+        poll_until(lambda: "assigned" in self.log() or not self.alive(), timeout, "assignment")
+        assert self.alive(), self.log()[-3000:]
+        return self
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
