@@ -8,6 +8,7 @@ so an interrupted sync resends only what was not yet accepted.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import uuid
@@ -18,9 +19,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from schemas.errors import SegflowError
 from sinks.reverse_etl.calls import RowCall
 from sinks.session import WarehouseSession
 from sinks.snowflake import ddl
+
+logger = logging.getLogger(__name__)
 
 STATE_TABLE = "_segflow_reverse_etl_state"
 STAGE = "_segflow_reverse_etl_stage"
@@ -123,9 +127,13 @@ class SyncState:
         finally:
             if path.exists():
                 os.unlink(path)
-            self.session.run(
-                f"DROP TABLE IF EXISTS {ddl.qualified(self.schema, self._staging)}", kind="ddl"
-            )
+            try:
+                self.session.run(
+                    f"DROP TABLE IF EXISTS {ddl.qualified(self.schema, self._staging)}",
+                    kind="ddl",
+                )
+            except SegflowError as exc:  # never hide the error that got us here
+                logger.warning("could not drop staging table %s: %s", self._staging, exc)
 
     def forget_sync(self, sync_name: str) -> int:
         """Drop a sync's state (the next run sends every row again). Returns rows removed."""
