@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import pkgutil
 from collections.abc import Callable
 from typing import Any
 
@@ -14,32 +13,11 @@ import pytest
 from pydantic import AliasChoices, ValidationError
 
 from cli.main import SUBCOMMANDS
+from cli.reference import settings_classes
 from runtime.settings import SegflowSettings
 from tests.deploy.conftest import VALUES_FILES, pod_specs
 
-PACKAGES = ("runtime", "ingest", "processors", "sinks", "cli")
 SECRET_PLACEHOLDER = "from-a-secret"
-
-
-def settings_classes() -> list[type[SegflowSettings]]:
-    """Every settings class: imports each `settings` module of our packages and each built
-    subcommand, then walks the subclasses of SegflowSettings (new ones are found as they land)."""
-    for package in PACKAGES:
-        module = importlib.import_module(package)
-        for info in pkgutil.walk_packages(module.__path__, prefix=f"{package}."):
-            if info.name.rsplit(".", 1)[-1].endswith("settings"):
-                importlib.import_module(info.name)
-    # The subcommands import the settings they build, wherever those live.
-    for _, module_name, _ in SUBCOMMANDS:
-        if importlib.util.find_spec(f"cli.commands.{module_name}") is not None:
-            importlib.import_module(f"cli.commands.{module_name}")
-    found: list[type[SegflowSettings]] = []
-    pending = list(SegflowSettings.__subclasses__())
-    while pending:
-        cls = pending.pop()
-        found.append(cls)
-        pending.extend(cls.__subclasses__())
-    return found
 
 
 def env_names(cls: type[SegflowSettings]) -> set[str]:
