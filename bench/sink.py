@@ -210,13 +210,13 @@ def main() -> int:
         SEGFLOW_SINK_METRICS_PORT=str(port),
         SEGFLOW_LOG_LEVEL="WARNING",
     )
-    for key in (
+    for name in (
         "SEGFLOW_SINK_FLUSH_AGE_S",
         "SEGFLOW_SINK_RETRY_MAX_S",
         "SEGFLOW_SNOWFLAKE_NETWORK_TIMEOUT_S",
         "SEGFLOW_SNOWFLAKE_LOGIN_TIMEOUT_S",
     ):
-        env.pop(key, None)  # defaults, as shipped
+        env.pop(name, None)  # defaults, as shipped
     log = Path(f"/tmp/segflow-bench-sink-{run_id}.log")
     sink = SinkProcess(env, log).start()
     try:

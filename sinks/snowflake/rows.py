@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from schemas.naming import RESERVED_COLUMNS, event_table_name, flatten, snake_case
+from schemas.naming import RESERVED_COLUMNS, event_table_name, snake_case
 from sinks.snowflake.tables import ACCOUNTS, AUDIT_LOG, IDENTITY_MAP, USERS, Kind, kind_of
 
 CALL_TABLES = {
@@ -63,13 +63,36 @@ def _json_object(text: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"_value": value}
 
 
+_COLUMNS: dict[tuple[str, str], str] = {}
+
+
+def _column(prefix: str, key: str) -> str:
+    """The column of `key` under `prefix`, as schemas.naming.flatten names it (cached)."""
+    cached = _COLUMNS.get((prefix, key))
+    if cached is None:
+        part = snake_case(key)
+        cached = f"{prefix}_{part}" if prefix and part else (part or prefix)
+        if len(_COLUMNS) < 200_000:
+            _COLUMNS[(prefix, key)] = cached
+    return cached
+
+
 def _spread(
     target: dict[str, Any], obj: dict[str, Any], prefix: str, unmapped: dict[str, Any]
 ) -> None:
-    """Flatten `obj` into `target`; names segflow owns or already taken go to `unmapped`."""
-    for column, value in flatten(obj, prefix):
+    """Flatten `obj` into `target` (schemas.naming.flatten's rules, without a generator per
+    level); names segflow owns or already taken go to `unmapped`."""
+    for key, value in obj.items():
         if value is None:
             continue
+        column = _column(prefix, key if type(key) is str else str(key))
+        if not column:
+            continue
+        if isinstance(value, dict):
+            _spread(target, value, column, unmapped)
+            continue
+        if isinstance(value, list | tuple):
+            value = orjson.dumps(value).decode()
         if column in target or column in RESERVED_COLUMNS or column.startswith("_segflow"):
             unmapped[column] = value
         else:

@@ -158,3 +158,19 @@ def test_collapse_keeps_latest_traits_and_older_ones_where_missing() -> None:
     assert len(out) == 1
     assert out[0].values["plan"] == "pro" and out[0].values["email"] == "e"
     assert out[0].values["received_at"] == T0 + timedelta(seconds=5)
+
+
+def test_spread_names_columns_as_the_naming_module_flattens() -> None:
+    from schemas.naming import flatten
+    from sinks.snowflake.rows import _spread
+
+    obj = {
+        "appName": "x",
+        "nested": {"deepKey": {"k2": 1}, "list": [1, {"a": 2}]},
+        "9lives": True,
+        "": 5,
+        "FOO:BAR$BAZ": "q",
+    }
+    target: dict[str, Any] = {}
+    _spread(target, obj, "context", {})
+    assert target == dict(flatten(obj, "context"))
