@@ -75,6 +75,11 @@ def _emails(text: str) -> Iterable[Finding]:
         yield Finding(EMAIL, m.start(), m.end())
 
 
+def may_hold_pii(text: str) -> bool:
+    """False when `text` cannot hold any finding (no ``@``, no run of 8+ digits/separators)."""
+    return "@" in text or (len(text) >= 8 and _DIGIT_RUN.search(text) is not None)
+
+
 def find_pii(text: str, kinds: Iterable[str]) -> list[Finding]:
     """Spans of PII in `text`, sorted, non-overlapping (emails, then cards, then phones win)."""
     wanted = set(kinds)

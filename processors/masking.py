@@ -27,17 +27,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from processors.detector import CARD, EMAIL, PHONE, find_pii
+from processors.detector import CARD, EMAIL, PHONE, find_pii, may_hold_pii
 from runtime.rules import PiiRule, PiiRules
 from schemas.errors import ConfigError
 
 MASK = "***"
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4 = re.compile(rf"^{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}$")
 DOCUMENT_ROOTS = ("properties", "traits", "context", "integrations", "extra")
 _DETECTOR_KEEP = {EMAIL: "domain", PHONE: "last4", CARD: "last4"}
 
@@ -76,11 +79,10 @@ def truncate_ip(value: Any) -> str | None:
     """IPv4 to its /24 network address, IPv6 to its /48; None when `value` is no IP address."""
     if not isinstance(value, str):
         return None
-    parts = value.strip().split(".")
-    if len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts):
-        if all(p == "0" or not p.startswith("0") for p in parts):
-            return f"{int(parts[0])}.{int(parts[1])}.{int(parts[2])}.0"
-        return None
+    text = value.strip()
+    if _IPV4.match(text):
+        a, b, c, _ = text.split(".")
+        return f"{a}.{b}.{c}.0"
     try:
         addr = ipaddress.ip_address(value.strip())
     except ValueError:
@@ -167,16 +169,24 @@ class Masker:
         self._key = hmac_key or b""
         self.key_version = key_version
         self.uses_hash = uses_hash
-        self._detector_roots = ("properties", "traits", "context", "extra")
+        self._detector_roots: tuple[str, ...] = ("properties", "traits", "context", "extra")
         # context values (user agents, URLs, library names) repeat from event to event
         self._findings: dict[str, list[Any]] = {}
 
-    def apply(self, doc: dict[str, Any]) -> tuple[list[str], bool]:
-        """Mask `doc` in place. Returns the ``path:action`` entries and whether anything hashed."""
+    def apply(
+        self, doc: dict[str, Any], texts: dict[str, str] | None = None
+    ) -> tuple[list[str], bool]:
+        """Mask `doc` in place. Returns the ``path:action`` entries and whether anything hashed.
+
+        `texts` may give each root's JSON text as received: the detector then skips a root
+        whose text holds no candidate at all (one C-level scan instead of a walk).
+        """
         entries: list[str] = []
         handled: set[Path] = set()
         hashed = False
         for rule in self._rules:
+            if not doc.get(rule.segments[0]):
+                continue  # the rule's root (properties, traits, ...) is empty in this event
             for parent, key, path in _matches(doc, rule.segments, ()):
                 if path in handled:
                     continue
@@ -188,7 +198,11 @@ class Masker:
                     hashed = hashed or action == "hash"
                     entries.append(f"{_render(path)}:{action}")
         if self._detector is not None:
-            hashed = self._detect(doc, handled, entries) or hashed
+            roots = self._detector_roots
+            if texts is not None:
+                roots = tuple(r for r in roots if may_hold_pii(texts.get(r) or ""))
+            if roots:
+                hashed = self._detect(doc, roots, handled, entries) or hashed
         return entries, hashed
 
     def _act(self, parent: Any, key: str | int, action: str, keep: str) -> str | None:
@@ -209,7 +223,13 @@ class Masker:
             del parent[key]
         return action
 
-    def _detect(self, doc: dict[str, Any], handled: set[Path], entries: list[str]) -> bool:
+    def _detect(
+        self,
+        doc: dict[str, Any],
+        roots: tuple[str, ...],
+        handled: set[Path],
+        entries: list[str],
+    ) -> bool:
         assert self._detector is not None
         kinds = self._detector.kinds
         action = self._detector.action
@@ -248,7 +268,7 @@ class Masker:
             for k in reversed(dropped):
                 del container[k]
 
-        for root in self._detector_roots:
+        for root in roots:
             value = doc.get(root)
             if isinstance(value, dict) and value:
                 visit(value, (root,))

@@ -117,7 +117,7 @@ class Pipeline:
             return Outcome(call_type, None, lateness_s=lateness)
 
         doc = {name: _load_map(raw, name) for name in DOCUMENT_ROOTS}
-        masked, hashed = self.masker.apply(doc)
+        masked, hashed = self.masker.apply(doc, raw)
 
         key_text = key.decode("utf-8", "replace") if key is not None else record_key(raw)
         stitched: StitchResult = self.graph.stitch(

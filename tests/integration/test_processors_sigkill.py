@@ -27,7 +27,7 @@ from tests.integration.processors_harness import (
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 3
-EVENTS = 20_000
+EVENTS = 40_000
 
 
 def committed_total(bootstrap: str, group: str, topics: list[str]) -> int:
@@ -71,8 +71,8 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(
     first = start_worker(env, log, **extra)
     watcher = TopicReader(env.bootstrap, env.topics.all_clean())
     try:
-        seen = watcher.poll_until(lambda rs: len(rs) >= EVENTS // 5, timeout_s=90)
-        assert len(seen) >= EVENTS // 5, "the first worker did not get going"
+        seen = watcher.poll_until(lambda rs: len(rs) >= EVENTS // 10, timeout_s=90)
+        assert len(seen) >= EVENTS // 10, "the first worker did not get going"
         first.send_signal(signal.SIGKILL)
         first.wait(10)
     finally:
