@@ -239,9 +239,8 @@ def main() -> None:
         worker.send_signal(signal.SIGTERM)
         worker.wait(60)
     rate = n / max(t_last - t_first, 1e-9)
-    print(
-        f"segflow process (exactly_once, all stages): {rate:,.0f} events/s, peak RSS {rss:.0f} MB"
-    )
+    guarantee = env.get("SEGFLOW_PROCESS_PROCESSING_GUARANTEE", "exactly_once")
+    print(f"segflow process ({guarantee}, all stages): {rate:,.0f} events/s, peak RSS {rss:.0f} MB")
     if args.profile and prof.exists():
         stats = pstats.Stats(str(prof))
         stats.sort_stats("tottime").print_stats(25)
