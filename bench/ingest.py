@@ -48,13 +48,13 @@ sys.path.insert(0, str(ROOT))
 
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
-from ingest.avro_writer import compile_writer  # noqa: E402
 from ingest.normalize import merge_defaults, to_raw_record  # noqa: E402
 from ingest.rejections import ItemProblem  # noqa: E402
 from ingest.validation import EventFields, fast_fields, model_fields  # noqa: E402
 from runtime.services import kafka as kafka_service  # noqa: E402
 from runtime.settings import KafkaSettings  # noqa: E402
 from runtime.topic_admin import TopicSpec, create_topics, expected_topics  # noqa: E402
+from schemas.avro_compiled import compile_writer  # noqa: E402
 from schemas.codec import RAW_EVENT, AvroCodec  # noqa: E402
 
 WRITE_KEY = "dev-write-key"

@@ -33,7 +33,6 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from ingest.archive import ArchiveFile, ArchiveStore, read_lines
-from ingest.avro_writer import compile_writer
 from ingest.checkpoint import Checkpoint
 from ingest.normalize import record_key, record_or_problem, utc
 from ingest.rejections import ItemProblem
@@ -41,6 +40,7 @@ from ingest.validation import EventFields, validate_event
 from runtime.kafka_config import producer_config
 from runtime.rate_limit import RateLimiter
 from runtime.settings import KafkaSettings, ObservabilitySettings, SegflowSettings
+from schemas.avro_compiled import compile_writer
 from schemas.codec import RAW_EVENT, AvroCodec
 from schemas.errors import ConfigError, RetryableError
 from schemas.timestamps import parse_timestamp

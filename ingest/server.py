@@ -15,13 +15,13 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 
 from ingest.app import IngestApp
-from ingest.avro_writer import compile_writer
 from ingest.metrics import IngestMetrics
 from ingest.producer import EventProducer
 from ingest.records import SuppressionCheck
 from ingest.settings import IngestSettings
 from runtime.health import HealthState
 from runtime.rules import Rules
+from schemas.avro_compiled import compile_writer
 from schemas.codec import RAW_EVENT, AvroCodec
 
 logger = logging.getLogger(__name__)

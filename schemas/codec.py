@@ -4,6 +4,10 @@ Framing is Avro's single-object encoding: two marker bytes ``C3 01``, then the 8
 little-endian CRC-64-AVRO fingerprint of the *writer* schema, then the Avro body. Every schema
 version ever shipped stays in ``schemas/avro/`` (``<kind>.v<N>.avsc``), so a record written with
 any of them is read by its own writer schema and resolved to the newest version of its kind.
+
+Records are written and read by functions compiled from each schema
+(:mod:`schemas.avro_compiled`: the same bytes and records as fastavro, in about half the time);
+fastavro serves any schema outside their subset.
 """
 
 from __future__ import annotations
@@ -17,10 +21,8 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
-from schemas.errors import CodecError
-
-MAGIC = b"\xc3\x01"
-HEADER_LEN = len(MAGIC) + 8
+from schemas.avro_compiled import HEADER_LEN, MAGIC, Reader, Writer, compile_reader, compile_writer
+from schemas.errors import CodecError, FatalError
 
 RAW_EVENT = "raw_event"
 CLEAN_EVENT = "clean_event"
@@ -65,6 +67,20 @@ class AvroCodec:
         self.versions = _load_versions()
         self._by_fingerprint = {v.fingerprint: v for vs in self.versions.values() for v in vs}
         self._latest = {kind: vs[-1] for kind, vs in self.versions.items()}
+        self._writers: dict[tuple[str, int], Writer | None] = {}
+        for vs in self.versions.values():
+            for v in vs:
+                try:
+                    self._writers[(v.kind, v.version)] = compile_writer(v)
+                except FatalError:
+                    self._writers[(v.kind, v.version)] = None  # fastavro writes it
+        # writer fingerprint -> compiled reader into the newest version (None: fastavro reads)
+        self._readers: dict[bytes, Reader | None] = {}
+        for v in self._by_fingerprint.values():
+            try:
+                self._readers[v.fingerprint] = compile_reader(v, self._latest[v.kind])
+            except FatalError:
+                self._readers[v.fingerprint] = None
 
     def latest(self, kind: str) -> SchemaVersion:
         return self._latest[kind]
@@ -74,6 +90,9 @@ class AvroCodec:
         writer = self._latest[kind]
         if version is not None:
             writer = next(v for v in self.versions[kind] if v.version == version)
+        compiled = self._writers.get((kind, writer.version))
+        if compiled is not None:
+            return compiled(record)
         buf = io.BytesIO()
         buf.write(MAGIC)
         buf.write(writer.fingerprint)
@@ -94,6 +113,9 @@ class AvroCodec:
             raise CodecError("written with an unknown schema fingerprint", raw=data)
         if writer.kind != kind:
             raise CodecError(f"expected a {kind} record, got {writer.kind}", raw=data)
+        compiled = self._readers.get(writer.fingerprint)
+        if compiled is not None:
+            return compiled(data if type(data) is bytes else bytes(data))
         reader = self._latest[kind]
         try:
             record = fastavro.schemaless_reader(

@@ -18,7 +18,6 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from ingest.app import IngestApp
-from ingest.avro_writer import compile_writer
 from ingest.metrics import IngestMetrics
 from ingest.records import OutRecord
 from ingest.rejections import Rejection
@@ -26,6 +25,7 @@ from ingest.settings import IngestSettings
 from ingest.webhook import signature
 from runtime.health import HealthState
 from runtime.rules import parse_rules
+from schemas.avro_compiled import compile_writer
 from schemas.codec import RAW_EVENT, AvroCodec
 from schemas.topics import HEADER_REQUEST_ID, HEADER_SOURCE
 

@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
-from ingest.avro_writer import compile_writer
 from ingest.records import RequestContext, prepare_records
 from ingest.rejections import Rejection
+from schemas.avro_compiled import compile_writer
 from schemas.codec import RAW_EVENT, AvroCodec
 
 CODEC = AvroCodec()
