@@ -7,6 +7,7 @@ SEGFLOW_KAFKA_BOOTSTRAP (an external broker), SEGFLOW_SNOWFLAKE_HOST / SEGFLOW_S
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -44,3 +45,14 @@ def warehouse_conn_params() -> Iterator[dict[str, Any]]:
     yield emulator.conn_params(host, port)
     if started:
         emulator.stop()
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging() -> Iterator[None]:
+    """Commands run in-process set up logging on the stderr pytest captured for that test;
+    put the root logger back afterwards so later tests do not write to a closed stream."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
