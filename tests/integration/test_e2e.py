@@ -20,20 +20,13 @@ from ingest.demo import Call, journeys, malformed_requests, send
 from schemas.codec import SCHEMA_CHANGE, AvroCodec
 from schemas.naming import event_table_name
 from schemas.topics import HEADER_ERROR, HEADER_ORIGIN_TOPIC
+from sinks.snowflake.rows import CALL_TABLES as CALL_TABLE
 from tests.integration.components import decode_all, read_topic
 from tests.integration.pipeline import WRITE_KEY, Pipeline, poll, post, running_pipeline
 
 pytestmark = pytest.mark.integration
 
 USERS = 12
-CALL_TABLE = {
-    "track": "tracks",
-    "identify": "identifies",
-    "page": "pages",
-    "screen": "screens",
-    "group": "groups",
-    "alias": "aliases",
-}
 
 
 @pytest.fixture(scope="module")
