@@ -1,17 +1,26 @@
-"""Throughput of one processor worker (all stages on) beside a bare aiokafka loop, same run.
+"""Throughput of one processor worker (all stages on) beside two bare aiokafka loops, same run.
 
-    PYTHONPATH=. python bench/processors.py [--events 100000] [--partitions 6] [--profile]
+    PYTHONPATH=. python bench/processors.py [--events 100000] [--partitions 6]
+        [--repo PATH] [--compression lz4|none] [--profile | --sample]
 
 1. Writes `--events` realistic raw track/identify/page records (with PII, duplicates, new
    properties) to fresh raw topics on the broker (SEGFLOW_KAFKA_BOOTSTRAP, default
    127.0.0.1:9092).
-2. Ceiling: a bare aiokafka consume-and-produce loop (getmany, send each value on, no decoding)
-   in a subprocess: events/s and its peak RSS.
-3. `segflow process` as a subprocess (exactly_once, the embedded default rules, detector on):
-   events/s from its first to its last committed offset, read from the consumer group, and its
-   peak RSS (VmHWM). `--profile` runs it under cProfile and prints where the time goes.
+2. Ceilings, each a subprocess with the same aiokafka client and producer settings as the worker
+   (linger, batch size, compression), committing offsets after each fetch:
+   - bare: getmany, send each value on unchanged (no decoding): what the client can move;
+   - codec: the same loop decoding each raw_event and encoding a clean_event from it with
+     segflow's codec: the floor of any processor that reads and writes Avro, no stages.
+   Each prints events/s, its CPU µs per event and its peak RSS.
+3. `segflow process` as a subprocess (exactly_once, the embedded default rules, detector on),
+   run from `--repo` (default: this tree; point it at an export of another commit to compare
+   before and after in one session): events/s from its first to its last committed offset,
+   read from the consumer group, its CPU µs per event over the same span (robust when others
+   share the machine) and its peak RSS (VmHWM). `--profile` runs it under cProfile;
+   `--sample` attaches py-spy (if installed) and prints where the main thread's time goes.
 
-Ends with `RESULT events_per_s=<n> ceiling_per_s=<n> ratio=<r>`.
+Ends with `RESULT events_per_s=<n> ceiling_per_s=<n> ratio=<r>` (the ceiling is the bare loop),
+after a line `CODEC_CEILING events_per_s=<n> ratio=<r>` against the codec loop.
 """
 
 from __future__ import annotations
@@ -21,6 +30,8 @@ import asyncio
 import os
 import pstats
 import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -102,28 +113,44 @@ def committed(bootstrap: str, group: str, topics: list[str], partitions: int) ->
     return sum(max(tp.offset, 0) for tp in offsets)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_committed(
     bootstrap: str, group: str, topics: list[str], partitions: int, total: int, pid: int
-) -> tuple[float, float, int, float]:
-    """(t_first, t_last, events between them, peak RSS MB) from polling the group's offsets."""
-    first_t, first_n, rss = None, 0, 0.0
+) -> tuple[float, float, int, float, float]:
+    """(t_first, t_last, events between them, CPU seconds between them, peak RSS MB) from
+    polling the group's offsets."""
+    first_t, first_n, first_cpu, rss = None, 0, 0.0, 0.0
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         n = committed(bootstrap, group, topics, partitions)
         now = time.monotonic()
+        cpu = cpu_seconds(pid)
         rss = max(rss, peak_rss_mb(pid))
         if n > 0 and first_t is None:
-            first_t, first_n = now, n
+            first_t, first_n, first_cpu = now, n, cpu
         if n >= total:
             assert first_t is not None
-            return first_t, now, n - first_n, rss
-        time.sleep(0.2)
+            return first_t, now, n - first_n, cpu - first_cpu, rss
+        time.sleep(0.1)
     raise SystemExit(f"timed out: {committed(bootstrap, group, topics, partitions)}/{total}")
 
 
-async def bare_loop(bootstrap: str, topics: list[str], out_topic: str, total: int) -> None:
+async def bare_loop(
+    bootstrap: str, topics: list[str], out_topic: str, total: int, mode: str, compression: str
+) -> None:
+    """Consume and produce with aiokafka: values unchanged (bare) or decoded and re-encoded."""
+    from datetime import UTC, datetime
+
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+    from schemas.codec import CLEAN_EVENT, RAW_EVENT, AvroCodec
+
+    codec = AvroCodec()
     consumer = AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap,
@@ -133,33 +160,55 @@ async def bare_loop(bootstrap: str, topics: list[str], out_topic: str, total: in
         max_partition_fetch_bytes=1_048_576,
     )
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1_048_576, acks="all"
+        bootstrap_servers=bootstrap,
+        linger_ms=5,
+        max_batch_size=1_048_576,
+        acks="all",
+        compression_type=None if compression == "none" else compression,
     )
     await consumer.start()
     await producer.start()
     seen = 0
     started = None
+    cpu0 = 0.0
+    annotations: dict[str, Any] = {
+        "canonicalUserId": None,
+        "maskedFields": [],
+        "piiKeyVersion": None,
+        "unmapped": "{}",
+    }
     try:
         while seen < total:
             batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+            if batches and started is None:
+                started, cpu0 = time.monotonic(), time.process_time()
+            now = datetime.now(UTC)
             for tp, records in batches.items():
                 for rec in records:
-                    await producer.send(out_topic, rec.value, key=rec.key, partition=tp.partition)
+                    value = rec.value
+                    if mode == "codec":
+                        clean = codec.decode(RAW_EVENT, value)
+                        clean.update(annotations, processedAt=now)
+                        value = codec.encode(CLEAN_EVENT, clean)
+                    await producer.send(out_topic, value, key=rec.key, partition=tp.partition)
                 seen += len(records)
-            if seen and started is None:
-                started = time.monotonic()
             await consumer.commit()
         await producer.flush()
         elapsed = time.monotonic() - (started or time.monotonic())
-        print(f"BARE {seen} {elapsed:.3f}", flush=True)
+        cpu = time.process_time() - cpu0
+        print(f"BARE {seen} {elapsed:.3f} {cpu:.3f}", flush=True)
     finally:
         await producer.stop()
         await consumer.stop()
 
 
-def run_bare(bootstrap: str, topics: list[str], out_topic: str, total: int) -> tuple[float, float]:
+def run_bare(
+    bootstrap: str, topics: list[str], out_topic: str, total: int, mode: str, compression: str
+) -> tuple[float, float, float]:
+    """(events/s, CPU µs per event, peak RSS MB) of a bare loop in a subprocess."""
+    args = [mode, compression, bootstrap, out_topic, str(total), *topics]
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--bare", bootstrap, out_topic, str(total), *topics],
+        [sys.executable, __file__, "--bare", *args],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},
@@ -173,20 +222,57 @@ def run_bare(bootstrap: str, topics: list[str], out_topic: str, total: int) -> t
         time.sleep(0.2)
     out, _ = proc.communicate()
     line = next(ln for ln in out.splitlines() if ln.startswith("BARE"))
-    _, seen, elapsed = line.split()
-    return int(seen) / float(elapsed), rss
+    _, seen, elapsed, cpu = line.split()
+    return int(seen) / float(elapsed), float(cpu) / int(seen) * 1e6, rss
+
+
+def summarize_samples(path: Path, top: int = 25) -> None:
+    """Print where the worker's main thread spent its samples (py-spy raw format)."""
+    threads: dict[str, int] = {}
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    main_total = 0
+    frame_re = re.compile(r" \((.*):\d+\)$")
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        stack, count = line.rsplit(" ", 1)
+        n = int(count)
+        frames = stack.split(";")
+        thread = frames[0].split(":", 1)[-1].strip()
+        threads[thread] = threads.get(thread, 0) + n
+        if "MainThread" not in frames[0]:
+            continue
+        main_total += n
+        names = [frame_re.sub(r" (\1)", f) for f in frames[1:]]
+        if names:
+            own[names[-1]] = own.get(names[-1], 0) + n
+        for name in set(names):
+            inclusive[name] = inclusive.get(name, 0) + n
+    print(f"py-spy samples (non-idle) per thread: {threads}")
+    print(f"main thread: own time, top {top}")
+    for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {100 * n / max(main_total, 1):5.1f}%  {name}")
+    print("main thread: inclusive time of segflow's and the clients' functions")
+    ours = ("processors/", "schemas/", "aiokafka/", "faust/", "prometheus_client/")
+    shown = [kv for kv in inclusive.items() if any(o in kv[0] for o in ours)]
+    for name, n in sorted(shown, key=lambda kv: -kv[1])[: top * 2]:
+        print(f"  {100 * n / max(main_total, 1):5.1f}%  {name}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=6)
-    parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--bare", nargs="+")
+    parser.add_argument("--repo", type=Path, default=REPO, help="tree the worker runs from")
+    parser.add_argument("--compression", default="lz4", help="worker and loops: lz4, none...")
+    parser.add_argument("--profile", action="store_true", help="run the worker under cProfile")
+    parser.add_argument("--sample", action="store_true", help="sample the worker with py-spy")
+    parser.add_argument("--bare", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare:
-        bootstrap, out_topic, total, *topics = args.bare
-        asyncio.run(bare_loop(bootstrap, topics, out_topic, int(total)))
+        mode, compression, bootstrap, out_topic, total, *topics = args.bare
+        asyncio.run(bare_loop(bootstrap, topics, out_topic, int(total), mode, compression))
         return
 
     bootstrap = os.environ.get("SEGFLOW_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
@@ -198,7 +284,8 @@ def main() -> None:
         kafka,
         [
             *expected_topics(topics, partitions=args.partitions),
-            TopicSpec(bare_out, args.partitions),
+            TopicSpec(f"{bare_out}-bare", args.partitions),
+            TopicSpec(f"{bare_out}-codec", args.partitions),
         ],
     )
     records = make_records(args.events)
@@ -206,14 +293,24 @@ def main() -> None:
     total = produce(bootstrap, topics, records)
     print(f"produced {total} raw records in {time.monotonic() - t0:.1f}s")
 
-    ceiling, bare_rss = run_bare(bootstrap, topics.all_raw(), bare_out, total)
-    print(f"bare aiokafka loop: {ceiling:,.0f} events/s, peak RSS {bare_rss:.0f} MB")
+    ceilings: dict[str, float] = {}
+    for mode in ("bare", "codec"):
+        rate_, cpu_, rss_ = run_bare(
+            bootstrap, topics.all_raw(), f"{bare_out}-{mode}", total, mode, args.compression
+        )
+        ceilings[mode] = rate_
+        print(
+            f"{mode} aiokafka loop: {rate_:,.0f} events/s, {cpu_:.0f} µs CPU/event, "
+            f"peak RSS {rss_:.0f} MB"
+        )
+    ceiling = ceilings["bare"]
 
     app_id = f"bench-{tag}"
     state = Path(f"/tmp/segflow-bench-{tag}")
+    repo = args.repo.resolve()
     env = {
         **os.environ,
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": str(repo),
         "SEGFLOW_KAFKA_BOOTSTRAP": bootstrap,
         "SEGFLOW_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
         "SEGFLOW_PROCESS_APP_ID": app_id,
@@ -221,34 +318,56 @@ def main() -> None:
         "SEGFLOW_PROCESS_PII_HMAC_KEY": "bench-key",
         "SEGFLOW_PROCESS_METRICS_PORT": "0",
         "SEGFLOW_LOG_LEVEL": "WARNING",
+        "SEGFLOW_PROCESS_COMPRESSION": args.compression,
     }
     prof = state / "worker.prof"
     state.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable]
     if args.profile:
         cmd += ["-m", "cProfile", "-o", str(prof)]
-        cmd += [str(REPO / "cli" / "main.py"), "process"]
+        cmd += [str(repo / "cli" / "main.py"), "process"]
     else:
         cmd += ["-m", "cli.main", "process"]
-    worker = subprocess.Popen(cmd, env=env, cwd=REPO)
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if args.sample and not Path(spy).exists():
+        raise SystemExit("--sample needs py-spy on PATH (pip install py-spy)")
+    worker = subprocess.Popen(cmd, env=env, cwd=repo)
+    sampler = None
+    samples = state / "samples.txt"
+    if args.sample:
+        spy_args = ["--format", "raw", "--threads", "--rate", "200", "--output", str(samples)]
+        sampler = subprocess.Popen(
+            [spy, "record", "--pid", str(worker.pid), *spy_args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     try:
-        t_first, t_last, n, rss = wait_committed(
+        t_first, t_last, n, cpu, rss = wait_committed(
             bootstrap, app_id, topics.all_raw(), args.partitions, total, worker.pid
         )
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(60)
+        if sampler is not None:
+            sampler.wait(60)
     rate = n / max(t_last - t_first, 1e-9)
     guarantee = env.get("SEGFLOW_PROCESS_PROCESSING_GUARANTEE", "exactly_once")
-    print(f"segflow process ({guarantee}, all stages): {rate:,.0f} events/s, peak RSS {rss:.0f} MB")
+    print(
+        f"segflow process ({guarantee}, all stages, {args.compression}, from {repo}): "
+        f"{rate:,.0f} events/s, {cpu / max(n, 1) * 1e6:.0f} µs CPU/event, peak RSS {rss:.0f} MB"
+    )
     if args.profile and prof.exists():
         stats = pstats.Stats(str(prof))
         stats.sort_stats("tottime").print_stats(25)
+    if sampler is not None and samples.exists():
+        summarize_samples(samples)
     admin = AdminClient({"bootstrap.servers": bootstrap})
     doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"bench_{tag}.")]
     doomed += [t for t in admin.list_topics(timeout=10).topics if t.startswith(app_id)]
     for fut in admin.delete_topics(doomed).values():
         fut.result(timeout=30)
+    codec_ceiling = ceilings["codec"]
+    print(f"CODEC_CEILING events_per_s={codec_ceiling:.0f} ratio={rate / codec_ceiling:.2f}")
     print(f"RESULT events_per_s={rate:.0f} ceiling_per_s={ceiling:.0f} ratio={rate / ceiling:.2f}")
 
 

@@ -1,8 +1,11 @@
 """The Faust app: one agent over every raw topic, state in changelogged tables, one transaction
 per partition.
 
-The agent is thin: it takes batches of records (``stream.take_events``), decodes them, runs the
-pure :class:`~processors.pipeline.Pipeline` and hands what comes back to Kafka.
+The agent is thin: it takes the batches of messages the consumer fetched
+(:class:`~processors.transport.LeanConsumer` hands each fetch over as one list), decodes them,
+runs the pure :class:`~processors.pipeline.Pipeline` and hands what comes back to Kafka. A batch
+fetched before a rebalance (another consumer generation, or the flow suspended) is dropped
+unprocessed and unacked: its partitions are read again from the committed offsets.
 
 Exactly once. With ``processing_guarantee="exactly_once"`` Faust keeps one transactional
 producer per assigned partition number (transactional id ``<app id>-<topic group>-<partition>``)
@@ -31,13 +34,14 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
 from confluent_kafka.admin import AdminClient
-from faust.types import TP, EventT
+from faust.types import TP, Message
+from mode.utils.queues import FlowControlQueue
 from prometheus_client import CollectorRegistry
 
 from processors.alerts import AlertBatcher, WebhookAlerter
@@ -45,7 +49,7 @@ from processors.dedupe import DEDUPE_TABLE, Deduper
 from processors.drift import DRIFT_TABLE, DriftDetector, KnownFields
 from processors.masking import Masker
 from processors.metrics import ProcessorMetrics
-from processors.pipeline import Outcome, Pipeline
+from processors.pipeline import DUPLICATE, Outcome, Pipeline
 from processors.settings import ProcessorSettings
 from processors.state import ChangelogWrite
 from processors.stitching import IDENTITY_TABLE, IdentityGraph
@@ -69,6 +73,7 @@ from schemas.topics import (
 logger = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
+Send = tuple[str, bytes | None, bytes | None, Headers, int | None]
 
 
 @dataclass(frozen=True)
@@ -161,10 +166,16 @@ class ProcessorApp:
             else None
         )
         self._lateness = {ct: self.metrics.lateness.labels(ct) for ct in CALL_TYPES}
-        self._masked: dict[str, Any] = {}
         self.app = self._build_app()
+        # fetched batches, from the consumer's fetch loop to the agent; cleared by Faust's flow
+        # control on a rebalance, like the agents' own channels
+        self._batches: FlowControlQueue[list[Message]] = FlowControlQueue(
+            maxsize=4, flow_control=self.app.flow_control, clear_on_resume=True
+        )
+        self.app.batch_sink = self._batches.put
+        self.app.batch_topics = frozenset(self.topics.all_raw())
 
-    def _build_app(self) -> faust.App:
+    def _build_app(self) -> SegflowApp:
         s = self.settings
         n = self.layout.raw_partitions
         app = SegflowApp(
@@ -185,6 +196,7 @@ class ProcessorApp:
             datadir=str(s.state_dir),
             stream_buffer_maxsize=max(4096, s.batch_max * 2),
             producer_linger_ms=5,
+            producer_compression_type=None if s.compression == "none" else s.compression,
             producer_max_batch_size=1_048_576,
             producer_max_request_size=4_194_304,
             consumer_auto_offset_reset="earliest",
@@ -278,53 +290,65 @@ class ProcessorApp:
     # -- processing ---------------------------------------------------------------------------
 
     async def _agent(self, stream: Any) -> None:
-        """Drain the agent's channel in batches and ack each event once it is handed over.
+        """Process the fetched batches; ack each message once its output is handed over.
 
-        Iterating the Faust stream (or ``stream.take``) costs several awaits and context
-        switches per event and starved the loop; the conductor already decodes each record into
-        an event on the channel's queue, so the agent takes what is queued (up to ``batch_max``,
-        waiting at most ``batch_within_s`` for a batch to fill) and acks through the events,
-        which is what Faust's offset commits follow.
+        The agent's own stream stays empty: the consumer puts whole fetches on ``_batches``
+        (the conductor's per-record path, events and channel cost more than processing did).
+        A fetch smaller than ``batch_max`` waits up to ``batch_within_s`` for the next ones.
         """
         s = self.settings
-        queue = stream.channel.queue
+        queue = self._batches
         loop = asyncio.get_running_loop()
         while True:
-            try:
-                events = [await queue.get()]
-            except StopAsyncIteration:  # Faust's way of stopping an actor
-                return
+            batch = list(await queue.get())
             deadline = loop.time() + s.batch_within_s
-            while len(events) < s.batch_max:
-                while len(events) < s.batch_max and not queue.empty():
-                    events.append(queue.get_nowait())
-                if len(events) >= s.batch_max or loop.time() >= deadline:
+            while len(batch) < s.batch_max:
+                if not queue.empty():
+                    batch += queue.get_nowait()
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
                     break
-                await asyncio.sleep(0.002)
-            if self.fatal is not None:
-                raise FatalError(f"stopping after a failed send: {self.fatal}")
-            started = time.perf_counter()
-            await self.process_batch(events)
-            for event in events:
-                event.ack()
-            self.metrics.batch_seconds.observe(time.perf_counter() - started)
-            self.metrics.batch_events.observe(len(events))
+                try:
+                    batch += await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    break
+            for start in range(0, len(batch), s.batch_max):
+                if self.fatal is not None:
+                    raise FatalError(f"stopping after a failed send: {self.fatal}")
+                chunk = batch[start : start + s.batch_max]
+                if not self._current(chunk[0]):
+                    self.metrics.stale_records.inc(len(chunk))
+                    logger.info("dropping %d records fetched before a rebalance", len(chunk))
+                    continue
+                started = time.perf_counter()
+                await self.process_batch(chunk)
+                if self._current(chunk[0]):
+                    ack = self.app.consumer.ack
+                    for message in chunk:
+                        ack(message)
+                self.metrics.batch_seconds.observe(time.perf_counter() - started)
+                self.metrics.batch_events.observe(len(chunk))
 
-    async def process_batch(self, events: Sequence[EventT]) -> None:
+    def _current(self, message: Message) -> bool:
+        """False for a message fetched before the last rebalance (or while one is going on)."""
+        app = self.app
+        return message.generation_id == app.consumer_generation_id and app.flow_control.is_active()
+
+    async def process_batch(self, messages: Sequence[Message]) -> None:
         """Process a batch and hand its records to Kafka, per source partition."""
         now = datetime.now(UTC)
-        out: dict[
-            tuple[str, int], list[tuple[str, bytes | None, bytes | None, Headers, int | None]]
-        ]
-        out = defaultdict(list)
+        out: dict[tuple[str, int], list[Send]] = defaultdict(list)
         counts: dict[tuple[str, str], int] = defaultdict(int)
-        for event in events:
-            msg = event.message
+        tallies = _Tallies()
+        decode = self.codec.decode
+        process = self.pipeline.process
+        for msg in messages:
             sends = out[(msg.topic, msg.partition)]
             writes: list[ChangelogWrite] = []
             try:
-                raw = self.codec.decode(RAW_EVENT, event.value)
-                outcome = self.pipeline.process(raw, msg.key, msg.partition, now, writes)
+                raw = decode(RAW_EVENT, msg.value, micros=True)
+                outcome = process(raw, msg.key, msg.partition, now, writes)
             except RecordError as exc:
                 exc.at(msg.topic, msg.partition, msg.offset)
                 sends.append(self._dlq(msg, exc.reason, exc.code))
@@ -341,9 +365,8 @@ class ProcessorApp:
                     "processing failed at %s[%s]@%s", msg.topic, msg.partition, msg.offset
                 )
                 continue
-            self._collect(outcome, msg, sends, writes, counts)
-        for (call_type, outcome_name), n in counts.items():
-            self.metrics.events.labels(call_type, outcome_name).inc(n)
+            self._collect(outcome, msg, sends, writes, counts, tallies)
+        self._flush_metrics(counts, tallies)
         for (topic, partition), sends in out.items():
             await self._send(topic, partition, sends)
         self._update_state_gauges()
@@ -351,18 +374,19 @@ class ProcessorApp:
     def _collect(
         self,
         outcome: Outcome,
-        msg: Any,
-        sends: list[tuple[str, bytes | None, bytes | None, Headers, int | None]],
+        msg: Message,
+        sends: list[Send],
         writes: list[ChangelogWrite],
         counts: dict[tuple[str, str], int],
+        tallies: _Tallies,
     ) -> None:
-        m = self.metrics
         call_type = outcome.call_type
-        self._lateness[call_type].observe(outcome.lateness_s)
-        if outcome.clean is None:
-            counts[(call_type, "duplicate")] += 1
-            m.duplicates.labels(call_type).inc()
+        if outcome.dropped is not None:
+            counts[(call_type, outcome.dropped)] += 1
+            if outcome.dropped == DUPLICATE:
+                self._lateness[call_type].observe(outcome.lateness_s)
             return
+        self._lateness[call_type].observe(outcome.lateness_s)
         counts[(call_type, "clean")] += 1
         clean_topic = self.topics.clean(call_type)
         same = self.layout.clean_partitions.get(clean_topic) == self.layout.raw_partitions
@@ -370,19 +394,18 @@ class ProcessorApp:
             (
                 clean_topic,
                 msg.key,
-                self.codec.encode(CLEAN_EVENT, outcome.clean),
+                self.codec.encode(CLEAN_EVENT, outcome.clean),  # type: ignore[arg-type]
                 _headers(msg.headers),
                 msg.partition if same else None,
             )
         )
+        masked = tallies.masked
         for entry in outcome.masked:
-            action = entry.rsplit(":", 1)[1]
-            child = self._masked.get(action)
-            if child is None:
-                child = self._masked[action] = m.masked_fields.labels(action)
-            child.inc()
+            action = entry[entry.rindex(":") + 1 :]
+            masked[action] = masked.get(action, 0) + 1
         for link in outcome.links:
-            m.identity_links.labels(link["identifierType"]).inc()
+            kind = link["identifierType"]
+            tallies.links[kind] = tallies.links.get(kind, 0) + 1
             sends.append(
                 (
                     self.topics.identity,
@@ -393,9 +416,9 @@ class ProcessorApp:
                 )
             )
         if outcome.refused:
-            m.identity_refused.labels(outcome.refused).inc()
+            tallies.refused[outcome.refused] = tallies.refused.get(outcome.refused, 0) + 1
         for change in outcome.changes:
-            m.schema_changes.labels(change["change"]).inc()
+            self.metrics.schema_changes.labels(change["change"]).inc()
             key = f"{change['source']}.{change['callType']}.{change['event'] or ''}"
             sends.append(
                 (
@@ -408,12 +431,24 @@ class ProcessorApp:
             )
             if self.alerter is not None:
                 self.alerter.add(change)
+        changelog = self.changelog_topic
         for w in writes:
-            sends.append((self.changelog_topic[w.table], w.key, w.value, [], w.partition))
+            sends.append((changelog[w.table], w.key, w.value, [], w.partition))
 
-    def _dlq(
-        self, msg: Any, reason: str, code: str
-    ) -> tuple[str, bytes | None, bytes | None, Headers, int | None]:
+    def _flush_metrics(self, counts: dict[tuple[str, str], int], tallies: _Tallies) -> None:
+        m = self.metrics
+        for (call_type, outcome_name), n in counts.items():
+            m.events.labels(call_type, outcome_name).inc(n)
+            if outcome_name == DUPLICATE:
+                m.duplicates.labels(call_type).inc(n)
+        for action, n in tallies.masked.items():
+            m.masked_fields.labels(action).inc(n)
+        for kind, n in tallies.links.items():
+            m.identity_links.labels(kind).inc(n)
+        for reason, n in tallies.refused.items():
+            m.identity_refused.labels(reason).inc(n)
+
+    def _dlq(self, msg: Message, reason: str, code: str) -> Send:
         headers = [
             *_headers(msg.headers),
             (HEADER_ERROR, reason[:1000].encode()),
@@ -424,12 +459,7 @@ class ProcessorApp:
         ]
         return (self.topics.dlq, msg.key, msg.value, headers, None)
 
-    async def _send(
-        self,
-        source_topic: str,
-        partition: int,
-        sends: list[tuple[str, bytes | None, bytes | None, Headers, int | None]],
-    ) -> None:
+    async def _send(self, source_topic: str, partition: int, sends: list[Send]) -> None:
         if not sends:
             return
         producer: Any = self.app.producer
@@ -451,11 +481,7 @@ class ProcessorApp:
         async with producer._trn_locks[tid]:
             await self._hand_over(txp, sends)
 
-    async def _hand_over(
-        self,
-        aioproducer: Any,
-        sends: list[tuple[str, bytes | None, bytes | None, Headers, int | None]],
-    ) -> None:
+    async def _hand_over(self, aioproducer: Any, sends: list[Send]) -> None:
         """Give the records to aiokafka: one BatchBuilder per (topic, partition) where the
         partition is known (clean events, changelogs), plain sends for the rest."""
         batches: dict[tuple[str, int], Any] = {}
@@ -485,6 +511,15 @@ class ProcessorApp:
         if exc is not None and self.fatal is None:
             self.fatal = exc
             logger.error("a send failed, the worker will stop: %s", type(exc).__name__)
+
+
+@dataclass(slots=True)
+class _Tallies:
+    """Per-batch counts, added to the metrics once per batch rather than once per event."""
+
+    masked: dict[str, int] = field(default_factory=dict)
+    links: dict[str, int] = field(default_factory=dict)
+    refused: dict[str, int] = field(default_factory=dict)
 
 
 def _credentials(kafka: KafkaSettings) -> Any:

@@ -18,15 +18,19 @@ where a string is known, are not type changes.
 
 Known fields are remembered in memory, bounded by ``max_fields`` (oldest forgotten first: a
 forgotten field may be reported again), and persisted in a changelog so a restart does not report
-them again. The memory is per worker, so a change is reported at most once per worker (and once
-more by a worker that takes the partition over after a rebalance); consumers of
-segment.schema-changes key changes by (source, callType, event, field, change, newType).
+them again. Events mostly repeat the same fields with the same types: a field set (names and
+types) that was entirely known is remembered too (at most ``_QUIET_MAX`` sets), and an event with
+such a set is passed without looking at each field again. The memory is per worker, so a
+change is reported at most once per worker (and once more by a worker that takes the partition
+over after a rebalance); consumers of segment.schema-changes key changes by (source, callType,
+event, field, change, newType).
 """
 
 from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +43,8 @@ TYPE_CHANGE = "type_change"
 
 _ISO_TS = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$")
 _SEP = "\x1f"
+_QUIET_MAX = 65_536
+_NOTHING: dict[str, str] = {}
 
 
 def infer_type(value: Any) -> str | None:
@@ -115,15 +121,16 @@ class DriftDetector:
         self.plan = plan
         self.strict = plan.mode == "strict"
         self.known = known
+        # (source/call type/event prefix, ((field, type), ...)) of field sets seen entirely known
+        self._quiet: set[tuple[str, tuple[tuple[str, str | None], ...]]] = set()
 
-    def _planned(self, call_type: str, event: str | None) -> tuple[str, dict[str, str] | None]:
-        """(root, planned field types or None when the plan has nothing to say)."""
+    def _planned(self, call_type: str, event: str | None) -> tuple[str, Mapping[str, str] | None]:
+        """(root, planned field types or None when the plan has nothing to say); read only."""
         if call_type in ("identify", "group"):
-            known = self.plan.traits.get(call_type)
-            return "traits", (dict(known) if known is not None else None)
+            return "traits", self.plan.traits.get(call_type)
         if call_type == "track":
             ev = self.plan.events.get(event or "")
-            return "properties", (dict(ev.properties) if ev is not None else {})
+            return "properties", (ev.properties if ev is not None else _NOTHING)
         return "properties", None
 
     def check(
@@ -146,11 +153,16 @@ class DriftDetector:
             return result
         enforce = self.strict and planned is not None
         prefix = source + _SEP + call_type + _SEP + (event or "") + _SEP
+        typed = [(name, infer_type(value)) for name, value in fields.items()]
+        signature = (prefix, tuple(typed))
+        if signature in self._quiet:
+            return result
         moved: dict[str, Any] = {}
-        for name, value in fields.items():
-            seen = infer_type(value)
+        remembered = len(new_known)
+        for name, seen in typed:
             if seen is None:
                 continue
+            value = fields[name]
             want = planned.get(name) if planned is not None else None
             misfit = want is None or not compatible(want, seen)
             if enforce and misfit:
@@ -176,4 +188,8 @@ class DriftDetector:
             for name in moved:
                 del fields[name]
             result.unmapped[root] = moved
+        elif not result.changes and len(new_known) == remembered:
+            if len(self._quiet) >= _QUIET_MAX:
+                self._quiet.clear()
+            self._quiet.add(signature)
         return result

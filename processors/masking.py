@@ -24,7 +24,6 @@ finding inside the text; drop removes the field). Every change is recorded as ``
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 import re
@@ -56,7 +55,7 @@ def normalise(value: Any) -> str:
 
 def hash_value(value: Any, key: bytes) -> str:
     """HMAC-SHA256 of the normalised value, as 64 hex characters."""
-    return hmac.new(key, normalise(value).encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(key, normalise(value).encode(), "sha256").hex()
 
 
 def mask_value(value: Any, keep: str) -> str:
@@ -91,21 +90,49 @@ def truncate_ip(value: Any) -> str | None:
     return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False).network_address)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _CompiledRule:
     segments: tuple[str, ...]
     action: str
     keep: str
+    exact: bool
 
 
 def _compile(rules: list[PiiRule]) -> list[_CompiledRule]:
-    compiled = [_CompiledRule(tuple(r.path.split(".")), r.action, r.keep) for r in rules]
+    compiled = []
+    for r in rules:
+        segments = tuple(r.path.split("."))
+        compiled.append(_CompiledRule(segments, r.action, r.keep, "*" not in segments))
     # exact paths first, then wildcard paths; the file order otherwise (sort is stable)
-    return sorted(compiled, key=lambda r: "*" in r.segments)
+    return sorted(compiled, key=lambda r: not r.exact)
+
+
+def _by_root(rules: list[_CompiledRule]) -> list[tuple[str, list[_CompiledRule]]]:
+    """The rules grouped by their root, in order: a root absent from an event skips them all.
+    (Paths under different roots never meet, so the order between roots does not matter.)"""
+    groups: dict[str, list[_CompiledRule]] = {}
+    for rule in rules:
+        groups.setdefault(rule.segments[0], []).append(rule)
+    return list(groups.items())
 
 
 def _render(path: Path) -> str:
     return ".".join(str(p) for p in path)
+
+
+def _exact_match(
+    doc: dict[str, Any], segments: tuple[str, ...]
+) -> list[tuple[Any, str | int, Path]] | None:
+    """The field an exact path names when it runs through objects only: [] when absent, None
+    when the path crosses an array (then :func:`_matches` resolves the indices)."""
+    node: Any = doc
+    for seg in segments[:-1]:
+        node = node.get(seg)
+        if type(node) is not dict:
+            return None if type(node) is list else []
+    if segments[-1] in node:
+        return [(node, segments[-1], segments)]
+    return []
 
 
 def _matches(
@@ -158,6 +185,7 @@ class Masker:
 
     def __init__(self, pii: PiiRules, hmac_key: bytes | None, key_version: str) -> None:
         self._rules = _compile(pii.rules)
+        self._rule_groups = _by_root(self._rules)
         self._detector = pii.detector if pii.detector.enabled else None
         uses_hash = any(r.action == "hash" for r in self._rules) or (
             self._detector is not None and self._detector.action == "hash"
@@ -184,19 +212,23 @@ class Masker:
         entries: list[str] = []
         handled: set[Path] = set()
         hashed = False
-        for rule in self._rules:
-            if not doc.get(rule.segments[0]):
-                continue  # the rule's root (properties, traits, ...) is empty in this event
-            for parent, key, path in _matches(doc, rule.segments, ()):
-                if path in handled:
-                    continue
-                handled.add(path)
-                if rule.action == "keep":
-                    continue
-                action = self._act(parent, key, rule.action, rule.keep)
-                if action is not None:
-                    hashed = hashed or action == "hash"
-                    entries.append(f"{_render(path)}:{action}")
+        for root, rules in self._rule_groups:
+            if not doc.get(root):
+                continue  # the root (properties, traits, ...) is empty in this event
+            for rule in rules:
+                found = _exact_match(doc, rule.segments) if rule.exact else None
+                if found is None:
+                    found = _matches(doc, rule.segments, ())
+                for parent, key, path in found:
+                    if path in handled:
+                        continue
+                    handled.add(path)
+                    if rule.action == "keep":
+                        continue
+                    action = self._act(parent, key, rule.action, rule.keep)
+                    if action is not None:
+                        hashed = hashed or action == "hash"
+                        entries.append(f"{_render(path)}:{action}")
         if self._detector is not None:
             roots = self._detector_roots
             if texts is not None:
@@ -233,38 +265,48 @@ class Masker:
         assert self._detector is not None
         kinds = self._detector.kinds
         action = self._detector.action
+        cache = self._findings
+        replace = self._replacer(action)
         hashed = False
 
         def visit(container: Any, prefix: Path) -> None:
+            # Most values hold no PII: a value's path is built only when something is found in
+            # it (or when it is a container to descend into), then checked against `handled`.
             nonlocal hashed
-            items: list[tuple[str | int, Any]]
-            if isinstance(container, dict):
-                items = list(container.items())
-            else:
-                items = list(enumerate(container))
             dropped: list[str | int] = []
+            items = container.items() if type(container) is dict else enumerate(container)
             for k, v in items:
-                path = (*prefix, k)
-                if isinstance(v, str):
-                    if path in handled:
-                        continue
-                    findings = self._findings.get(v)
+                kind = type(v)
+                if kind is str:
+                    findings = cache.get(v)
                     if findings is None:
+                        path = (*prefix, k)
+                        if path in handled:  # a rule's output (a hash, a truncated IP)
+                            continue
                         findings = find_pii(v, kinds)
                         if len(v) <= 512:
-                            if len(self._findings) >= 65_536:
-                                self._findings.clear()
-                            self._findings[v] = findings
-                    if not findings:
+                            if len(cache) >= 65_536:
+                                cache.clear()
+                            cache[v] = findings
+                        if not findings:
+                            continue
+                    elif not findings:
                         continue
+                    else:
+                        path = (*prefix, k)
+                        if path in handled:
+                            continue
                     if action == "drop":
                         dropped.append(k)
                     else:
-                        container[k] = _replace(v, findings, self._replacer(action))
+                        # replacing a value in place does not disturb the iteration
+                        container[k] = _replace(v, findings, replace)
                         hashed = hashed or action == "hash"
                     entries.append(f"{_render(path)}:{action}")
-                elif isinstance(v, dict | list) and path not in handled:
-                    visit(v, path)
+                elif (kind is dict or kind is list) and v:
+                    path = (*prefix, k)
+                    if path not in handled:
+                        visit(v, path)
             for k in reversed(dropped):
                 del container[k]
 

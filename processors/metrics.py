@@ -13,7 +13,8 @@ class ProcessorMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.events = Counter(
             "segflow_process_events_total",
-            "Raw records processed, by call type and outcome (clean, duplicate, dlq)",
+            "Raw records processed, by call type and outcome (clean, duplicate, "
+            "reverse_etl_echo: segflow's own reverse ETL calls coming back, dropped; dlq)",
             ["call_type", "outcome"],
             registry=registry,
         )
@@ -64,6 +65,12 @@ class ProcessorMetrics:
             "receivedAt - timestamp of processed events",
             ["call_type"],
             buckets=LATENESS_BUCKETS,
+            registry=registry,
+        )
+        self.stale_records = Counter(
+            "segflow_process_stale_records_total",
+            "Fetched records dropped unprocessed after a rebalance (read again from the "
+            "committed offsets by the partition's owner)",
             registry=registry,
         )
         self.batch_seconds = Histogram(

@@ -1,10 +1,14 @@
 """The per-event function of the processors: a decoded raw record in, an outcome out.
 
-dedupe -> PII masking -> identity stitching -> drift routing, with no I/O: the state it reads
-and changes is in memory and every change is returned as a changelog write, so the Faust agent
-only has to decode, call :meth:`Pipeline.process` and send what comes back, in one transaction.
-Masking runs before anything is built for a clean topic; drift sees masked values (the types
-that reach the warehouse) and reports field names only, never values.
+reverse ETL echo -> dedupe -> PII masking -> identity stitching -> drift routing, with no I/O:
+the state it reads and changes is in memory and every change is returned as a changelog write,
+so the Faust agent only has to decode, call :meth:`Pipeline.process` and send what comes back, in
+one transaction. Masking runs before anything is built for a clean topic; drift sees masked
+values (the types that reach the warehouse) and reports field names only, never values.
+
+Events segflow's own reverse ETL sent (``schemas.markers``) are dropped first, before dedupe:
+the warehouse already holds those facts, so they must not come back as new activity, and they
+leave no trace in the state.
 """
 
 from __future__ import annotations
@@ -20,32 +24,19 @@ from processors.drift import DRIFT_TABLE, DriftDetector, FieldChange
 from processors.masking import DOCUMENT_ROOTS, Masker
 from processors.state import ChangelogWrite
 from processors.stitching import IdentityGraph, StitchResult
+from schemas.avro_compiled import micros
 from schemas.errors import RecordError
+from schemas.markers import reverse_etl_sync
 from schemas.topics import CALL_TYPES
 
-_PASSTHROUGH = (
-    "type",
-    "messageId",
-    "source",
-    "anonymousId",
-    "userId",
-    "previousId",
-    "groupId",
-    "event",
-    "name",
-    "category",
-    "receivedAt",
-    "sentAt",
-    "originalTimestamp",
-    "timestamp",
-    "integrations",
-    "channel",
-)
+DUPLICATE = "duplicate"
+REVERSE_ETL_ECHO = "reverse_etl_echo"
 
 
 @dataclass(slots=True)
 class Outcome:
-    """What one raw record became. `clean` is None for a duplicate."""
+    """What one raw record became. `clean` is None when it was dropped (`dropped` says why:
+    ``duplicate`` or ``reverse_etl_echo``)."""
 
     call_type: str
     clean: dict[str, Any] | None
@@ -54,10 +45,11 @@ class Outcome:
     masked: list[str] = field(default_factory=list)
     refused: str | None = None
     lateness_s: float = 0.0
+    dropped: str | None = None
 
     @property
     def duplicate(self) -> bool:
-        return self.clean is None
+        return self.dropped == DUPLICATE
 
 
 def record_key(record: dict[str, Any]) -> str | None:
@@ -67,8 +59,28 @@ def record_key(record: dict[str, Any]) -> str | None:
     return record.get("anonymousId") or record.get("userId")
 
 
+def _micros(value: datetime | int) -> int:
+    return value if type(value) is int else micros(value)
+
+
+def is_reverse_etl_echo(record: dict[str, Any]) -> bool:
+    """True for an event segflow's reverse ETL sent (its context or integrations carry the
+    marker of :mod:`schemas.markers`).
+
+    The JSON texts are parsed only when they can hold the marker: its key is in them
+    (``segflow``/``Segflow``) or they hold an escape sequence that could spell it.
+    """
+    context = record.get("context") or ""
+    integrations = record.get("integrations") or ""
+    if not any("egflow" in text or "\\u" in text for text in (context, integrations)):
+        return False
+    return reverse_etl_sync(context, integrations) is not None
+
+
 def _load_map(record: dict[str, Any], name: str) -> dict[str, Any]:
     text = record.get(name) or "{}"
+    if text == "{}":
+        return {}
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
@@ -103,7 +115,12 @@ class Pipeline:
         now: datetime,
         writes: list[ChangelogWrite],
     ) -> Outcome:
-        """Process one decoded raw_event record; raises RecordError for a record it cannot."""
+        """Process one decoded raw_event record; raises RecordError for a record it cannot.
+
+        The record itself becomes the clean record (annotated in place, not copied). Its
+        timestamps may be datetimes or microseconds since the epoch (``AvroCodec.decode(...,
+        micros=True)``); they pass through as they are.
+        """
         call_type = raw.get("type")
         if call_type not in CALL_TYPES:
             raise RecordError(f"unknown call type {call_type!r}", code="invalid_record")
@@ -111,10 +128,12 @@ class Pipeline:
         if not message_id:
             raise RecordError("record without messageId", code="invalid_record")
         clock = now.timestamp()
-        received_at: datetime = raw["receivedAt"]
-        lateness = (received_at - raw["timestamp"]).total_seconds()
+        received_at: datetime | int = raw["receivedAt"]
+        lateness = (_micros(received_at) - _micros(raw["timestamp"])) / 1e6
+        if is_reverse_etl_echo(raw):
+            return Outcome(call_type, None, lateness_s=lateness, dropped=REVERSE_ETL_ECHO)
         if self.deduper.is_duplicate(partition, message_id, clock):
-            return Outcome(call_type, None, lateness_s=lateness)
+            return Outcome(call_type, None, lateness_s=lateness, dropped=DUPLICATE)
 
         doc = {name: _load_map(raw, name) for name in DOCUMENT_ROOTS}
         masked, hashed = self.masker.apply(doc, raw)
@@ -136,11 +155,12 @@ class Pipeline:
             writes.append(ChangelogWrite(DRIFT_TABLE, partition, fkey.encode(), ftype.encode()))
         self.deduper.remember(partition, message_id, clock, writes)
 
-        touched = {m.split(".", 1)[0] for m in masked}
+        clean = raw  # untouched maps pass through as received
+        # an entry is "<root>.<path>:<action>", or "<root>:<action>" for a rule on a whole root
+        touched = {m.partition(".")[0].partition(":")[0] for m in masked}
         touched.update(drift.unmapped)
-        clean: dict[str, Any] = {k: raw.get(k) for k in _PASSTHROUGH}
-        for name in ("properties", "traits", "context", "integrations", "extra"):
-            clean[name] = orjson.dumps(doc[name]).decode() if name in touched else raw.get(name)
+        for name in touched:
+            clean[name] = orjson.dumps(doc.get(name, {})).decode()
         clean["canonicalUserId"] = stitched.canonical_user_id
         clean["maskedFields"] = masked
         clean["piiKeyVersion"] = self.masker.key_version if hashed else None

@@ -66,6 +66,9 @@ class ProcessorSettings(SegflowSettings):
         None, ge=0, description="Seconds between webhook posts (overrides rules file)"
     )
     alert_timeout_s: float = Field(5.0, gt=0, description="Seconds a webhook post may take")
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "lz4", description="Compression of everything the worker produces (clean, state, DLQ)"
+    )
     changelog_replication: int = Field(
         1, ge=1, description="Replication factor of the state changelog topics"
     )

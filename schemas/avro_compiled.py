@@ -81,6 +81,8 @@ def varint(n: int) -> bytes:
 def read_long(data: bytes, pos: int) -> tuple[int, int]:
     """(zig-zag decoded long, position after it) of the varint at `pos`."""
     b = data[pos]
+    if b < 128:
+        return (b >> 1) ^ -(b & 1), pos + 1
     z = b & 0x7F
     shift = 7
     pos += 1
@@ -307,7 +309,9 @@ def _read_strings(data: bytes, pos: int) -> tuple[list[str], int]:
             pos = end
 
 
-def _read_statements(kind: str, target: str, indent: str, memo: str) -> list[str]:
+def _read_statements(
+    kind: str, target: str, indent: str, memo: str, micros: bool = False
+) -> list[str]:
     """Statements reading one value of `kind` at ``pos`` into `target` (None: skip it)."""
     into = target or "_"
     if kind == _STRING:
@@ -324,7 +328,7 @@ def _read_statements(kind: str, target: str, indent: str, memo: str) -> list[str
         ]
         body += [f"{into} = data[pos:end].decode()"] if target else []
         body += ["pos = end"]
-    elif kind == _LONG:
+    elif kind == _LONG or (kind == _TS and micros):
         body = [f"{into}, pos = read_long(data, pos)"]
     elif kind == _TS:
         body = ["n, pos = read_long(data, pos)"]
@@ -345,12 +349,14 @@ def _read_statements(kind: str, target: str, indent: str, memo: str) -> list[str
     return [indent + line for line in body]
 
 
-def compile_reader(writer: SchemaVersion, reader: SchemaVersion) -> Reader:
+def compile_reader(writer: SchemaVersion, reader: SchemaVersion, *, micros: bool = False) -> Reader:
     """A function framed bytes -> record, reading `writer`'s body into `reader`'s shape.
 
     The result equals ``fastavro.schemaless_reader(body, writer, reader)``; corrupt or truncated
     input raises CodecError. Fields must keep their type between versions (what segflow's
     schema evolution does: fields are added with defaults); other resolutions are refused.
+    With `micros`, timestamp-micros values stay ints (microseconds since the epoch, what the
+    writers accept as well) instead of becoming datetimes.
     """
     w_fields = _record_fields(writer)
     r_fields = _record_fields(reader)
@@ -376,7 +382,7 @@ def compile_reader(writer: SchemaVersion, reader: SchemaVersion) -> Reader:
             target = f"v{i}"
         env[f"M{i}"] = [(None, None)]
         if null_index is None:
-            lines += _read_statements(kind, target, "    ", f"M{i}")
+            lines += _read_statements(kind, target, "    ", f"M{i}", micros)
             continue
         lines += [
             "    b = data[pos]",
@@ -388,7 +394,7 @@ def compile_reader(writer: SchemaVersion, reader: SchemaVersion) -> Reader:
             f"    if b == {null_index}:",
             f"        {target or '_'} = None",
             f"    elif b == {1 - null_index}:",
-            *_read_statements(kind, target, "        ", f"M{i}"),
+            *_read_statements(kind, target, "        ", f"M{i}", micros),
             "    else:",
             "        raise CodecError('union branch out of range')",
         ]
@@ -413,6 +419,8 @@ def compile_reader(writer: SchemaVersion, reader: SchemaVersion) -> Reader:
     lines.append("    return {" + ", ".join(items) + "}")
     code = "\n".join(lines)
     label = f"<avro reader {writer.kind} v{writer.version}->v{reader.version}>"
+    if micros:
+        label = label[:-1] + " micros>"
     exec(compile(code, label, "exec"), env)
     compiled: Reader = env["read"]
     what = f"{reader.kind} body"

@@ -15,13 +15,22 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import resources
 from typing import Any
 
 import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
-from schemas.avro_compiled import HEADER_LEN, MAGIC, Reader, Writer, compile_reader, compile_writer
+from schemas.avro_compiled import (
+    HEADER_LEN,
+    MAGIC,
+    Reader,
+    Writer,
+    compile_reader,
+    compile_writer,
+)
+from schemas.avro_compiled import micros as to_micros
 from schemas.errors import CodecError, FatalError
 
 RAW_EVENT = "raw_event"
@@ -74,13 +83,16 @@ class AvroCodec:
                     self._writers[(v.kind, v.version)] = compile_writer(v)
                 except FatalError:
                     self._writers[(v.kind, v.version)] = None  # fastavro writes it
-        # writer fingerprint -> compiled reader into the newest version (None: fastavro reads)
+        # writer fingerprint -> compiled reader into the newest version (None: fastavro reads),
+        # with timestamps as datetimes and as micros
         self._readers: dict[bytes, Reader | None] = {}
+        self._micros_readers: dict[bytes, Reader | None] = {}
         for v in self._by_fingerprint.values():
-            try:
-                self._readers[v.fingerprint] = compile_reader(v, self._latest[v.kind])
-            except FatalError:
-                self._readers[v.fingerprint] = None
+            for micros, readers in ((False, self._readers), (True, self._micros_readers)):
+                try:
+                    readers[v.fingerprint] = compile_reader(v, self._latest[v.kind], micros=micros)
+                except FatalError:
+                    readers[v.fingerprint] = None
 
     def latest(self, kind: str) -> SchemaVersion:
         return self._latest[kind]
@@ -102,8 +114,12 @@ class AvroCodec:
             raise CodecError(f"record does not fit {kind} v{writer.version}: {exc}") from exc
         return buf.getvalue()
 
-    def decode(self, kind: str, data: bytes | None) -> dict[str, Any]:
-        """Decode framed bytes written with any known version of `kind` into its newest shape."""
+    def decode(self, kind: str, data: bytes | None, *, micros: bool = False) -> dict[str, Any]:
+        """Decode framed bytes written with any known version of `kind` into its newest shape.
+
+        Timestamps are aware UTC datetimes, or with `micros` ints (microseconds since the
+        epoch; :meth:`encode` takes either), which spares a hot path building datetimes.
+        """
         if data is None:
             raise CodecError("empty record (tombstone) where a value was expected", raw=None)
         if len(data) < HEADER_LEN or data[:2] != MAGIC:
@@ -113,7 +129,7 @@ class AvroCodec:
             raise CodecError("written with an unknown schema fingerprint", raw=data)
         if writer.kind != kind:
             raise CodecError(f"expected a {kind} record, got {writer.kind}", raw=data)
-        compiled = self._readers.get(writer.fingerprint)
+        compiled = (self._micros_readers if micros else self._readers).get(writer.fingerprint)
         if compiled is not None:
             return compiled(data if type(data) is bytes else bytes(data))
         reader = self._latest[kind]
@@ -127,4 +143,8 @@ class AvroCodec:
             raise CodecError(f"corrupt {kind} body: {type(exc).__name__}: {exc}", raw=data) from exc
         if not isinstance(record, dict):
             raise CodecError(f"{kind} body did not decode to a record", raw=data)
+        if micros:
+            for name, value in record.items():
+                if isinstance(value, datetime):
+                    record[name] = to_micros(value)
         return record

@@ -93,6 +93,14 @@ def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, An
     ]
     # blocked identifiers never link
     recs.append(raw_event("identify", anonymous_id="undefined", user_id="user-7"))
+    # segflow's own reverse ETL coming back: dropped, no clean record, no identity link
+    echo = raw_event(
+        "identify",
+        anonymous_id="echo-anon",
+        user_id="echo-user",
+        traits={"plan": "pro"},
+        context={"segflow": {"reverse_etl": "users-to-segment"}},
+    )
     later: list[dict[str, Any]] = []
     tracks = [
         raw_event(
@@ -119,7 +127,8 @@ def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, An
         )
     )
     unique = len(recs) + len(later) - 3
-    return recs, later, {"unique": unique, "tracks": tracks}
+    recs.append(echo)
+    return recs, later, {"unique": unique, "tracks": tracks, "echo": echo["messageId"]}
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +201,21 @@ def test_every_event_once_duplicates_dropped(run: dict[str, Any]) -> None:
     assert len(set(ids)) == len(ids)
     assert 'segflow_process_duplicates_total{call_type="track"} 2.0' in run["metrics"]
     assert 'segflow_process_duplicates_total{call_type="identify"} 1.0' in run["metrics"]
+
+
+def test_reverse_etl_echoes_are_dropped_and_counted(run: dict[str, Any]) -> None:
+    env: Env = run["env"]
+    assert run["expect"]["echo"] not in {c["messageId"] for c in _clean(run)}
+    identifiers = {
+        CODEC.decode(IDENTITY_LINK, r.value)["identifier"]
+        for r in run["records"]
+        if r.topic == env.topics.identity
+    }
+    assert not identifiers & {"echo-anon", "echo-user"}
+    assert (
+        'segflow_process_events_total{call_type="identify",outcome="reverse_etl_echo"} 1.0'
+        in run["metrics"]
+    )
 
 
 def test_no_masked_value_reaches_a_clean_topic(run: dict[str, Any]) -> None:

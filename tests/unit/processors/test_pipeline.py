@@ -14,8 +14,9 @@ from processors.masking import Masker
 from processors.pipeline import Pipeline, record_key
 from processors.state import ChangelogWrite
 from processors.stitching import IdentityGraph
-from runtime.rules import load_rules
-from schemas.codec import CLEAN_EVENT, AvroCodec
+from runtime.rules import PiiRule, load_rules
+from schemas.avro_compiled import micros
+from schemas.codec import CLEAN_EVENT, RAW_EVENT, AvroCodec
 from schemas.errors import RecordError
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -110,3 +111,64 @@ def test_record_key():
     assert record_key({"type": "alias", "previousId": "p", "userId": "u"}) == "p"
     assert record_key({"type": "track", "anonymousId": "a", "userId": "u"}) == "a"
     assert record_key({"type": "track", "anonymousId": None, "userId": "u"}) == "u"
+
+
+def echo_context(sync: str = "users-to-segment") -> str:
+    return orjson.dumps({"ip": "10.1.2.3", "segflow": {"reverse_etl": sync}}).decode()
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"context": echo_context()},
+        {"integrations": '{"Segflow": false}'},
+        # the marker's key spelt with a JSON escape is still the marker
+        {"context": '{"\\u0073egflow": {"reverse_etl": "s"}}'},
+    ],
+)
+def test_reverse_etl_echoes_are_dropped_before_dedupe_and_leave_no_state(over):
+    p = pipeline()
+    writes: list[ChangelogWrite] = []
+    out = p.process(raw(**over), b"a1", 0, NOW, writes)
+    assert out.clean is None and out.dropped == "reverse_etl_echo" and not out.duplicate
+    assert out.links == [] and out.changes == [] and writes == []
+    assert len(p.deduper.state) == 0 and len(p.graph.state) == 0
+    # the same messageId arriving as real activity later is not taken for a duplicate
+    again = p.process(raw(), b"a1", 0, NOW, [])
+    assert again.clean is not None
+
+
+def test_segflow_elsewhere_in_the_context_is_no_echo():
+    ctx = orjson.dumps({"app": {"name": "segflow-demo"}, "segflow": {"other": 1}}).decode()
+    out = pipeline().process(raw(context=ctx, integrations='{"Segflow": true}'), b"a1", 0, NOW, [])
+    assert out.clean is not None and out.dropped is None
+
+
+def test_timestamps_as_micros_give_the_same_clean_bytes():
+    codec = AvroCodec()
+    data = codec.encode(RAW_EVENT, raw())
+    as_datetimes = pipeline().process(codec.decode(RAW_EVENT, data), b"a1", 0, NOW, [])
+    as_micros = pipeline().process(codec.decode(RAW_EVENT, data, micros=True), b"a1", 0, NOW, [])
+    assert as_datetimes.clean is not None and as_micros.clean is not None
+    assert isinstance(as_micros.clean["receivedAt"], int)
+    assert as_micros.lateness_s == as_datetimes.lateness_s == 90
+    assert codec.encode(CLEAN_EVENT, as_micros.clean) == codec.encode(
+        CLEAN_EVENT, as_datetimes.clean
+    )
+    assert [lk["linkedAt"] for lk in as_micros.links] == [micros(NOW)] * 2
+
+
+def test_a_rule_on_a_whole_root_empties_it_on_the_clean_record():
+    rules = load_rules(None)
+    pii = rules.pii.model_copy(update={"rules": [PiiRule(path="traits", action="drop")]})
+    p = Pipeline(
+        Deduper(86_400, 1000),
+        Masker(pii, b"key", "v1"),
+        IdentityGraph(rules.identity, 1000),
+        DriftDetector(rules.tracking_plan, KnownFields(1000)),
+        rules.tracking_plan.mode,
+    )
+    out = p.process(raw(), b"a1", 0, NOW, [])
+    assert out.clean is not None
+    assert out.clean["traits"] == "{}" and "traits:drop" in out.masked
+    assert "A@B.co" not in AvroCodec().encode(CLEAN_EVENT, out.clean).decode("utf-8", "replace")

@@ -343,3 +343,21 @@ def test_read_long_reads_what_varint_writes() -> None:
         read_long(b"\xff" * 11, 0)
     with pytest.raises(IndexError):
         read_long(b"\x80", 0)
+
+
+def test_micros_readers_keep_timestamps_as_the_ints_the_writers_take() -> None:
+    latest = CODEC.latest(RAW_EVENT)
+    rec = record(sentAt=NOW + timedelta(seconds=2))
+    data = WRITE(rec)
+    as_micros = CODEC.decode(RAW_EVENT, data, micros=True)
+    as_datetimes = fastavro_decode(latest, latest, data)
+    for name, value in as_datetimes.items():
+        if isinstance(value, datetime):
+            assert as_micros[name] == micros(value), name
+        else:
+            assert as_micros[name] == value, name
+    assert WRITE(as_micros) == data  # the ints write the same bytes back
+    old = CODEC.versions[RAW_EVENT][0]
+    old_data = fastavro_encode(old, {k: v for k, v in rec.items() if k not in ("channel", "extra")})
+    resolved = compile_reader(old, latest, micros=True)(old_data)
+    assert resolved["receivedAt"] == micros(NOW) and resolved["extra"] == "{}"
