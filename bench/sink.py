@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -40,6 +38,7 @@ from tests.integration.sink_support import (  # noqa: E402
     encode_event,
     make_topics,
     produce,
+    scrape_metrics,
     sink_env,
 )
 
@@ -91,24 +90,11 @@ def make_records(n: int, seed: int = 7) -> list[dict[str, Any]]:
     return out
 
 
-def scrape(port: int) -> dict[str, float]:
-    """Sum of every sample of each metric family on the sink's /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    sums: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name = re.split(r"[{ ]", line, maxsplit=1)[0]
-        sums[name] = sums.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-    return sums
-
-
 def wait_metrics(sink: SinkProcess, port: int, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            scrape(port)
+            scrape_metrics(port)
             return
         except OSError:
             if not sink.alive():
@@ -183,6 +169,7 @@ def main() -> int:
     parser.add_argument("--naive-events", type=int, default=300)
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--log-level", default="WARNING", help="the sink's log level")
     args = parser.parse_args()
 
     run_id = uuid.uuid4().hex[:8]
@@ -208,7 +195,7 @@ def main() -> int:
         database,
         f"bench-{run_id}",
         SEGFLOW_SINK_METRICS_PORT=str(port),
-        SEGFLOW_LOG_LEVEL="WARNING",
+        SEGFLOW_LOG_LEVEL=args.log_level,
     )
     for name in (
         "SEGFLOW_SINK_FLUSH_AGE_S",
@@ -218,13 +205,14 @@ def main() -> int:
     ):
         env.pop(name, None)  # defaults, as shipped
     log = Path(f"/tmp/segflow-bench-sink-{run_id}.log")
+    print(f"sink log: {log}", flush=True)
     sink = SinkProcess(env, log).start()
     try:
         wait_metrics(sink, port)
         t0 = time.perf_counter()
         deadline = t0 + 900
         while True:
-            m = scrape(port)
+            m = scrape_metrics(port)
             if m.get("segflow_sink_flush_size_records_sum", 0) >= args.events:
                 break
             if time.perf_counter() > deadline or not sink.alive():

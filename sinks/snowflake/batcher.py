@@ -97,6 +97,15 @@ class Batcher:
     def owned(self) -> list[TopicPartition]:
         return list(self._buffers)
 
+    def stored(self) -> list[tuple[str, int, int]]:
+        """(topic, partition, next offset in the warehouse) of owned partitions loaded before."""
+        return [(b.topic, b.partition, b.base) for b in self._buffers.values() if b.base >= 0]
+
+    def held(self, topic: str, partition: int) -> int:
+        """Records buffered for a partition and not flushed yet."""
+        buf = self._buffers.get((topic, partition))
+        return 0 if buf is None else buf.records
+
     def position(self, topic: str, partition: int) -> int | None:
         """Where consumption of the partition stands (next offset), if known."""
         buf = self._buffers.get((topic, partition))
@@ -151,13 +160,14 @@ class Batcher:
                 return True
         return False
 
-    def take(self) -> FlushBatch | None:
-        """Everything buffered, as one flush; buffers restart where the taken ones end."""
+    def take(self, partitions: set[TopicPartition] | None = None) -> FlushBatch | None:
+        """Everything buffered (of `partitions` only, if given), as one flush; buffers restart
+        where the taken ones end."""
         slices: list[PartitionSlice] = []
         rows: list[TableRow] = []
         total_bytes = 0
         for key, buf in self._buffers.items():
-            if buf.next_offset is None:
+            if buf.next_offset is None or (partitions is not None and key not in partitions):
                 continue
             slices.append(
                 PartitionSlice(buf.topic, buf.partition, buf.base, buf.next_offset, buf.records)

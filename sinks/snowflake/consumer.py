@@ -1,12 +1,20 @@
 """The sink's Kafka loop (confluent-kafka): thin, the decisions live in batcher/rows/loader.
 
-- read_committed consumer of segment.events.* and segment.identity, cooperative rebalancing;
+- read_committed consumer of segment.events.*, segment.identity and segment.schema-changes (the
+  processors' findings, loaded beside the sink's own), cooperative rebalancing;
 - on assignment each partition starts at the offset stored in the warehouse (not Kafka's);
 - records become rows (rows.py) in per-partition buffers (batcher.py); when a buffer is full or
   old, every buffer that moved is flushed as one warehouse transaction (loader.py);
+- a flush runs in a worker thread while the next records are consumed and turned into rows (the
+  warehouse is another process: its time overlaps ours). At most one flush is in flight; the
+  buffers behind it start at its new offsets, so the next flush's compare-and-set expects what
+  it commits. Every outcome is handled here, in the consumer's thread, before the warehouse
+  connection is used again (`_settle`);
 - after the warehouse committed, the offsets are committed to Kafka too, as advice only;
 - a retryable warehouse error pauses consumption, backs off and retries the same batch; a
   fenced flush (another instance moved the offsets) drops the batch and re-seeks;
+- revoked partitions are flushed before they are released (a stop or a rebalance does not throw
+  away what was read); lost ones are dropped;
 - undecodable records go to the DLQ with their origin, and their partition moves on.
 """
 
@@ -17,6 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
@@ -24,7 +33,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from runtime.health import HealthState
 from runtime.kafka_config import consumer_config, producer_config
 from runtime.rules import Rules
-from schemas.codec import CLEAN_EVENT, IDENTITY_LINK, AvroCodec
+from schemas.codec import CLEAN_EVENT, IDENTITY_LINK, SCHEMA_CHANGE, AvroCodec
 from schemas.errors import FatalError, RecordError, RetryableError
 from schemas.topics import (
     HEADER_ERROR,
@@ -35,9 +44,16 @@ from schemas.topics import (
 )
 from sinks.snowflake.batcher import Batcher, FlushBatch
 from sinks.snowflake.errors import FencedError
-from sinks.snowflake.loader import SnowflakeLoader
+from sinks.snowflake.loader import FlushResult, SnowflakeLoader
 from sinks.snowflake.metrics import SinkMetrics
-from sinks.snowflake.rows import Origin, TableRow, event_rows, identity_row, schema_name
+from sinks.snowflake.rows import (
+    Origin,
+    TableRow,
+    event_rows,
+    identity_row,
+    schema_change_row,
+    schema_name,
+)
 from sinks.snowflake.settings import SinkSettings
 
 logger = logging.getLogger(__name__)
@@ -74,14 +90,16 @@ class SinkConsumer:
         self.clock = clock
         topics = settings.kafka.topics
         self.identity_topic = topics.identity
+        self.changes_topic = topics.schema_changes
         self.dlq_topic = topics.dlq
-        self.topics = [*topics.all_clean(), topics.identity]
+        self.topics = [*topics.all_clean(), topics.identity, topics.schema_changes]
         self.codec = AvroCodec()
         self.batcher = Batcher(
             settings.flush_rows,
             settings.flush_bytes,
             settings.flush_age_s,
-            settings.max_buffered_bytes,
+            # half for the buffers, half for the flush in flight behind them
+            settings.max_buffered_bytes // 2,
         )
         self._audit = {s.name: s.audit for s in rules.sources}
         self._stop = threading.Event()
@@ -90,6 +108,12 @@ class SinkConsumer:
         self._lost: set[TP] = set()  # revoked while a flush was retrying
         self._dlq_pending = 0
         self._last_lag = 0.0
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="sink-flush")
+        self._inflight: tuple[FlushBatch, Future[FlushResult]] | None = None
+        self._reseek_later: set[TP] = set()  # kept partitions of a batch abandoned in a callback
+        self._retrying = False
+        self._stopping = False
+        self._counters: dict[tuple[str, str], Any] = {}  # records counter children
         self.consumer: Any = None
         self.producer: Any = None
 
@@ -119,23 +143,42 @@ class SinkConsumer:
         try:
             while not stop.is_set():
                 self._step()
+            logger.info("stopping: flushing %d buffered records", self.batcher.total_records)
             self._flush(final=True)
+            self._commit(
+                [TopicPartition(t, p, o) for t, p, o in self.batcher.stored()], asynchronous=False
+            )
         finally:
             self.health.set_ready(False, "stopping")
+            self._stopping = True
             try:
+                try:
+                    self._settle(in_callback=True)  # after an error: wait for the worker
+                except Exception:  # the error that stopped the loop is the one reported
+                    logger.warning("flush in flight failed while stopping", exc_info=True)
                 self.consumer.close()
             finally:
+                self._worker.shutdown(wait=True)
                 self.producer.flush(10)
                 self.loader.close()
 
     def _step(self) -> None:
         messages = self.consumer.consume(self.settings.consume_batch, 0.2)
         self._skip.clear()
+        if self._reseek_later:
+            later, self._reseek_later = sorted(self._reseek_later), set()
+            self._reseek_partitions(later)
         now = self.clock()
         for msg in messages:
             self._handle(msg, now)
         now = self.clock()
-        if self.batcher.ready(now):
+        if self._inflight is not None:
+            batch, future = self._inflight
+            # keep consuming while the warehouse works, up to the memory bound
+            full = self.batcher.total_bytes + batch.bytes >= self.settings.max_buffered_bytes
+            if future.done() or full:
+                self._settle()
+        if self._inflight is None and self.batcher.ready(now):
             self._flush()
         self.metrics.buffered_bytes.set(self.batcher.total_bytes)
         self.metrics.buffered_records.set(self.batcher.total_records)
@@ -147,6 +190,7 @@ class SinkConsumer:
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
         logger.info("assigned %d partitions", len(tps))
+        self._settle(in_callback=True)  # the warehouse connection is needed: no flush in flight
         self._lost.difference_update(tps)
         self._start(tps)
 
@@ -170,6 +214,8 @@ class SinkConsumer:
             )
         self.consumer.incremental_assign(start)
         self._assigned.update(stored)
+        # Kafka's committed offsets follow the warehouse even where nothing is loaded any more
+        self._commit([tp for tp in start if tp.offset >= 0], asynchronous=True)
 
     def _read_offsets(self, tps: list[TP], create: bool) -> dict[TP, int] | None:
         delay = self.settings.retry_initial_s
@@ -187,15 +233,34 @@ class SinkConsumer:
                 delay = min(delay * 2, self.settings.retry_max_s)
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Still the owner until this returns: load what is held for these partitions first."""
+        tps = {(p.topic, p.partition) for p in partitions}
+        self._settle(in_callback=True, releasing=tps)
+        if not self._retrying and not self._stopping:  # a failing flush (or stop) drops them
+            batch = self.batcher.take(tps)
+            if batch is not None:
+                self._load(batch, in_callback=True)
         self._release(partitions, "revoked")
 
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Another instance may own these already: nothing of them is loaded any more."""
+        self._settle(in_callback=True, releasing={(p.topic, p.partition) for p in partitions})
         self._release(partitions, "lost")
 
     def _release(self, partitions: list[TopicPartition], why: str) -> None:
         tps = {(p.topic, p.partition) for p in partitions}
-        logger.info("%s %d partitions; their buffers are dropped", why, len(tps))
+        dropped = sum(self.batcher.held(t, p) for t, p in tps)
+        if dropped:
+            logger.warning(
+                "%s %d partitions; %d buffered records not loaded (the next owner reads them)",
+                why,
+                len(tps),
+                dropped,
+            )
+        else:
+            logger.info("%s %d partitions", why, len(tps))
         assigned = [TopicPartition(t, p) for t, p in tps if (t, p) in self._assigned]
+        self._reseek_later.difference_update(tps)
         for topic, partition in tps:
             self.batcher.drop(topic, partition)
             with contextlib.suppress(KeyError):
@@ -230,6 +295,8 @@ class SinkConsumer:
                     outcome = "suppressed"
                 else:
                     rows = [identity_row(link, origin)]
+            elif topic == self.changes_topic:
+                rows = [schema_change_row(self.codec.decode(SCHEMA_CHANGE, value), origin)]
             else:
                 record = self.codec.decode(CLEAN_EVENT, value)
                 if self._suppressed(
@@ -252,7 +319,12 @@ class SinkConsumer:
             outcome = "dlq"
         size = len(value) * MEMORY_PER_AVRO_BYTE if value else 64
         if self.batcher.add(topic, partition, offset, rows, size, now):
-            self.metrics.records.labels(topic, outcome).inc()
+            counter = self._counters.get((topic, outcome))
+            if counter is None:
+                counter = self._counters[(topic, outcome)] = self.metrics.records.labels(
+                    topic, outcome
+                )
+            counter.inc()
 
     def _suppressed(self, user_id: object, anonymous_id: object) -> bool:
         return self.suppressions is not None and self.suppressions.is_suppressed(
@@ -281,62 +353,148 @@ class SinkConsumer:
 
     # -- flushing ----------------------------------------------------------------------------
     def _flush(self, final: bool = False) -> None:
+        """Hand everything buffered to the worker (or, when stopping, load it here)."""
+        self._settle(final=final)
+        if self._reseek_later:
+            later, self._reseek_later = sorted(self._reseek_later), set()
+            self._reseek_partitions(later)
         batch = self.batcher.take()
         if batch is None:
             return
+        self._lost.clear()
+        if final:
+            self._load(batch, final=True)
+            return
+        self._ack_dlq()
+        self._inflight = (batch, self._worker.submit(self.loader.flush, batch))
+
+    def _ack_dlq(self) -> None:
+        """DLQ copies of the batch's undecodable records must be in Kafka before its offsets
+        move past them."""
         if self._dlq_pending:
             if self.producer.flush(30) > 0:
                 raise FatalError("DLQ records not acknowledged by Kafka; not committing offsets")
             self._dlq_pending = 0
-        self._lost.clear()
+
+    def _settle(
+        self, in_callback: bool = False, releasing: set[TP] | None = None, final: bool = False
+    ) -> None:
+        """Wait for the flush in flight and act on its outcome. Inside a rebalance callback a
+        failed flush is not retried (that needs consume()): its batch is abandoned and its
+        kept partitions re-read from the warehouse offsets after the callback."""
+        if self._inflight is None:
+            return
+        batch, future = self._inflight
+        self._inflight = None
+        try:
+            result = future.result()
+        except FencedError:
+            self._fenced(batch, in_callback)
+            return
+        except RetryableError as exc:
+            self.metrics.retries.inc()
+            self.metrics.flushes.labels("retried").inc()
+            if in_callback:
+                kept = {(s.topic, s.partition) for s in batch.slices} - (releasing or set())
+                logger.warning(
+                    "flush of %d records failed during a rebalance, not retried now (its "
+                    "partitions are re-read): %s",
+                    batch.records,
+                    exc,
+                )
+                self._reseek_later |= kept & self._assigned
+                return
+            self._load(batch, first_error=exc, final=final)
+            return
+        self._loaded(batch, result, sync_commit=False)
+
+    def _load(
+        self,
+        batch: FlushBatch,
+        *,
+        final: bool = False,
+        in_callback: bool = False,
+        first_error: RetryableError | None = None,
+    ) -> None:
+        """Load `batch` here, retrying retryable errors with back-off while serving the group.
+        A final or in-callback load gives up after a few attempts (nothing is committed)."""
+        self._ack_dlq()
         delay = self.settings.retry_initial_s
         attempts = 0
         paused: list[TopicPartition] = []
+        error = first_error
+        bounded = final or in_callback
+        self._retrying = True
         try:
             while True:
                 batch = batch.without(self._lost)
                 if not batch.slices:
                     return
-                try:
-                    result = self.loader.flush(batch)
-                    break
-                except FencedError:
-                    self.metrics.fenced.inc()
-                    self.metrics.flushes.labels("fenced").inc()
-                    logger.warning(
-                        "flush of %d records fenced: another instance moved the offsets; "
-                        "the batch is dropped and its partitions re-read",
-                        batch.records,
-                    )
-                    self._reseek(batch)
-                    return
-                except RetryableError as exc:
+                if error is not None:
                     attempts += 1
-                    self.metrics.retries.inc()
-                    self.metrics.flushes.labels("retried").inc()
                     limit = self.settings.retry_max_attempts
+                    if in_callback and attempts >= 3:
+                        logger.warning(
+                            "flush of %d records of revoked partitions failed %d times; not "
+                            "loaded here (the next owner reads them): %s",
+                            batch.records,
+                            attempts,
+                            error,
+                        )
+                        return
                     if (final and attempts >= 3) or (limit and attempts > limit):
                         raise FatalError(
-                            f"flush failed after {attempts} attempts, nothing committed: {exc}"
-                        ) from exc
+                            f"flush failed after {attempts} attempts, nothing committed: {error}"
+                        ) from error
                     logger.warning(
                         "flush of %d records failed, retry %d in %.1f s: %s",
                         batch.records,
                         attempts,
                         delay,
-                        exc,
+                        error,
                     )
                     self.health.set_ready(False, "warehouse unavailable")
-                    if not paused and not final:
+                    if not paused and not bounded:
                         paused = self.consumer.assignment()
                         self.consumer.pause(paused)
-                    self._wait(delay, final)
+                    self._wait(delay, bounded)
                     delay = min(delay * 2, self.settings.retry_max_s)
+                    batch = batch.without(self._lost)
+                    if not batch.slices:
+                        return
+                try:
+                    result = self.loader.flush(batch)
+                    break
+                except FencedError:
+                    self._fenced(batch, in_callback)
+                    return
+                except RetryableError as exc:
+                    if attempts or first_error is None:
+                        self.metrics.retries.inc()
+                        self.metrics.flushes.labels("retried").inc()
+                    error = exc
         finally:
+            self._retrying = False
             if paused:
                 still = [tp for tp in paused if (tp.topic, tp.partition) in self._assigned]
                 if still:
                     self.consumer.resume(still)
+        self._loaded(batch, result, sync_commit=bounded)
+
+    def _fenced(self, batch: FlushBatch, in_callback: bool) -> None:
+        self.metrics.fenced.inc()
+        self.metrics.flushes.labels("fenced").inc()
+        logger.warning(
+            "flush of %d records fenced: another instance moved the offsets; "
+            "the batch is dropped and its partitions re-read",
+            batch.records,
+        )
+        if in_callback:
+            self._reseek_later |= {(s.topic, s.partition) for s in batch.slices} & self._assigned
+        else:
+            self._reseek(batch)
+
+    def _loaded(self, batch: FlushBatch, result: FlushResult, sync_commit: bool) -> None:
         self.health.set_ready(True, "consuming")
         self.metrics.flushes.labels("committed").inc()
         self.metrics.flush_seconds.observe(result.seconds)
@@ -350,7 +508,7 @@ class SinkConsumer:
             result.seconds,
             result.statements,
         )
-        self._commit_advice(batch)
+        self._commit_advice(batch, asynchronous=not sync_commit)
 
     def _wait(self, seconds: float, final: bool) -> None:
         """Back off while serving the group (rebalance callbacks) and buffering what arrives."""
@@ -368,9 +526,11 @@ class SinkConsumer:
     def _reseek(self, batch: FlushBatch) -> None:
         """After fencing: forget the partitions' buffers and restart them where the warehouse
         says (the other writer's offsets)."""
-        tps = [
-            (s.topic, s.partition) for s in batch.slices if (s.topic, s.partition) in self._assigned
-        ]
+        self._reseek_partitions([(s.topic, s.partition) for s in batch.slices])
+
+    def _reseek_partitions(self, partitions: list[TP]) -> None:
+        self._settle()  # the warehouse connection is needed: no flush in flight
+        tps = [tp for tp in partitions if tp in self._assigned]
         if not tps:
             return
         self.consumer.incremental_unassign([TopicPartition(t, p) for t, p in tps])
@@ -380,16 +540,21 @@ class SinkConsumer:
         self._assigned.difference_update(tps)
         self._start(tps)
 
-    def _commit_advice(self, batch: FlushBatch) -> None:
-        offsets = [
-            TopicPartition(s.topic, s.partition, s.new)
-            for s in batch.slices
-            if (s.topic, s.partition) in self._assigned
-        ]
+    def _commit_advice(self, batch: FlushBatch, asynchronous: bool = True) -> None:
+        self._commit(
+            [
+                TopicPartition(s.topic, s.partition, s.new)
+                for s in batch.slices
+                if (s.topic, s.partition) in self._assigned
+            ],
+            asynchronous,
+        )
+
+    def _commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
         if not offsets:
             return
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=True)
+            self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
         except KafkaException as exc:  # advice only: the warehouse holds the truth
             logger.info("Kafka offset commit (advice) failed: %s", exc)
 

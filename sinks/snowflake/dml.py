@@ -63,11 +63,12 @@ def insert_new(
     columns: Mapping[str, str],
     staged: Mapping[str, str],
     lookback: bool,
+    lookback_column: str = "received_at",
 ) -> tuple[str, int]:
     """Insert staged rows whose id is not in the table (within the lookback when `lookback`),
     once per id. Binds: load-time values, schema, table, then the lookback bound if any."""
     names, exprs, binds = _select_list(columns, staged)
-    window = f' AND t."RECEIVED_AT" >= {LOAD_TS}' if lookback else ""
+    window = f" AND t.{quote(lookback_column)} >= {LOAD_TS}" if lookback else ""
     sql = (
         f"INSERT INTO {qualified(schema, table)} ({', '.join(names)}) "
         f"SELECT {', '.join(exprs)} FROM {quote(staging)} s "

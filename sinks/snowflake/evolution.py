@@ -85,6 +85,25 @@ def fit(column_type: str, vtype: str) -> Fit:
     return "misfit"
 
 
+def fits_as_is(column_type: str, value: Any) -> bool:
+    """A cheap check, without typing the value, that it fits an existing column unchanged:
+    True only where ``fit(column_type, value_type(value)) == "ok"`` (False means: type it)."""
+    if column_type in (VARCHAR, VARIANT):
+        return True
+    t = type(value)
+    if column_type == FLOAT:
+        return (t is float and value - value == 0.0) or (
+            t is int and -_NUMBER_LIMIT < value < _NUMBER_LIMIT
+        )
+    if column_type == NUMBER:
+        return t is int and -_NUMBER_LIMIT < value < _NUMBER_LIMIT
+    if column_type == BOOLEAN:
+        return t is bool
+    if column_type == TIMESTAMP:
+        return t is datetime
+    return False
+
+
 def column_type_from_warehouse(data_type: str, scale: int | None) -> str:
     """Our type name for an INFORMATION_SCHEMA.COLUMNS data_type (and numeric_scale)."""
     t = data_type.upper()
@@ -186,15 +205,23 @@ def plan(
                         cols[name] = typ
             cols_of[key] = cols
         new_cols = new_of.get(key)
+        creating = key in result.create_tables
         fixed = fixed_columns(row.table)
         moved: dict[str, Any] | None = None
         for name, value in row.values.items():
-            if name in fixed:
+            if value is None or name in fixed:
                 continue
+            ctype = cols.get(name)
+            if (
+                ctype is not None
+                and not creating
+                and (new_cols is None or name not in new_cols)
+                and fits_as_is(ctype, value)
+            ):
+                continue  # the steady state: an existing column and a value of its type
             vtype = value_type(value)
             if vtype is None:
                 continue
-            ctype = cols.get(name)
             if ctype is None:
                 if len(cols) >= max_columns:
                     moved = moved or {}
@@ -207,7 +234,7 @@ def plan(
                         new_cols = new_of.setdefault(key, {})
                     new_cols[name] = vtype
                 continue
-            if (new_cols is not None and name in new_cols) or key in result.create_tables:
+            if creating or (new_cols is not None and name in new_cols):
                 # a column this batch creates: its type follows all of the batch's values
                 merged = unify(ctype, vtype)
                 if merged != ctype:

@@ -36,7 +36,13 @@ from sinks.snowflake.metrics import SinkMetrics, table_label
 from sinks.snowflake.offsets import OffsetStore
 from sinks.snowflake.rows import TableRow, collapse
 from sinks.snowflake.staging import group_rows, staged_columns, write_parquet
-from sinks.snowflake.tables import SCHEMA_CHANGES, Kind, fixed_columns
+from sinks.snowflake.tables import (
+    DETECTED_BY_SINK,
+    SCHEMA_CHANGES,
+    Kind,
+    fixed_columns,
+    lookback_column,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +92,7 @@ class SnowflakeLoader:
         self._connect_fn = connect
         self._conn: Any = None
         self._layouts: dict[str, dict[str, Columns]] = {}
+        self._changes_ready: set[str] = set()  # schemas whose _segflow_schema_changes is current
         stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
         self.staging = f"{STAGING_PREFIX}{stamp}_{uuid.uuid4().hex[:8]}"
         self.offsets = OffsetStore(options.control_schema, options.group_id)
@@ -129,6 +136,7 @@ class SnowflakeLoader:
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
         self._layouts.clear()
+        self._changes_ready.clear()
         if conn is not None:
             try:
                 conn.close()
@@ -234,11 +242,6 @@ class SnowflakeLoader:
         for schema in {s for s, _ in p.create_tables}:
             if self._layouts.get(schema) is None:
                 self._run(ddl.create_schema(schema), kind="ddl")
-                self._run(
-                    ddl.create_table(schema, SCHEMA_CHANGES, fixed_columns(SCHEMA_CHANGES)),
-                    kind="ddl",
-                    table=SCHEMA_CHANGES,
-                )
         for (schema, table), cols in p.create_tables.items():
             self._run(ddl.create_table(schema, table, cols), kind="ddl", table=table)
         for (schema, table), cols in p.add_columns.items():
@@ -263,12 +266,42 @@ class SnowflakeLoader:
         for schema in touched:
             self._layouts.pop(schema, None)
 
+    def _ensure_changes_table(self, schema: str) -> None:
+        """`_segflow_schema_changes` of a schema exists with every column it has now (a table
+        made by an older version gets the new ones)."""
+        if schema in self._changes_ready:
+            return
+        layout = self._layouts.get(schema)
+        if layout is None:
+            layout = self._layout(schema) or {}
+        have = layout.get(SCHEMA_CHANGES)
+        fixed = fixed_columns(SCHEMA_CHANGES)
+        if have is None:
+            self._run(ddl.create_schema(schema), kind="ddl")
+            self._run(
+                ddl.create_table(schema, SCHEMA_CHANGES, fixed), kind="ddl", table=SCHEMA_CHANGES
+            )
+            self._layouts.pop(schema, None)
+        else:
+            missing = {n: t for n, t in fixed.items() if n not in have}
+            for name, typ in missing.items():
+                self._run(
+                    ddl.add_column(schema, SCHEMA_CHANGES, name, typ),
+                    kind="ddl",
+                    table=SCHEMA_CHANGES,
+                )
+            if missing:
+                self._layouts.pop(schema, None)
+        self._changes_ready.add(schema)
+
     def _record_changes(self, changes: Sequence[SchemaChange]) -> None:
+        """Columns the sink added or widened, recorded right away (DDL is not transactional)."""
         now = datetime.now(UTC).isoformat()
         by_schema: dict[str, list[SchemaChange]] = {}
         for c in changes:
             by_schema.setdefault(c.schema, []).append(c)
         for schema, items in by_schema.items():
+            self._ensure_changes_table(schema)
             binds: list[Any] = []
             for c in items:
                 binds += [
@@ -280,14 +313,16 @@ class SnowflakeLoader:
                     c.value_type,
                     c.occurrences,
                     c.example_message_id,
+                    uuid.uuid4().hex,
+                    DETECTED_BY_SINK,
                 ]
-            one = "(" + ", ".join(["?"] * 8) + ")"
+            one = "(" + ", ".join(["?"] * 10) + ")"
             self._run(
                 f'INSERT INTO {ddl.qualified(schema, SCHEMA_CHANGES)} ("DETECTED_AT", '
                 '"TABLE_NAME", "COLUMN_NAME", "CHANGE", "COLUMN_TYPE", "VALUE_TYPE", '
-                '"OCCURRENCES", "EXAMPLE_MESSAGE_ID") SELECT column1::TIMESTAMP_TZ, column2, '
-                "column3, column4, column5, column6, column7, column8 FROM VALUES "
-                + ", ".join([one] * len(items)),
+                '"OCCURRENCES", "EXAMPLE_MESSAGE_ID", "ID", "DETECTED_BY") '
+                "SELECT column1::TIMESTAMP_TZ, column2, column3, column4, column5, column6, "
+                "column7, column8, column9, column10 FROM VALUES " + ", ".join([one] * len(items)),
                 binds,
                 kind="insert",
                 table=SCHEMA_CHANGES,
@@ -337,9 +372,11 @@ class SnowflakeLoader:
                     m.column,
                     m.column_type,
                 )
+            for schema in {m.schema for m in p.misfits}:
+                self._ensure_changes_table(schema)
+                key = (schema, SCHEMA_CHANGES)
+                p.columns[key] = {**fixed_columns(SCHEMA_CHANGES), **p.columns.get(key, {})}
             p.rows.extend(_change_rows(p.misfits, now))
-            for m in p.misfits:
-                p.columns[(m.schema, SCHEMA_CHANGES)] = dict(fixed_columns(SCHEMA_CHANGES))
         groups = group_rows(p.rows)
         staged = staged_columns(groups.keys(), p.columns)
         path = self._stage_dir / f"segflow-flush-{load_id}.parquet"
@@ -390,10 +427,11 @@ class SnowflakeLoader:
                 where = [schema, table]
                 if kind is Kind.APPEND:
                     lookback = self.options.lookback_hours > 0
-                    sql, _ = dml.insert_new(self.staging, schema, table, cols, staged, lookback)
+                    on = lookback_column(table)
+                    sql, _ = dml.insert_new(self.staging, schema, table, cols, staged, lookback, on)
                     binds = head + where
                     if lookback:
-                        first = min(r.values["received_at"] for r in rows)
+                        first = min(r.values[on] for r in rows)
                         bound = first - timedelta(hours=self.options.lookback_hours)
                         binds.append(bound.isoformat())
                     cur = self._run(sql, binds, kind="insert", table=table)
@@ -460,8 +498,10 @@ def _change_rows(changes: Sequence[SchemaChange], now: datetime) -> list[TableRo
         TableRow(
             c.schema,
             SCHEMA_CHANGES,
-            Kind.PLAIN,
+            Kind.APPEND,
             {
+                "id": uuid.uuid4().hex,
+                "detected_by": DETECTED_BY_SINK,
                 "detected_at": now,
                 "table_name": c.table,
                 "column_name": c.column,

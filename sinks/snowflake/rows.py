@@ -9,14 +9,24 @@ that would land on a column segflow writes itself goes to ``_unmapped`` instead.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
 
-from schemas.naming import RESERVED_COLUMNS, event_table_name, snake_case
-from sinks.snowflake.tables import ACCOUNTS, AUDIT_LOG, IDENTITY_MAP, USERS, Kind, kind_of
+from schemas.naming import RESERVED_COLUMNS, event_table_name, path_column, snake_case
+from sinks.snowflake.tables import (
+    ACCOUNTS,
+    AUDIT_LOG,
+    DETECTED_BY_PROCESSORS,
+    IDENTITY_MAP,
+    SCHEMA_CHANGES,
+    USERS,
+    Kind,
+    kind_of,
+)
 
 CALL_TABLES = {
     "track": "tracks",
@@ -54,26 +64,49 @@ def schema_name(source: str | None) -> str:
 
 
 def _json_object(text: str | None) -> dict[str, Any]:
+    return _json_map(text)[0]
+
+
+_EMPTY = orjson.Fragment(b"{}")
+
+
+def _json_map(text: str | None) -> tuple[dict[str, Any], Any]:
+    """A free-form map's JSON text -> (the object, the same for a JSON document: the text
+    itself as an orjson.Fragment when it is a valid JSON object, so it is not serialized
+    again)."""
     if not text or text == "{}":
-        return {}
+        return {}, _EMPTY
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
-        return {"_invalid_json": text}
-    return value if isinstance(value, dict) else {"_value": value}
+        value = {"_invalid_json": text}
+        return value, value
+    if type(value) is dict:
+        return value, orjson.Fragment(text)
+    value = {"_value": value}
+    return value, value
 
 
-_COLUMNS: dict[tuple[str, str], str] = {}
+_SCALARS = frozenset({str, int, float, bool})
+# prefix -> key -> (column, whether segflow owns that name); bounded, names repeat endlessly
+_COLUMNS: dict[str, dict[str, tuple[str, bool]]] = {}
+_COLUMNS_MAX = 200_000
+_column_count = 0
 
 
-def _column(prefix: str, key: str) -> str:
-    """The column of `key` under `prefix`, as schemas.naming.flatten names it (cached)."""
-    cached = _COLUMNS.get((prefix, key))
+def _column(prefix: str, key: str) -> tuple[str, bool]:
+    """The column of `key` under `prefix`, as schemas.naming.flatten names it, and whether
+    it is a name segflow writes itself (cached)."""
+    global _column_count
+    by_key = _COLUMNS.get(prefix)
+    cached = by_key.get(key) if by_key is not None else None
     if cached is None:
         part = snake_case(key)
-        cached = f"{prefix}_{part}" if prefix and part else (part or prefix)
-        if len(_COLUMNS) < 200_000:
-            _COLUMNS[(prefix, key)] = cached
+        column = f"{prefix}_{part}" if prefix and part else (part or prefix)
+        cached = (column, column in RESERVED_COLUMNS or column.startswith("_segflow"))
+        if _column_count < _COLUMNS_MAX:
+            _COLUMNS.setdefault(prefix, {})[key] = cached
+            _column_count += 1
     return cached
 
 
@@ -82,18 +115,22 @@ def _spread(
 ) -> None:
     """Flatten `obj` into `target` (schemas.naming.flatten's rules, without a generator per
     level); names segflow owns or already taken go to `unmapped`."""
+    by_key = _COLUMNS.get(prefix) or {}
     for key, value in obj.items():
         if value is None:
             continue
-        column = _column(prefix, key if type(key) is str else str(key))
+        entry = by_key.get(key)
+        column, own = entry if entry is not None else _column(prefix, str(key))
         if not column:
             continue
-        if isinstance(value, dict):
-            _spread(target, value, column, unmapped)
-            continue
-        if isinstance(value, list | tuple):
-            value = orjson.dumps(value).decode()
-        if column in target or column in RESERVED_COLUMNS or column.startswith("_segflow"):
+        t = type(value)
+        if t not in _SCALARS:
+            if isinstance(value, dict):
+                _spread(target, value, column, unmapped)
+                continue
+            if isinstance(value, list | tuple):
+                value = orjson.dumps(value).decode()
+        if own or column in target:
             unmapped[column] = value
         else:
             target[column] = value
@@ -106,7 +143,7 @@ def event_rows(record: dict[str, Any], origin: Origin, *, audit: bool) -> list[T
     schema = schema_name(record.get("source"))
     mid = record["messageId"]
     masked = record.get("maskedFields") or None
-    context = _json_object(record.get("context"))
+    context, context_doc = _json_map(record.get("context"))
     base: dict[str, Any] = {
         "id": mid,
         "anonymous_id": record.get("anonymousId"),
@@ -128,14 +165,13 @@ def event_rows(record: dict[str, Any], origin: Origin, *, audit: bool) -> list[T
     unmapped = _json_object(record.get("unmapped"))
     unmapped.update(ctx_unmapped)
     rows: list[TableRow] = []
-    payload_maps: dict[str, Any] = {"context": context}
+    payload_maps: dict[str, Any] = {"context": context_doc}
 
     if call == "track":
         name = record.get("event") or ""
         base["event"] = event_table_name(name)
         base["event_text"] = name
-        props = _json_object(record.get("properties"))
-        payload_maps["properties"] = props
+        props, payload_maps["properties"] = _json_map(record.get("properties"))
         rows.append(TableRow(schema, "tracks", Kind.APPEND, base, ctx_unmapped or None, mid))
         values = dict(base)
         own = dict(unmapped)
@@ -145,13 +181,11 @@ def event_rows(record: dict[str, Any], origin: Origin, *, audit: bool) -> list[T
     elif call in ("page", "screen"):
         base["name"] = record.get("name")
         base["category"] = record.get("category")
-        props = _json_object(record.get("properties"))
-        payload_maps["properties"] = props
+        props, payload_maps["properties"] = _json_map(record.get("properties"))
         _spread(base, props, "", unmapped)
         rows.append(TableRow(schema, str(table), Kind.APPEND, base, unmapped or None, mid))
     elif call in ("identify", "group"):
-        traits = _json_object(record.get("traits"))
-        payload_maps["traits"] = traits
+        traits, payload_maps["traits"] = _json_map(record.get("traits"))
         profile_id = record.get("userId") if call == "identify" else record.get("groupId")
         if call == "group":
             base["group_id"] = record.get("groupId")
@@ -175,15 +209,23 @@ def event_rows(record: dict[str, Any], origin: Origin, *, audit: bool) -> list[T
     return rows
 
 
+_SPREAD_MAPS = ("properties", "traits", "context")
+_OTHER_MAPS = ("integrations", "extra")
+
+
 def audit_row(
     record: dict[str, Any], origin: Origin, schema: str, maps: dict[str, Any]
 ) -> TableRow:
-    """The audit_log row: the whole masked event as a JSON document, with where it came from."""
-    payload = {k: v for k, v in record.items() if k not in ("properties", "traits", "context")}
-    for key in ("integrations", "extra"):
+    """The audit_log row: the whole masked event as a JSON document, with where it came from.
+    `maps` holds the free-form maps the event's table rows were made from (JSON documents or
+    orjson Fragments of their text)."""
+    payload = dict(record)
+    for key in _SPREAD_MAPS:
+        payload.pop(key, None)
+    for key in _OTHER_MAPS:
         if key in payload:
-            payload[key] = _json_object(payload[key])
-    payload["unmapped"] = _json_object(record.get("unmapped"))
+            payload[key] = _json_map(payload[key])[1]
+    payload["unmapped"] = _json_map(record.get("unmapped"))[1]
     payload.update(maps)
     values = {
         "id": record["messageId"],
@@ -216,6 +258,48 @@ def identity_row(link: dict[str, Any], origin: Origin) -> TableRow:
     }
     return TableRow(
         schema, IDENTITY_MAP, kind_of(IDENTITY_MAP), values, None, link.get("messageId") or ""
+    )
+
+
+_MAP_ROOTS = ("properties.", "traits.")
+_CHANGE_IDS = uuid.UUID("6f1d0c9e-3a51-4a57-9a5e-5c3f7f0b2d11")
+
+
+def schema_change_row(change: dict[str, Any], origin: Origin) -> TableRow:
+    """The `_segflow_schema_changes` row of one schema_change record of the processors (a new
+    property or a type change, first seen in event `messageId`). Its id is derived from the
+    record's content, so a replayed or re-sent record is loaded once."""
+    call = change["callType"]
+    event = change.get("event")
+    field = change["field"]
+    table = event_table_name(event) if call == "track" and event else CALL_TABLES.get(call, call)
+    path = next((field[len(r) :] for r in _MAP_ROOTS if field.startswith(r)), field)
+    key = "|".join(
+        str(change.get(k) or "")
+        for k in ("source", "callType", "event", "field", "change", "previousType", "newType")
+    )
+    mid = change["messageId"]
+    values = {
+        "id": str(uuid.uuid5(_CHANGE_IDS, f"{key}|{mid}")),
+        "detected_at": change["detectedAt"],
+        "detected_by": DETECTED_BY_PROCESSORS,
+        "table_name": table,
+        "column_name": path_column(path),
+        "change": change["change"],
+        "previous_type": change.get("previousType"),
+        "value_type": change["newType"],
+        "occurrences": 1,
+        "example_message_id": mid,
+        "call_type": call,
+        "event": event,
+        "field": field,
+        "mode": change.get("mode"),
+        "_segflow_topic": origin.topic,
+        "_segflow_partition": origin.partition,
+        "_segflow_offset": origin.offset,
+    }
+    return TableRow(
+        schema_name(change.get("source")), SCHEMA_CHANGES, Kind.APPEND, values, None, mid
     )
 
 

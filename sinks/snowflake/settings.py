@@ -31,7 +31,7 @@ class SinkSettings(SegflowSettings):
     max_buffered_bytes: int = Field(
         256 * 1024 * 1024,
         gt=0,
-        description="Flush everything when all buffers together hold this many bytes",
+        description="Memory bound of all buffers and the flush in flight; a flush starts at half",
     )
     fetch_queue_kbytes: int = Field(
         32_768, gt=0, description="librdkafka pre-fetch queue (queued.max.messages.kbytes)"

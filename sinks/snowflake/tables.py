@@ -26,7 +26,7 @@ class Kind(StrEnum):
     APPEND = "append"  # events: inserted unless their id is there within the lookback
     MERGE = "merge"  # users, accounts: latest traits per id, older traits kept where absent
     REPLACE = "replace"  # identity_map: the newest link per identifier replaces the old one
-    PLAIN = "plain"  # _segflow_schema_changes: appended as is
+    PLAIN = "plain"  # appended as is
 
 
 USERS = "users"
@@ -112,6 +112,16 @@ _SPECIAL: dict[str, dict[str, str]] = {
         "value_type": VARCHAR,
         "occurrences": NUMBER,
         "example_message_id": VARCHAR,
+        # added later (tables made before get them on first use): which stage saw it, the
+        # processors' view of it, and an id that makes the load idempotent
+        "id": VARCHAR,
+        "detected_by": VARCHAR,
+        "call_type": VARCHAR,
+        "event": VARCHAR,
+        "field": VARCHAR,
+        "previous_type": VARCHAR,
+        "mode": VARCHAR,
+        **_ORIGIN,
     },
 }
 
@@ -139,9 +149,17 @@ def kind_of(table: str) -> Kind:
         return Kind.MERGE
     if table == IDENTITY_MAP:
         return Kind.REPLACE
-    if table == SCHEMA_CHANGES:
-        return Kind.PLAIN
     return Kind.APPEND
+
+
+# Stages that detect schema changes (`_segflow_schema_changes.detected_by`).
+DETECTED_BY_SINK = "sink"
+DETECTED_BY_PROCESSORS = "processors"
+
+
+def lookback_column(table: str) -> str:
+    """The time column an APPEND table's idempotence window is measured on."""
+    return "detected_at" if table == SCHEMA_CHANGES else "received_at"
 
 
 def merge_key(table: str) -> tuple[str, ...]:

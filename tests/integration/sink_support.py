@@ -5,9 +5,11 @@ does not need the edge or the processors)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -15,12 +17,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Message, Producer
 
 from runtime.services import emulator
 from runtime.settings import KafkaSettings
 from runtime.topic_admin import create_topics, expected_topics
-from schemas.codec import CLEAN_EVENT, IDENTITY_LINK, AvroCodec
+from schemas.codec import CLEAN_EVENT, IDENTITY_LINK, SCHEMA_CHANGE, AvroCodec
 from schemas.topics import Topics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,6 +105,29 @@ def encode_link(link: dict[str, Any]) -> tuple[bytes, bytes]:
     return str(link["identifier"]).encode(), _codec.encode(IDENTITY_LINK, link)
 
 
+def schema_change(field: str, *, event: str = "Order Completed", **over: Any) -> dict[str, Any]:
+    """A schema_change record as the processors publish it (a new property of a track event)."""
+    record: dict[str, Any] = {
+        "source": "web",
+        "callType": "track",
+        "event": event,
+        "field": field,
+        "change": "new_property",
+        "previousType": None,
+        "newType": "string",
+        "mode": "evolve",
+        "messageId": f"m-{uuid.uuid4().hex}",
+        "detectedAt": _BASE_TIME,
+    }
+    record.update(over)
+    return record
+
+
+def encode_change(change: dict[str, Any]) -> tuple[bytes, bytes]:
+    key = f"{change['source']}.{change['callType']}.{change['event'] or ''}.{change['field']}"
+    return key.encode(), _codec.encode(SCHEMA_CHANGE, change)
+
+
 def make_topics(bootstrap: str, prefix: str, partitions: int = 3) -> Topics:
     settings = KafkaSettings(bootstrap=bootstrap, topic_prefix=prefix)
     create_topics(settings, expected_topics(settings.topics, partitions=partitions))
@@ -110,8 +135,13 @@ def make_topics(bootstrap: str, prefix: str, partitions: int = 3) -> Topics:
 
 
 def produce(
-    bootstrap: str, topic: str, messages: Iterable[tuple[bytes, bytes | None]], **conf: Any
+    bootstrap: str,
+    topic: str,
+    messages: Iterable[tuple[bytes, bytes | None]],
+    partition: int | None = None,
+    **conf: Any,
 ) -> int:
+    """Produce (key, value) pairs, in order (to one `partition` if given); waits for acks."""
     producer = Producer(
         {"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True, **conf}
     )
@@ -119,7 +149,10 @@ def produce(
     for key, value in messages:
         while True:
             try:
-                producer.produce(topic, value=value, key=key)
+                if partition is None:
+                    producer.produce(topic, value=value, key=key)
+                else:
+                    producer.produce(topic, value=value, key=key, partition=partition)
                 break
             except BufferError:
                 producer.poll(0.1)
@@ -239,6 +272,51 @@ class Warehouse:
             if getattr(exc, "errno", None) == 2003:
                 return []
             raise
+
+
+def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 30.0) -> list[Message]:
+    """The first `count` records of `topic` (all partitions), read from the beginning."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    consumer.subscribe([topic])
+    out: list[Message] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < count and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                out.append(msg)
+    finally:
+        consumer.close()
+    return out
+
+
+def scrape_samples(port: int) -> dict[str, float]:
+    """Every sample on a process's /metrics, by name with its labels."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def scrape_metrics(port: int) -> dict[str, float]:
+    """Sum of every sample of each metric family on a process's /metrics."""
+    sums: dict[str, float] = {}
+    for sample, value in scrape_samples(port).items():
+        name = re.split(r"[{ ]", sample, maxsplit=1)[0]
+        sums[name] = sums.get(name, 0.0) + value
+    return sums
 
 
 def poll_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.3) -> T:

@@ -1,5 +1,6 @@
 """The Snowflake sink on the real broker and the emulator, through the real connector: Segment's
-tables and columns, latest traits, idempotence, schema evolution, suppression, fencing."""
+tables and columns, latest traits, idempotence, schema evolution, suppression, fencing, the DLQ,
+the processors' schema changes, and a stop or rebalance that loads what the sink holds."""
 
 from __future__ import annotations
 
@@ -10,25 +11,38 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from runtime.settings import KafkaSettings, WarehouseSettings
 from runtime.suppressions import publish_suppressions
+from schemas.topics import (
+    HEADER_ERROR_CODE,
+    HEADER_ORIGIN_OFFSET,
+    HEADER_ORIGIN_PARTITION,
+    HEADER_ORIGIN_TOPIC,
+)
 from sinks.snowflake.batcher import FlushBatch, PartitionSlice
 from sinks.snowflake.errors import FencedError
 from sinks.snowflake.loader import LoaderOptions, SnowflakeLoader
 from sinks.snowflake.metrics import SinkMetrics
 from sinks.snowflake.rows import Origin, event_rows
+from tests.integration.conftest import free_port
 from tests.integration.sink_support import (
     SinkProcess,
     Warehouse,
     clean_event,
+    encode_change,
     encode_event,
     encode_link,
     identity_link,
     make_topics,
     poll_until,
     produce,
+    read_topic,
+    schema_change,
+    scrape_metrics,
+    scrape_samples,
     sink_env,
 )
 
@@ -274,3 +288,147 @@ def test_a_stale_writer_is_fenced(warehouse_conn_params: dict[str, Any]) -> None
     assert stale_metrics.rollbacks._value.get() == 1  # type: ignore[attr-defined]
     owner.close()
     stale.close()
+
+
+def test_undecodable_records_go_to_the_dlq_and_processor_schema_changes_are_loaded(
+    run: dict[str, Any],
+) -> None:
+    """A poison record in the middle of a partition goes to the DLQ with its origin while the
+    records around it load; the processors' schema_change records land (once, even re-sent) in
+    `_segflow_schema_changes` beside the sink's own, each saying which stage detected it."""
+    wh = Warehouse(run["database"])
+    topic = run["topics"].clean("track")
+    before = [clean_event("track", i, message_id=f"ok-{i}") for i in range(3)]
+    after = [clean_event("track", i, message_id=f"ok-{i}") for i in range(3, 6)]
+    poison = b"\x00not an avro record"
+    messages = [encode_event(r) for r in before] + [(b"k", poison)]
+    messages += [encode_event(r) for r in after]
+    produce(run["bootstrap"], topic, messages, partition=0)
+    change = schema_change("properties.giftWrap", messageId="ok-4")
+    resent = encode_change(change)
+    produce(run["bootstrap"], run["topics"].schema_changes, [resent, resent])
+    port = free_port()
+    sink = start_sink(run, f"g-{uuid.uuid4().hex[:6]}", SEGFLOW_SINK_METRICS_PORT=str(port))
+
+    def ids() -> set[str]:
+        return {r[0] for r in wh.try_query('SELECT "ID" FROM "WEB"."TRACKS"')}
+
+    poll_until(lambda: ids() == {f"ok-{i}" for i in range(6)}, 60, "the records around it")
+    dead = read_topic(run["bootstrap"], run["topics"].dlq, 1)
+    assert len(dead) == 1 and dead[0].value() == poison
+    headers = dict(dead[0].headers() or [])
+    assert headers[HEADER_ORIGIN_TOPIC] == topic.encode()
+    assert (headers[HEADER_ORIGIN_PARTITION], headers[HEADER_ORIGIN_OFFSET]) == (b"0", b"3")
+    assert headers[HEADER_ERROR_CODE]
+    # the partition moved past it: the warehouse holds the offset after the last record
+    poll_until(
+        lambda: (
+            wh.query(
+                'SELECT "NEXT_OFFSET" FROM "_SEGFLOW"."_SEGFLOW_OFFSETS" WHERE "TOPIC" = ? '
+                'AND "PARTITION" = 0',
+                [topic],
+            )
+            == [(7,)]
+        ),
+        30,
+        "the offset past the poison record",
+    )
+    dlq = [
+        v
+        for k, v in scrape_samples(port).items()
+        if k.startswith("segflow_sink_records_total{") and 'outcome="dlq"' in k
+    ]
+    assert sum(dlq) == 1.0
+
+    changes = wh.query(
+        'SELECT "DETECTED_BY", "TABLE_NAME", "COLUMN_NAME", "CHANGE", "VALUE_TYPE", '
+        '"CALL_TYPE", "EVENT", "FIELD", "MODE", "EXAMPLE_MESSAGE_ID" '
+        'FROM "WEB"."_SEGFLOW_SCHEMA_CHANGES" WHERE "DETECTED_BY" = \'processors\''
+    )
+    assert changes == [
+        (
+            "processors",
+            "order_completed",
+            "gift_wrap",
+            "new_property",
+            "string",
+            "track",
+            "Order Completed",
+            "properties.giftWrap",
+            "evolve",
+            "ok-4",
+        )
+    ]
+    sink_rows = wh.query(
+        'SELECT "TABLE_NAME", "COLUMN_NAME", "CHANGE" FROM "WEB"."_SEGFLOW_SCHEMA_CHANGES" '
+        "WHERE \"DETECTED_BY\" = 'sink'"
+    )
+    assert ("order_completed", "revenue", "column_added") in sink_rows
+    assert sink.stop() == 0
+
+
+def test_a_stopping_or_rebalanced_sink_loads_what_it_holds(run: dict[str, Any]) -> None:
+    """No age or size trigger fires (flush age 10 min): what the sink has read is loaded when
+    a second instance takes some of its partitions, and the rest when it gets SIGTERM; Kafka's
+    committed offsets then match the warehouse, and nothing is loaded twice."""
+    wh = Warehouse(run["database"])
+    records = [
+        clean_event(call, i, message_id=f"held-{call}-{i}") for call in CALLS for i in range(10)
+    ]
+    send(run, records)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    held = {"SEGFLOW_SINK_FLUSH_AGE_S": "600", "SEGFLOW_SINK_HONOUR_SUPPRESSIONS": "false"}
+    port = free_port()
+    first = start_sink(run, group, SEGFLOW_SINK_METRICS_PORT=str(port), **held)
+    poll_until(
+        lambda: _metric(port, "segflow_sink_buffered_records") == len(records),
+        60,
+        "every record buffered",
+    )
+    assert wh.try_query('SELECT COUNT(*) FROM "WEB"."AUDIT_LOG"') in ([], [(0,)])
+    second = start_sink(run, group, **held)
+    poll_until(lambda: "revoked" in first.log(), 60, "a rebalance")
+
+    def audit() -> int:
+        rows = wh.try_query('SELECT COUNT(*) FROM "WEB"."AUDIT_LOG"')
+        return int(rows[0][0]) if rows else 0
+
+    moved = poll_until(audit, 30, "the revoked partitions' records")  # loaded on revocation
+    assert 0 < moved < len(records)
+    assert "not loaded" not in first.log()
+    assert first.stop() == 0
+    assert "stopping: flushing" in first.log() and "not loaded" not in first.log()
+    assert audit() == len(records)
+    assert wh.query('SELECT COUNT(DISTINCT "ID") FROM "WEB"."AUDIT_LOG"') == [(len(records),)]
+    # Kafka's committed offsets (advice) follow the warehouse's, wherever the partitions went
+    consumer = Consumer({"bootstrap.servers": run["bootstrap"], "group.id": group})
+
+    def behind() -> list[tuple[str, int]]:
+        lagging = []
+        for call in CALLS:
+            topic = run["topics"].clean(call)
+            parts = [TopicPartition(topic, p) for p in range(2)]
+            for tp in consumer.committed(parts, timeout=10):
+                high = consumer.get_watermark_offsets(tp, timeout=10)[1]
+                if high and tp.offset != high:
+                    lagging.append((topic, tp.partition))
+        return lagging
+
+    try:
+        poll_until(lambda: not behind(), 30, "Kafka's committed offsets")
+    finally:
+        consumer.close()
+    assert second.stop() == 0
+    stored = wh.query(
+        'SELECT SUM(GREATEST("NEXT_OFFSET", 0)) FROM "_SEGFLOW"."_SEGFLOW_OFFSETS" '
+        'WHERE "CONSUMER_GROUP" = ? AND "TOPIC" LIKE \'%events%\'',
+        [group],
+    )
+    assert stored == [(len(records),)]
+
+
+def _metric(port: int, name: str) -> float | None:
+    try:
+        return scrape_metrics(port).get(name)
+    except OSError:
+        return None

@@ -99,3 +99,21 @@ def test_without_removes_lost_partitions() -> None:
     kept = batch.without({("t", 1)})
     assert kept.moves() == [("t", 0, 0, 1)]
     assert [r.values["_segflow_partition"] for r in kept.rows] == [0]
+
+
+def test_taking_some_partitions_leaves_the_others_buffered() -> None:
+    """A revocation loads the revoked partitions only; the rest keep their buffers."""
+    b = batcher(flush_rows=100)
+    b.assign("t", 0, 10)
+    b.assign("t", 1, -1)
+    b.add("t", 0, 10, [row(n=10)], 10, now=0.0)
+    b.add("t", 1, 0, [row(partition=1, n=0)], 10, now=0.0)
+    b.add("t", 1, 1, [row(partition=1, n=1)], 10, now=0.0)
+    assert (b.held("t", 0), b.held("t", 1), b.held("t", 9)) == (1, 2, 0)
+    batch = b.take({("t", 1)})
+    assert batch is not None
+    assert batch.moves() == [("t", 1, -1, 2)] and batch.records == 2
+    assert (b.held("t", 0), b.held("t", 1)) == (1, 0)
+    assert b.total_records == 1 and b.total_bytes == 10
+    rest = b.take()
+    assert rest is not None and rest.moves() == [("t", 0, 10, 11)]

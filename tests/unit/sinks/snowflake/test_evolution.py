@@ -96,3 +96,26 @@ def test_nothing_to_do_for_a_known_layout() -> None:
     known = {("web", "t"): {**fixed_columns("t"), "a": "NUMBER"}}
     p = plan([row(table="t", a=1)], known)
     assert not p.has_ddl and not p.misfits
+
+
+def test_the_quick_fit_check_never_disagrees_with_typing_the_value() -> None:
+    from sinks.snowflake.evolution import fits_as_is
+
+    values: list[Any] = [
+        "x",
+        "2026-01-05T12:00:00Z",
+        0,
+        -(10**37),
+        10**38,
+        1.5,
+        float("nan"),
+        float("inf"),
+        True,
+        False,
+        datetime(2026, 1, 1, tzinfo=UTC),
+        {"a": 1},
+    ]
+    for column_type in ("VARCHAR", "NUMBER", "FLOAT", "BOOLEAN", "TIMESTAMP_TZ", "VARIANT"):
+        for value in values:
+            if fits_as_is(column_type, value):  # True is a promise; False only means "type it"
+                assert fit(column_type, str(value_type(value))) == "ok", (column_type, value)

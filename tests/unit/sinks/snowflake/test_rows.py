@@ -5,7 +5,14 @@ from typing import Any
 
 import orjson
 
-from sinks.snowflake.rows import Origin, collapse, event_rows, identity_row, schema_name
+from sinks.snowflake.rows import (
+    Origin,
+    collapse,
+    event_rows,
+    identity_row,
+    schema_change_row,
+    schema_name,
+)
 from sinks.snowflake.tables import Kind
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -174,3 +181,58 @@ def test_spread_names_columns_as_the_naming_module_flattens() -> None:
     target: dict[str, Any] = {}
     _spread(target, obj, "context", {})
     assert target == dict(flatten(obj, "context"))
+
+
+def test_audit_payload_keeps_every_map_as_an_object_even_when_invalid() -> None:
+    rec = record(
+        "track",
+        event="Signed Up",
+        properties='{"plan": "pro", "n": [1, 2]}',
+        integrations='{"All": false}',
+        extra="not json",
+        unmapped='{"weird": 1}',
+    )
+    audit = event_rows(rec, ORIGIN, audit=True)[-1]
+    payload = orjson.loads(str(audit.values["payload"]))
+    assert payload["properties"] == {"plan": "pro", "n": [1, 2]}
+    assert payload["context"]["ip"] == "1.2.3.0"
+    assert payload["integrations"] == {"All": False}
+    assert payload["extra"] == {"_invalid_json": "not json"}
+    assert payload["unmapped"] == {"weird": 1}
+    assert payload["receivedAt"] == T0.isoformat()
+    assert "traits" not in payload  # a track has properties, not traits
+
+
+def test_schema_change_rows_name_table_column_and_stage() -> None:
+    change = {
+        "source": "Web App",
+        "callType": "track",
+        "event": "Order Completed",
+        "field": "properties.giftWrap",
+        "change": "type_change",
+        "previousType": "integer",
+        "newType": "string",
+        "mode": "evolve",
+        "messageId": "m-7",
+        "detectedAt": T0,
+    }
+    origin = Origin("segment.schema-changes", 0, 5)
+    row = schema_change_row(change, origin)
+    assert (row.schema, row.table, row.kind) == ("web_app", "_segflow_schema_changes", Kind.APPEND)
+    v = row.values
+    assert (v["table_name"], v["column_name"], v["detected_by"]) == (
+        "order_completed",
+        "gift_wrap",
+        "processors",
+    )
+    assert (v["previous_type"], v["value_type"], v["detected_at"]) == ("integer", "string", T0)
+    # the id follows the content: a re-sent record is the same row, another sighting is not
+    assert schema_change_row(dict(change), Origin("x", 1, 9)).values["id"] == v["id"]
+    assert schema_change_row({**change, "messageId": "m-8"}, origin).values["id"] != v["id"]
+    identify = schema_change_row(
+        {**change, "callType": "identify", "event": None, "field": "traits.address.city"}, origin
+    )
+    assert (identify.values["table_name"], identify.values["column_name"]) == (
+        "identifies",
+        "address_city",
+    )

@@ -46,6 +46,8 @@ def test_insert_new_checks_ids_within_the_lookback_and_casts_staged_text() -> No
     assert "MERGE" not in sql
     no_window, _ = dml.insert_new("stg", "web", "t", cols, staged, lookback=False)
     assert 'RECEIVED_AT" >=' not in no_window
+    changes, _ = dml.insert_new("stg", "web", "c", cols, staged, True, "detected_at")
+    assert 't."ID" = s."ID" AND t."DETECTED_AT" >=' in changes
 
 
 def test_merge_keeps_newer_values_and_fills_gaps() -> None:
