@@ -24,6 +24,7 @@ finding inside the text; drop removes the field). Every change is recorded as ``
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import re
@@ -41,6 +42,9 @@ MASK = "***"
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _IPV4 = re.compile(rf"^{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}$")
 DOCUMENT_ROOTS = ("properties", "traits", "context", "integrations", "extra")
+_BLOCK = 64  # SHA-256 block size
+_IPAD = bytes(b ^ 0x36 for b in range(256))
+_OPAD = bytes(b ^ 0x5C for b in range(256))
 _DETECTOR_KEEP = {EMAIL: "domain", PHONE: "last4", CARD: "last4"}
 
 Path = tuple[str | int, ...]
@@ -56,6 +60,25 @@ def normalise(value: Any) -> str:
 def hash_value(value: Any, key: bytes) -> str:
     """HMAC-SHA256 of the normalised value, as 64 hex characters."""
     return hmac.digest(key, normalise(value).encode(), "sha256").hex()
+
+
+class Hasher:
+    """:func:`hash_value` with the key's HMAC pads hashed once (RFC 2104, as ``hmac`` does):
+    each value then costs two SHA-256 copies and updates, not a new HMAC context."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > _BLOCK:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(_BLOCK, b"\0")
+        self._inner = hashlib.sha256(key.translate(_IPAD))
+        self._outer = hashlib.sha256(key.translate(_OPAD))
+
+    def __call__(self, value: Any) -> str:
+        inner = self._inner.copy()
+        inner.update(normalise(value).encode())
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
 
 
 def mask_value(value: Any, keep: str) -> str:
@@ -96,13 +119,15 @@ class _CompiledRule:
     action: str
     keep: str
     exact: bool
+    star_name: bool  # root.*.name: the name in any object one level below the root
 
 
 def _compile(rules: list[PiiRule]) -> list[_CompiledRule]:
     compiled = []
     for r in rules:
         segments = tuple(r.path.split("."))
-        compiled.append(_CompiledRule(segments, r.action, r.keep, "*" not in segments))
+        star_name = len(segments) == 3 and segments[1] == "*" and _is_name(segments[2])
+        compiled.append(_CompiledRule(segments, r.action, r.keep, "*" not in segments, star_name))
     # exact paths first, then wildcard paths; the file order otherwise (sort is stable)
     return sorted(compiled, key=lambda r: not r.exact)
 
@@ -118,6 +143,24 @@ def _by_root(rules: list[_CompiledRule]) -> list[tuple[str, list[_CompiledRule]]
 
 def _render(path: Path) -> str:
     return ".".join(str(p) for p in path)
+
+
+def _is_name(segment: str) -> bool:
+    """True for a segment that can address an object key only (not ``*``, not an index)."""
+    return segment != "*" and not segment.isdigit()
+
+
+def _star_name_match(
+    doc: dict[str, Any], segments: tuple[str, ...]
+) -> list[tuple[Any, str | int, Path]]:
+    """What :func:`_matches` finds for ``root.*.name``: `name` in the objects below the root
+    (an array below the root has indices, never names)."""
+    root, _, name = segments
+    out: list[tuple[Any, str | int, Path]] = []
+    for k, v in doc[root].items():
+        if type(v) is dict and name in v:
+            out.append((v, name, (root, k, name)))
+    return out
 
 
 def _exact_match(
@@ -195,6 +238,7 @@ class Masker:
                 "the PII rules hash fields but no key is set: set SEGFLOW_PROCESS_PII_HMAC_KEY"
             )
         self._key = hmac_key or b""
+        self._hash = Hasher(self._key)
         self.key_version = key_version
         self.uses_hash = uses_hash
         self._detector_roots: tuple[str, ...] = ("properties", "traits", "context", "extra")
@@ -216,7 +260,11 @@ class Masker:
             if not doc.get(root):
                 continue  # the root (properties, traits, ...) is empty in this event
             for rule in rules:
-                found = _exact_match(doc, rule.segments) if rule.exact else None
+                found: list[tuple[Any, str | int, Path]] | None = None
+                if rule.exact:
+                    found = _exact_match(doc, rule.segments)
+                elif rule.star_name and type(doc[root]) is dict:
+                    found = _star_name_match(doc, rule.segments)
                 if found is None:
                     found = _matches(doc, rule.segments, ())
                 for parent, key, path in found:
@@ -242,7 +290,7 @@ class Masker:
         if value is None:
             return None
         if action == "hash":
-            parent[key] = hash_value(value, self._key)
+            parent[key] = self._hash(value)
         elif action == "mask":
             parent[key] = mask_value(value, keep)
         elif action == "truncate":
@@ -318,7 +366,7 @@ class Masker:
 
     def _replacer(self, action: str) -> Callable[[str, str], str]:
         if action == "hash":
-            return lambda text, _kind: hash_value(text, self._key)
+            return lambda text, _kind: self._hash(text)
         return lambda text, kind: mask_value(text, _DETECTOR_KEEP[kind])
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from processors.masking import Masker, hash_value, mask_value, normalise, truncate_ip
+from processors.masking import Hasher, Masker, hash_value, mask_value, normalise, truncate_ip
 from runtime.rules import PiiDetector, PiiRule, PiiRules
 from schemas.errors import ConfigError
 
@@ -37,6 +37,14 @@ def test_hash_is_hmac_sha256_of_the_normalised_value():
     assert hash_value("jo@example.com", KEY) == expected
     assert hash_value("jo@example.com", b"other") != expected
     assert normalise("A  b\tC") == "a b c"
+
+
+@pytest.mark.parametrize("key", [b"", b"short", KEY, b"x" * 64, b"y" * 65, bytes(range(200))])
+def test_the_hasher_is_hmac_sha256_for_every_key_length(key):
+    hasher = Hasher(key)
+    for value in ("  Jo@Example.COM ", "ü-ñ", 12345, {"a": [1, 2]}):
+        assert hasher(value) == hash_value(value, key)
+        assert hasher(value) == hmac.new(key, normalise(value).encode(), hashlib.sha256).hexdigest()
 
 
 def test_hash_rule_replaces_value_and_reports_key_use():
@@ -116,6 +124,17 @@ def test_wildcard_matches_one_level_of_objects_and_arrays():
     entries, _ = m2.apply(d)
     assert entries == ["properties.items.0.phone:drop"]
     assert d["properties"]["items"] == [{}]
+    # a wildcard before an index reaches into arrays; before a name, objects only
+    d = doc(properties={"a": [{"phone": "1"}, {"x": 1}], "b": {"phone": "2"}, "c": ["q"]})
+    entries, _ = masker(PiiRule(path="properties.*.0", action="drop")).apply(d)
+    assert sorted(entries) == ["properties.a.0:drop", "properties.c.0:drop"]
+    d = doc(properties={"a": [{"phone": "1"}], "b": {"phone": "2", "q": 3}, "c": "x"})
+    entries, _ = masker(PiiRule(path="properties.*.*", action="drop")).apply(d)
+    assert sorted(entries) == [
+        "properties.a.0:drop",
+        "properties.b.phone:drop",
+        "properties.b.q:drop",
+    ]
 
 
 def test_exact_rule_wins_over_wildcard_rule():
