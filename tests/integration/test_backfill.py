@@ -183,8 +183,8 @@ def test_interrupted_resumed_and_repeated_backfill_lands_exactly_once(
 def test_s3_archive_reads_like_a_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import moto.server as moto_server
     import boto3
+    import moto.server as moto_server
 
     archive = tmp_path / "archive"
     expected = make_archive(archive, per_file=7)
