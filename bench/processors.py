@@ -265,7 +265,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--repo", type=Path, default=REPO, help="tree the worker runs from")
-    parser.add_argument("--compression", default="lz4", help="worker and loops: lz4, none...")
+    parser.add_argument("--compression", default="none", help="worker and loops: none, lz4...")
     parser.add_argument("--profile", action="store_true", help="run the worker under cProfile")
     parser.add_argument("--sample", action="store_true", help="sample the worker with py-spy")
     parser.add_argument("--bare", nargs="+", help=argparse.SUPPRESS)

@@ -170,7 +170,7 @@ class ProcessorApp:
         # fetched batches, from the consumer's fetch loop to the agent; cleared by Faust's flow
         # control on a rebalance, like the agents' own channels
         self._batches: FlowControlQueue[list[Message]] = FlowControlQueue(
-            maxsize=4, flow_control=self.app.flow_control, clear_on_resume=True
+            maxsize=2, flow_control=self.app.flow_control, clear_on_resume=True
         )
         self.app.batch_sink = self._batches.put
         self.app.batch_topics = frozenset(self.topics.all_raw())
@@ -316,24 +316,35 @@ class ProcessorApp:
             for start in range(0, len(batch), s.batch_max):
                 if self.fatal is not None:
                     raise FatalError(f"stopping after a failed send: {self.fatal}")
-                chunk = batch[start : start + s.batch_max]
-                if not self._current(chunk[0]):
-                    self.metrics.stale_records.inc(len(chunk))
-                    logger.info("dropping %d records fetched before a rebalance", len(chunk))
+                chunk = self._current(batch[start : start + s.batch_max])
+                if not chunk:
                     continue
                 started = time.perf_counter()
                 await self.process_batch(chunk)
-                if self._current(chunk[0]):
-                    ack = self.app.consumer.ack
-                    for message in chunk:
-                        ack(message)
+                # a rebalance during the hand-over: no acks, the partitions' owners read the
+                # records again from the committed offsets (dedupe drops what did get out)
+                ack = self.app.consumer.ack
+                for message in self._current(chunk):
+                    ack(message)
                 self.metrics.batch_seconds.observe(time.perf_counter() - started)
                 self.metrics.batch_events.observe(len(chunk))
 
-    def _current(self, message: Message) -> bool:
-        """False for a message fetched before the last rebalance (or while one is going on)."""
+    def _current(self, messages: list[Message]) -> list[Message]:
+        """The messages fetched in the current consumer generation; none while a rebalance is
+        going on. The others are dropped: every rebalance ends with Faust seeking the
+        partitions back to their committed offsets, so they are read again."""
         app = self.app
-        return message.generation_id == app.consumer_generation_id and app.flow_control.is_active()
+        generation = app.consumer_generation_id
+        if not app.flow_control.is_active():
+            current = []
+        elif all(m.generation_id == generation for m in messages):
+            return messages
+        else:
+            current = [m for m in messages if m.generation_id == generation]
+        stale = len(messages) - len(current)
+        self.metrics.stale_records.inc(stale)
+        logger.info("dropping %d records fetched before a rebalance", stale)
+        return current
 
     async def process_batch(self, messages: Sequence[Message]) -> None:
         """Process a batch and hand its records to Kafka, per source partition."""

@@ -69,8 +69,8 @@ class ProcessorMetrics:
         )
         self.stale_records = Counter(
             "segflow_process_stale_records_total",
-            "Fetched records dropped unprocessed after a rebalance (read again from the "
-            "committed offsets by the partition's owner)",
+            "Fetched records left unacknowledged because a rebalance made them stale (read "
+            "again from the committed offsets by the partition's owner)",
             registry=registry,
         )
         self.batch_seconds = Histogram(
