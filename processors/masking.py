@@ -242,6 +242,7 @@ class Masker:
         self.key_version = key_version
         self.uses_hash = uses_hash
         self._detector_roots: tuple[str, ...] = ("properties", "traits", "context", "extra")
+        self._replace_finding = self._replacer(self._detector.action if self._detector else "")
         # context values (user agents, URLs, library names) repeat from event to event
         self._findings: dict[str, list[Any]] = {}
 
@@ -314,7 +315,7 @@ class Masker:
         kinds = self._detector.kinds
         action = self._detector.action
         cache = self._findings
-        replace = self._replacer(action)
+        replace = self._replace_finding
         hashed = False
 
         def visit(container: Any, prefix: Path) -> None:
