@@ -1,4 +1,4 @@
-"""A leaner Faust consumer loop: the one place segflow changes how Faust 0.15.3 fetches.
+"""A leaner Faust consumer loop: the one place segflow changes how Faust 0.15.3 consumes.
 
 Faust hands every fetched record to the conductor, which builds an event, decodes it through
 the topic's schema and puts it on the agent's channel, where the agent takes it and acks it:
@@ -15,6 +15,10 @@ suspends the flow are not delivered (the fetcher is about to be stopped; the par
 again from the committed offsets), and every message carries the consumer generation it was
 fetched in, so whoever processes it can drop what a rebalance made stale, as Faust's streams do.
 
+It also asks the broker for the offsets table recovery reads the changelogs up to
+(:meth:`LeanConsumer.highwaters`): Faust's own answer under exactly-once is a cached value that is
+missing before the first fetch, which made a restarted worker skip recovery.
+
 ``SegflowApp`` is a ``faust.App`` whose consumer transport uses ``LeanConsumer``; everything else
 (producers, transactions, tables, recovery) is Faust's own. faust-streaming is pinned in
 pyproject.toml; tests/integration/test_processors_*.py run the worker on the real broker.
@@ -23,7 +27,7 @@ pyproject.toml; tests/integration/test_processors_*.py run the worker on the rea
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import faust
@@ -35,6 +39,25 @@ BatchSink = Callable[[list[Message]], Awaitable[None]]
 
 class LeanConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer delivering one list of messages per fetch."""
+
+    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+        """End offsets asked of the broker (the last stable offsets under read_committed).
+
+        Table recovery reads each changelog partition up to this offset. With transactions,
+        Faust 0.15.3 takes it from ``last_stable_offset``: the value the last *fetch response*
+        of the partition carried, None before the partition was fetched at all (Faust reads it
+        as "empty changelog") and stale after. A worker whose transactional producers started
+        quickly (the previous owner had left no transaction open: a graceful stop, or a kill
+        right after a commit) built its tables before any changelog fetch and started with an
+        empty dedupe state, letting every copy of an already processed event through. A
+        ListOffsets request answers for the partition as it is now; Faust asks after this
+        worker's transactional producers have fenced the previous owner and ended its
+        transactions, so nothing before that offset can still change.
+        """
+        thread: Any = self._thread
+        consumer = thread._ensure_consumer()
+        offsets: Mapping[TP, int] = await thread.call_thread(consumer.end_offsets, list(partitions))
+        return offsets
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs Kafka
         app = self.app

@@ -165,6 +165,7 @@ class Read:
     key: bytes | None
     value: bytes | None
     headers: dict[str, bytes]
+    offset: int = -1
 
 
 class TopicReader:
@@ -196,7 +197,12 @@ class TopicReader:
                     headers[str(name)] = value.encode() if isinstance(value, str) else value or b""
                 self.records.append(
                     Read(
-                        str(msg.topic()), int(msg.partition() or 0), msg.key(), msg.value(), headers
+                        str(msg.topic()),
+                        int(msg.partition() or 0),
+                        msg.key(),
+                        msg.value(),
+                        headers,
+                        int(msg.offset() or 0),
                     )
                 )
         return self.records
