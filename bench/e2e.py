@@ -41,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.ingest import Connection, http_request, realistic_event  # noqa: E402
+from runtime.services import emulator as emulator_service  # noqa: E402
+from runtime.services import kafka as kafka_service  # noqa: E402
 from runtime.settings import KafkaSettings, WarehouseSettings  # noqa: E402
 from runtime.topic_admin import create_topics, expected_topics  # noqa: E402
 from sinks.session import WarehouseSession  # noqa: E402
@@ -94,6 +96,23 @@ class Component:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def service_pids() -> dict[str, int]:
+    """The local broker's and emulator's pids, when segflow started them (for CPU accounting)."""
+    pids = {}
+    for name, status in (
+        ("broker", kafka_service.status()),
+        ("emulator", emulator_service.status()),
+    ):
+        if status.pid is not None:
+            pids[name] = status.pid
+    return pids
 
 
 def free_port() -> int:
@@ -286,6 +305,8 @@ def main() -> int:
             comp.wait_ready()
         per = 100
         bodies = templates(50, per)
+        services = service_pids()
+        service_cpu = {n: cpu_seconds(p) for n, p in services.items()}
         print(f"pipeline ready (logs in {log_dir}); event size ~{len(bodies[0]) // per} B")
 
         requests = args.events // per
@@ -315,9 +336,16 @@ def main() -> int:
             f"p50 {p50:.2f}s p95 {p95:.2f}s max {max(fresh):.2f}s"
         )
         stats = {n: c.stat() for n, c in comps.items()}
+        events = total + sent + len(prober.sent)
+        cpu_per_event = {n: cpu / events * 1e6 for n, (_, cpu) in stats.items()}
+        for n, pid in services.items():
+            cpu_per_event[n] = (cpu_seconds(pid) - service_cpu[n]) / events * 1e6
         for n, (rss, cpu) in stats.items():
             print(f"  {n:<8} peak RSS {rss:6.0f} MB  CPU {cpu:7.1f} s")
-        write_results(args, sustained, total / accepted_s, p50, p95, len(fresh), stats)
+        print("CPU per event: " + ", ".join(f"{n} {us:.0f} us" for n, us in cpu_per_event.items()))
+        write_results(
+            args, sustained, total / accepted_s, p50, p95, len(fresh), stats, cpu_per_event
+        )
         print(
             f"RESULT events_per_s={sustained:.0f} freshness_p50_s={p50:.2f} "
             f"freshness_p95_s={p95:.2f}"
@@ -336,6 +364,7 @@ def write_results(
     p95: float,
     probes: int,
     stats: dict[str, tuple[float, float]],
+    cpu_per_event: dict[str, float],
 ) -> None:
     lines = [
         "# bench/e2e.py results",
@@ -356,6 +385,17 @@ def write_results(
     ]
     for name, (rss, cpu) in stats.items():
         lines.append(f"| {name}: peak RSS / CPU seconds | {rss:.0f} MB / {cpu:.0f} s |")
+    total_us = sum(cpu_per_event.values())
+    lines += [
+        "",
+        "CPU time per event, by process (what bounds throughput on this machine: "
+        f"{os.cpu_count()} cores / {total_us:.0f} us = at most "
+        f"{(os.cpu_count() or 1) / total_us * 1e6:,.0f} events/s with every core busy):",
+        "",
+        "| process | CPU us per event |",
+        "| --- | --- |",
+        *(f"| {n} | {us:.0f} |" for n, us in sorted(cpu_per_event.items(), key=lambda x: -x[1])),
+    ]
     (ROOT / "bench" / "results" / "e2e.md").write_text("\n".join(lines) + "\n")
 
 
