@@ -1,13 +1,22 @@
-"""A worker killed with SIGKILL mid-stream and restarted: no event lost, none duplicated on the
-clean topics (read with isolation.level=read_committed), and the dedupe state survives."""
+"""Workers stopped (SIGKILL, SIGTERM), joining and leaving mid-stream: no event lost, none
+duplicated on the clean topics (read with isolation.level=read_committed), and the dedupe state
+survives.
+
+SEGFLOW_TEST_KILL_AFTER (clean events out before the signal) varies the stop moment when hunting
+a race by hand; the default stops the worker a tenth of the way through the stream.
+"""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -16,6 +25,8 @@ from schemas.codec import CLEAN_EVENT
 from tests.integration.conftest import free_port
 from tests.integration.processors_harness import (
     CODEC,
+    Env,
+    Read,
     TopicReader,
     make_env,
     produce,
@@ -28,6 +39,23 @@ pytestmark = pytest.mark.integration
 
 PARTITIONS = 3
 EVENTS = 40_000
+KILL_AFTER = int(os.environ.get("SEGFLOW_TEST_KILL_AFTER", EVENTS // 10))
+COPIES = 300
+WORKER = {"SEGFLOW_PROCESS_SESSION_TIMEOUT_S": "6", "SEGFLOW_PROCESS_BATCH_MAX": "500"}
+
+
+def make_records(n: int, start: int = 0) -> list[dict[str, Any]]:
+    return [
+        raw_event(
+            "identify" if i % 20 == 0 else "track",
+            anonymous_id=f"anon-{i % 997}",
+            user_id=f"user-{i % 997}" if i % 20 == 0 else None,
+            event=None if i % 20 == 0 else "Order Completed",
+            properties={"revenue": i, "email": f"u{i}@example.com"},
+            traits={"email": f"u{i}@example.com"},
+        )
+        for i in range(start, start + n)
+    ]
 
 
 def committed_total(bootstrap: str, group: str, topics: list[str]) -> int:
@@ -48,69 +76,144 @@ def end_total(bootstrap: str, topics: list[str]) -> int:
     return total
 
 
-def test_sigkill_mid_stream_loses_and_duplicates_nothing(
-    kafka_bootstrap: str, tmp_path: Path
-) -> None:
-    env = make_env(kafka_bootstrap, tmp_path, partitions=PARTITIONS)
-    records = [
-        raw_event(
-            "identify" if i % 20 == 0 else "track",
-            anonymous_id=f"anon-{i % 997}",
-            user_id=f"user-{i % 997}" if i % 20 == 0 else None,
-            event=None if i % 20 == 0 else "Order Completed",
-            properties={"revenue": i, "email": f"u{i}@example.com"},
-            traits={"email": f"u{i}@example.com"},
-        )
-        for i in range(EVENTS)
+def metric_sum(text: str, name: str, label: str = "") -> float:
+    """The sum of a metric's samples (those with `label` in their labels)."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") and label in line.split("}", 1)[0]
+    )
+
+
+def wait_all_committed(env: Env, workers: list[subprocess.Popen[bytes]], timeout_s: float) -> None:
+    """Until the group's committed offsets reach the raw topics' ends (every record decided)."""
+    raw_topics = env.topics.all_raw()
+    target = end_total(env.bootstrap, raw_topics)
+    deadline = time.monotonic() + timeout_s
+    while committed_total(env.bootstrap, env.app_id, raw_topics) < target:
+        assert all(w.poll() is None for w in workers), "a worker died"
+        assert time.monotonic() < deadline, "the workers did not finish"
+        time.sleep(0.5)
+
+
+def wait_ready(port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"the worker on port {port} did not get ready")
+
+
+def read_clean(env: Env, expected: int) -> list[Read]:
+    reader = TopicReader(env.bootstrap, env.topics.all_clean())
+    try:
+        # every offset is committed, so every transaction is decided: read to the end
+        reader.poll_until(lambda rs: len(rs) >= expected, timeout_s=60)
+        return reader.poll_until(lambda rs: False, timeout_s=3)
+    finally:
+        reader.close()
+
+
+def assert_exactly_once(got: list[Read], expected: set[str]) -> None:
+    """Each expected messageId once on the clean topics; where the copies are when not."""
+    ids = [CODEC.decode(CLEAN_EVENT, r.value)["messageId"] for r in got]
+    counts = Counter(ids)
+    copies = [
+        (r.topic.rsplit(".", 1)[-1], r.partition, r.offset, i)
+        for r, i in zip(got, ids, strict=True)
+        if counts[i] > 1
     ]
+    assert not copies, (
+        f"{len(ids) - len(counts)} duplicates on clean topics, e.g. (topic, partition, offset, "
+        f"messageId) {sorted(copies, key=lambda c: c[3])[:12]}; per partition "
+        f"{sorted(Counter((c[0], c[1]) for c in copies).items())}"
+    )
+    assert set(ids) == expected, f"{len(expected - set(ids))} events lost"
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_worker_stopped_mid_stream_loses_and_duplicates_nothing(
+    kafka_bootstrap: str, tmp_path: Path, stop: signal.Signals
+) -> None:
+    """SIGKILL leaves the worker's last transactions open (the next owner's producers abort
+    them); SIGTERM commits them, so the next owner's producers start at once, before its
+    consumer has fetched the changelogs (the case that once recovered an empty dedupe state)."""
+    env = make_env(kafka_bootstrap, tmp_path, partitions=PARTITIONS)
+    records = make_records(EVENTS)
     produce(env.bootstrap, env.topics, records)
-    expected = {r["messageId"] for r in records}
-    extra = {"SEGFLOW_PROCESS_SESSION_TIMEOUT_S": "6", "SEGFLOW_PROCESS_BATCH_MAX": "500"}
     log = tmp_path / "worker.log"
 
-    first = start_worker(env, log, **extra)
+    first = start_worker(env, log, **WORKER)
     watcher = TopicReader(env.bootstrap, env.topics.all_clean())
     try:
-        seen = watcher.poll_until(lambda rs: len(rs) >= EVENTS // 10, timeout_s=90)
-        assert len(seen) >= EVENTS // 10, "the first worker did not get going"
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
+        seen = watcher.poll_until(lambda rs: len(rs) >= KILL_AFTER, timeout_s=90)
+        assert len(seen) >= KILL_AFTER, "the first worker did not get going"
+        first.send_signal(stop)
+        first.wait(30)
     finally:
         watcher.close()
         if first.poll() is None:
             first.kill()
-    assert len(seen) < EVENTS, "killed too late to test anything"
+    assert len(seen) < EVENTS, "stopped too late to test anything"
 
     port = free_port()
-    second = start_worker(env, log, SEGFLOW_PROCESS_METRICS_PORT=str(port), **extra)
+    second = start_worker(env, log, SEGFLOW_PROCESS_METRICS_PORT=str(port), **WORKER)
     try:
         # copies of events processed before the kill must be dropped by the recovered state
-        produce(env.bootstrap, env.topics, [dict(r) for r in records[:300]])
-        raw_topics = env.topics.all_raw()
-        target = end_total(env.bootstrap, raw_topics)
-        deadline = time.monotonic() + 120
-        while committed_total(env.bootstrap, env.app_id, raw_topics) < target:
-            assert second.poll() is None, "the restarted worker died"
-            assert time.monotonic() < deadline, "the restarted worker did not finish"
-            time.sleep(0.5)
+        produce(env.bootstrap, env.topics, [dict(r) for r in records[:COPIES]])
+        wait_all_committed(env, [second], timeout_s=120)
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
     finally:
         stop_worker(second)
 
-    reader = TopicReader(env.bootstrap, env.topics.all_clean())
+    assert_exactly_once(read_clean(env, EVENTS), {r["messageId"] for r in records})
+    # each clean event seen before the stop was committed with its dedupe entry: all recovered
+    recovered = metric_sum(metrics, "segflow_process_recovered_entries_total", 'table="dedupe"')
+    assert recovered >= len(seen), f"{recovered:.0f} dedupe entries recovered, {len(seen)} due"
+    assert metric_sum(metrics, "segflow_process_duplicates_total") >= COPIES
+
+
+def test_worker_joining_and_leaving_mid_stream_loses_and_duplicates_nothing(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Two rebalances while records flow: partitions move to a second worker and back, each
+    time rebuilt from the changelogs, with the moving partitions' open transactions aborted."""
+    env = make_env(kafka_bootstrap, tmp_path, partitions=PARTITIONS)
+    records = make_records(EVENTS // 2)
+    later = make_records(EVENTS // 2, start=EVENTS // 2)
+    produce(env.bootstrap, env.topics, records)
+    log = tmp_path / "worker.log"
+    leave = signal.Signals[os.environ.get("SEGFLOW_TEST_LEAVE_SIGNAL", "SIGTERM")]
+
+    first_port, second_port = free_port(), free_port()
+    first = start_worker(env, log, SEGFLOW_PROCESS_METRICS_PORT=str(first_port), **WORKER)
+    second: subprocess.Popen[bytes] | None = None
+    watcher = TopicReader(env.bootstrap, env.topics.all_clean())
     try:
-        # every offset is committed, so every transaction is decided: read to the end
-        got = reader.poll_until(lambda rs: len(rs) >= EVENTS, timeout_s=60)
-        got = reader.poll_until(lambda rs: False, timeout_s=3)
+        seen = watcher.poll_until(lambda rs: len(rs) >= EVENTS // 20, timeout_s=90)
+        assert len(seen) >= EVENTS // 20, "the first worker did not get going"
+        second = start_worker(env, log, SEGFLOW_PROCESS_METRICS_PORT=str(second_port), **WORKER)
+        wait_ready(second_port, timeout_s=90)
+        produce(env.bootstrap, env.topics, later)
+        count = len(seen)
+        seen = watcher.poll_until(lambda rs: len(rs) >= count + EVENTS // 10, timeout_s=90)
+        second.send_signal(leave)
+        second.wait(30)
+        assert len(seen) < EVENTS, "the second worker left too late to test anything"
+        produce(env.bootstrap, env.topics, [dict(r) for r in records[:COPIES]])
+        wait_all_committed(env, [first], timeout_s=120)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{first_port}/metrics").read().decode()
     finally:
-        reader.close()
-    ids = [CODEC.decode(CLEAN_EVENT, r.value)["messageId"] for r in got]
-    assert len(set(ids)) == len(ids), f"{len(ids) - len(set(ids))} duplicates on clean topics"
-    assert set(ids) == expected, f"{len(expected - set(ids))} events lost"
-    assert 'segflow_process_recovered_entries_total{table="dedupe"}' in metrics
-    duplicates = sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in metrics.splitlines()
-        if line.startswith("segflow_process_duplicates_total{")
-    )
-    assert duplicates >= 300
+        watcher.close()
+        stop_worker(first)
+        if second is not None and second.poll() is None:
+            second.kill()
+            second.wait()
+
+    assert_exactly_once(read_clean(env, EVENTS), {r["messageId"] for r in records + later})
+    assert metric_sum(metrics, "segflow_process_duplicates_total") >= COPIES
