@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import threading
 import time
@@ -62,6 +63,11 @@ logger = logging.getLogger(__name__)
 # per-event copy, the audit document) take this many times the record's size.
 MEMORY_PER_AVRO_BYTE = 12
 TP = tuple[str, int]
+# Young-generation threshold of the cyclic garbage collector while the sink runs. The buffers
+# hold hundreds of thousands of dicts that never form cycles; at the default (700) the collector
+# runs every few hundred decoded records and took ~40% of row building (measured: 50k records'
+# rows 1.0 s -> 0.65 s). Older generations keep their defaults, so cycles are still collected.
+GC_YOUNG_THRESHOLD = 50_000
 
 
 class Suppressions(Protocol):
@@ -121,6 +127,8 @@ class SinkConsumer:
     def run(self, stop: threading.Event) -> None:
         """Consume until `stop` is set; a final flush loads what is buffered."""
         self._stop = stop
+        _young, older, oldest = gc.get_threshold()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
         extra: dict[str, Any] = {
             "queued.max.messages.kbytes": self.settings.fetch_queue_kbytes,
             "enable.partition.eof": False,

@@ -35,9 +35,13 @@ def _cast(expr: str, target: str, staged: str | None) -> str:
 
 
 def _select_list(
-    columns: Mapping[str, str], staged: Mapping[str, str], alias: str = "s"
+    columns: Mapping[str, str],
+    staged: Mapping[str, str],
+    alias: str = "s",
+    renames: Mapping[str, str] | None = None,
 ) -> tuple[list[str], list[str], int]:
-    """(target columns, select expressions, number of load-time binds among them)."""
+    """(target columns, select expressions, number of load-time binds among them). `renames`:
+    target column -> the staged column it is loaded from, where they differ."""
     names, exprs, binds = [], [], 0
     for name, typ in columns.items():
         names.append(quote(name))
@@ -48,11 +52,16 @@ def _select_list(
             exprs.append("?")
             binds += 1
         else:
-            exprs.append(_cast(f"{alias}.{quote(name)}", typ, staged.get(name)))
+            source = renames.get(name, name) if renames else name
+            exprs.append(_cast(f"{alias}.{quote(source)}", typ, staged.get(source)))
     return names, exprs, binds
 
 
-def _where_staged(alias: str = "s") -> str:
+def _where_staged(alias: str = "s", flag: str | None = None) -> str:
+    """The staged rows of one table: schema and table (binds: both), or schema and a flag
+    column (bind: the schema)."""
+    if flag is not None:
+        return f"{alias}.{quote(SCHEMA_COLUMN)} = ? AND {alias}.{quote(flag)}"
     return f"{alias}.{quote(SCHEMA_COLUMN)} = ? AND {alias}.{quote(TABLE_COLUMN)} = ?"
 
 
@@ -64,15 +73,20 @@ def insert_new(
     staged: Mapping[str, str],
     lookback: bool,
     lookback_column: str = "received_at",
+    *,
+    flag: str | None = None,
+    renames: Mapping[str, str] | None = None,
 ) -> tuple[str, int]:
     """Insert staged rows whose id is not in the table (within the lookback when `lookback`),
-    once per id. Binds: load-time values, schema, table, then the lookback bound if any."""
-    names, exprs, binds = _select_list(columns, staged)
+    once per id. Binds: load-time values, schema, table (none with `flag`: the staged rows
+    flagged so), then the lookback bound if any. `renames`: columns staged under other names."""
+    names, exprs, binds = _select_list(columns, staged, renames=renames)
     window = f" AND t.{quote(lookback_column)} >= {LOAD_TS}" if lookback else ""
     sql = (
         f"INSERT INTO {qualified(schema, table)} ({', '.join(names)}) "
         f"SELECT {', '.join(exprs)} FROM {quote(staging)} s "
-        f"WHERE {_where_staged()} AND NOT EXISTS (SELECT 1 FROM {qualified(schema, table)} t "
+        f"WHERE {_where_staged(flag=flag)} AND NOT EXISTS "
+        f"(SELECT 1 FROM {qualified(schema, table)} t "
         f'WHERE t."ID" = s."ID"{window}) '
         'QUALIFY ROW_NUMBER() OVER (PARTITION BY s."ID" ORDER BY s."_SEGFLOW_TOPIC", '
         's."_SEGFLOW_PARTITION", s."_SEGFLOW_OFFSET") = 1'

@@ -204,9 +204,12 @@ def plan(
                         new_of.setdefault(key, {})[name] = typ
                         cols[name] = typ
             cols_of[key] = cols
+        fixed = fixed_columns(row.table)
+        if row.values.keys() <= fixed.keys():  # only fixed columns (audit_log): nothing to type
+            out_rows.append(row)
+            continue
         new_cols = new_of.get(key)
         creating = key in result.create_tables
-        fixed = fixed_columns(row.table)
         moved: dict[str, Any] | None = None
         for name, value in row.values.items():
             if value is None or name in fixed:

@@ -5,7 +5,8 @@ A flush runs, in order:
     is safe to repeat): new schemas and tables, added and widened columns, recorded in
     `_segflow_schema_changes`;
  2. staging, outside the transaction as well (it only touches this process's staging table):
-    one Parquet file, PUT to the control schema's stage, COPY INTO the staging table;
+    one Parquet file, PUT to the control schema's stage, COPY INTO the staging table; an event
+    is staged once, its row flagged to feed tracks and audit_log too (staging.stage_units);
  3. BEGIN; set-based statements from the staging table into every target (insert-where-not-exists
     for events and the audit log, merge-by-delete-insert for users/accounts/identity_map, plain
     insert for misfit records); the offsets compare-and-set; COMMIT.
@@ -35,8 +36,19 @@ from sinks.snowflake.evolution import Plan, SchemaChange, column_type_from_wareh
 from sinks.snowflake.metrics import SinkMetrics, table_label
 from sinks.snowflake.offsets import OffsetStore
 from sinks.snowflake.rows import TableRow, collapse
-from sinks.snowflake.staging import group_rows, staged_columns, write_parquet
+from sinks.snowflake.staging import (
+    AUDIT_FLAG,
+    AUDIT_RENAMES,
+    TRACKS,
+    TRACKS_FLAG,
+    TRACKS_RENAMES,
+    group_rows,
+    stage_units,
+    unit_stage_types,
+    write_units,
+)
 from sinks.snowflake.tables import (
+    AUDIT_LOG,
     DETECTED_BY_SINK,
     SCHEMA_CHANGES,
     Kind,
@@ -378,10 +390,12 @@ class SnowflakeLoader:
                 p.columns[key] = {**fixed_columns(SCHEMA_CHANGES), **p.columns.get(key, {})}
             p.rows.extend(_change_rows(p.misfits, now))
         groups = group_rows(p.rows)
-        staged = staged_columns(groups.keys(), p.columns)
+        staged = unit_stage_types(groups.keys(), p.columns)
         path = self._stage_dir / f"segflow-flush-{load_id}.parquet"
         try:
-            staged_rows = write_parquet(path, groups, p.columns, staged) if groups else 0
+            units = stage_units(p.rows, p.columns)
+            staged_rows = write_units(path, units, p.columns, staged) if units else 0
+            del units
             if staged_rows:
                 self._stage(path, staged, load_id, staged_rows)
             return self._transaction(batch, groups, p, staged, load_id, now)
@@ -428,8 +442,20 @@ class SnowflakeLoader:
                 if kind is Kind.APPEND:
                     lookback = self.options.lookback_hours > 0
                     on = lookback_column(table)
-                    sql, _ = dml.insert_new(self.staging, schema, table, cols, staged, lookback, on)
-                    binds = head + where
+                    # tracks and audit_log rows are staged on their events' rows, flagged
+                    flag, renames = _FLAGGED.get(table, (None, None))
+                    sql, _ = dml.insert_new(
+                        self.staging,
+                        schema,
+                        table,
+                        cols,
+                        staged,
+                        lookback,
+                        on,
+                        flag=flag,
+                        renames=renames,
+                    )
+                    binds = head + ([schema] if flag else where)
                     if lookback:
                         first = min(r.values[on] for r in rows)
                         bound = first - timedelta(hours=self.options.lookback_hours)
@@ -480,6 +506,12 @@ class SnowflakeLoader:
         except SegflowError as exc:
             logger.warning("rollback failed (the connection is dropped): %s", exc)
             self._drop_connection()
+
+
+_FLAGGED: dict[str, tuple[str, Mapping[str, str]]] = {
+    TRACKS: (TRACKS_FLAG, TRACKS_RENAMES),
+    AUDIT_LOG: (AUDIT_FLAG, AUDIT_RENAMES),
+}
 
 
 def _load_binds(cols: Mapping[str, str], load_ts: str, load_id: str) -> list[Any]:

@@ -3,11 +3,18 @@
 All tables of a flush share one staged file and one staging table (columns: the union of their
 columns, plus ``_segflow_schema``/``_segflow_table`` saying where a row goes). A column keeps its
 warehouse type when every table agrees on it, else it is staged as text and cast on insert.
+
+One event is staged once (`stage_units`): its row of its own table (the per-event table of a
+track, pages, identifies, ...) carries flags saying that it feeds tracks and audit_log as well,
+the tracks row's ``_unmapped`` and the audit document in columns of their own. An event whose
+rows cannot share one staged row (schema evolution moved a value in one of them only) is staged
+as separate rows, so every table still gets exactly the row it would get on its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,19 +26,31 @@ import pyarrow.parquet as pq
 from schemas.timestamps import parse_timestamp
 from sinks.snowflake.rows import JsonText, TableRow
 from sinks.snowflake.tables import (
+    AUDIT_LOG,
     BOOLEAN,
     FLOAT,
     LOAD_ID_COLUMN,
     LOAD_TIME_COLUMNS,
     NUMBER,
+    SCHEMA_CHANGES,
     TIMESTAMP,
     VARCHAR,
     VARIANT,
+    Kind,
+    fixed_columns,
 )
 
 SCHEMA_COLUMN = "_segflow_schema"
 TABLE_COLUMN = "_segflow_table"
 UNMAPPED = "_unmapped"
+TRACKS = "tracks"
+TRACKS_FLAG = "_segflow_tracks"  # the staged row feeds tracks
+AUDIT_FLAG = "_segflow_audit"  # the staged row feeds audit_log
+TRACKS_UNMAPPED = "_segflow_tracks_unmapped"  # tracks' _unmapped
+AUDIT_TYPE = "_segflow_audit_type"  # audit_log's type
+AUDIT_PAYLOAD = "_segflow_audit_payload"  # audit_log's payload
+TRACKS_RENAMES: dict[str, str] = {UNMAPPED: TRACKS_UNMAPPED}
+AUDIT_RENAMES: dict[str, str] = {"type": AUDIT_TYPE, "payload": AUDIT_PAYLOAD}
 
 TableKey = tuple[str, str]
 
@@ -188,3 +207,234 @@ def _column_of(values: list[dict[str, Any]], name: str, stype: str) -> pa.Array:
     else:
         converted = [convert(v) for v in raw]
     return pa.array(converted, arrow_type)
+
+
+@dataclass(slots=True)
+class StagedUnit:
+    """The rows of one event that share one staged row: its own table's row (`primary`), its
+    tracks row and its audit_log row, each optional."""
+
+    schema: str
+    primary: TableRow | None = None
+    tracks: TableRow | None = None
+    audit: TableRow | None = None
+
+    @property
+    def row(self) -> TableRow:
+        """The row whose values fill the staged row's columns."""
+        row = self.primary or self.tracks or self.audit
+        assert row is not None
+        return row
+
+
+def _event_of(row: TableRow) -> tuple[Any, ...]:
+    v = row.values
+    return (
+        row.message_id,
+        v.get("_segflow_offset"),
+        v.get("_segflow_partition"),
+        v.get("_segflow_topic"),
+        row.schema,
+    )
+
+
+def _shares_tracks(row: TableRow, tracks: TableRow, tracks_columns: frozenset[str]) -> bool:
+    """Can the tracks row be loaded from `row`'s staged row? Every value of the tracks row is
+    the same in `row`, and `row` holds no value for a tracks column the tracks row lacks (schema
+    evolution may have moved a value out of one of them only)."""
+    have = row.values
+    return tracks.values.items() <= have.items() and (
+        have.keys() - tracks.values.keys()
+    ).isdisjoint(tracks_columns)
+
+
+def stage_units(
+    rows: Iterable[TableRow], columns: Mapping[TableKey, Mapping[str, str]]
+) -> list[StagedUnit]:
+    """Rows of a flush -> staged rows: an event's tracks, own-table and audit_log rows (which
+    `rows.event_rows` makes one after the other, from the same values) share one when their
+    values allow it, else stand alone.
+
+    An audit_log row holds only fixed columns, which every event table has with the same values
+    and which evolution never moves; it shares its event's staged row unless audit_log has
+    columns of its own beyond those (made by someone else), in which case it stands alone."""
+    units: list[StagedUnit] = []
+    tracks_cols: dict[str, frozenset[str]] = {}
+    audit_shares: dict[str, bool] = {}
+    audit_fixed = frozenset(fixed_columns(AUDIT_LOG))
+
+    last: StagedUnit | None = None
+    last_event: tuple[Any, ...] = ()
+    for row in rows:
+        table = row.table
+        if row.kind is not Kind.APPEND or table == SCHEMA_CHANGES:
+            units.append(StagedUnit(row.schema, primary=row))
+            last = None
+            continue
+        event = _event_of(row)
+        if last is not None and event == last_event and event[1] is not None:
+            schema = row.schema
+            if table == AUDIT_LOG:
+                shares = audit_shares.get(schema)
+                if shares is None:
+                    shares = audit_shares[schema] = (
+                        frozenset(columns.get((schema, AUDIT_LOG), audit_fixed)) <= audit_fixed
+                    )
+                if shares and last.audit is None:
+                    last.audit = row
+                    continue
+            elif table != TRACKS and last.primary is None and last.audit is None:
+                cols = tracks_cols.get(schema)
+                if cols is None:
+                    cols = tracks_cols[schema] = frozenset(columns.get((schema, TRACKS), {}))
+                assert last.tracks is not None
+                if _shares_tracks(row, last.tracks, cols):
+                    last.primary = row
+                    continue
+        if table == TRACKS:
+            last = StagedUnit(row.schema, tracks=row)
+        elif table == AUDIT_LOG:
+            last = StagedUnit(row.schema, audit=row)
+        else:
+            last = StagedUnit(row.schema, primary=row)
+        last_event = event
+        units.append(last)
+    return units
+
+
+def unit_stage_types(
+    tables: Iterable[TableKey], columns: Mapping[TableKey, Mapping[str, str]]
+) -> dict[str, str]:
+    """`staged_columns` for staged units: tracks' _unmapped and audit_log's type and payload
+    are staged in columns of their own, beside the two flags."""
+    adjusted: dict[TableKey, Mapping[str, str]] = {}
+    for key in tables:
+        cols = columns[key]
+        skip = AUDIT_RENAMES if key[1] == AUDIT_LOG else TRACKS_RENAMES if key[1] == TRACKS else {}
+        adjusted[key] = {n: t for n, t in cols.items() if n not in skip} if skip else cols
+    out = staged_columns(adjusted.keys(), adjusted)
+    out.update(
+        {
+            TRACKS_FLAG: BOOLEAN,
+            AUDIT_FLAG: BOOLEAN,
+            TRACKS_UNMAPPED: VARIANT,
+            AUDIT_TYPE: VARCHAR,
+            AUDIT_PAYLOAD: VARIANT,
+        }
+    )
+    return out
+
+
+_SPECIAL = frozenset({SCHEMA_COLUMN, TABLE_COLUMN, UNMAPPED, TRACKS_FLAG, AUDIT_FLAG})
+
+
+def write_units(
+    path: Path,
+    units: Sequence[StagedUnit],
+    columns: Mapping[TableKey, Mapping[str, str]],
+    stage_types: Mapping[str, str],
+) -> int:
+    """Write one staged row per unit to one Parquet file with every column of `stage_types`
+    (upper-case names). Returns the row count."""
+    groups: dict[tuple[str, str | None, bool, bool], list[StagedUnit]] = {}
+    for u in units:
+        key = (
+            u.schema,
+            u.primary.table if u.primary else None,
+            u.tracks is not None,
+            u.audit is not None,
+        )
+        groups.setdefault(key, []).append(u)
+    tables: list[pa.Table] = []
+    for (schema, table, tracks, audit), members in groups.items():
+        names: dict[str, None] = {}
+        if table is not None:
+            names.update(dict.fromkeys(columns[(schema, table)]))
+        if tracks:
+            names.update(dict.fromkeys(n for n in columns[(schema, TRACKS)] if n != UNMAPPED))
+        if audit:
+            names.update(
+                dict.fromkeys(n for n in columns[(schema, AUDIT_LOG)] if n not in AUDIT_RENAMES)
+            )
+        tables.append(_unit_table(schema, table, tracks, audit, members, names, stage_types))
+    if not tables:
+        return 0
+    table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+    for name, stype in stage_types.items():
+        if name.upper() not in table.column_names:
+            arrow_type = pa.bool_() if stype == BOOLEAN else _ARROW.get(stype, _ARROW[VARCHAR])[0]
+            table = table.append_column(name.upper(), pa.nulls(table.num_rows, arrow_type))
+    pq.write_table(table, path, compression="snappy")
+    return table.num_rows
+
+
+def _unit_table(
+    schema: str,
+    table: str | None,
+    tracks: bool,
+    audit: bool,
+    units: list[StagedUnit],
+    columns: Iterable[str],
+    stage_types: Mapping[str, str],
+) -> pa.Table:
+    names: list[str] = []
+    fields: list[pa.Field] = []
+    variants: list[str] = []
+    for name in columns:
+        stype = stage_types.get(name)
+        if stype is None or name in _SPECIAL:
+            continue
+        if stype == VARIANT:
+            variants.append(name)
+            continue
+        names.append(name)
+        fields.append(pa.field(name, _ARROW[stype][0]))
+    n = len(units)
+    arrays: dict[str, pa.Array] = {
+        SCHEMA_COLUMN.upper(): pa.array([schema] * n, pa.string()),
+        TABLE_COLUMN.upper(): pa.array([table] * n, pa.string()),
+        TRACKS_FLAG.upper(): pa.array([tracks] * n, pa.bool_()),
+        AUDIT_FLAG.upper(): pa.array([audit] * n, pa.bool_()),
+    }
+    values = [u.row.values for u in units]
+    try:
+        children: list[pa.Array] = pa.array(values, pa.struct(fields)).flatten()
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        children = [_column_of(values, name, stage_types[name]) for name in names]
+    for name, array in zip(names, children, strict=True):
+        arrays[name.upper()] = array
+    for name in variants:
+        arrays[name.upper()] = pa.array(
+            [
+                v if v is None or type(v) is JsonText else _to_variant(v)
+                for v in (r.get(name) for r in values)
+            ],
+            pa.string(),
+        )
+    if table is not None and UNMAPPED in stage_types:
+        arrays[UNMAPPED.upper()] = _unmapped_array([u.primary for u in units])
+    if tracks:
+        arrays[TRACKS_UNMAPPED.upper()] = _unmapped_array([u.tracks for u in units])
+    if audit:
+        docs = [u.audit.values for u in units if u.audit is not None]
+        arrays[AUDIT_TYPE.upper()] = pa.array([d.get("type") for d in docs], pa.string())
+        arrays[AUDIT_PAYLOAD.upper()] = pa.array(
+            [
+                v if v is None or type(v) is JsonText else _to_variant(v)
+                for v in (d.get("payload") for d in docs)
+            ],
+            pa.string(),
+        )
+    return pa.table(arrays)
+
+
+def _unmapped_array(rows: Sequence[TableRow | None]) -> pa.Array:
+    return pa.array(
+        [
+            None
+            if r is None or not r.unmapped
+            else orjson.dumps(r.unmapped, default=_json_default).decode()
+            for r in rows
+        ],
+        pa.string(),
+    )

@@ -50,6 +50,31 @@ def test_insert_new_checks_ids_within_the_lookback_and_casts_staged_text() -> No
     assert 't."ID" = s."ID" AND t."DETECTED_AT" >=' in changes
 
 
+def test_tracks_and_audit_log_load_from_flagged_staged_rows_and_renamed_columns() -> None:
+    cols = fixed_columns("audit_log")
+    staged = {
+        "id": "VARCHAR",
+        "_segflow_audit_type": "VARCHAR",
+        "_segflow_audit_payload": "VARCHAR",
+    }
+    sql, binds = dml.insert_new(
+        "stg",
+        "web",
+        "audit_log",
+        cols,
+        staged,
+        lookback=True,
+        flag="_segflow_audit",
+        renames={"type": "_segflow_audit_type", "payload": "_segflow_audit_payload"},
+    )
+    assert 'WHERE s."_SEGFLOW_SCHEMA" = ? AND s."_SEGFLOW_AUDIT" AND NOT EXISTS' in sql
+    assert '"_SEGFLOW_TABLE"' not in sql
+    assert 's."ID", s."_SEGFLOW_AUDIT_TYPE", ' in sql
+    assert 'PARSE_JSON(s."_SEGFLOW_AUDIT_PAYLOAD")' in sql
+    assert 's."TYPE"' not in sql and 's."PAYLOAD"' not in sql
+    assert binds == 1  # loaded_at
+
+
 def test_merge_keeps_newer_values_and_fills_gaps() -> None:
     cols = {**fixed_columns("users"), "plan": "VARCHAR"}
     sql, binds = dml.merge_insert("stg", "web", "users", cols, {"plan": "VARCHAR", "id": "VARCHAR"})

@@ -5,9 +5,19 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from sinks.snowflake.rows import JsonText, TableRow
-from sinks.snowflake.staging import group_rows, staged_columns, to_text, write_parquet
-from sinks.snowflake.tables import Kind
+from sinks.snowflake.evolution import plan
+from sinks.snowflake.rows import JsonText, Origin, TableRow, event_rows
+from sinks.snowflake.staging import (
+    TRACKS_FLAG,
+    group_rows,
+    stage_units,
+    staged_columns,
+    to_text,
+    unit_stage_types,
+    write_parquet,
+    write_units,
+)
+from sinks.snowflake.tables import Kind, fixed_columns
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
@@ -107,3 +117,76 @@ def test_typed_columns_numbers_as_decimals_and_values_that_need_converting(
     assert first["DOC"] == '"s"'  # a JSON string: PARSE_JSON gives the text back
     assert second["DOC"] == '{"k":[1]}' and second["_UNMAPPED"] == '{"late":1}'
     assert second["RECEIVED_AT"] == datetime(2026, 1, 5, 12, 0, 1, tzinfo=UTC)
+
+
+def _track_rows(offset: int = 5) -> list[TableRow]:
+    record = {
+        "type": "track",
+        "messageId": f"m{offset}",
+        "source": "web",
+        "event": "Order Completed",
+        "userId": "u1",
+        "anonymousId": "a1",
+        "receivedAt": T0,
+        "timestamp": T0,
+        "context": '{"ip": "10.0.0.1"}',
+        "properties": '{"revenue": 12.5, "sku": "x"}',
+        "unmapped": '{"late": 1}',
+    }
+    return event_rows(record, Origin("segment.events.track", 3, offset), audit=True)
+
+
+def _layout(rows: list[TableRow]) -> dict[tuple[str, str], dict[str, str]]:
+    return plan(rows, {}).columns
+
+
+def test_an_event_is_staged_once_feeding_tracks_its_table_and_the_audit_log(
+    tmp_path: Path,
+) -> None:
+    rows = _track_rows(5) + _track_rows(6)
+    columns = _layout(rows)
+    units = stage_units(rows, columns)
+    assert len(units) == 2
+    unit = units[0]
+    assert unit.primary is rows[1] and unit.tracks is rows[0] and unit.audit is rows[2]
+    staged = unit_stage_types(columns.keys(), columns)
+    assert staged[TRACKS_FLAG] == "BOOLEAN" and "payload" not in staged
+    path = tmp_path / "f.parquet"
+    assert write_units(path, units, columns, staged) == 2
+    first = pq.read_table(path).to_pylist()[0]
+    assert first["_SEGFLOW_TABLE"] == "order_completed"
+    assert first["_SEGFLOW_TRACKS"] is True and first["_SEGFLOW_AUDIT"] is True
+    assert first["REVENUE"] == 12.5 and first["CONTEXT_IP"] == "10.0.0.1"
+    assert first["_UNMAPPED"] == '{"late":1}' and first["_SEGFLOW_TRACKS_UNMAPPED"] is None
+    assert first["_SEGFLOW_AUDIT_TYPE"] == "track"
+    assert '"revenue": 12.5' in first["_SEGFLOW_AUDIT_PAYLOAD"]  # the properties text as is
+    assert set(pq.read_table(path).column_names) == {n.upper() for n in staged}
+
+
+def test_rows_that_differ_after_evolution_are_staged_apart(tmp_path: Path) -> None:
+    """context_ip is a NUMBER column in tracks only: the tracks row loses its value to
+    _unmapped while the event's own table keeps it, so they cannot share a staged row."""
+    rows = _track_rows(5)
+    known = {("web", "tracks"): {**fixed_columns("tracks"), "context_ip": "NUMBER"}}
+    p = plan(rows, known)
+    units = stage_units(p.rows, p.columns)
+    assert [(u.primary, u.tracks is not None, u.audit is not None) for u in units] == [
+        (None, True, False),
+        (p.rows[1], False, True),
+    ]
+    staged = unit_stage_types(p.columns.keys(), p.columns)
+    path = tmp_path / "f.parquet"
+    assert write_units(path, units, p.columns, staged) == 2
+    alone, own = pq.read_table(path).to_pylist()
+    assert alone["_SEGFLOW_TABLE"] is None and alone["CONTEXT_IP"] is None
+    assert alone["_SEGFLOW_TRACKS_UNMAPPED"] == '{"context_ip":"10.0.0.1"}'
+    assert own["CONTEXT_IP"] == "10.0.0.1" and own["_SEGFLOW_TRACKS"] is False
+
+
+def test_an_audit_log_with_columns_of_its_own_is_staged_apart() -> None:
+    rows = _track_rows(5)
+    columns = _layout(rows)
+    columns[("web", "audit_log")] = {**columns[("web", "audit_log")], "revenue": "FLOAT"}
+    units = stage_units(rows, columns)
+    assert [u.audit is not None for u in units] == [False, True]
+    assert units[1].primary is None and units[1].tracks is None
