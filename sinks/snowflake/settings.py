@@ -26,7 +26,7 @@ class SinkSettings(SegflowSettings):
         32 * 1024 * 1024, gt=0, description="Flush when one partition has buffered this many bytes"
     )
     flush_age_s: float = Field(
-        5.0, gt=0, description="Flush when a partition's oldest buffered record is this old"
+        2.0, gt=0, description="Flush when a partition's oldest buffered record is this old"
     )
     max_buffered_bytes: int = Field(
         256 * 1024 * 1024,
