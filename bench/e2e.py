@@ -396,7 +396,9 @@ def write_results(
         "| --- | --- |",
         *(f"| {n} | {us:.0f} |" for n, us in sorted(cpu_per_event.items(), key=lambda x: -x[1])),
     ]
-    (ROOT / "bench" / "results" / "e2e.md").write_text("\n".join(lines) + "\n")
+    out = ROOT / "bench" / "results" / "e2e.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
