@@ -17,7 +17,10 @@ the changelog writes of its state) through the transactional producer of the rec
 partition, directly: output, state and the consumed offset commit or abort together. A record
 whose output was committed before its offset (Faust commits on a timer, possibly in the middle of
 a batch) is reprocessed after a crash, finds its messageId in the committed dedupe state and is
-dropped, so nothing is duplicated either way.
+dropped, so nothing is duplicated either way. A batch's hand-off is therefore never cut short: a
+stop (Faust cancels the agent, then commits the open transactions) waits for it to finish, and a
+hand-off that fails aborts its partition's transaction and crashes the app, whose next start
+rebuilds the state from what was committed.
 
 State. Three tables with a memory store (RocksDB is not installed) and a compacted changelog each:
 ``dedupe`` (messageId -> first sighting), ``identity`` (identifier -> canonical userId) and
@@ -33,7 +36,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -74,6 +77,9 @@ logger = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
 Send = tuple[str, bytes | None, bytes | None, Headers, int | None]
+
+#: seconds an abort (or the stop of the aborted producer) may take after a failed hand-off
+ABORT_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,7 @@ class ProcessorApp:
         self.health = health or HealthState()
         self.codec = AvroCodec()
         self.fatal: BaseException | None = None
+        self._crashing: asyncio.Future[None] | None = None
         self.exactly_once = settings.processing_guarantee == "exactly_once"
         key = settings.pii_hmac_key.get_secret_value().encode() if settings.pii_hmac_key else None
         self.deduper = Deduper(
@@ -378,8 +385,9 @@ class ProcessorApp:
                 continue
             self._collect(outcome, msg, sends, writes, counts, tallies)
         self._flush_metrics(counts, tallies)
-        for (topic, partition), sends in out.items():
-            await self._send(topic, partition, sends)
+        # the state above already holds the batch's dedupe and identity entries: the hand-off
+        # must not stop half-way (a stop cancels the agent, then commits the open transactions)
+        await finish_despite_cancel(self._send_all(out))
         self._update_state_gauges()
 
     def _collect(
@@ -470,6 +478,20 @@ class ProcessorApp:
         ]
         return (self.topics.dlq, msg.key, msg.value, headers, None)
 
+    async def _send_all(self, out: dict[tuple[str, int], list[Send]]) -> None:
+        """Hand every partition's records to Kafka; a failure stops the worker.
+
+        After a failure the live state may hold entries whose records never went out, so the
+        agent must not simply be restarted (what Faust does with an agent that raised): the app
+        crashes and the next start rebuilds the state from the committed changelogs.
+        """
+        try:
+            for (topic, partition), sends in out.items():
+                await self._send(topic, partition, sends)
+        except Exception as exc:
+            self._fail(exc)
+            raise
+
     async def _send(self, source_topic: str, partition: int, sends: list[Send]) -> None:
         if not sends:
             return
@@ -490,7 +512,29 @@ class ProcessorApp:
             # write outside the transaction; the restart resumes from the committed offsets.
             raise FatalError(f"no transactional producer {tid} for {source_topic}[{partition}]")
         async with producer._trn_locks[tid]:
-            await self._hand_over(txp, sends)
+            try:
+                await self._hand_over(txp, sends)
+            except Exception:
+                await self._abandon_transaction(producer, tid, txp)
+                raise
+
+    async def _abandon_transaction(self, producer: Any, tid: str, txp: Any) -> None:
+        """Abort a partition's transaction after a failed hand-off, and drop its producer.
+
+        Nothing of that transaction may commit: what was handed before the failure (e.g. clean
+        events without their dedupe entries) nor the offsets of the batches acked before it,
+        whose output the abort discards. Faust commits only the transactional ids it holds a
+        producer for (the stop's final commit included), so the producer goes first; if the
+        abort itself fails, the next owner's producer aborts the transaction when it starts.
+        Called with the transaction's lock held.
+        """
+        producer._transaction_producers.pop(tid, None)
+        for step in (txp.abort_transaction, txp.stop):
+            try:
+                await asyncio.wait_for(step(), ABORT_TIMEOUT_S)
+            except Exception as exc:
+                logger.error("%s of transaction %s failed: %r", step.__name__, tid, exc)
+        logger.error("aborted transaction %s after a failed hand-off", tid)
 
     async def _hand_over(self, aioproducer: Any, sends: list[Send]) -> None:
         """Give the records to aiokafka: one BatchBuilder per (topic, partition) where the
@@ -519,9 +563,34 @@ class ProcessorApp:
         if fut.cancelled():
             return
         exc = fut.exception()
-        if exc is not None and self.fatal is None:
-            self.fatal = exc
-            logger.error("a send failed, the worker will stop: %s", type(exc).__name__)
+        if exc is not None:
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        """Mark the worker failed and crash the app: it stops (committing the transactions
+        that are whole) and exits non-zero, rather than going on with state ahead of Kafka."""
+        if self.fatal is not None:
+            return
+        self.fatal = exc
+        logger.error("a send failed, the worker will stop: %s", type(exc).__name__)
+        self._crashing = asyncio.ensure_future(self.app.crash(exc))
+
+
+async def finish_despite_cancel(coro: Coroutine[Any, Any, None]) -> None:
+    """Run `coro` to its end even when the caller is cancelled meanwhile, then re-raise the
+    cancellation; otherwise return or raise what `coro` did."""
+    task = asyncio.ensure_future(coro)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait((task,))
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        if not task.cancelled():
+            task.exception()  # a failure was handled by the task itself (see _send_all)
+        raise asyncio.CancelledError
+    task.result()
 
 
 @dataclass(slots=True)

@@ -1,0 +1,237 @@
+"""The hand-off of a batch to the transactional producers: never cut short by a cancel, and a
+failure aborts the partition's transaction and crashes the app.
+
+The producer here stands in for aiokafka's (the calls the hand-off makes: send, create_batch,
+send_batch, abort_transaction, stop); the Faust app, its producer and transaction bookkeeping are
+Faust's own. The runs on the broker are tests/integration/test_processors_*.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faust.types import Message
+from prometheus_client import CollectorRegistry
+
+from processors.app import ProcessorApp, TopicLayout, finish_despite_cancel
+from processors.settings import ProcessorSettings
+from runtime.rules import load_rules
+from runtime.settings import KafkaSettings
+from schemas.codec import CLEAN_EVENT, RAW_EVENT, AvroCodec
+
+CODEC = AvroCodec()
+PARTITIONS = 3
+
+
+class SendFailed(Exception):
+    pass
+
+
+class FakeBatch:
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes | None, bytes | None]] = []
+
+    def append(self, *, key: Any, value: Any, timestamp: Any, headers: Any) -> object:
+        self.records.append((key, value))
+        return object()
+
+    def record_count(self) -> int:
+        return len(self.records)
+
+
+class FakeTransactionalProducer:
+    """Records what it is handed; `gate` (when set) holds every send until it opens."""
+
+    def __init__(self, gate: asyncio.Event | None = None, fail_at: int | None = None) -> None:
+        self.gate = gate
+        self.fail_at = fail_at
+        self.calls = 0
+        self.waiting = asyncio.Event()
+        self.sent: list[tuple[str, int | None, bytes | None, bytes | None]] = []
+        self.aborted = False
+        self.stopped = False
+
+    async def _enter(self) -> None:
+        self.calls += 1
+        if self.gate is not None:
+            self.waiting.set()
+            await self.gate.wait()
+        if self.fail_at is not None and self.calls >= self.fail_at:
+            raise SendFailed("broker said no")
+
+    def _done(self) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    async def send(self, topic: str, value: Any, *, key: Any, headers: Any) -> Any:
+        await self._enter()
+        self.sent.append((topic, None, key, value))
+        return self._done()
+
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch()
+
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> Any:
+        await self._enter()
+        self.sent += [(topic, partition, k, v) for k, v in batch.records]
+        return self._done()
+
+    async def abort_transaction(self) -> None:
+        self.aborted = True
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+def processor(tmp_path: Path) -> ProcessorApp:
+    settings = ProcessorSettings(
+        kafka=KafkaSettings(topic_prefix="unit."),
+        app_id="unit-app",
+        state_dir=tmp_path,
+        pii_hmac_key="unit-test-key-0123456789",
+    )
+    topics = settings.kafka.topics
+    layout = TopicLayout(PARTITIONS, {t: PARTITIONS for t in topics.all_clean()})
+    proc = ProcessorApp(settings, load_rules(None), CollectorRegistry(), layout)
+    assignor: Any = proc.app.assignor  # topic groups are set on assignment: all in group 0
+    assignor._topic_groups = {t: 0 for t in topics.all_raw()}
+    return proc
+
+
+def install(proc: ProcessorApp, fake: FakeTransactionalProducer) -> list[str]:
+    """The fake as the transactional producer of every partition; returns the ids."""
+    producer: Any = proc.app.producer
+    tids = [f"unit-app-0-{p}" for p in range(PARTITIONS)]
+    producer._transaction_producers = dict.fromkeys(tids, fake)
+    producer._trn_locks = {tid: asyncio.Lock() for tid in tids}
+    return tids
+
+
+def messages(proc: ProcessorApp, n: int) -> list[Message]:
+    now = datetime.now(UTC)
+    topic = proc.topics.raw("track")
+    out = []
+    for i in range(n):
+        record = {
+            "type": "track",
+            "messageId": f"m{i}",
+            "source": "web",
+            "anonymousId": f"a{i}",
+            "userId": None,
+            "previousId": None,
+            "groupId": None,
+            "event": "Order Completed",
+            "name": None,
+            "category": None,
+            "receivedAt": now,
+            "sentAt": now,
+            "originalTimestamp": now,
+            "timestamp": now,
+            "properties": '{"revenue": 1}',
+            "traits": "{}",
+            "context": "{}",
+            "integrations": "{}",
+            "channel": "server",
+            "extra": "{}",
+        }
+        value = CODEC.encode(RAW_EVENT, record)
+        out.append(Message(topic, i % 2, i, 0.0, 0, [], f"a{i}".encode(), value, None))
+    return out
+
+
+def clean_ids(fake: FakeTransactionalProducer) -> set[str]:
+    return {
+        CODEC.decode(CLEAN_EVENT, v)["messageId"]
+        for t, _, _, v in fake.sent
+        if ".events." in t and v is not None
+    }
+
+
+def dedupe_keys(proc: ProcessorApp, fake: FakeTransactionalProducer) -> set[bytes | None]:
+    changelog = proc.changelog_topic["dedupe"]
+    return {k for t, _, k, _ in fake.sent if t == changelog}
+
+
+def test_a_cancel_during_the_hand_off_waits_for_every_send_of_the_batch(tmp_path: Path) -> None:
+    """A stop cancels the agent, then commits: the clean events must not commit without their
+    dedupe entries, so the cancelled hand-off still gives every record to the producer."""
+
+    async def run() -> None:
+        proc = processor(tmp_path)
+        fake = FakeTransactionalProducer(gate=asyncio.Event())
+        install(proc, fake)
+        batch = messages(proc, 40)
+        task = asyncio.ensure_future(proc.process_batch(batch))
+        await asyncio.wait_for(fake.waiting.wait(), 5)
+        task.cancel()
+        await asyncio.sleep(0.01)
+        assert not task.done(), "the cancel cut the hand-off short"
+        assert fake.gate is not None
+        fake.gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)
+        ids = {f"m{i}" for i in range(40)}
+        assert clean_ids(fake) == ids
+        assert dedupe_keys(proc, fake) == {i.encode() for i in ids}
+        assert proc.fatal is None
+
+    asyncio.run(run())
+
+
+def test_a_failed_send_aborts_the_transaction_and_crashes_the_app(tmp_path: Path) -> None:
+    async def run() -> None:
+        proc = processor(tmp_path)
+        fake = FakeTransactionalProducer(fail_at=2)
+        tids = install(proc, fake)
+        with pytest.raises(SendFailed):
+            await proc.process_batch(messages(proc, 40))
+        assert fake.aborted and fake.stopped
+        producer: Any = proc.app.producer
+        # Faust's commits skip an id without a producer: nothing of that transaction commits
+        assert tids[0] not in producer._transaction_producers
+        assert isinstance(proc.fatal, SendFailed)
+        assert proc._crashing is not None
+        await proc._crashing
+        assert proc.app.crash_reason is proc.fatal
+
+    asyncio.run(run())
+
+
+def test_a_failed_delivery_crashes_the_app(tmp_path: Path) -> None:
+    async def run() -> None:
+        proc = processor(tmp_path)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(proc._on_delivered)
+        fut.set_exception(SendFailed("delivery failed"))
+        await asyncio.sleep(0)
+        assert isinstance(proc.fatal, SendFailed)
+        assert proc._crashing is not None
+        await proc._crashing
+        assert proc.app.crash_reason is proc.fatal
+
+    asyncio.run(run())
+
+
+def test_finish_despite_cancel_outlives_repeated_cancels() -> None:
+    async def run() -> None:
+        steps: list[int] = []
+
+        async def work() -> None:
+            for i in range(5):
+                await asyncio.sleep(0.01)
+                steps.append(i)
+
+        task = asyncio.ensure_future(finish_despite_cancel(work()))
+        for _ in range(3):
+            await asyncio.sleep(0.005)
+            task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert steps == [0, 1, 2, 3, 4]
+
+    asyncio.run(run())
