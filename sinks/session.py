@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 Connect = Callable[..., Any]
 
 
-def _connect_default(**kwargs: Any) -> Any:
+def connect_warehouse(**kwargs: Any) -> Any:
+    """snowflake.connector.connect, imported only when a connection is made."""
     import snowflake.connector  # heavy import: only when connecting
 
     return snowflake.connector.connect(**kwargs)
@@ -36,7 +37,7 @@ class WarehouseSession:
         warehouse: WarehouseSettings,
         component: str,
         *,
-        connect: Connect = _connect_default,
+        connect: Connect = connect_warehouse,
         create_database: bool = True,
     ) -> None:
         self.warehouse = warehouse

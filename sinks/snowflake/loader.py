@@ -29,6 +29,7 @@ from typing import Any
 
 from runtime.settings import WarehouseSettings
 from schemas.errors import SegflowError
+from sinks.session import Connect, connect_warehouse
 from sinks.snowflake import ddl, dml
 from sinks.snowflake.batcher import FlushBatch
 from sinks.snowflake.errors import FencedError, WarehouseRetryableError, classify
@@ -61,7 +62,6 @@ logger = logging.getLogger(__name__)
 STAGE = "_segflow_stage"
 STAGING_PREFIX = "_segflow_staging_"
 Columns = dict[str, str]
-Connect = Callable[..., Any]
 
 
 @dataclass(frozen=True)
@@ -82,12 +82,6 @@ class FlushResult:
     seconds: float = 0.0
 
 
-def _connect_default(**kwargs: Any) -> Any:
-    import snowflake.connector  # heavy import: only when connecting
-
-    return snowflake.connector.connect(**kwargs)
-
-
 class SnowflakeLoader:
     """Owns the warehouse connection; loads flushes and keeps the offsets."""
 
@@ -96,7 +90,7 @@ class SnowflakeLoader:
         warehouse: WarehouseSettings,
         options: LoaderOptions,
         metrics: SinkMetrics,
-        connect: Connect = _connect_default,
+        connect: Connect = connect_warehouse,
     ) -> None:
         self.warehouse = warehouse
         self.options = options

@@ -4,21 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-_STANDARD_TABLES = frozenset(
-    {
-        "tracks",
-        "identifies",
-        "users",
-        "pages",
-        "screens",
-        "groups",
-        "accounts",
-        "aliases",
-        "identity_map",
-        "audit_log",
-        "_segflow_schema_changes",
-    }
-)
+from schemas.naming import RESERVED_TABLES
+
+_STANDARD_TABLES = RESERVED_TABLES | {"_segflow_schema_changes"}
 
 
 def table_label(table: str) -> str:
