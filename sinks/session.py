@@ -29,6 +29,19 @@ def connect_warehouse(**kwargs: Any) -> Any:
     return snowflake.connector.connect(**kwargs)
 
 
+def login(warehouse: WarehouseSettings, component: str, connect: Connect) -> tuple[Any, str]:
+    """(connection, database): a qmark connection with no database selected yet, since the
+    database may have to be created first; login failures classified."""
+    kwargs = warehouse.connect_kwargs(component)
+    database = kwargs.pop("database")
+    kwargs["paramstyle"] = "qmark"
+    kwargs.setdefault("client_session_keep_alive", False)
+    try:
+        return connect(**kwargs), database
+    except Exception as exc:
+        raise classify(exc, statement="login") from exc
+
+
 class WarehouseSession:
     """One connection; `run` executes a statement and wraps any failure."""
 
@@ -51,14 +64,7 @@ class WarehouseSession:
     def open(self) -> WarehouseSession:
         if self._conn is not None:
             return self
-        kwargs = self.warehouse.connect_kwargs(self.component)
-        kwargs.pop("database")
-        kwargs["paramstyle"] = "qmark"
-        kwargs.setdefault("client_session_keep_alive", False)
-        try:
-            self._conn = self._connect(**kwargs)
-        except Exception as exc:
-            raise classify(exc, statement="login") from exc
+        self._conn, _ = login(self.warehouse, self.component, self._connect)
         try:
             if self._create_database:
                 self.run(f"CREATE DATABASE IF NOT EXISTS {quote(self.database)}", kind="ddl")

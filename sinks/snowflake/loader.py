@@ -29,7 +29,7 @@ from typing import Any
 
 from runtime.settings import WarehouseSettings
 from schemas.errors import SegflowError
-from sinks.session import Connect, connect_warehouse
+from sinks.session import Connect, connect_warehouse, login
 from sinks.snowflake import ddl, dml
 from sinks.snowflake.batcher import FlushBatch
 from sinks.snowflake.errors import FencedError, WarehouseRetryableError, classify
@@ -110,14 +110,7 @@ class SnowflakeLoader:
         """Open the connection and make sure the control schema, stage and offsets exist."""
         if self._conn is not None:
             return
-        kwargs = self.warehouse.connect_kwargs("sink")
-        database = kwargs.pop("database")
-        kwargs["paramstyle"] = "qmark"
-        kwargs.setdefault("client_session_keep_alive", False)
-        try:
-            self._conn = self._connect_fn(**kwargs)
-        except Exception as exc:
-            raise classify(exc, statement="login") from exc
+        self._conn, database = login(self.warehouse, "sink", self._connect_fn)
         try:
             self._run(f"CREATE DATABASE IF NOT EXISTS {ddl.quote(database)}", kind="ddl")
             self._run(f"USE DATABASE {ddl.quote(database)}", kind="session")

@@ -86,6 +86,27 @@ def _to_variant(value: Any) -> str | None:
     return orjson.dumps(value, default=_json_default).decode()
 
 
+def _variant_array(values: list[Any]) -> pa.Array:
+    """VARIANT values as JSON text; raw JSON fragments pass through unchanged."""
+    return pa.array(
+        [v if v is None or type(v) is JsonText else _to_variant(v) for v in values], pa.string()
+    )
+
+
+def _typed_columns(
+    values: list[dict[str, Any]],
+    fields: list[pa.Field],
+    names: list[str],
+    stage_types: Mapping[str, str],
+) -> dict[str, pa.Array]:
+    """Upper-cased column -> array, built by pyarrow in one pass; per column where it refuses."""
+    try:
+        children: list[pa.Array] = pa.array(values, pa.struct(fields)).flatten()
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        children = [_column_of(values, name, stage_types[name]) for name in names]
+    return {name.upper(): array for name, array in zip(names, children, strict=True)}
+
+
 _ARROW: dict[str, tuple[pa.DataType, Callable[[Any], Any]]] = {
     NUMBER: (pa.decimal128(38, 0), lambda v: v),
     FLOAT: (pa.float64(), lambda v: None if v is None else float(v)),
@@ -165,21 +186,9 @@ def _table_of(
         TABLE_COLUMN.upper(): pa.array([key[1]] * n, pa.string()),
     }
     values = [r.values for r in rows]
-    try:
-        struct = pa.array(values, pa.struct(fields))
-        children: list[pa.Array] = struct.flatten()
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        children = [_column_of(values, name, stage_types[name]) for name in names]
-    for name, array in zip(names, children, strict=True):
-        arrays[name.upper()] = array
+    arrays.update(_typed_columns(values, fields, names, stage_types))
     for name in variants:
-        arrays[name.upper()] = pa.array(
-            [
-                v if v is None or type(v) is JsonText else _to_variant(v)
-                for v in (r.get(name) for r in values)
-            ],
-            pa.string(),
-        )
+        arrays[name.upper()] = _variant_array([r.get(name) for r in values])
     if UNMAPPED in columns and UNMAPPED in stage_types:
         arrays[UNMAPPED.upper()] = pa.array(
             [
@@ -397,20 +406,9 @@ def _unit_table(
         AUDIT_FLAG.upper(): pa.array([audit] * n, pa.bool_()),
     }
     values = [u.row.values for u in units]
-    try:
-        children: list[pa.Array] = pa.array(values, pa.struct(fields)).flatten()
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        children = [_column_of(values, name, stage_types[name]) for name in names]
-    for name, array in zip(names, children, strict=True):
-        arrays[name.upper()] = array
+    arrays.update(_typed_columns(values, fields, names, stage_types))
     for name in variants:
-        arrays[name.upper()] = pa.array(
-            [
-                v if v is None or type(v) is JsonText else _to_variant(v)
-                for v in (r.get(name) for r in values)
-            ],
-            pa.string(),
-        )
+        arrays[name.upper()] = _variant_array([r.get(name) for r in values])
     if table is not None and UNMAPPED in stage_types:
         arrays[UNMAPPED.upper()] = _unmapped_array([u.primary for u in units])
     if tracks:
@@ -418,13 +416,7 @@ def _unit_table(
     if audit:
         docs = [u.audit.values for u in units if u.audit is not None]
         arrays[AUDIT_TYPE.upper()] = pa.array([d.get("type") for d in docs], pa.string())
-        arrays[AUDIT_PAYLOAD.upper()] = pa.array(
-            [
-                v if v is None or type(v) is JsonText else _to_variant(v)
-                for v in (d.get("payload") for d in docs)
-            ],
-            pa.string(),
-        )
+        arrays[AUDIT_PAYLOAD.upper()] = _variant_array([d.get("payload") for d in docs])
     return pa.table(arrays)
 
 
