@@ -6,7 +6,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
 
 from runtime.kafka_config import admin_config
@@ -129,8 +129,17 @@ def check_topics(
     if present:
         resources = [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in present]
         results = admin.describe_configs(resources, request_timeout=timeout_s)
-        by_name = {r.name: fut.result(timeout=timeout_s) for r, fut in results.items()}
+        by_name = {}
+        for resource, fut in results.items():
+            try:
+                by_name[resource.name] = fut.result(timeout=timeout_s)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise
+                problems.append(f"{resource.name}: missing")  # deleted since the metadata call
         for spec in present:
+            if spec.name not in by_name:
+                continue
             actual = by_name[spec.name]
             for key, want in spec.config.items():
                 got = actual[key].value if key in actual else None
