@@ -31,6 +31,7 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import drop_topics  # noqa: E402
 from ingest.archive import LocalStore, list_files, read_lines  # noqa: E402
 from runtime.settings import KafkaSettings  # noqa: E402
 from runtime.topic_admin import create_topics, expected_topics  # noqa: E402
@@ -159,6 +160,7 @@ def main() -> None:
             f"{real_s / base_s:.1f}x baseline time, peak RSS {real_rss / 1024:.0f}"
             " MiB, process start included)"
         )
+        drop_topics(opts.bootstrap, [prefix])
         print(
             f"RESULT backfill_events_per_s={n / real_s:.0f} "
             f"ratio_to_read_only={base_s / real_s:.3f}"

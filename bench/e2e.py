@@ -40,6 +40,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import drop_topics  # noqa: E402
 from bench.ingest import Connection, http_request, realistic_event  # noqa: E402
 from runtime.services import emulator as emulator_service  # noqa: E402
 from runtime.services import kafka as kafka_service  # noqa: E402
@@ -353,6 +354,7 @@ def main() -> int:
     finally:
         for comp in comps.values():
             comp.stop()
+        drop_topics(kafka.bootstrap, [f"bench-e2e-{tag}"])
     return 0
 
 

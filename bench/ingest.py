@@ -46,8 +46,8 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from confluent_kafka.admin import AdminClient  # noqa: E402
 
+from bench import drop_topics  # noqa: E402
 from ingest.normalize import merge_defaults, to_raw_record  # noqa: E402
 from ingest.rejections import ItemProblem  # noqa: E402
 from ingest.validation import EventFields, fast_fields, model_fields  # noqa: E402
@@ -486,12 +486,7 @@ def run(args: argparse.Namespace) -> int:
         for edge in edges:
             edge.stop()
         if not args.keep_topics:
-            admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
-            for fut in admin.delete_topics([s.name for s in specs]).values():
-                try:
-                    fut.result(timeout=30)
-                except Exception as exc:  # deleting is best effort
-                    print(f"  could not delete a bench topic: {exc}")
+            drop_topics(kafka.bootstrap, [kafka.topic_prefix])
     if profile is not None and profile.exists():
         out = io.StringIO()
         stats = pstats.Stats(str(profile), stream=out)

@@ -44,8 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
-from confluent_kafka.admin import AdminClient  # noqa: E402
 
+from bench import drop_topics  # noqa: E402
 from runtime.settings import KafkaSettings  # noqa: E402
 from runtime.topic_admin import TopicSpec, create_topics, expected_topics  # noqa: E402
 from tests.integration.processors_harness import produce, raw_event  # noqa: E402
@@ -361,11 +361,7 @@ def main() -> None:
         stats.sort_stats("tottime").print_stats(25)
     if sampler is not None and samples.exists():
         summarize_samples(samples)
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"bench_{tag}.")]
-    doomed += [t for t in admin.list_topics(timeout=10).topics if t.startswith(app_id)]
-    for fut in admin.delete_topics(doomed).values():
-        fut.result(timeout=30)
+    drop_topics(bootstrap, [f"bench_{tag}.", app_id])
     codec_ceiling = ceilings["codec"]
     print(f"CODEC_CEILING events_per_s={codec_ceiling:.0f} ratio={rate / codec_ceiling:.2f}")
     print(f"RESULT events_per_s={rate:.0f} ceiling_per_s={ceiling:.0f} ratio={rate / ceiling:.2f}")

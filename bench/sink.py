@@ -25,6 +25,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import drop_topics  # noqa: E402
 from runtime.services import emulator  # noqa: E402
 from sinks.snowflake import ddl  # noqa: E402
 from sinks.snowflake.rows import Origin, TableRow, event_rows  # noqa: E402
@@ -222,6 +223,7 @@ def main() -> int:
         rss = peak_rss_mb(sink.pid)
     finally:
         sink.stop()
+        drop_topics(args.bootstrap, [prefix])
     statements = m.get("segflow_sink_statements_total", 0)
     rows = m.get("segflow_sink_rows_loaded_total", 0)
     flushes = m.get("segflow_sink_flushes_total", 0)

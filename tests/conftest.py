@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from runtime.services import emulator, kafka
 
@@ -27,9 +28,35 @@ def kafka_bootstrap() -> Iterator[str]:
         yield external
         return
     started = kafka.start()
-    yield f"{kafka.DEFAULT_HOST}:{kafka.DEFAULT_PORT}"
+    bootstrap = f"{kafka.DEFAULT_HOST}:{kafka.DEFAULT_PORT}"
+    before = _topics(bootstrap)
+    yield bootstrap
+    if not os.environ.get("SEGFLOW_TEST_KEEP_TOPICS"):
+        _delete_new_topics(bootstrap, before)
     if started:
         kafka.stop()
+
+
+def _topics(bootstrap: str) -> set[str]:
+    return set(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=30).topics)
+
+
+def _delete_new_topics(bootstrap: str, before: set[str]) -> None:
+    """Delete the topics this session made, so repeated runs do not pile partitions up on the
+    local broker (each costs it file handles; ~20,000 partitions exhaust a 20,000 descriptor
+    limit). SEGFLOW_TEST_KEEP_TOPICS=1 keeps them, e.g. while another session uses the broker."""
+    log = logging.getLogger(__name__)
+    try:
+        made = [t for t in _topics(bootstrap) - before if not t.startswith("__")]
+        futures = AdminClient({"bootstrap.servers": bootstrap}).delete_topics(made) if made else {}
+    except Exception as exc:  # cleanup is best effort (a test may have left the broker down)
+        log.warning("could not list or delete the test topics: %s", exc)
+        return
+    for name, future in futures.items():
+        try:
+            future.result(timeout=30)
+        except Exception as exc:
+            log.warning("could not delete test topic %s: %s", name, exc)
 
 
 @pytest.fixture(scope="session")
