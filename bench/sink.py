@@ -6,6 +6,7 @@
 2. runs `segflow sink` at default settings as a subprocess and measures, from its readiness to
    the moment every record is committed to the warehouse: records/s, table rows/s, warehouse
    statements (its segflow_sink_statements_total) per million records and its peak RSS;
+   rows/s counts table rows: an event makes ~2.7 (a track: tracks, its event table, audit_log);
 3. loads a smaller sample the naive way webhook-and-upsert flows do: every row with its own
    INSERT, every users/accounts/identity row with its own DELETE + INSERT upsert, each event
    its own transaction (autocommit), into the same tables;
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import sys
 import time
 import uuid
@@ -40,6 +42,7 @@ from tests.integration.sink_support import (  # noqa: E402
     make_topics,
     produce,
     scrape_metrics,
+    scrape_samples,
     sink_env,
 )
 
@@ -111,8 +114,8 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def naive_load(database: str, records: list[dict[str, Any]]) -> tuple[float, int]:
-    """Each event with its own statements: (seconds, statements)."""
+def naive_load(database: str, records: list[dict[str, Any]]) -> tuple[float, int, int]:
+    """Each event with its own statements: (seconds, statements, table rows written)."""
     import snowflake.connector
 
     conn = snowflake.connector.connect(
@@ -125,14 +128,15 @@ def naive_load(database: str, records: list[dict[str, Any]]) -> tuple[float, int
         layouts.setdefault((str(schema).lower(), str(table).lower()), []).append(
             str(column).lower()
         )
-    statements = 0
+    statements = rows = 0
     started = time.perf_counter()
     for i, record in enumerate(records):
         for row in event_rows(record, Origin("naive", 0, i), audit=True):
             statements += _naive_row(cur, row, layouts[(row.schema, row.table)])
+            rows += 1
     seconds = time.perf_counter() - started
     conn.close()
-    return seconds, statements
+    return seconds, statements, rows
 
 
 def _naive_row(cur: Any, row: TableRow, columns: list[str]) -> int:
@@ -162,6 +166,29 @@ def _naive_row(cur: Any, row: TableRow, columns: list[str]) -> int:
         n += 1
     cur.execute(sql, binds)
     return n + 1
+
+
+def print_time_split(samples: dict[str, float], seconds: float) -> None:
+    """Where the sink's flushes spent their time: phases, and statements by kind."""
+    phases = _by_label(samples, "segflow_sink_flush_phase_seconds_total", "phase")
+    kinds = _by_label(samples, "segflow_sink_statement_duration_seconds_sum", "kind")
+    counts = _by_label(samples, "segflow_sink_statement_duration_seconds_count", "kind")
+    print(f"flush phases over {seconds:.1f} s of loading (flushes overlap consuming):")
+    for name, total in sorted(phases.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<12} {total:7.1f} s")
+    print("statements by kind:")
+    for name, total in sorted(kinds.items(), key=lambda kv: -kv[1]):
+        n = counts.get(name, 0)
+        print(f"  {name:<12} {total:7.1f} s in {n:4.0f} ({total / max(n, 1) * 1000:6.0f} ms each)")
+
+
+def _by_label(samples: dict[str, float], family: str, label: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for sample, value in samples.items():
+        match = re.match(rf'{family}{{.*{label}="([^"]*)"', sample)
+        if match:
+            out[match.group(1)] = out.get(match.group(1), 0.0) + value
+    return out
 
 
 def main() -> int:
@@ -221,36 +248,40 @@ def main() -> int:
             time.sleep(0.2)
         seconds = time.perf_counter() - t0
         rss = peak_rss_mb(sink.pid)
+        samples = scrape_samples(port)
     finally:
         sink.stop()
         drop_topics(args.bootstrap, [prefix])
     statements = m.get("segflow_sink_statements_total", 0)
     rows = m.get("segflow_sink_rows_loaded_total", 0)
     flushes = m.get("segflow_sink_flushes_total", 0)
-    rows_per_s = args.events / seconds
+    records_per_s = args.events / seconds
+    rows_per_s = rows / seconds
     per_million = statements / args.events * 1e6
 
+    print_time_split(samples, seconds)
     print(f"naive loader on {args.naive_events} records ...", flush=True)
     sample = make_records(args.naive_events, seed=11)
-    naive_s, naive_statements = naive_load(database, sample)
-    naive_rows_per_s = args.naive_events / naive_s
+    naive_s, naive_statements, naive_rows = naive_load(database, sample)
+    naive_rows_per_s = naive_rows / naive_s
     naive_per_million = naive_statements / args.naive_events * 1e6
 
     wh = Warehouse(database)
     loaded = wh.query('SELECT COUNT(*) FROM "WEB"."AUDIT_LOG"')[0][0]
     print()
     print(
-        f"sink:  {args.events} records in {seconds:.1f} s = {rows_per_s:,.0f} records/s "
-        f"({rows / seconds:,.0f} table rows/s, {rows:,.0f} rows), {flushes:.0f} flushes, "
+        f"sink:  {args.events} records in {seconds:.1f} s = {records_per_s:,.0f} records/s = "
+        f"{rows_per_s:,.0f} table rows/s ({rows:,.0f} rows), {flushes:.0f} flushes, "
         f"{statements:.0f} statements = {per_million:,.0f} per million records, "
         f"peak RSS {rss:.0f} MB"
     )
     print(
-        f"naive: {args.naive_events} records in {naive_s:.1f} s = {naive_rows_per_s:,.0f} "
-        f"records/s, {naive_statements} statements = {naive_per_million:,.0f} per million"
+        f"naive: {args.naive_events} records in {naive_s:.1f} s = "
+        f"{args.naive_events / naive_s:,.0f} records/s = {naive_rows_per_s:,.0f} table rows/s "
+        f"({naive_rows} rows), {naive_statements} statements = {naive_per_million:,.0f} per million"
     )
     print(
-        f"ratios: sink/naive speed x{rows_per_s / naive_rows_per_s:,.0f}; "
+        f"ratios: sink/naive rows/s x{rows_per_s / naive_rows_per_s:,.0f}; "
         f"naive/sink statements per record x{naive_per_million / max(per_million, 1e-9):,.0f}"
     )
     print(

@@ -182,6 +182,8 @@ def plan(
     Values that do not fit their column are moved into the row's `unmapped` (the input rows are
     not changed: such rows are copied). Integer columns that meet floats are widened.
     """
+    rows = rows if isinstance(rows, list) else list(rows)
+    as_is = _tables_as_is(rows, known)
     result = Plan()
     cols_of: dict[TableKey, dict[str, str]] = {}
     new_of: dict[TableKey, dict[str, str]] = {}
@@ -204,6 +206,9 @@ def plan(
                         new_of.setdefault(key, {})[name] = typ
                         cols[name] = typ
             cols_of[key] = cols
+        if key in as_is:
+            out_rows.append(row)
+            continue
         fixed = fixed_columns(row.table)
         if row.values.keys() <= fixed.keys():  # only fixed columns (audit_log): nothing to type
             out_rows.append(row)
@@ -271,6 +276,70 @@ def plan(
             SchemaChange(schema, table, column, change, ctype or None, vtype or None, n, example)
         )
     return result
+
+
+_AS_IS_TYPES: dict[str, frozenset[type]] = {
+    NUMBER: frozenset({int}),
+    FLOAT: frozenset({int, float}),
+    BOOLEAN: frozenset({bool}),
+    TIMESTAMP: frozenset({datetime}),
+}
+
+
+def _tables_as_is(
+    rows: list[TableRow], known: Mapping[TableKey, Mapping[str, str]]
+) -> set[TableKey]:
+    """Tables whose rows all fit their existing columns unchanged (the steady state), found
+    column by column: a set of value types per column instead of a check per value. The rows of
+    these tables need no per-value typing; any doubt leaves a table to the per-value path."""
+    values_of: dict[TableKey, list[dict[str, Any]]] = {}
+    for row in rows:
+        key = (row.schema, row.table)
+        group = values_of.get(key)
+        if group is None:
+            group = values_of[key] = []
+        group.append(row.values)
+    clean: set[TableKey] = set()
+    for key, values in values_of.items():
+        cols = known.get(key)
+        if cols is None:
+            continue
+        fixed = fixed_columns(key[1])
+        if not fixed.keys() <= cols.keys():
+            continue
+        if all(_column_as_is(cols.get(name), values, name) for name in _dynamic(values, fixed)):
+            clean.add(key)
+    return clean
+
+
+def _dynamic(values: list[dict[str, Any]], fixed: Mapping[str, str]) -> set[str]:
+    return set().union(*values) - fixed.keys()
+
+
+def _column_as_is(ctype: str | None, values: list[dict[str, Any]], name: str) -> bool:
+    """Does every value of column `name` fit its existing column `ctype` as it is?"""
+    if ctype is None:
+        return False
+    if ctype in (VARCHAR, VARIANT):
+        return True
+    allowed = _AS_IS_TYPES.get(ctype)
+    if allowed is None:
+        return False
+    column = [v.get(name) for v in values]
+    types = set(map(type, column))
+    types.discard(type(None))
+    if not types <= allowed:
+        return False
+    if int in types:
+        ints = [x for x in column if type(x) is int]
+        if not (min(ints) > -_NUMBER_LIMIT and max(ints) < _NUMBER_LIMIT):
+            return False
+    if float in types:
+        # NaN or inf anywhere makes the sum not finite (so may an overflow: then the slow path)
+        total = sum(x for x in column if type(x) is float)
+        if total - total != 0.0:
+            return False
+    return True
 
 
 def _count(

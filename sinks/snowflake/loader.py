@@ -150,12 +150,16 @@ class SnowflakeLoader:
             raise WarehouseRetryableError(f"no warehouse connection for {kind}")
         self._statements += 1
         self.metrics.statements.labels(kind).inc()
+        started = time.perf_counter()
         try:
             cur = self._conn.cursor()
             cur.execute(sql, list(binds) if binds else None)
-            return cur
         except Exception as exc:
             raise classify(exc, statement=kind, table=table) from exc
+        seconds = time.perf_counter() - started
+        self.metrics.statement_seconds.labels(kind).observe(seconds)
+        logger.debug("%s %s: %.3f s", kind, table or "", seconds)
+        return cur
 
     def _sweep_staging(self) -> None:
         """Drop staging tables of processes that died more than `staging_max_age_h` ago."""
@@ -355,6 +359,7 @@ class SnowflakeLoader:
         return result
 
     def _flush(self, batch: FlushBatch) -> FlushResult:
+        started = time.perf_counter()
         rows = collapse(batch.rows)
         p = self._evolve(rows) if rows else Plan()
         load_id = uuid.uuid4().hex
@@ -383,12 +388,21 @@ class SnowflakeLoader:
             units = stage_units(p.rows, p.columns)
             staged_rows = write_units(path, units, p.columns, staged) if units else 0
             del units
+            started = self._phase("prepare", started)
             if staged_rows:
                 self._stage(path, staged, load_id, staged_rows)
-            return self._transaction(batch, groups, p, staged, load_id, now)
+            started = self._phase("stage", started)
+            result = self._transaction(batch, groups, p, staged, load_id, now)
+            self._phase("transaction", started)
+            return result
         finally:
             if path.exists():
                 os.unlink(path)
+
+    def _phase(self, name: str, started: float) -> float:
+        now = time.perf_counter()
+        self.metrics.phase_seconds.labels(name).inc(now - started)
+        return now
 
     def _stage(self, path: Path, staged: Columns, load_id: str, count: int) -> None:
         schema = self.options.control_schema

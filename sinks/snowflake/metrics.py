@@ -42,6 +42,20 @@ class SinkMetrics:
             ["kind"],
             registry=registry,
         )
+        self.statement_seconds = Histogram(
+            "segflow_sink_statement_duration_seconds",
+            "Duration of warehouse statements, by kind",
+            ["kind"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+            registry=registry,
+        )
+        self.phase_seconds = Counter(
+            "segflow_sink_flush_phase_seconds_total",
+            "Time spent in the phases of flushes (prepare: rows, evolution and the Parquet file; "
+            "stage: PUT and COPY; transaction: the statements into the targets and the offsets)",
+            ["phase"],
+            registry=registry,
+        )
         self.flush_seconds = Histogram(
             "segflow_sink_flush_duration_seconds",
             "Duration of successful flushes",

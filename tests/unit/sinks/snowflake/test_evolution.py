@@ -119,3 +119,57 @@ def test_the_quick_fit_check_never_disagrees_with_typing_the_value() -> None:
         for value in values:
             if fits_as_is(column_type, value):  # True is a promise; False only means "type it"
                 assert fit(column_type, str(value_type(value))) == "ok", (column_type, value)
+
+
+def test_the_column_wise_steady_state_check_plans_exactly_what_the_per_value_path_plans(
+    monkeypatch: Any,
+) -> None:
+    """Tables whose columns all fit are passed through without typing each value; random
+    batches over every kind of value must be planned the same with and without that shortcut."""
+    import random
+
+    from sinks.snowflake import evolution
+
+    pool: list[Any] = [
+        None,
+        "x",
+        "2026-01-05T12:00:00Z",
+        0,
+        7,
+        -(10**37),
+        10**38,
+        -(10**38),
+        1.5,
+        1e308,
+        float("nan"),
+        float("inf"),
+        True,
+        datetime(2026, 1, 1, tzinfo=UTC),
+        {"a": 1},
+    ]
+    types = ["VARCHAR", "NUMBER", "FLOAT", "BOOLEAN", "TIMESTAMP_TZ", "VARIANT"]
+    rnd = random.Random(5)
+    for _ in range(400):
+        known = {
+            ("web", t): {**fixed_columns(t), **{c: rnd.choice(types) for c in "abc"}}
+            for t in ("t1", "t2")
+        }
+        if rnd.random() < 0.2:
+            del known[("web", "t2")]["c"]  # a column some rows need added
+        batch = [
+            row(
+                table=rnd.choice(["t1", "t2"]),
+                mid=f"m{i}",
+                **{c: rnd.choice(pool[:1] * 6 + pool) for c in "abc" if rnd.random() < 0.9},
+            )
+            for i in range(rnd.randrange(1, 6))
+        ]
+        fast = plan(batch, known)
+        with monkeypatch.context() as m:
+            m.setattr(evolution, "_tables_as_is", lambda rows, known: set())
+            slow = plan(batch, known)
+        assert fast == slow, (known, batch)
+    big = [row(table="t1", mid=f"m{i}", a=i, b=float(i), c="v") for i in range(50)]
+    known = {("web", "t1"): {**fixed_columns("t1"), "a": "NUMBER", "b": "FLOAT", "c": "VARCHAR"}}
+    assert evolution._tables_as_is(big, known) == {("web", "t1")}
+    assert plan(big, known).rows == big
