@@ -77,19 +77,22 @@ def insert_new(
     flag: str | None = None,
     renames: Mapping[str, str] | None = None,
 ) -> tuple[str, int]:
-    """Insert staged rows whose id is not in the table (within the lookback when `lookback`),
-    once per id. Binds: load-time values, schema, table (none with `flag`: the staged rows
-    flagged so), then the lookback bound if any. `renames`: columns staged under other names."""
+    """Insert staged rows whose id is not in the table (within the lookback when `lookback`).
+    The staged rows of one table hold each id once (the loader keeps the first record of an
+    id: `rows.first_per_id`). Binds: load-time values, the lookback bound if any, then schema
+    and table (only the schema with `flag`: the staged rows flagged so). `renames`: columns
+    staged under other names.
+
+    An anti-join (LEFT JOIN ... IS NULL) rather than NOT EXISTS: the same rows, and engines
+    that build the join's hash table on the smaller side do so (the emulator's DuckDB: about
+    a third of the CPU of NOT EXISTS, which hashes the whole target table)."""
     names, exprs, binds = _select_list(columns, staged, renames=renames)
     window = f" AND t.{quote(lookback_column)} >= {LOAD_TS}" if lookback else ""
     sql = (
         f"INSERT INTO {qualified(schema, table)} ({', '.join(names)}) "
         f"SELECT {', '.join(exprs)} FROM {quote(staging)} s "
-        f"WHERE {_where_staged(flag=flag)} AND NOT EXISTS "
-        f"(SELECT 1 FROM {qualified(schema, table)} t "
-        f'WHERE t."ID" = s."ID"{window}) '
-        'QUALIFY ROW_NUMBER() OVER (PARTITION BY s."ID" ORDER BY s."_SEGFLOW_TOPIC", '
-        's."_SEGFLOW_PARTITION", s."_SEGFLOW_OFFSET") = 1'
+        f'LEFT JOIN {qualified(schema, table)} t ON t."ID" = s."ID"{window} '
+        f'WHERE {_where_staged(flag=flag)} AND t."ID" IS NULL'
     )
     return sql, binds
 

@@ -36,7 +36,7 @@ from sinks.snowflake.errors import FencedError, WarehouseRetryableError, classif
 from sinks.snowflake.evolution import Plan, SchemaChange, column_type_from_warehouse, plan
 from sinks.snowflake.metrics import SinkMetrics, table_label
 from sinks.snowflake.offsets import OffsetStore
-from sinks.snowflake.rows import TableRow, collapse
+from sinks.snowflake.rows import TableRow, collapse, first_per_id
 from sinks.snowflake.staging import (
     AUDIT_FLAG,
     AUDIT_RENAMES,
@@ -360,7 +360,9 @@ class SnowflakeLoader:
 
     def _flush(self, batch: FlushBatch) -> FlushResult:
         started = time.perf_counter()
-        rows = collapse(batch.rows)
+        rows, repeated = first_per_id(collapse(batch.rows))
+        for table, n in repeated.items():
+            self.metrics.rows_skipped.labels(table_label(table)).inc(n)
         p = self._evolve(rows) if rows else Plan()
         load_id = uuid.uuid4().hex
         now = datetime.now(UTC)
@@ -456,11 +458,12 @@ class SnowflakeLoader:
                         flag=flag,
                         renames=renames,
                     )
-                    binds = head + ([schema] if flag else where)
+                    binds = list(head)
                     if lookback:
                         first = min(r.values[on] for r in rows)
                         bound = first - timedelta(hours=self.options.lookback_hours)
                         binds.append(bound.isoformat())
+                    binds += [schema] if flag else where
                     cur = self._run(sql, binds, kind="insert", table=table)
                     inserted = int(cur.rowcount or 0)
                     skipped = len(rows) - inserted

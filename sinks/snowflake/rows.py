@@ -344,3 +344,36 @@ def _combine(older: TableRow, newer: TableRow) -> TableRow:
     values = {**older.values, **newer.values}
     unmapped = {**(older.unmapped or {}), **(newer.unmapped or {})} or None
     return TableRow(newer.schema, newer.table, newer.kind, values, unmapped, newer.message_id)
+
+
+def first_per_id(rows: list[TableRow]) -> tuple[list[TableRow], dict[str, int]]:
+    """Appended rows as a flush inserts them: one row per table and id, the one of the earliest
+    record (by topic, partition, offset), where it stood; a duplicate within the batch (a replay
+    overlapping, a re-sent record) is dropped here instead of by the warehouse. An event's rows
+    stay together: a later copy that wins replaces each of the earlier copy's rows in place.
+    Rows without an id or an origin (the sink's own schema-change rows) are kept as they are.
+    Returns the rows and the number dropped per table."""
+    out: list[TableRow] = []
+    at: dict[tuple[str, str, Any], int] = {}
+    dropped: dict[str, int] = {}
+    for row in rows:
+        values = row.values
+        ident = values.get("id")
+        if row.kind is not Kind.APPEND or ident is None or values.get("_segflow_offset") is None:
+            out.append(row)
+            continue
+        key = (row.schema, row.table, ident)
+        i = at.get(key)
+        if i is None:
+            at[key] = len(out)
+            out.append(row)
+        else:
+            dropped[row.table] = dropped.get(row.table, 0) + 1
+            if _origin(row) < _origin(out[i]):
+                out[i] = row
+    return out, dropped
+
+
+def _origin(row: TableRow) -> tuple[str, int, int]:
+    v = row.values
+    return (str(v["_segflow_topic"]), int(v["_segflow_partition"]), int(v["_segflow_offset"]))

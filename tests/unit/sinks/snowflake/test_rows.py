@@ -9,6 +9,7 @@ from sinks.snowflake.rows import (
     Origin,
     collapse,
     event_rows,
+    first_per_id,
     identity_row,
     schema_change_row,
     schema_name,
@@ -236,3 +237,22 @@ def test_schema_change_rows_name_table_column_and_stage() -> None:
         "identifies",
         "address_city",
     )
+
+
+def test_first_per_id_keeps_the_earliest_record_of_an_id_in_place() -> None:
+    track = record("track", event="Order Completed")
+    late = event_rows(track, Origin("segment.events.track", 2, 41), audit=True)
+    early = event_rows(track, Origin("segment.events.track", 1, 7), audit=True)
+    other = event_rows(record("page", messageId="m-2"), ORIGIN, audit=True)
+    again = event_rows(track, Origin("segment.events.track", 2, 90), audit=True)
+    users = event_rows(record("identify", messageId="m-3"), ORIGIN, audit=False)
+    kept, dropped = first_per_id(late + other + early + again + users + users)
+    # the partition-1 copy wins over the one read first; its rows stay together, in place
+    assert [(r.table, r.values["_segflow_offset"]) for r in kept[:3]] == [
+        ("tracks", 7),
+        ("order_completed", 7),
+        ("audit_log", 7),
+    ]
+    assert [r.table for r in kept[3:5]] == ["pages", "audit_log"]
+    assert [r.table for r in kept[5:]] == ["identifies", "users", "users"]  # merges collapse
+    assert dropped == {"tracks": 2, "order_completed": 2, "audit_log": 2, "identifies": 1}

@@ -38,16 +38,15 @@ def test_insert_new_checks_ids_within_the_lookback_and_casts_staged_text() -> No
     assert sql.startswith('INSERT INTO "WEB"."T" (')
     assert 's."QTY"::NUMBER(38,0)' in sql
     assert 'PARSE_JSON(s."PROPS")' in sql
-    assert (
-        'NOT EXISTS (SELECT 1 FROM "WEB"."T" t WHERE t."ID" = s."ID" AND t."RECEIVED_AT" >=' in sql
-    )
-    assert "QUALIFY ROW_NUMBER()" in sql
+    assert 'LEFT JOIN "WEB"."T" t ON t."ID" = s."ID" AND t."RECEIVED_AT" >= CAST(?' in sql
+    assert sql.endswith('AND t."ID" IS NULL')
     assert binds == 2  # uuid_ts and loaded_at
     assert "MERGE" not in sql
     no_window, _ = dml.insert_new("stg", "web", "t", cols, staged, lookback=False)
     assert 'RECEIVED_AT" >=' not in no_window
     changes, _ = dml.insert_new("stg", "web", "c", cols, staged, True, "detected_at")
     assert 't."ID" = s."ID" AND t."DETECTED_AT" >=' in changes
+    assert "NOT EXISTS" not in sql and "QUALIFY" not in sql
 
 
 def test_tracks_and_audit_log_load_from_flagged_staged_rows_and_renamed_columns() -> None:
@@ -67,7 +66,7 @@ def test_tracks_and_audit_log_load_from_flagged_staged_rows_and_renamed_columns(
         flag="_segflow_audit",
         renames={"type": "_segflow_audit_type", "payload": "_segflow_audit_payload"},
     )
-    assert 'WHERE s."_SEGFLOW_SCHEMA" = ? AND s."_SEGFLOW_AUDIT" AND NOT EXISTS' in sql
+    assert 'WHERE s."_SEGFLOW_SCHEMA" = ? AND s."_SEGFLOW_AUDIT" AND t."ID" IS NULL' in sql
     assert '"_SEGFLOW_TABLE"' not in sql
     assert 's."ID", s."_SEGFLOW_AUDIT_TYPE", ' in sql
     assert 'PARSE_JSON(s."_SEGFLOW_AUDIT_PAYLOAD")' in sql
