@@ -56,6 +56,7 @@ from processors.pipeline import DUPLICATE, Outcome, Pipeline
 from processors.settings import ProcessorSettings
 from processors.state import ChangelogWrite
 from processors.stitching import IDENTITY_TABLE, IdentityGraph
+from processors.suppressions import SuppressionCheck
 from processors.transport import SegflowApp
 from runtime.health import HealthState
 from runtime.kafka_config import admin_config, faust_broker_url
@@ -131,7 +132,10 @@ class ProcessorApp:
         registry: CollectorRegistry,
         layout: TopicLayout,
         health: HealthState | None = None,
+        suppressions: SuppressionCheck | None = None,
     ) -> None:
+        """`suppressions`: the loaded suppression list, whose users' events are dropped (None:
+        every event is processed)."""
         self.settings = settings
         self.topics: Topics = settings.kafka.topics
         self.layout = layout
@@ -153,6 +157,7 @@ class ProcessorApp:
             self.graph,
             DriftDetector(rules.tracking_plan, self.known),
             rules.tracking_plan.mode,
+            suppressions,
         )
         plan = rules.tracking_plan
         url = (

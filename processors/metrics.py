@@ -14,7 +14,8 @@ class ProcessorMetrics:
         self.events = Counter(
             "segflow_process_events_total",
             "Raw records processed, by call type and outcome (clean, duplicate, "
-            "reverse_etl_echo: segflow's own reverse ETL calls coming back, dropped; dlq)",
+            "reverse_etl_echo: segflow's own reverse ETL calls coming back, dropped; "
+            "suppressed: a user on the suppression list, dropped; dlq)",
             ["call_type", "outcome"],
             registry=registry,
         )

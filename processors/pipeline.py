@@ -6,9 +6,11 @@ so the Faust agent only has to decode, call :meth:`Pipeline.process` and send wh
 one transaction. Masking runs before anything is built for a clean topic; drift sees masked
 values (the types that reach the warehouse) and reports field names only, never values.
 
-Events segflow's own reverse ETL sent (``schemas.markers``) are dropped first, before dedupe:
-the warehouse already holds those facts, so they must not come back as new activity, and they
-leave no trace in the state.
+Events of users on the suppression list (:mod:`processors.suppressions`) are dropped first, as
+soon as the call type is known: no clean record, identity link, schema change, DLQ copy or state
+entry comes from them. Events segflow's own reverse ETL sent (``schemas.markers``) are dropped
+next, before dedupe: the warehouse already holds those facts, so they must not come back as new
+activity, and they leave no trace in the state.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from processors.drift import DRIFT_TABLE, DriftDetector, FieldChange
 from processors.masking import DOCUMENT_ROOTS, Masker
 from processors.state import ChangelogWrite
 from processors.stitching import IdentityGraph, StitchResult
+from processors.suppressions import SUPPRESSED, SuppressionCheck, is_suppressed_event
 from schemas.avro_compiled import micros
 from schemas.errors import RecordError
 from schemas.markers import reverse_etl_sync
@@ -36,7 +39,7 @@ REVERSE_ETL_ECHO = "reverse_etl_echo"
 @dataclass(slots=True)
 class Outcome:
     """What one raw record became. `clean` is None when it was dropped (`dropped` says why:
-    ``duplicate`` or ``reverse_etl_echo``)."""
+    ``suppressed``, ``reverse_etl_echo`` or ``duplicate``)."""
 
     call_type: str
     clean: dict[str, Any] | None
@@ -100,12 +103,14 @@ class Pipeline:
         graph: IdentityGraph,
         drift: DriftDetector,
         mode: str,
+        suppressions: SuppressionCheck | None = None,
     ) -> None:
         self.deduper = deduper
         self.masker = masker
         self.graph = graph
         self.drift = drift
         self.mode = mode
+        self.suppressions = suppressions
 
     def process(
         self,
@@ -124,6 +129,14 @@ class Pipeline:
         call_type = raw.get("type")
         if call_type not in CALL_TYPES:
             raise RecordError(f"unknown call type {call_type!r}", code="invalid_record")
+        key_text = key.decode("utf-8", "replace") if key is not None else record_key(raw)
+        suppressions = self.suppressions
+        if (
+            suppressions is not None
+            and len(suppressions)
+            and self._suppressed(suppressions, raw, key_text, partition)
+        ):
+            return Outcome(call_type, None, dropped=SUPPRESSED)
         message_id = raw.get("messageId")
         if not message_id:
             raise RecordError("record without messageId", code="invalid_record")
@@ -138,7 +151,6 @@ class Pipeline:
         doc = {name: _load_map(raw, name) for name in DOCUMENT_ROOTS}
         masked, hashed = self.masker.apply(doc, raw)
 
-        key_text = key.decode("utf-8", "replace") if key is not None else record_key(raw)
         stitched: StitchResult = self.graph.stitch(
             call_type,
             key_text,
@@ -186,6 +198,16 @@ class Pipeline:
             refused=stitched.refused,
             lateness_s=lateness,
         )
+
+    def _suppressed(
+        self, check: SuppressionCheck, raw: dict[str, Any], key: str | None, partition: int
+    ) -> bool:
+        """Whether the event belongs to a suppressed user. The canonical userId is resolved
+        before stitching changes the graph: stitching an event gives it either its own userId
+        (checked as such) or the userId the graph held for it before."""
+        user_id, anonymous_id = raw.get("userId"), raw.get("anonymousId")
+        canonical = self.graph.resolve(key, anonymous_id, user_id, partition)
+        return is_suppressed_event(check, user_id, anonymous_id, raw.get("previousId"), canonical)
 
     def _change(self, raw: dict[str, Any], change: FieldChange, now: datetime) -> dict[str, Any]:
         return {

@@ -70,6 +70,12 @@ class ProcessorSettings(SegflowSettings):
         "none",
         description="Compression of all the worker produces; zstd costs least CPU per byte saved",
     )
+    honour_suppressions: bool = Field(
+        True, description="Drop events of users on the suppression list, as the edge does"
+    )
+    suppressions_wait_s: float = Field(
+        30.0, ge=0, description="Seconds to wait at start for the suppression list to load"
+    )
     changelog_replication: int = Field(
         1, ge=1, description="Replication factor of the state changelog topics"
     )

@@ -1,4 +1,5 @@
-"""The suppression list: users who asked to be forgotten, honoured by the edge and the sink.
+"""The suppression list: users who asked to be forgotten, honoured by the edge, the backfill, the
+processors and the sink.
 
 The list lives in the compacted topic ``segment.suppressions`` (key = userId, value = a
 ``suppression`` record naming the user's linked anonymousIds, tombstone = lifted). Every process
@@ -157,6 +158,26 @@ class SuppressionList:
                     f"configured {self._max}; raise the limit"
                 )
             self._suppressed = suppressed
+
+
+def load_suppression_list(
+    kafka: KafkaSettings, wait_s: float, topics: Topics | None = None
+) -> SuppressionList:
+    """A started SuppressionList that has read the whole topic, for a process's start-up.
+
+    Raises FatalError (the reader stopped) when it fails or has not caught up within `wait_s`:
+    running without the list would let forgotten users' events through.
+    """
+    reader = SuppressionList(kafka, topics).start()
+    deadline = time.monotonic() + wait_s
+    while not reader.wait_ready(0.2):
+        if reader.error is not None or time.monotonic() > deadline:
+            reader.stop()
+            raise FatalError(
+                f"the suppression list {reader._topic} did not load within {wait_s:g} s "
+                f"({reader.error or 'timed out'}); is Kafka up and `segflow topics create` done?"
+            )
+    return reader
 
 
 def publish_suppressions(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 from datetime import date
 
 from cli.options import add_settings_options, settings_from_args
@@ -13,8 +12,8 @@ from ingest.backfill import Backfill, BackfillSettings, select_files, source_nam
 from ingest.checkpoint import Checkpoint
 from runtime.logs import setup_logging
 from runtime.rules import load_rules
-from runtime.suppressions import SuppressionList
-from schemas.errors import ConfigError, RetryableError
+from runtime.suppressions import load_suppression_list
+from schemas.errors import ConfigError
 
 DESCRIPTION = """Send archived Segment events through the raw topics, so they are masked,
 stitched and deduplicated like live events.
@@ -68,19 +67,6 @@ def _mapping(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def _load_suppressions(settings: BackfillSettings) -> SuppressionList:
-    suppressions = SuppressionList(settings.kafka).start()
-    deadline = time.monotonic() + settings.suppressions_wait_s
-    while not suppressions.wait_ready(0.2):
-        if suppressions.error is not None or time.monotonic() > deadline:
-            suppressions.stop()
-            raise RetryableError(
-                f"the suppression list did not load ({suppressions.error or 'timed out'}); "
-                "is Kafka up and `segflow topics create` done?"
-            )
-    return suppressions
-
-
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(BackfillSettings, args)
     obs = settings.observability
@@ -111,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"checkpoint: {path}")
     suppressions = None
     if settings.honour_suppressions and not args.dry_run:
-        suppressions = _load_suppressions(settings)
+        suppressions = load_suppression_list(settings.kafka, settings.suppressions_wait_s)
     progress = Progress("backfill", unit="events")
     backfill = Backfill(
         settings, store, sources, checkpoint, suppressions=suppressions, progress=progress.advance

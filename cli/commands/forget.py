@@ -17,11 +17,11 @@ from sinks.session import WarehouseSession
 DESCRIPTION = """Delete users' rows everywhere and keep them out.
 
 For each user id: the anonymous ids linked to it are read from identity_map; the user (with
-them) is put on the suppression list that the edge, backfills and the sink honour, so late
-events and replays cannot bring the user back; then every table of every source schema
-(tracks, per-event tables, identifies, users, pages, screens, groups, aliases, identity_map,
-the audit archive) loses the user's rows, and _segflow_deletions records a receipt. After
---settle-s seconds the deletion runs once more for rows that were in flight.
+them) is put on the suppression list that the edge, backfills, the processors and the sink
+honour, so late events and replays cannot bring the user back; then every table of every source
+schema (tracks, per-event tables, identifies, users, pages, screens, groups, aliases,
+identity_map, the audit archive) loses the user's rows, and _segflow_deletions records a
+receipt. After --settle-s seconds the deletion runs once more for rows that were in flight.
 
 --unsuppress lifts the suppression (rows already deleted do not come back)."""
 

@@ -9,17 +9,20 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from cli.options import add_settings_options, settings_from_args
-from processors.app import ProcessorApp, discover_layout
+from processors.app import ProcessorApp, TopicLayout, discover_layout
 from processors.settings import ProcessorSettings
 from runtime.health import HealthServer, HealthState
 from runtime.logs import setup_logging
-from runtime.rules import load_rules
+from runtime.rules import Rules, load_rules
+from runtime.suppressions import SuppressionList, load_suppression_list
 
 logger = logging.getLogger(__name__)
 
 DESCRIPTION = """Run a Faust worker reading segment.raw.* and writing segment.events.* (deduplicated
 by messageId, PII masked, identities stitched, drift annotated), segment.identity,
-segment.schema-changes and segment.dlq. Scale by running more workers with the same app id.
+segment.schema-changes and segment.dlq. Events of users on the suppression list
+(segment.suppressions, loaded before the worker starts) are dropped. Scale by running more
+workers with the same app id.
 With the exactly_once guarantee (default) a partition's output, state changes and consumed
 offsets are committed in one Kafka transaction. Metrics and health: /metrics, /healthz,
 /readyz on the metrics port."""
@@ -35,23 +38,46 @@ def run(args: argparse.Namespace) -> int:
     setup_logging("process", obs.log_level, obs.log_format)
     rules = load_rules(obs.rules_file)
     layout = discover_layout(settings.kafka)
-    registry = CollectorRegistry()
     health = HealthState()
-    processor = ProcessorApp(settings, rules, registry, layout, health)
+    suppressions = None
+    if settings.honour_suppressions:
+        # loaded before the first raw record is read: no forgotten user's event slips through
+        suppressions = load_suppression_list(settings.kafka, settings.suppressions_wait_s)
+        reader = suppressions
+        health.checks["suppressions"] = lambda: reader.error is None  # stopped following
+    else:
+        logger.warning("honour_suppressions is off: suppressed users' events are processed")
+    try:
+        return _serve(settings, rules, layout, health, suppressions)
+    finally:
+        if suppressions is not None:
+            suppressions.stop()
+
+
+def _serve(
+    settings: ProcessorSettings,
+    rules: Rules,
+    layout: TopicLayout,
+    health: HealthState,
+    suppressions: SuppressionList | None,
+) -> int:
+    registry = CollectorRegistry()
+    processor = ProcessorApp(settings, rules, registry, layout, health, suppressions)
     server = HealthServer(registry, health, settings.metrics_host, settings.metrics_port).start()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     worker = faust.Worker(
         processor.app,
-        loglevel=obs.log_level,
+        loglevel=settings.observability.log_level,
         override_logging=False,
         quiet=True,
         redirect_stdouts=False,
     )
     logger.info(
-        "processor %s starting: %d partitions per raw topic, guarantee %s",
+        "processor %s starting: %d partitions per raw topic, guarantee %s, %s",
         settings.app_id,
         layout.raw_partitions,
         settings.processing_guarantee,
+        "suppression list off" if suppressions is None else f"{len(suppressions)} users suppressed",
     )
     code = 0
     try:

@@ -14,7 +14,7 @@ from cli.options import add_settings_options, settings_from_args
 from runtime.health import HealthServer, HealthState
 from runtime.logs import setup_logging
 from runtime.rules import load_rules
-from schemas.errors import FatalError
+from runtime.suppressions import load_suppression_list
 from sinks.snowflake.consumer import SinkConsumer, Suppressions
 from sinks.snowflake.loader import LoaderOptions, SnowflakeLoader
 from sinks.snowflake.metrics import SinkMetrics
@@ -56,13 +56,7 @@ def run(args: argparse.Namespace) -> int:
     suppressions: Suppressions | None = None
     reader = None
     if settings.honour_suppressions:
-        from runtime.suppressions import SuppressionList
-
-        reader = SuppressionList(settings.kafka).start()
-        if not reader.wait_ready(60.0):
-            raise FatalError(
-                f"suppression list not ready after 60 s: {reader.error or 'still reading'}"
-            )
+        reader = load_suppression_list(settings.kafka, 60.0)
         suppressions = reader
 
     loader = SnowflakeLoader(

@@ -88,7 +88,9 @@ class FakeTransactionalProducer:
         self.stopped = True
 
 
-def processor(tmp_path: Path) -> ProcessorApp:
+def processor(
+    tmp_path: Path, registry: CollectorRegistry | None = None, suppressions: Any = None
+) -> ProcessorApp:
     settings = ProcessorSettings(
         kafka=KafkaSettings(topic_prefix="unit."),
         app_id="unit-app",
@@ -97,7 +99,9 @@ def processor(tmp_path: Path) -> ProcessorApp:
     )
     topics = settings.kafka.topics
     layout = TopicLayout(PARTITIONS, {t: PARTITIONS for t in topics.all_clean()})
-    proc = ProcessorApp(settings, load_rules(None), CollectorRegistry(), layout)
+    proc = ProcessorApp(
+        settings, load_rules(None), registry or CollectorRegistry(), layout, None, suppressions
+    )
     assignor: Any = proc.app.assignor  # topic groups are set on assignment: all in group 0
     assignor._topic_groups = {t: 0 for t in topics.all_raw()}
     return proc
@@ -179,6 +183,29 @@ def test_a_cancel_during_the_hand_off_waits_for_every_send_of_the_batch(tmp_path
         assert clean_ids(fake) == ids
         assert dedupe_keys(proc, fake) == {i.encode() for i in ids}
         assert proc.fatal is None
+
+    asyncio.run(run())
+
+
+class Listed(set[str]):
+    def is_suppressed(self, user_id: object = None, anonymous_id: object = None) -> bool:
+        return user_id in self or anonymous_id in self
+
+
+def test_suppressed_users_events_are_counted_and_nothing_of_them_is_sent(tmp_path: Path) -> None:
+    async def run() -> None:
+        registry = CollectorRegistry()
+        proc = processor(tmp_path, registry, Listed({"a3", "a7"}))
+        fake = FakeTransactionalProducer()
+        install(proc, fake)
+        await proc.process_batch(messages(proc, 10))
+        assert clean_ids(fake) == {f"m{i}" for i in range(10)} - {"m3", "m7"}
+        assert dedupe_keys(proc, fake) == {f"m{i}".encode() for i in range(10)} - {b"m3", b"m7"}
+        assert not any(k in (b"a3", b"a7") for _, _, k, _ in fake.sent)
+        events = "segflow_process_events_total"
+        labels = {"call_type": "track"}
+        assert registry.get_sample_value(events, {**labels, "outcome": "suppressed"}) == 2
+        assert registry.get_sample_value(events, {**labels, "outcome": "clean"}) == 8
 
     asyncio.run(run())
 
