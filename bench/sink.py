@@ -1,6 +1,6 @@
 """Benchmark of the Snowflake sink against the local emulator, beside a naive per-event loader.
 
-    PYTHONPATH=. python bench/sink.py [--events 200000] [--naive-events 300]
+    PYTHONPATH=. python bench/sink.py [--events 200000] [--naive-events 300] [--instances 1]
 
 1. produces N clean records (a realistic mix of call types) to topics with a unique prefix;
 2. runs `segflow sink` at default settings as a subprocess and measures, from its readiness to
@@ -168,6 +168,14 @@ def _naive_row(cur: Any, row: TableRow, columns: list[str]) -> int:
     return n + 1
 
 
+def _summed(scrapes: list[dict[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for scrape in scrapes:
+        for name, value in scrape.items():
+            out[name] = out.get(name, 0.0) + value
+    return out
+
+
 def print_time_split(samples: dict[str, float], seconds: float) -> None:
     """Where the sink's flushes spent their time: phases, and statements by kind."""
     phases = _by_label(samples, "segflow_sink_flush_phase_seconds_total", "phase")
@@ -198,6 +206,9 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--log-level", default="WARNING", help="the sink's log level")
+    parser.add_argument(
+        "--instances", type=int, default=1, help="sink instances in the group (scaling out)"
+    )
     args = parser.parse_args()
 
     run_id = uuid.uuid4().hex[:8]
@@ -216,41 +227,46 @@ def main() -> int:
     print(f"produced in {time.perf_counter() - started:.1f} s to prefix {prefix}", flush=True)
     del records, by_call
 
-    port = free_port()
-    env = sink_env(
-        args.bootstrap,
-        prefix,
-        database,
-        f"bench-{run_id}",
-        SEGFLOW_SINK_METRICS_PORT=str(port),
-        SEGFLOW_LOG_LEVEL=args.log_level,
-    )
-    for name in (
-        "SEGFLOW_SINK_FLUSH_AGE_S",
-        "SEGFLOW_SINK_RETRY_MAX_S",
-        "SEGFLOW_SNOWFLAKE_NETWORK_TIMEOUT_S",
-        "SEGFLOW_SNOWFLAKE_LOGIN_TIMEOUT_S",
-    ):
-        env.pop(name, None)  # defaults, as shipped
-    log = Path(f"/tmp/segflow-bench-sink-{run_id}.log")
-    print(f"sink log: {log}", flush=True)
-    sink = SinkProcess(env, log).start()
+    ports = [free_port() for _ in range(args.instances)]
+    sinks: list[SinkProcess] = []
+    for i, port in enumerate(ports):
+        env = sink_env(
+            args.bootstrap,
+            prefix,
+            database,
+            f"bench-{run_id}",
+            SEGFLOW_SINK_METRICS_PORT=str(port),
+            SEGFLOW_LOG_LEVEL=args.log_level,
+        )
+        for name in (
+            "SEGFLOW_SINK_FLUSH_AGE_S",
+            "SEGFLOW_SINK_RETRY_MAX_S",
+            "SEGFLOW_SNOWFLAKE_NETWORK_TIMEOUT_S",
+            "SEGFLOW_SNOWFLAKE_LOGIN_TIMEOUT_S",
+        ):
+            env.pop(name, None)  # defaults, as shipped
+        log = Path(f"/tmp/segflow-bench-sink-{run_id}-{i}.log")
+        print(f"sink log: {log}", flush=True)
+        sinks.append(SinkProcess(env, log).start())
     try:
-        wait_metrics(sink, port)
+        for sink, port in zip(sinks, ports, strict=True):
+            wait_metrics(sink, port)
         t0 = time.perf_counter()
         deadline = t0 + 900
         while True:
-            m = scrape_metrics(port)
+            m = _summed([scrape_metrics(port) for port in ports])
             if m.get("segflow_sink_flush_size_records_sum", 0) >= args.events:
                 break
-            if time.perf_counter() > deadline or not sink.alive():
-                raise SystemExit("sink did not finish:\n" + sink.log()[-3000:])
+            dead = [s for s in sinks if not s.alive()]
+            if time.perf_counter() > deadline or dead:
+                raise SystemExit("sink did not finish:\n" + (dead or sinks)[0].log()[-3000:])
             time.sleep(0.2)
         seconds = time.perf_counter() - t0
-        rss = peak_rss_mb(sink.pid)
-        samples = scrape_samples(port)
+        rss = sum(peak_rss_mb(s.pid) for s in sinks)
+        samples = _summed([scrape_samples(port) for port in ports])
     finally:
-        sink.stop()
+        for sink in sinks:
+            sink.stop()
         drop_topics(args.bootstrap, [prefix])
     statements = m.get("segflow_sink_statements_total", 0)
     rows = m.get("segflow_sink_rows_loaded_total", 0)
@@ -274,6 +290,7 @@ def main() -> int:
         f"{rows_per_s:,.0f} table rows/s ({rows:,.0f} rows), {flushes:.0f} flushes, "
         f"{statements:.0f} statements = {per_million:,.0f} per million records, "
         f"peak RSS {rss:.0f} MB"
+        + (f" (sum of {args.instances} instances)" if args.instances > 1 else "")
     )
     print(
         f"naive: {args.naive_events} records in {naive_s:.1f} s = "
