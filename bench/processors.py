@@ -1,7 +1,7 @@
 """Throughput of one processor worker (all stages on) beside two bare aiokafka loops, same run.
 
     PYTHONPATH=. python bench/processors.py [--events 100000] [--partitions 6]
-        [--repo PATH] [--compression lz4|none] [--profile | --sample]
+        [--repo PATH] [--compression lz4|none] [--suppressed N] [--profile | --sample]
 
 1. Writes `--events` realistic raw track/identify/page records (with PII, duplicates, new
    properties) to fresh raw topics on the broker (SEGFLOW_KAFKA_BOOTSTRAP, default
@@ -18,6 +18,8 @@
    read from the consumer group, its CPU µs per event over the same span (robust when others
    share the machine) and its peak RSS (VmHWM). `--profile` runs it under cProfile;
    `--sample` attaches py-spy (if installed) and prints where the main thread's time goes.
+   `--suppressed N` puts N other users on the suppression list first, so the worker checks
+   every event against a non-empty list.
 
 Ends with `RESULT events_per_s=<n> ceiling_per_s=<n> ratio=<r>` (the ceiling is the bare loop),
 after a line `CODEC_CEILING events_per_s=<n> ratio=<r>` against the codec loop.
@@ -47,6 +49,7 @@ from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
 from bench import drop_topics  # noqa: E402
 from runtime.settings import KafkaSettings  # noqa: E402
+from runtime.suppressions import publish_suppressions  # noqa: E402
 from runtime.topic_admin import TopicSpec, create_topics, expected_topics  # noqa: E402
 from tests.integration.processors_harness import produce, raw_event  # noqa: E402
 
@@ -266,6 +269,12 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--repo", type=Path, default=REPO, help="tree the worker runs from")
     parser.add_argument("--compression", default="none", help="worker and loops: none, lz4...")
+    parser.add_argument(
+        "--suppressed",
+        type=int,
+        default=0,
+        help="users put on the suppression list first (none of the bench's own users)",
+    )
     parser.add_argument("--profile", action="store_true", help="run the worker under cProfile")
     parser.add_argument("--sample", action="store_true", help="sample the worker with py-spy")
     parser.add_argument("--bare", nargs="+", help=argparse.SUPPRESS)
@@ -288,6 +297,10 @@ def main() -> None:
             TopicSpec(f"{bare_out}-codec", args.partitions),
         ],
     )
+    if args.suppressed:
+        publish_suppressions(
+            kafka, {f"gone-{i}": [f"gone-anon-{i}"] for i in range(args.suppressed)}, reason="bench"
+        )
     records = make_records(args.events)
     t0 = time.monotonic()
     total = produce(bootstrap, topics, records)

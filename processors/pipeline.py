@@ -25,7 +25,7 @@ from processors.dedupe import Deduper
 from processors.drift import DRIFT_TABLE, DriftDetector, FieldChange
 from processors.masking import DOCUMENT_ROOTS, Masker
 from processors.state import ChangelogWrite
-from processors.stitching import IdentityGraph, StitchResult
+from processors.stitching import LINKING_CALLS, IdentityGraph, StitchResult
 from processors.suppressions import SUPPRESSED, SuppressionCheck, is_suppressed_event
 from schemas.avro_compiled import micros
 from schemas.errors import RecordError
@@ -130,13 +130,17 @@ class Pipeline:
         if call_type not in CALL_TYPES:
             raise RecordError(f"unknown call type {call_type!r}", code="invalid_record")
         key_text = key.decode("utf-8", "replace") if key is not None else record_key(raw)
-        suppressions = self.suppressions
-        if (
-            suppressions is not None
-            and len(suppressions)
-            and self._suppressed(suppressions, raw, key_text, partition)
-        ):
-            return Outcome(call_type, None, dropped=SUPPRESSED)
+        user_id, anonymous_id = raw.get("userId"), raw.get("anonymousId")
+        suppressed = self.suppressions.identifiers if self.suppressions is not None else None
+        canonical: str | None = None
+        if suppressed:
+            # resolved before stitching changes the graph: stitching gives an event either its
+            # own userId (checked as such) or the userId the graph held for it before
+            canonical = self.graph.resolve(key_text, anonymous_id, user_id, partition)
+            if is_suppressed_event(
+                suppressed, user_id, anonymous_id, raw.get("previousId"), canonical
+            ):
+                return Outcome(call_type, None, dropped=SUPPRESSED)
         message_id = raw.get("messageId")
         if not message_id:
             raise RecordError("record without messageId", code="invalid_record")
@@ -151,16 +155,20 @@ class Pipeline:
         doc = {name: _load_map(raw, name) for name in DOCUMENT_ROOTS}
         masked, hashed = self.masker.apply(doc, raw)
 
-        stitched: StitchResult = self.graph.stitch(
-            call_type,
-            key_text,
-            raw.get("anonymousId"),
-            raw.get("userId"),
-            raw.get("previousId"),
-            partition,
-            clock,
-            writes,
-        )
+        stitched: StitchResult
+        if suppressed and call_type not in LINKING_CALLS:
+            stitched = StitchResult(canonical)  # all stitching does for such a call: resolve
+        else:
+            stitched = self.graph.stitch(
+                call_type,
+                key_text,
+                anonymous_id,
+                user_id,
+                raw.get("previousId"),
+                partition,
+                clock,
+                writes,
+            )
         new_known: list[tuple[str, str]] = []
         drift = self.drift.check(raw["source"], call_type, raw.get("event"), doc, new_known)
         for fkey, ftype in new_known:
@@ -198,16 +206,6 @@ class Pipeline:
             refused=stitched.refused,
             lateness_s=lateness,
         )
-
-    def _suppressed(
-        self, check: SuppressionCheck, raw: dict[str, Any], key: str | None, partition: int
-    ) -> bool:
-        """Whether the event belongs to a suppressed user. The canonical userId is resolved
-        before stitching changes the graph: stitching an event gives it either its own userId
-        (checked as such) or the userId the graph held for it before."""
-        user_id, anonymous_id = raw.get("userId"), raw.get("anonymousId")
-        canonical = self.graph.resolve(key, anonymous_id, user_id, partition)
-        return is_suppressed_event(check, user_id, anonymous_id, raw.get("previousId"), canonical)
 
     def _change(self, raw: dict[str, Any], change: FieldChange, now: datetime) -> dict[str, Any]:
         return {

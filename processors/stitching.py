@@ -34,6 +34,8 @@ from processors.state import ChangelogWrite, PartitionedState
 from runtime.rules import IdentityRules
 
 IDENTITY_TABLE = "identity"
+#: the call types whose stitching may change the graph; any other call only resolves
+LINKING_CALLS = frozenset({"identify", "alias"})
 ANONYMOUS_ID = "anonymous_id"
 PREVIOUS_ID = "previous_id"
 USER_ID = "user_id"
@@ -123,6 +125,8 @@ class IdentityGraph:
         writes: list[ChangelogWrite],
     ) -> StitchResult:
         """Update the graph for one event and return its canonical userId and new links."""
+        if call_type not in LINKING_CALLS:
+            return StitchResult(self.resolve(key, anonymous_id, user_id, partition))
         result = StitchResult(canonical_user_id=None)
         user_ok = self.usable(user_id)
         if call_type == "identify" and user_ok:

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
@@ -60,6 +61,13 @@ class SuppressionList:
 
     def wait_ready(self, timeout_s: float = 30.0) -> bool:
         return self._ready.wait(timeout_s)
+
+    @property
+    def identifiers(self) -> AbstractSet[str]:
+        """Every suppressed userId and linked identifier, as of now. The reader replaces the set
+        on each change and never alters it in place, so a caller may hold it (e.g. for a batch)
+        and test membership without a lock."""
+        return self._suppressed
 
     def is_suppressed(self, user_id: object = None, anonymous_id: object = None) -> bool:
         """True when either identifier belongs to a suppressed user."""

@@ -188,8 +188,9 @@ def test_a_cancel_during_the_hand_off_waits_for_every_send_of_the_batch(tmp_path
 
 
 class Listed(set[str]):
-    def is_suppressed(self, user_id: object = None, anonymous_id: object = None) -> bool:
-        return user_id in self or anonymous_id in self
+    @property
+    def identifiers(self) -> set[str]:
+        return self
 
 
 def test_suppressed_users_events_are_counted_and_nothing_of_them_is_sent(tmp_path: Path) -> None:
