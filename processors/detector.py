@@ -80,6 +80,47 @@ def may_hold_pii(text: str) -> bool:
     return "@" in text or (len(text) >= 8 and _DIGIT_RUN.search(text) is not None)
 
 
+_RUN_CHARS = frozenset("0123456789 \t().+/-")  # the characters phones and cards are made of
+
+
+def document_may_hold_pii(text: str, kinds: Iterable[str]) -> bool:
+    """False when no string value of the JSON document `text` can hold a finding, decided from
+    the text without walking its values.
+
+    A phone or card number is made of ``_RUN_CHARS`` only and holds 8+ digits, so it lies in a
+    maximal run of those characters whose digits span 8+ characters (a ``_DIGIT_RUN`` match). A
+    value's runs are runs of the document's text too, bounded by the same characters (or by the
+    value's quotes, which the patterns treat as they treat the value's start and end), so
+    scanning each such run of the text, with the character on either side, finds whatever
+    scanning each value would. Escapes break that (``\\n`` before a number reads as a letter in
+    the text): a text with a backslash, or with an ``@`` (emails), gets the walk."""
+    if "@" in text or "\\" in text:
+        return may_hold_pii(text)
+    chars = _RUN_CHARS
+    seen = _RUN_VERDICTS
+    kinds = tuple(kinds)
+    for m in _DIGIT_RUN.finditer(text):
+        start, end = m.span()
+        while start > 0 and text[start - 1] in chars:
+            start -= 1
+        while end < len(text) and text[end] in chars:
+            end += 1
+        run = (text[max(start - 1, 0) : end + 1], kinds)
+        verdict = seen.get(run)
+        if verdict is None:
+            verdict = bool(find_pii(run[0], kinds))
+            if len(seen) >= 65_536:
+                seen.clear()
+            seen[run] = verdict
+        if verdict:
+            return True
+    return False
+
+
+# runs repeat from event to event (versions in user agents, prices): their verdicts, bounded
+_RUN_VERDICTS: dict[tuple[str, tuple[str, ...]], bool] = {}
+
+
 def find_pii(text: str, kinds: Iterable[str]) -> list[Finding]:
     """Spans of PII in `text`, sorted, non-overlapping (emails, then cards, then phones win)."""
     wanted = set(kinds)

@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from processors.detector import CARD, EMAIL, PHONE, find_pii, may_hold_pii
+from processors.detector import CARD, EMAIL, PHONE, document_may_hold_pii, find_pii
 from runtime.rules import PiiRule, PiiRules
 from schemas.errors import ConfigError
 
@@ -281,7 +281,8 @@ class Masker:
         if self._detector is not None:
             roots = self._detector_roots
             if texts is not None:
-                roots = tuple(r for r in roots if may_hold_pii(texts.get(r) or ""))
+                kinds = self._detector.kinds
+                roots = tuple(r for r in roots if document_may_hold_pii(texts.get(r) or "", kinds))
             if roots:
                 hashed = self._detect(doc, roots, handled, entries) or hashed
         return entries, hashed
