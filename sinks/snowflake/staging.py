@@ -252,15 +252,9 @@ def _shares_tracks(row: TableRow, tracks: TableRow, tracks_columns: frozenset[st
     the same in `row`, and `row` holds no value for a tracks column the tracks row lacks (schema
     evolution may have moved a value out of one of them only)."""
     have = row.values
-    get = have.get
-    for name, value in tracks.values.items():
-        mine = get(name, _ABSENT)
-        if mine is not value and mine != value:
-            return False
-    return (have.keys() - tracks.values.keys()).isdisjoint(tracks_columns)
-
-
-_ABSENT = object()
+    return tracks.values.items() <= have.items() and (
+        have.keys() - tracks.values.keys()
+    ).isdisjoint(tracks_columns)
 
 
 def stage_units(
