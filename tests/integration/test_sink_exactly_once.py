@@ -182,10 +182,13 @@ def test_warehouse_stopped_and_restarted(ctx: dict[str, Any]) -> None:
     poll_until(lambda: wh.try_query('SELECT COUNT(*) FROM "WEB"."TRACKS"'), 30, "rows")
     emulator.stop(var_dir=var_dir)
     down_at = time.monotonic()
+    # records that arrive while the warehouse is down (the stream may be over on a slow machine)
+    extra = [clean_event("track", 100_000 + i) for i in range(50)]
+    produce(ctx["bootstrap"], ctx["topics"].clean("track"), [encode_event(r) for r in extra])
     poll_until(lambda: "retry" in sink.log(), 30, "a retried flush")
     time.sleep(max(0.0, 4.0 - (time.monotonic() - down_at)))  # stay down a while
     emulator.start(port=port, var_dir=var_dir, idle_session_timeout_s=IDLE_SESSION_TIMEOUT_S)
-    ids = stream.join()
+    ids = stream.join() + [r["messageId"] for r in extra]
     assert_exactly_once(wh, ids, timeout=120)
     assert sink.alive(), sink.log()[-2000:]
     assert sink.stop() == 0
