@@ -142,64 +142,6 @@ def group_rows(rows: Iterable[TableRow]) -> dict[TableKey, list[TableRow]]:
     return groups
 
 
-def write_parquet(
-    path: Path,
-    groups: Mapping[TableKey, list[TableRow]],
-    columns: Mapping[TableKey, Mapping[str, str]],
-    stage_types: Mapping[str, str],
-) -> int:
-    """Write every row to one Parquet file (column names upper-case). Returns the row count."""
-    tables = [
-        _table_of(key, rows, columns[key], stage_types) for key, rows in groups.items() if rows
-    ]
-    if not tables:
-        return 0
-    table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
-    pq.write_table(table, path, compression="snappy")
-    return table.num_rows
-
-
-def _table_of(
-    key: TableKey, rows: list[TableRow], columns: Mapping[str, str], stage_types: Mapping[str, str]
-) -> pa.Table:
-    """The staged columns of one table's rows.
-
-    Fast path: pyarrow converts the rows' value dicts into typed columns in C++ (no Python
-    lookup per value). A column holding values that are not of its staged Python type (text
-    that must be parsed into a timestamp, numbers staged as text) fails that conversion and is
-    then converted value by value."""
-    names: list[str] = []
-    fields: list[pa.Field] = []
-    variants: list[str] = []
-    for name in columns:
-        stype = stage_types.get(name)
-        if stype is None or name in (SCHEMA_COLUMN, TABLE_COLUMN, UNMAPPED):
-            continue
-        if stype == VARIANT:  # any value: JSON text as is, the rest serialized
-            variants.append(name)
-            continue
-        names.append(name)
-        fields.append(pa.field(name, _ARROW[stype][0]))
-    n = len(rows)
-    arrays: dict[str, pa.Array] = {
-        SCHEMA_COLUMN.upper(): pa.array([key[0]] * n, pa.string()),
-        TABLE_COLUMN.upper(): pa.array([key[1]] * n, pa.string()),
-    }
-    values = [r.values for r in rows]
-    arrays.update(_typed_columns(values, fields, names, stage_types))
-    for name in variants:
-        arrays[name.upper()] = _variant_array([r.get(name) for r in values])
-    if UNMAPPED in columns and UNMAPPED in stage_types:
-        arrays[UNMAPPED.upper()] = pa.array(
-            [
-                None if not r.unmapped else orjson.dumps(r.unmapped, default=_json_default).decode()
-                for r in rows
-            ],
-            pa.string(),
-        )
-    return pa.table(arrays)
-
-
 def _column_of(values: list[dict[str, Any]], name: str, stype: str) -> pa.Array:
     """One column, converting values that are not of the staged type already."""
     arrow_type, convert = _ARROW[stype]

@@ -14,7 +14,6 @@ from sinks.snowflake.staging import (
     staged_columns,
     to_text,
     unit_stage_types,
-    write_parquet,
     write_units,
 )
 from sinks.snowflake.tables import Kind, fixed_columns
@@ -59,7 +58,8 @@ def test_one_file_for_all_tables_with_disagreeing_columns_as_text(tmp_path: Path
     assert staged["x"] == "VARCHAR" and staged["received_at"] == "TIMESTAMP_TZ"
     assert "uuid_ts" not in staged  # set by the load, not staged
     path = tmp_path / "f.parquet"
-    assert write_parquet(path, groups, columns, staged) == 2
+    units = stage_units([a, b], columns)
+    assert write_units(path, units, columns, unit_stage_types(groups.keys(), columns)) == 2
     table = pq.read_table(path).to_pylist()
     assert table[0]["_SEGFLOW_TABLE"] == "a" and table[0]["X"] == "1.5"
     assert table[0]["_UNMAPPED"] == '{"z":1}'
@@ -109,7 +109,9 @@ def test_typed_columns_numbers_as_decimals_and_values_that_need_converting(
     staged = staged_columns(groups.keys(), {("web", "t"): cols})
     assert staged["qty"] == "NUMBER"
     path = tmp_path / "f.parquet"
-    assert write_parquet(path, groups, {("web", "t"): cols}, staged) == 2
+    columns = {("web", "t"): cols}
+    units = stage_units(rows, columns)
+    assert write_units(path, units, columns, unit_stage_types(groups.keys(), columns)) == 2
     table = pq.read_table(path)
     assert str(table.schema.field("QTY").type) == "decimal128(38, 0)"
     first, second = table.to_pylist()
