@@ -40,7 +40,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import drop_topics  # noqa: E402
+from bench import cpu_seconds, drop_topics, peak_rss_mb  # noqa: E402
 from bench.ingest import Connection, http_request, realistic_event  # noqa: E402
 from runtime.services import emulator as emulator_service  # noqa: E402
 from runtime.services import kafka as kafka_service  # noqa: E402
@@ -82,13 +82,7 @@ class Component:
 
     def stat(self) -> tuple[float, float]:
         """(peak RSS MB, CPU seconds)."""
-        rss = 0.0
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                rss = int(line.split()[1]) / 1024
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return rss, cpu
+        return peak_rss_mb(self.proc.pid), cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -97,11 +91,6 @@ class Component:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def service_pids() -> dict[str, int]:

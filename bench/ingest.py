@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-from bench import drop_topics  # noqa: E402
+from bench import cpu_seconds, drop_topics, peak_rss_mb  # noqa: E402
 from ingest.normalize import merge_defaults, to_raw_record  # noqa: E402
 from ingest.rejections import ItemProblem  # noqa: E402
 from ingest.validation import EventFields, fast_fields, model_fields  # noqa: E402
@@ -316,8 +316,7 @@ class EdgeProcess:
         raise TimeoutError("the edge did not become ready")
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
     def thread_cpu(self) -> dict[str, float]:
         """CPU seconds per thread name (the event loop, the delivery thread, librdkafka's)."""
@@ -334,10 +333,7 @@ class EdgeProcess:
         return out
 
     def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        return peak_rss_mb(self.proc.pid)
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)

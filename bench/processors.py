@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO))
 
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
-from bench import drop_topics  # noqa: E402
+from bench import cpu_seconds, drop_topics, peak_rss_mb  # noqa: E402
 from runtime.settings import KafkaSettings  # noqa: E402
 from runtime.suppressions import publish_suppressions  # noqa: E402
 from runtime.topic_admin import TopicSpec, create_topics, expected_topics  # noqa: E402
@@ -101,25 +101,12 @@ def make_records(n: int, seed: int = 7) -> list[dict[str, Any]]:
     return out
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def committed(bootstrap: str, group: str, topics: list[str], partitions: int) -> int:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
     offsets = consumer.committed(tps, timeout=10)
     consumer.close()
     return sum(max(tp.offset, 0) for tp in offsets)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_committed(

@@ -27,7 +27,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench import drop_topics  # noqa: E402
+from bench import drop_topics, peak_rss_mb  # noqa: E402
 from runtime.services import emulator  # noqa: E402
 from sinks.snowflake import ddl  # noqa: E402
 from sinks.snowflake.rows import Origin, TableRow, event_rows  # noqa: E402
@@ -105,13 +105,6 @@ def wait_metrics(sink: SinkProcess, port: int, timeout: float = 60.0) -> None:
                 raise SystemExit("sink exited:\n" + sink.log()[-3000:]) from None
             time.sleep(0.1)
     raise SystemExit("sink did not start its metrics server")
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def naive_load(database: str, records: list[dict[str, Any]]) -> tuple[float, int, int]:
