@@ -37,3 +37,14 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process (all its threads) so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def service_pids() -> dict[str, int]:
+    """The local broker's and emulator's pids, when segflow started them (for CPU accounting)."""
+    from runtime.services import emulator, kafka
+
+    pids = {}
+    for name, status in (("broker", kafka.status()), ("emulator", emulator.status())):
+        if status.pid is not None:
+            pids[name] = status.pid
+    return pids

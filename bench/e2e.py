@@ -40,10 +40,8 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import cpu_seconds, drop_topics, peak_rss_mb  # noqa: E402
+from bench import cpu_seconds, drop_topics, peak_rss_mb, service_pids  # noqa: E402
 from bench.ingest import Connection, http_request, realistic_event  # noqa: E402
-from runtime.services import emulator as emulator_service  # noqa: E402
-from runtime.services import kafka as kafka_service  # noqa: E402
 from runtime.settings import KafkaSettings, WarehouseSettings  # noqa: E402
 from runtime.topic_admin import create_topics, expected_topics  # noqa: E402
 from sinks.session import WarehouseSession  # noqa: E402
@@ -91,18 +89,6 @@ class Component:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
-
-
-def service_pids() -> dict[str, int]:
-    """The local broker's and emulator's pids, when segflow started them (for CPU accounting)."""
-    pids = {}
-    for name, status in (
-        ("broker", kafka_service.status()),
-        ("emulator", emulator_service.status()),
-    ):
-        if status.pid is not None:
-            pids[name] = status.pid
-    return pids
 
 
 def free_port() -> int:

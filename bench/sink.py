@@ -1,12 +1,16 @@
 """Benchmark of the Snowflake sink against the local emulator, beside a naive per-event loader.
 
-    PYTHONPATH=. python bench/sink.py [--events 200000] [--naive-events 300] [--instances 1]
+    PYTHONPATH=. python bench/sink.py [--events 300000] [--warmup 50000] [--naive-events 300]
+                                      [--instances 1]
 
 1. produces N clean records (a realistic mix of call types) to topics with a unique prefix;
 2. runs `segflow sink` at default settings as a subprocess and measures, from its readiness to
    the moment every record is committed to the warehouse: records/s, table rows/s, warehouse
    statements (its segflow_sink_statements_total) per million records and its peak RSS;
    rows/s counts table rows: an event makes ~2.7 (a track: tracks, its event table, audit_log);
+   beside the whole run it measures the steady state: from the moment the first `--warmup`
+   records are committed (by then the empty warehouse has its ~30 tables and their columns,
+   DDL a running sink does once) to the end; the RESULT line gives the steady state;
 3. loads a smaller sample the naive way webhook-and-upsert flows do: every row with its own
    INSERT, every users/accounts/identity row with its own DELETE + INSERT upsert, each event
    its own transaction (autocommit), into the same tables;
@@ -27,7 +31,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench import drop_topics, peak_rss_mb  # noqa: E402
+from bench import cpu_seconds, drop_topics, peak_rss_mb, service_pids  # noqa: E402
 from runtime.services import emulator  # noqa: E402
 from sinks.snowflake import ddl  # noqa: E402
 from sinks.snowflake.rows import Origin, TableRow, event_rows  # noqa: E402
@@ -194,7 +198,10 @@ def _by_label(samples: dict[str, float], family: str, label: str) -> dict[str, f
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument(
+        "--warmup", type=int, default=50_000, help="records loaded before the steady state counts"
+    )
     parser.add_argument("--naive-events", type=int, default=300)
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
@@ -244,17 +251,33 @@ def main() -> int:
     try:
         for sink, port in zip(sinks, ports, strict=True):
             wait_metrics(sink, port)
+        services = service_pids()
+        cpu0 = {f"sink {i}": cpu_seconds(s.pid) for i, s in enumerate(sinks)}
+        cpu0.update({n: cpu_seconds(pid) for n, pid in services.items()})
         t0 = time.perf_counter()
         deadline = t0 + 900
+        steady: tuple[float, float, float, dict[str, float]] | None = None
         while True:
             m = _summed([scrape_metrics(port) for port in ports])
-            if m.get("segflow_sink_flush_size_records_sum", 0) >= args.events:
+            committed = m.get("segflow_sink_flush_size_records_sum", 0)
+            if steady is None and committed >= min(args.warmup, args.events // 2):
+                at = {f"sink {i}": cpu_seconds(s.pid) for i, s in enumerate(sinks)}
+                at.update({n: cpu_seconds(pid) for n, pid in services.items()})
+                steady = (
+                    time.perf_counter(),
+                    committed,
+                    m.get("segflow_sink_rows_loaded_total", 0),
+                    at,
+                )
+            if committed >= args.events:
                 break
             dead = [s for s in sinks if not s.alive()]
             if time.perf_counter() > deadline or dead:
                 raise SystemExit("sink did not finish:\n" + (dead or sinks)[0].log()[-3000:])
             time.sleep(0.2)
         seconds = time.perf_counter() - t0
+        cpu = {f"sink {i}": cpu_seconds(s.pid) for i, s in enumerate(sinks)}
+        cpu.update({n: cpu_seconds(pid) for n, pid in services.items()})
         rss = sum(peak_rss_mb(s.pid) for s in sinks)
         samples = _summed([scrape_samples(port) for port in ports])
     finally:
@@ -267,8 +290,19 @@ def main() -> int:
     records_per_s = args.events / seconds
     rows_per_s = rows / seconds
     per_million = statements / args.events * 1e6
+    assert steady is not None
+    steady_s = t0 + seconds - steady[0]
+    steady_records = args.events - steady[1]
+    steady_rows_per_s = (rows - steady[2]) / steady_s
 
     print_time_split(samples, seconds)
+    print("CPU in the steady state (2 cores = 2.0 cores busy):")
+    for name in cpu:
+        used = cpu[name] - steady[3][name]
+        print(
+            f"  {name:<10} {used:6.1f} s = {used / steady_s:4.2f} cores, "
+            f"{used / steady_records * 1e6:5.0f} us per record"
+        )
     print(f"naive loader on {args.naive_events} records ...", flush=True)
     sample = make_records(args.naive_events, seed=11)
     naive_s, naive_statements, naive_rows = naive_load(database, sample)
@@ -286,12 +320,17 @@ def main() -> int:
         + (f" (sum of {args.instances} instances)" if args.instances > 1 else "")
     )
     print(
+        f"steady state (after the first {steady[1]:,.0f} records): {steady_records:,.0f} records "
+        f"in {steady_s:.1f} s = {steady_records / steady_s:,.0f} records/s = "
+        f"{steady_rows_per_s:,.0f} table rows/s"
+    )
+    print(
         f"naive: {args.naive_events} records in {naive_s:.1f} s = "
         f"{args.naive_events / naive_s:,.0f} records/s = {naive_rows_per_s:,.0f} table rows/s "
         f"({naive_rows} rows), {naive_statements} statements = {naive_per_million:,.0f} per million"
     )
     print(
-        f"ratios: sink/naive rows/s x{rows_per_s / naive_rows_per_s:,.0f}; "
+        f"ratios: sink (steady) / naive rows/s x{steady_rows_per_s / naive_rows_per_s:,.0f}; "
         f"naive/sink statements per record x{naive_per_million / max(per_million, 1e-9):,.0f}"
     )
     print(
@@ -299,7 +338,7 @@ def main() -> int:
         f"{args.naive_events})"
     )
     print(
-        f"RESULT rows_per_s={rows_per_s:.0f} naive_rows_per_s={naive_rows_per_s:.0f} "
+        f"RESULT rows_per_s={steady_rows_per_s:.0f} naive_rows_per_s={naive_rows_per_s:.0f} "
         f"statements_per_million={per_million:.0f} "
         f"naive_statements_per_million={naive_per_million:.0f}"
     )

@@ -3,11 +3,16 @@
 Each owned partition has a buffer that knows the offset the warehouse holds for it (`base`: the
 expected value of the compare-and-set) and the next offset after what it buffered. A flush takes
 every buffer that moved and starts new ones where the taken ones end.
+
+While a flush is in the warehouse, the next one can be prepared ahead from a snapshot of the
+buffers (`peek`) as buffering goes on; `take_snapshot` later takes exactly what the snapshot
+saw, if the buffers it saw are still the same ones (no drop, re-seek or take in between).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from sinks.snowflake.rows import TableRow
 
@@ -42,12 +47,25 @@ class PartitionSlice:
     records: int
 
 
+class Prepared(Protocol):
+    """The loader's work on a batch done ahead of its flush (a staged file, a plan)."""
+
+    def discard(self) -> None: ...
+
+
 @dataclass
 class FlushBatch:
     slices: list[PartitionSlice]
     rows: list[TableRow]
     records: int
     bytes: int
+    prepared: Prepared | None = None
+    """Set when the batch was prepared ahead (the loader checks it still holds)."""
+
+    def discard_prepared(self) -> None:
+        if self.prepared is not None:
+            self.prepared.discard()
+            self.prepared = None
 
     def moves(self) -> list[tuple[str, int, int, int]]:
         return [(s.topic, s.partition, s.expected, s.new) for s in self.slices]
@@ -57,12 +75,22 @@ class FlushBatch:
         keep = [s for s in self.slices if (s.topic, s.partition) not in lost]
         if len(keep) == len(self.slices):
             return self
+        self.discard_prepared()
         rows = [
             r
             for r in self.rows
             if (r.values.get("_segflow_topic"), r.values.get("_segflow_partition")) not in lost
         ]
         return FlushBatch(keep, rows, sum(s.records for s in keep), self.bytes)
+
+
+@dataclass
+class Snapshot:
+    """What `peek` saw: the batch a flush would take then, and the buffers it came from."""
+
+    batch: FlushBatch
+    marks: list[tuple[PartitionBuffer, int, int, int]]  # buffer, rows, records, bytes
+    at: float
 
 
 class Batcher:
@@ -181,3 +209,48 @@ class Batcher:
         self.total_bytes -= total_bytes
         self.total_records -= records
         return FlushBatch(slices, rows, records, total_bytes)
+
+    def peek(self, now: float) -> Snapshot | None:
+        """The batch `take()` would return now, leaving the buffers as they are."""
+        slices: list[PartitionSlice] = []
+        rows: list[TableRow] = []
+        marks: list[tuple[PartitionBuffer, int, int, int]] = []
+        total_bytes = 0
+        for buf in self._buffers.values():
+            if buf.next_offset is None:
+                continue
+            slices.append(
+                PartitionSlice(buf.topic, buf.partition, buf.base, buf.next_offset, buf.records)
+            )
+            rows.extend(buf.rows)
+            marks.append((buf, len(buf.rows), buf.records, buf.bytes))
+            total_bytes += buf.bytes
+        if not slices:
+            return None
+        batch = FlushBatch(slices, rows, sum(s.records for s in slices), total_bytes)
+        return Snapshot(batch, marks, now)
+
+    def take_snapshot(self, snapshot: Snapshot) -> FlushBatch | None:
+        """Take exactly what `snapshot` saw (what was buffered since stays, its age counted
+        from the snapshot); None, and nothing taken, if a buffer it saw was dropped, re-sought
+        or taken since."""
+        for (buf, _rows, _records, _bytes), s in zip(
+            snapshot.marks, snapshot.batch.slices, strict=True
+        ):
+            if self._buffers.get((buf.topic, buf.partition)) is not buf or buf.base != s.expected:
+                return None
+        for (buf, n_rows, n_records, n_bytes), s in zip(
+            snapshot.marks, snapshot.batch.slices, strict=True
+        ):
+            rest = PartitionBuffer(buf.topic, buf.partition, s.new)
+            if buf.records > n_records:
+                rest.next_offset = buf.next_offset
+                rest.rows = buf.rows[n_rows:]
+                rest.records = buf.records - n_records
+                rest.bytes = buf.bytes - n_bytes
+                rest.opened_at = snapshot.at
+            self._buffers[(buf.topic, buf.partition)] = rest
+        batch = snapshot.batch
+        self.total_bytes -= batch.bytes
+        self.total_records -= batch.records
+        return batch

@@ -16,6 +16,7 @@ compare-and-set raises FencedError after the rollback.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -75,6 +76,24 @@ class LoaderOptions:
 
 
 @dataclass
+class Prepared:
+    """A flush's work before the warehouse: the plan, its rows by table and the staged file."""
+
+    generation: int
+    plan: Plan
+    groups: dict[tuple[str, str], list[TableRow]]
+    staged: Columns
+    load_id: str
+    path: Path
+    staged_rows: int
+    repeated: dict[str, int]
+
+    def discard(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+@dataclass
 class FlushResult:
     records: int
     rows_loaded: dict[str, int] = field(default_factory=dict)
@@ -98,6 +117,7 @@ class SnowflakeLoader:
         self._connect_fn = connect
         self._conn: Any = None
         self._layouts: dict[str, dict[str, Columns]] = {}
+        self._generation = 0  # moves whenever a layout may have changed
         self._changes_ready: set[str] = set()  # schemas whose _segflow_schema_changes is current
         stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
         self.staging = f"{STAGING_PREFIX}{stamp}_{uuid.uuid4().hex[:8]}"
@@ -134,6 +154,7 @@ class SnowflakeLoader:
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
+        self._generation += 1
         self._layouts.clear()
         self._changes_ready.clear()
         if conn is not None:
@@ -231,6 +252,11 @@ class SnowflakeLoader:
                 cols[column] = "FLOAT"
                 logger.warning("finished widening %s.%s.%s to FLOAT", schema, table, column)
 
+    def _forget(self, schema: str) -> None:
+        """Read a schema's layout again next time (it changed)."""
+        self._generation += 1
+        self._layouts.pop(schema, None)
+
     def _known(self, rows: Sequence[TableRow]) -> dict[tuple[str, str], Mapping[str, str]]:
         known: dict[tuple[str, str], Mapping[str, str]] = {}
         for schema in {r.schema for r in rows}:
@@ -267,7 +293,7 @@ class SnowflakeLoader:
                 change.column_type,
             )
         for schema in touched:
-            self._layouts.pop(schema, None)
+            self._forget(schema)
 
     def _ensure_changes_table(self, schema: str) -> None:
         """`_segflow_schema_changes` of a schema exists with every column it has now (a table
@@ -284,7 +310,7 @@ class SnowflakeLoader:
             self._run(
                 ddl.create_table(schema, SCHEMA_CHANGES, fixed), kind="ddl", table=SCHEMA_CHANGES
             )
-            self._layouts.pop(schema, None)
+            self._forget(schema)
         else:
             missing = {n: t for n, t in fixed.items() if n not in have}
             for name, typ in missing.items():
@@ -294,7 +320,7 @@ class SnowflakeLoader:
                     table=SCHEMA_CHANGES,
                 )
             if missing:
-                self._layouts.pop(schema, None)
+                self._forget(schema)
         self._changes_ready.add(schema)
 
     def _record_changes(self, changes: Sequence[SchemaChange]) -> None:
@@ -358,15 +384,52 @@ class SnowflakeLoader:
         result.seconds = time.monotonic() - started
         return result
 
+    def prepare(self, batch: FlushBatch) -> Prepared | None:
+        """The warehouse-free part of `batch`'s flush, done ahead in the caller's thread while
+        another flush is in the warehouse: rows deduplicated, typed against the layouts known
+        now, staged to a Parquet file. None (nothing done) when the batch needs the warehouse
+        first: a schema whose layout is not known yet, DDL or misfits. The flush uses the result
+        only if no layout changed since (`_generation`), else it starts over."""
+        started = time.perf_counter()
+        generation = self._generation
+        rows, repeated = first_per_id(collapse(batch.rows))
+        known = self._known_cached(rows)
+        if known is None:
+            return None
+        p = plan(rows, known, self.options.max_columns_per_table) if rows else Plan()
+        if p.has_ddl or p.misfits:
+            return None
+        prepared = self._write_stage(p, repeated, generation)
+        self._phase("prepare", started)
+        return prepared
+
     def _flush(self, batch: FlushBatch) -> FlushResult:
         started = time.perf_counter()
+        prepared = batch.prepared
+        batch.prepared = None  # used once: a retry starts over
+        if not isinstance(prepared, Prepared) or prepared.generation != self._generation:
+            if prepared is not None:
+                prepared.discard()
+            prepared = self._prepare_here(batch)
+            started = self._phase("prepare", started)
+        try:
+            for table, n in prepared.repeated.items():
+                self.metrics.rows_skipped.labels(table_label(table)).inc(n)
+            if prepared.staged_rows:
+                self._stage(prepared.path, prepared.staged, prepared.load_id, prepared.staged_rows)
+            started = self._phase("stage", started)
+            result = self._transaction(batch, prepared, datetime.now(UTC))
+            self._phase("transaction", started)
+            return result
+        finally:
+            prepared.discard()
+
+    def _prepare_here(self, batch: FlushBatch) -> Prepared:
+        """The whole preparation, schema evolution included (it runs DDL)."""
         rows, repeated = first_per_id(collapse(batch.rows))
-        for table, n in repeated.items():
-            self.metrics.rows_skipped.labels(table_label(table)).inc(n)
         p = self._evolve(rows) if rows else Plan()
-        load_id = uuid.uuid4().hex
-        now = datetime.now(UTC)
         if p.misfits:
+            now = datetime.now(UTC)
             for m in p.misfits:
                 self.metrics.schema_changes.labels(m.change).inc(m.occurrences)
                 logger.warning(
@@ -383,23 +446,33 @@ class SnowflakeLoader:
                 key = (schema, SCHEMA_CHANGES)
                 p.columns[key] = {**fixed_columns(SCHEMA_CHANGES), **p.columns.get(key, {})}
             p.rows.extend(_change_rows(p.misfits, now))
+        return self._write_stage(p, repeated, self._generation)
+
+    def _write_stage(self, p: Plan, repeated: dict[str, int], generation: int) -> Prepared:
+        """The flush's Parquet file (one staged row per event, staging.stage_units)."""
         groups = group_rows(p.rows)
         staged = unit_stage_types(groups.keys(), p.columns)
+        load_id = uuid.uuid4().hex
         path = self._stage_dir / f"segflow-flush-{load_id}.parquet"
+        prepared = Prepared(generation, p, groups, staged, load_id, path, 0, repeated)
         try:
             units = stage_units(p.rows, p.columns)
-            staged_rows = write_units(path, units, p.columns, staged) if units else 0
-            del units
-            started = self._phase("prepare", started)
-            if staged_rows:
-                self._stage(path, staged, load_id, staged_rows)
-            started = self._phase("stage", started)
-            result = self._transaction(batch, groups, p, staged, load_id, now)
-            self._phase("transaction", started)
-            return result
-        finally:
-            if path.exists():
-                os.unlink(path)
+            prepared.staged_rows = write_units(path, units, p.columns, staged) if units else 0
+        except BaseException:
+            prepared.discard()
+            raise
+        return prepared
+
+    def _known_cached(self, rows: Sequence[TableRow]) -> dict[tuple[str, str], Columns] | None:
+        """`_known` from the layouts read already; None if a schema's is not known."""
+        known: dict[tuple[str, str], Columns] = {}
+        for schema in {r.schema for r in rows}:
+            layout = self._layouts.get(schema)
+            if layout is None:
+                return None
+            for table, cols in layout.items():
+                known[(schema, table)] = cols
+        return known
 
     def _phase(self, name: str, started: float) -> float:
         now = time.perf_counter()
@@ -421,15 +494,8 @@ class SnowflakeLoader:
                 f"COPY INTO {self.staging} loaded {loaded} of {count} staged rows"
             )
 
-    def _transaction(
-        self,
-        batch: FlushBatch,
-        groups: Mapping[tuple[str, str], list[TableRow]],
-        p: Plan,
-        staged: Columns,
-        load_id: str,
-        now: datetime,
-    ) -> FlushResult:
+    def _transaction(self, batch: FlushBatch, prepared: Prepared, now: datetime) -> FlushResult:
+        p, staged, load_id = prepared.plan, prepared.staged, prepared.load_id
         result = FlushResult(records=batch.records)
         load_ts = now.isoformat()
         self._run("BEGIN", kind="begin")
@@ -437,7 +503,7 @@ class SnowflakeLoader:
             # Inserts first, then the deletes of replaced rows and the offsets: a client that
             # dies inside the transaction holds row locks for as short a time as possible.
             deletes: list[tuple[str, str]] = []
-            for (schema, table), rows in groups.items():
+            for (schema, table), rows in prepared.groups.items():
                 cols = p.columns[(schema, table)]
                 kind = rows[0].kind
                 head = [load_ts] * sum(1 for c in cols if c in ("uuid_ts", "loaded_at"))

@@ -290,6 +290,69 @@ def test_a_stale_writer_is_fenced(warehouse_conn_params: dict[str, Any]) -> None
     stale.close()
 
 
+def test_a_flush_prepared_ahead_loads_once_and_starts_over_when_a_layout_changed(
+    warehouse_conn_params: dict[str, Any], tmp_path: Path
+) -> None:
+    """The consumer prepares the next flush (plan and staged file) while one is in the warehouse.
+    Nothing is prepared before the tables exist; a prepared flush loads from its file and removes
+    it; one prepared before another flush changed a layout is planned again."""
+    database = f"SINK_AHEAD_{uuid.uuid4().hex[:10].upper()}"
+    settings = WarehouseSettings(database=database, network_timeout_s=20)
+    loader = SnowflakeLoader(
+        settings,
+        LoaderOptions(group_id="g", stage_dir=str(tmp_path)),
+        SinkMetrics(CollectorRegistry()),
+    )
+    tp = ("topic.track", 0)
+    assert loader.ensure_offsets([tp]) == {tp: -1}
+
+    def batch(first: int, count: int, expected: int, **props: Any) -> FlushBatch:
+        rows = []
+        for i in range(first, first + count):
+            rec = clean_event("track", i, message_id=f"ahead-{i}", properties=props or None)
+            rows += event_rows(rec, Origin(tp[0], tp[1], i), audit=True)
+        return FlushBatch(
+            [PartitionSlice(tp[0], tp[1], expected, first + count, count)], rows, count, 0
+        )
+
+    first = batch(0, 5, expected=-1)
+    assert loader.prepare(first) is None  # the tables do not exist yet: DDL first
+    loader.flush(first)
+
+    second = batch(5, 5, expected=5)
+    prepared = loader.prepare(second)
+    assert prepared is not None and prepared.path.exists() and prepared.staged_rows == 5
+    second.prepared = prepared
+    replanned: list[int] = []
+    prepare_here = loader._prepare_here
+
+    def spy(b: FlushBatch) -> Any:
+        replanned.append(b.records)
+        return prepare_here(b)
+
+    loader._prepare_here = spy  # type: ignore[method-assign]
+    loader.flush(second)
+    assert replanned == [] and not prepared.path.exists()
+
+    # prepared ahead of a flush that adds a column: planned again against the new layout
+    fourth = batch(15, 5, expected=15)
+    fourth.prepared = loader.prepare(fourth)
+    assert fourth.prepared is not None
+    stale = fourth.prepared.path  # type: ignore[attr-defined]
+    loader.flush(batch(10, 5, expected=10, giftWrap=True))
+    assert replanned == [5]  # that flush needed DDL: planned in the flush
+    loader.flush(fourth)
+    assert replanned == [5, 5] and not stale.exists()
+
+    assert loader.read_offsets([tp]) == {tp: 20}
+    wh = Warehouse(database)
+    assert wh.query('SELECT COUNT(*), COUNT(DISTINCT "ID") FROM "WEB"."TRACKS"') == [(20, 20)]
+    assert wh.query('SELECT COUNT(*) FROM "WEB"."AUDIT_LOG"') == [(20,)]
+    assert wh.query('SELECT COUNT("GIFT_WRAP") FROM "WEB"."ORDER_COMPLETED"') == [(5,)]
+    assert list(tmp_path.glob("*.parquet")) == []
+    loader.close()
+
+
 def test_undecodable_records_go_to_the_dlq_and_processor_schema_changes_are_loaded(
     run: dict[str, Any],
 ) -> None:

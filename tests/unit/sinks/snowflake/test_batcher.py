@@ -117,3 +117,78 @@ def test_taking_some_partitions_leaves_the_others_buffered() -> None:
     assert b.total_records == 1 and b.total_bytes == 10
     rest = b.take()
     assert rest is not None and rest.moves() == [("t", 0, 10, 11)]
+
+
+class Marker:
+    def __init__(self) -> None:
+        self.discarded = 0
+
+    def discard(self) -> None:
+        self.discarded += 1
+
+
+def test_a_snapshot_is_taken_exactly_as_it_was_seen_and_later_records_stay() -> None:
+    b = batcher(flush_rows=1000)
+    b.assign("t", 0, 100)
+    b.assign("t", 1, -1)
+    b.add("t", 0, 100, [row(n=100)], 10, now=1.0)
+    b.add("t", 1, 0, [row(partition=1, n=0), row(partition=1, n=1)], 20, now=1.0)
+    snapshot = b.peek(now=2.0)
+    assert snapshot is not None
+    assert snapshot.batch.moves() == [("t", 0, 100, 101), ("t", 1, -1, 1)]
+    # buffering goes on while the snapshot's batch is prepared
+    b.add("t", 0, 101, [row(n=101)], 10, now=3.0)
+    b.add("t", 0, 102, [], 10, now=3.0)  # a record without rows (tombstone) still moves
+    assert b.total_records == 4 and b.total_bytes == 50
+
+    batch = b.take_snapshot(snapshot)
+    assert batch is snapshot.batch
+    assert [r.values["id"] for r in batch.rows] == ["m100", "m0", "m1"]
+    assert (batch.records, batch.bytes) == (2, 30)
+    assert (b.total_records, b.total_bytes) == (2, 20)
+    # what came after the snapshot is the next flush, chained on the snapshot's offsets; its
+    # age counts from the snapshot (no later than its records' real age)
+    assert not b.ready(now=6.9)
+    assert b.ready(now=7.0)
+    rest = b.take()
+    assert rest is not None
+    assert rest.moves() == [("t", 0, 101, 103)]
+    assert [r.values["id"] for r in rest.rows] == ["m101"]
+    assert b.take() is None
+
+
+def test_a_snapshot_of_buffers_dropped_or_taken_since_is_refused_untouched() -> None:
+    for change in ("drop", "take", "reassign"):
+        b = batcher(flush_rows=1000)
+        b.assign("t", 0, 5)
+        b.assign("t", 1, 7)
+        b.add("t", 0, 5, [row(n=5)], 10, now=0.0)
+        b.add("t", 1, 7, [row(partition=1, n=7)], 10, now=0.0)
+        snapshot = b.peek(now=0.0)
+        assert snapshot is not None
+        if change == "drop":  # a lost partition
+            b.drop("t", 1)
+        elif change == "take":  # a revoked partition, loaded in the callback
+            assert b.take({("t", 1)}) is not None
+        else:  # a re-seek after fencing
+            b.assign("t", 1, 3)
+        assert b.take_snapshot(snapshot) is None, change
+        # nothing was taken: partition 0 still holds its record
+        assert b.held("t", 0) == 1, change
+        batch = b.take()
+        assert batch is not None and ("t", 0, 5, 6) in batch.moves(), change
+
+
+def test_dropping_partitions_from_a_batch_discards_its_preparation() -> None:
+    b = batcher()
+    for p in (0, 1):
+        b.assign("t", p, -1)
+        b.add("t", p, 0, [row(partition=p, n=p)], 10, now=0.0)
+    batch = b.take()
+    assert batch is not None
+    marker = Marker()
+    batch.prepared = marker
+    assert batch.without(set()) is batch and marker.discarded == 0
+    kept = batch.without({("t", 1)})
+    assert kept.prepared is None and marker.discarded == 1
+    assert kept.moves() == [("t", 0, -1, 1)]
