@@ -330,7 +330,7 @@ def test_a_flush_prepared_ahead_loads_once_and_starts_over_when_a_layout_changed
         replanned.append(b.records)
         return prepare_here(b)
 
-    loader._prepare_here = spy  # type: ignore[method-assign]
+    loader._prepare_here = spy  # type: ignore[method-assign,assignment]
     loader.flush(second)
     assert replanned == [] and not prepared.path.exists()
 
