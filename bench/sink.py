@@ -209,6 +209,13 @@ def main() -> int:
     parser.add_argument(
         "--instances", type=int, default=1, help="sink instances in the group (scaling out)"
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a sink setting other than its default (e.g. SEGFLOW_SINK_MAX_BUFFERED_BYTES=...)",
+    )
     args = parser.parse_args()
 
     run_id = uuid.uuid4().hex[:8]
@@ -245,6 +252,7 @@ def main() -> int:
             "SEGFLOW_SNOWFLAKE_LOGIN_TIMEOUT_S",
         ):
             env.pop(name, None)  # defaults, as shipped
+        env.update(dict(item.split("=", 1) for item in args.set))
         log = Path(f"/tmp/segflow-bench-sink-{run_id}-{i}.log")
         print(f"sink log: {log}", flush=True)
         sinks.append(SinkProcess(env, log).start())

@@ -5,11 +5,12 @@ A flush runs, in order:
     is safe to repeat): new schemas and tables, added and widened columns, recorded in
     `_segflow_schema_changes`;
  2. staging, outside the transaction as well (it only touches this process's staging table):
-    one Parquet file, PUT to the control schema's stage, COPY INTO the staging table; an event
-    is staged once, its row flagged to feed tracks and audit_log too (staging.stage_units);
- 3. BEGIN; set-based statements from the staging table into every target (insert-where-not-exists
-    for events and the audit log, merge-by-delete-insert for users/accounts/identity_map, plain
-    insert for misfit records); the offsets compare-and-set; COMMIT.
+    one Parquet file (an event is staged once, its row flagged to feed tracks and audit_log too:
+    staging.stage_units), PUT to the control schema's stage, the staging table re-created empty;
+ 3. BEGIN; COPY INTO the staging table; set-based statements from it into every target
+    (insert-where-not-exists for events and the audit log, merge-by-delete-insert for
+    users/accounts/identity_map, plain insert for misfit records); the staging table emptied;
+    the offsets compare-and-set; COMMIT.
 Any error rolls back and is classified (errors.classify) into retryable or fatal; a failed
 compare-and-set raises FencedError after the rollback.
 """
@@ -416,7 +417,7 @@ class SnowflakeLoader:
             for table, n in prepared.repeated.items():
                 self.metrics.rows_skipped.labels(table_label(table)).inc(n)
             if prepared.staged_rows:
-                self._stage(prepared.path, prepared.staged, prepared.load_id, prepared.staged_rows)
+                self._stage(prepared.path, prepared.staged, prepared.load_id)
             started = self._phase("stage", started)
             result = self._transaction(batch, prepared, datetime.now(UTC))
             self._phase("transaction", started)
@@ -479,12 +480,16 @@ class SnowflakeLoader:
         self.metrics.phase_seconds.labels(name).inc(now - started)
         return now
 
-    def _stage(self, path: Path, staged: Columns, load_id: str, count: int) -> None:
+    def _stage(self, path: Path, staged: Columns, load_id: str) -> None:
+        """The staging table (empty, with this flush's columns) and the file in the stage."""
         schema = self.options.control_schema
         self._run(ddl.create_staging(self.staging, staged), kind="ddl", table=self.staging)
         self._run(ddl.put_file(str(path), schema, STAGE, load_id), kind="put")
+
+    def _copy(self, load_id: str, count: int) -> None:
+        """COPY the staged file into the staging table (inside the flush's transaction)."""
         cur = self._run(
-            ddl.copy_into_staging(self.staging, schema, STAGE, load_id),
+            ddl.copy_into_staging(self.staging, self.options.control_schema, STAGE, load_id),
             kind="copy",
             table=self.staging,
         )
@@ -500,6 +505,8 @@ class SnowflakeLoader:
         load_ts = now.isoformat()
         self._run("BEGIN", kind="begin")
         try:
+            if prepared.staged_rows:
+                self._copy(load_id, prepared.staged_rows)
             # Inserts first, then the deletes of replaced rows and the offsets: a client that
             # dies inside the transaction holds row locks for as short a time as possible.
             deletes: list[tuple[str, str]] = []
@@ -555,6 +562,12 @@ class SnowflakeLoader:
                     [schema, table, load_id],
                     kind="upsert",
                     table=table,
+                )
+            if prepared.staged_rows:
+                # emptied in the same transaction: the staged rows are never written for good
+                # (the emulator's DuckDB then never checkpoints them; measured ~25% less work)
+                self._run(
+                    f"DELETE FROM {ddl.quote(self.staging)}", kind="delete", table=self.staging
                 )
             if not self.offsets.compare_and_set(self._exec_fn("offsets"), batch.moves()):
                 self._rollback()
