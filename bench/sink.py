@@ -282,7 +282,7 @@ def main() -> int:
             dead = [s for s in sinks if not s.alive()]
             if time.perf_counter() > deadline or dead:
                 raise SystemExit("sink did not finish:\n" + (dead or sinks)[0].log()[-3000:])
-            time.sleep(0.2)
+            time.sleep(0.5)  # a scrape costs the sink CPU: not too often
         seconds = time.perf_counter() - t0
         cpu = {f"sink {i}": cpu_seconds(s.pid) for i, s in enumerate(sinks)}
         cpu.update({n: cpu_seconds(pid) for n, pid in services.items()})

@@ -132,6 +132,7 @@ class SinkConsumer:
         self._retrying = False
         self._stopping = False
         self._counters: dict[tuple[str, str], Any] = {}  # records counter children
+        self._counts: dict[tuple[str, str], int] = {}  # records handled, not counted yet
         self.consumer: Any = None
         self.producer: Any = None
 
@@ -193,6 +194,7 @@ class SinkConsumer:
         now = self.clock()
         for msg in messages:
             self._handle(msg, now)
+        self._count_records()
         now = self.clock()
         if self._inflight is not None:
             batch, future = self._inflight
@@ -343,12 +345,18 @@ class SinkConsumer:
             outcome = "dlq"
         size = len(value) * MEMORY_PER_AVRO_BYTE if value else 64
         if self.batcher.add(topic, partition, offset, rows, size, now):
-            counter = self._counters.get((topic, outcome))
+            key = (topic, outcome)
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def _count_records(self) -> None:
+        """Add the records handled since the last call to their counters (one locked
+        increment per topic and outcome, not one per record)."""
+        for key, n in self._counts.items():
+            counter = self._counters.get(key)
             if counter is None:
-                counter = self._counters[(topic, outcome)] = self.metrics.records.labels(
-                    topic, outcome
-                )
-            counter.inc()
+                counter = self._counters[key] = self.metrics.records.labels(*key)
+            counter.inc(n)
+        self._counts.clear()
 
     def _suppressed(self, user_id: object, anonymous_id: object) -> bool:
         return self.suppressions is not None and self.suppressions.is_suppressed(
@@ -577,6 +585,7 @@ class SinkConsumer:
                 continue
             for msg in self.consumer.consume(self.settings.consume_batch, min(left, 0.5)):
                 self._handle(msg, self.clock())
+            self._count_records()
 
     def _reseek(self, batch: FlushBatch) -> None:
         """After fencing: forget the partitions' buffers and restart them where the warehouse

@@ -22,6 +22,12 @@ def qualified(schema: str, table: str) -> str:
     return f"{quote(schema)}.{quote(table)}"
 
 
+def table_ref(name: str) -> str:
+    """A table name, schema-qualified ("schema.table") or not, as SQL."""
+    schema, dot, table = name.rpartition(".")
+    return qualified(schema, table) if dot else quote(name)
+
+
 def sql_type(column_type: str) -> str:
     return "NUMBER(38,0)" if column_type == NUMBER else column_type
 
@@ -62,9 +68,9 @@ def finish_widen(schema: str, table: str, column: str) -> str:
 
 
 def create_staging(table: str, columns: Mapping[str, str]) -> str:
-    """The per-process staging table, re-created for every flush (transient: no fail-safe)."""
+    """A per-process staging table, (re-)created empty (transient: no fail-safe)."""
     cols = ", ".join(f"{quote(n)} {sql_type(t)}" for n, t in columns.items())
-    return f"CREATE OR REPLACE TRANSIENT TABLE {quote(table)} ({cols})"
+    return f"CREATE OR REPLACE TRANSIENT TABLE {table_ref(table)} ({cols})"
 
 
 def create_stage(schema: str, stage: str) -> str:
@@ -80,7 +86,7 @@ def put_file(local_path: str, schema: str, stage: str, folder: str) -> str:
 
 def copy_into_staging(table: str, schema: str, stage: str, folder: str) -> str:
     return (
-        f"COPY INTO {quote(table)} FROM @{qualified(schema, stage)}/{folder}/ "
+        f"COPY INTO {table_ref(table)} FROM @{qualified(schema, stage)}/{folder}/ "
         "FILE_FORMAT=(TYPE=PARQUET) MATCH_BY_COLUMN_NAME=CASE_SENSITIVE PURGE=TRUE"
     )
 

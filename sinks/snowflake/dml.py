@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sinks.snowflake.ddl import qualified, quote, sql_type
+from sinks.snowflake.ddl import qualified, quote, sql_type, table_ref
 from sinks.snowflake.staging import SCHEMA_COLUMN, TABLE_COLUMN
 from sinks.snowflake.tables import (
     LOAD_ID_COLUMN,
@@ -90,7 +90,7 @@ def insert_new(
     window = f" AND t.{quote(lookback_column)} >= {LOAD_TS}" if lookback else ""
     sql = (
         f"INSERT INTO {qualified(schema, table)} ({', '.join(names)}) "
-        f"SELECT {', '.join(exprs)} FROM {quote(staging)} s "
+        f"SELECT {', '.join(exprs)} FROM {table_ref(staging)} s "
         f'LEFT JOIN {qualified(schema, table)} t ON t."ID" = s."ID"{window} '
         f'WHERE {_where_staged(flag=flag)} AND t."ID" IS NULL'
     )
@@ -103,7 +103,7 @@ def insert_plain(
     names, exprs, binds = _select_list(columns, staged)
     sql = (
         f"INSERT INTO {qualified(schema, table)} ({', '.join(names)}) "
-        f"SELECT {', '.join(exprs)} FROM {quote(staging)} s WHERE {_where_staged()}"
+        f"SELECT {', '.join(exprs)} FROM {table_ref(staging)} s WHERE {_where_staged()}"
     )
     return sql, binds
 
@@ -136,7 +136,7 @@ def merge_insert(
             )
     sql = (
         f"INSERT INTO {target} ({', '.join(names)}) "
-        f"SELECT {', '.join(exprs)} FROM {quote(staging)} s "
+        f"SELECT {', '.join(exprs)} FROM {table_ref(staging)} s "
         f'LEFT JOIN {target} u ON u."ID" = s."ID" '
         f"WHERE {_where_staged()} "
         'QUALIFY ROW_NUMBER() OVER (PARTITION BY s."ID" ORDER BY u."RECEIVED_AT" DESC) = 1'
@@ -152,7 +152,7 @@ def delete_replaced(staging: str, schema: str, table: str) -> str:
     on = " AND ".join(f"t.{quote(k)} = k.{quote(k)}" for k in key)
     return (
         f"DELETE FROM {qualified(schema, table)} t USING "
-        f"(SELECT DISTINCT {cols} FROM {quote(staging)} s WHERE {_where_staged()}) k "
+        f"(SELECT DISTINCT {cols} FROM {table_ref(staging)} s WHERE {_where_staged()}) k "
         f"WHERE {on} AND t.{quote(LOAD_ID_COLUMN)} IS DISTINCT FROM ?"
     )
 

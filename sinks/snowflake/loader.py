@@ -119,9 +119,10 @@ class SnowflakeLoader:
         self._conn: Any = None
         self._layouts: dict[str, dict[str, Columns]] = {}
         self._generation = 0  # moves whenever a layout may have changed
+        self._staging_columns: Columns | None = None  # the staging table's, when known
         self._changes_ready: set[str] = set()  # schemas whose _segflow_schema_changes is current
-        stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-        self.staging = f"{STAGING_PREFIX}{stamp}_{uuid.uuid4().hex[:8]}"
+        self.staging = f"{options.control_schema}.{_staging_name()}"
+        self._staging_since = time.monotonic()
         self.offsets = OffsetStore(options.control_schema, options.group_id)
         self._stage_dir = Path(options.stage_dir or tempfile.gettempdir())
         self._statements = 0
@@ -148,7 +149,7 @@ class SnowflakeLoader:
         if self._conn is None:
             return
         try:
-            self._run(f"DROP TABLE IF EXISTS {ddl.quote(self.staging)}", kind="ddl")
+            self._run(f"DROP TABLE IF EXISTS {ddl.table_ref(self.staging)}", kind="ddl")
         except SegflowError as exc:
             logger.warning("could not drop staging table %s: %s", self.staging, exc)
         self._drop_connection()
@@ -156,6 +157,7 @@ class SnowflakeLoader:
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
         self._generation += 1
+        self._staging_columns = None
         self._layouts.clear()
         self._changes_ready.clear()
         if conn is not None:
@@ -184,22 +186,28 @@ class SnowflakeLoader:
         return cur
 
     def _sweep_staging(self) -> None:
-        """Drop staging tables of processes that died more than `staging_max_age_h` ago."""
+        """Drop staging tables of processes that died more than `staging_max_age_h` ago (a
+        live one renews its table's name every quarter of that age)."""
+        # the prefix is matched here: LIKE needs an escape for "_", which the emulator refuses
         cur = self._run(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = ? "
-            "AND table_name LIKE ?",
-            [self.options.control_schema.upper(), STAGING_PREFIX.upper().replace("_", "\\_") + "%"],
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = ?",
+            [self.options.control_schema.upper()],
             kind="select",
         )
         limit = datetime.now(UTC) - timedelta(hours=self.options.staging_max_age_h)
         for (name,) in cur.fetchall():
+            if not str(name).upper().startswith(STAGING_PREFIX.upper()):
+                continue
             stamp = str(name)[len(STAGING_PREFIX) :].split("_", 1)[0]
             try:
                 made = datetime.strptime(stamp, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
             except ValueError:
                 continue
             if made < limit:
-                self._run(f'DROP TABLE IF EXISTS "{name}"', kind="ddl")
+                self._run(
+                    f'DROP TABLE IF EXISTS {ddl.quote(self.options.control_schema)}."{name}"',
+                    kind="ddl",
+                )
 
     # -- offsets -----------------------------------------------------------------------------
     def ensure_offsets(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
@@ -481,9 +489,22 @@ class SnowflakeLoader:
         return now
 
     def _stage(self, path: Path, staged: Columns, load_id: str) -> None:
-        """The staging table (empty, with this flush's columns) and the file in the stage."""
+        """The staging table (empty, with this flush's columns) and the file in the stage. The
+        table is re-created only when the staged columns change: every flush's transaction
+        empties it, and a rolled back one leaves it as it was."""
         schema = self.options.control_schema
-        self._run(ddl.create_staging(self.staging, staged), kind="ddl", table=self.staging)
+        if time.monotonic() - self._staging_since > self.options.staging_max_age_h * 900:
+            # the name's time stamp is what other instances' sweeps go by: renew it well
+            # before they take this table for one of a dead process
+            old = self.staging
+            self.staging = f"{schema}.{_staging_name()}"
+            self._staging_since = time.monotonic()
+            self._staging_columns = None
+            self._run(f"DROP TABLE IF EXISTS {ddl.table_ref(old)}", kind="ddl", table=old)
+        if staged != self._staging_columns:  # else it is there, emptied by the last flush
+            self._staging_columns = None
+            self._run(ddl.create_staging(self.staging, staged), kind="ddl", table=self.staging)
+            self._staging_columns = dict(staged)
         self._run(ddl.put_file(str(path), schema, STAGE, load_id), kind="put")
 
     def _copy(self, load_id: str, count: int) -> None:
@@ -567,7 +588,7 @@ class SnowflakeLoader:
                 # emptied in the same transaction: the staged rows are never written for good
                 # (the emulator's DuckDB then never checkpoints them; measured ~25% less work)
                 self._run(
-                    f"DELETE FROM {ddl.quote(self.staging)}", kind="delete", table=self.staging
+                    f"DELETE FROM {ddl.table_ref(self.staging)}", kind="delete", table=self.staging
                 )
             if not self.offsets.compare_and_set(self._exec_fn("offsets"), batch.moves()):
                 self._rollback()
@@ -589,6 +610,12 @@ class SnowflakeLoader:
         except SegflowError as exc:
             logger.warning("rollback failed (the connection is dropped): %s", exc)
             self._drop_connection()
+
+
+def _staging_name() -> str:
+    """A staging table name stamped with its creation time (sweeps drop old ones)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    return f"{STAGING_PREFIX}{stamp}_{uuid.uuid4().hex[:8]}"
 
 
 _FLAGGED: dict[str, tuple[str, Mapping[str, str]]] = {

@@ -353,6 +353,74 @@ def test_a_flush_prepared_ahead_loads_once_and_starts_over_when_a_layout_changed
     loader.close()
 
 
+def test_the_staging_table_is_reused_while_its_columns_hold_and_renamed_before_sweeps(
+    warehouse_conn_params: dict[str, Any],
+) -> None:
+    """Each flush empties the staging table in its transaction, so the next one with the same
+    staged columns loads into it without DDL; other columns re-create it. Its name (which other
+    instances' sweeps judge by) is renewed after a quarter of the sweep age, the old one dropped."""
+    database = f"SINK_STAGING_{uuid.uuid4().hex[:10].upper()}"
+    settings = WarehouseSettings(database=database, network_timeout_s=20)
+    metrics = SinkMetrics(CollectorRegistry())
+    loader = SnowflakeLoader(settings, LoaderOptions(group_id="g"), metrics)
+    tp = ("topic.track", 0)
+    loader.ensure_offsets([tp])
+
+    def batch(first: int, count: int, **props: Any) -> FlushBatch:
+        rows = []
+        for i in range(first, first + count):
+            rec = clean_event("track", i, message_id=f"st-{i}", properties=props or None)
+            rows += event_rows(rec, Origin(tp[0], tp[1], i), audit=True)
+        expected = first if first else -1
+        return FlushBatch(
+            [PartitionSlice(tp[0], tp[1], expected, first + count, count)], rows, count, 0
+        )
+
+    def ddl_count() -> float:
+        return metrics.statements.labels("ddl")._value.get()  # type: ignore[attr-defined]
+
+    wh = Warehouse(database)
+
+    def staging_tables() -> set[str]:
+        """Staging tables anywhere in the database, as schema.table (all in the control schema,
+        whichever schema a flush's evolution created last)."""
+        return {
+            f"{r[0]}.{r[1]}".lower()
+            for r in wh.query(
+                "SELECT table_schema, table_name FROM information_schema.tables "
+                "WHERE table_name LIKE '_SEGFLOW_STAGING_%'"
+            )
+        }
+
+    loader.flush(batch(0, 4))
+    before = ddl_count()
+    loader.flush(batch(4, 4))
+    assert ddl_count() == before  # same columns: no DDL at all
+    assert loader.staging.startswith("_segflow._segflow_staging_")
+    assert wh.query(f"SELECT COUNT(*) FROM {loader.staging}") == [(0,)]
+    loader.flush(batch(8, 4, giftWrap=True))  # a new column: evolution, and a new staging table
+    assert ddl_count() > before
+    assert staging_tables() == {loader.staging}
+
+    first_name = loader.staging
+    loader.options = LoaderOptions(group_id="g", staging_max_age_h=1e-7)  # 0.1 ms in quarters
+    loader.flush(batch(12, 4, giftWrap=True))
+    assert loader.staging != first_name
+    assert staging_tables() == {loader.staging}  # the old one dropped
+
+    assert wh.query('SELECT COUNT(*), COUNT(DISTINCT "ID") FROM "WEB"."TRACKS"') == [(16, 16)]
+    assert loader.read_offsets([tp]) == {tp: 16}
+
+    # a starting instance sweeps a dead process's old staging table, not a live one's
+    wh.query('CREATE TABLE "_SEGFLOW"."_SEGFLOW_STAGING_20200101000000_DEADBEEF" ("X" INT)')
+    other = SnowflakeLoader(settings, LoaderOptions(group_id="g"), SinkMetrics(CollectorRegistry()))
+    other.connect()
+    assert staging_tables() == {loader.staging}
+    other.close()
+    loader.close()
+    assert staging_tables() == set()
+
+
 def test_undecodable_records_go_to_the_dlq_and_processor_schema_changes_are_loaded(
     run: dict[str, Any],
 ) -> None:
