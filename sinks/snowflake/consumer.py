@@ -410,6 +410,8 @@ class SinkConsumer:
             return
         snapshot.batch.prepared = self.loader.prepare(snapshot.batch)
         self._ahead = snapshot
+        if snapshot.batch.prepared is None:
+            self.metrics.prepared_ahead.labels("not_prepared").inc()
         logger.debug(
             "next flush of %d records %s",
             snapshot.batch.records,
@@ -423,12 +425,14 @@ class SinkConsumer:
             return None  # nothing done ahead: take all there is
         batch = self.batcher.take_snapshot(snapshot)
         if batch is None:
+            self.metrics.prepared_ahead.labels("dropped").inc()
             snapshot.batch.discard_prepared()
         return batch
 
     def _drop_ahead(self) -> None:
         snapshot, self._ahead = self._ahead, None
-        if snapshot is not None:
+        if snapshot is not None and snapshot.batch.prepared is not None:
+            self.metrics.prepared_ahead.labels("dropped").inc()
             snapshot.batch.discard_prepared()
 
     def _ack_dlq(self) -> None:

@@ -416,8 +416,11 @@ class SnowflakeLoader:
         started = time.perf_counter()
         prepared = batch.prepared
         batch.prepared = None  # used once: a retry starts over
-        if not isinstance(prepared, Prepared) or prepared.generation != self._generation:
+        if isinstance(prepared, Prepared) and prepared.generation == self._generation:
+            self.metrics.prepared_ahead.labels("used").inc()
+        else:
             if prepared is not None:
+                self.metrics.prepared_ahead.labels("replanned").inc()
                 prepared.discard()
             prepared = self._prepare_here(batch)
             started = self._phase("prepare", started)

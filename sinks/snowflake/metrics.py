@@ -51,9 +51,18 @@ class SinkMetrics:
         )
         self.phase_seconds = Counter(
             "segflow_sink_flush_phase_seconds_total",
-            "Time spent in the phases of flushes (prepare: rows, evolution and the Parquet file; "
-            "stage: PUT and COPY; transaction: the statements into the targets and the offsets)",
+            "Time spent in the phases of flushes (prepare: rows, evolution and the Parquet file, "
+            "ahead or not; stage: the staging table and the PUT; transaction: the COPY, the "
+            "statements into the targets and the offsets)",
             ["phase"],
+            registry=registry,
+        )
+        self.prepared_ahead = Counter(
+            "segflow_sink_prepared_ahead_total",
+            "Flushes prepared while another was in the warehouse, by outcome (used: loaded as "
+            "prepared; replanned: a layout changed meanwhile; dropped: its buffers changed; "
+            "not_prepared: it needed the warehouse first)",
+            ["outcome"],
             registry=registry,
         )
         self.flush_seconds = Histogram(

@@ -1,5 +1,6 @@
 """Exactly once under faults: the sink SIGKILLed at random points, two instances with forced
-rebalances, the warehouse stopped and restarted. In each, every messageId sent is in the
+rebalances, the warehouse stopped and restarted, a backlog loaded in flushes prepared ahead
+through a rebalance and a kill. In each, every messageId sent is in the
 warehouse exactly once at the end. Real broker, real connector; the sink runs as a subprocess."""
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tests.integration.sink_support import (
     make_topics,
     poll_until,
     produce,
+    scrape_samples,
     sink_env,
 )
 
@@ -140,6 +142,11 @@ def assert_exactly_once(wh: Warehouse, ids: list[str], timeout: float = 90) -> N
     assert loaded_ids == set(ids)
 
 
+def wh_count(wh: Warehouse) -> int:
+    rows = wh.try_query('SELECT COUNT(*) FROM "WEB"."AUDIT_LOG"')
+    return int(rows[0][0]) if rows else 0
+
+
 def test_sigkill_at_random_points(ctx: dict[str, Any]) -> None:
     rnd = random.Random()
     stream = Stream(ctx["bootstrap"], ctx["topics"].clean("track"), 3000, 14).start()
@@ -198,3 +205,41 @@ def test_warehouse_stopped_and_restarted(ctx: dict[str, Any]) -> None:
     assert_exactly_once(wh, ids, timeout=120)
     assert sink.alive(), sink.log()[-2000:]
     assert sink.stop() == 0
+
+
+def test_flushes_prepared_ahead_under_a_rebalance_and_a_kill(ctx: dict[str, Any]) -> None:
+    """A backlog loads in small flushes, each prepared while the one before is in the warehouse
+    (from a snapshot of the buffers as consuming goes on); a second member joins and the first
+    is killed meanwhile. Still every messageId exactly once, and flushes were prepared ahead."""
+    topic = ctx["topics"].clean("track")
+    # small flushes, and a memory bound that keeps the sink from reading the backlog all at
+    # once: flushes chain, each prepared while the one before is in the warehouse
+    small = {
+        "SEGFLOW_SINK_FLUSH_ROWS": "100",
+        "SEGFLOW_SINK_CONSUME_BATCH": "40",
+        "SEGFLOW_SINK_MAX_BUFFERED_BYTES": "2000000",
+    }
+    ports = [free_port(), free_port()]
+    first = start(ctx, SEGFLOW_SINK_METRICS_PORT=str(ports[0]), **small).wait_assigned()
+    # the tables exist first (a flush that creates them is not prepared ahead)
+    warm = [clean_event("track", 400_000 + i) for i in range(20)]
+    produce(ctx["bootstrap"], topic, [encode_event(r) for r in warm])
+    poll_until(lambda: wh_count(ctx["wh"]) == 20, 60, "the first records, creating the tables")
+    backlog = [
+        clean_event("track", 500_000 + i, anonymous_id=f"anon-{i % 40}") for i in range(5000)
+    ]
+    produce(ctx["bootstrap"], topic, [encode_event(r) for r in backlog])
+    stream = Stream(ctx["bootstrap"], topic, 1500, 6).start()
+
+    def used(port: int) -> float:
+        samples = scrape_samples(port)
+        return samples.get('segflow_sink_prepared_ahead_total{outcome="used"}', 0.0)
+
+    poll_until(lambda: used(ports[0]) >= 3, 60, "flushes prepared ahead")
+    second = start(ctx, SEGFLOW_SINK_METRICS_PORT=str(ports[1]), **small).wait_assigned()
+    time.sleep(1.5)  # both load, their flushes prepared ahead across the rebalance
+    first.kill()  # mid-flush or mid-preparation: its partitions move to the survivor
+    ids = [r["messageId"] for r in warm + backlog] + stream.join()
+    assert_exactly_once(ctx["wh"], ids)
+    assert used(ports[1]) >= 1, second.log()[-2000:]
+    assert second.stop() == 0
