@@ -408,7 +408,10 @@ class SinkConsumer:
         snapshot = self.batcher.peek(now)
         if snapshot is None:
             return
-        snapshot.batch.prepared = self.loader.prepare(snapshot.batch)
+        try:
+            snapshot.batch.prepared = self.loader.prepare(snapshot.batch)
+        except Exception:  # an optimisation only: the flush prepares it again and reports
+            logger.warning("preparing the next flush ahead failed", exc_info=True)
         self._ahead = snapshot
         if snapshot.batch.prepared is None:
             self.metrics.prepared_ahead.labels("not_prepared").inc()

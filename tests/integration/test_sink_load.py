@@ -286,6 +286,8 @@ def test_a_stale_writer_is_fenced(warehouse_conn_params: dict[str, Any]) -> None
     wh = Warehouse(database)
     assert wh.query('SELECT COUNT(*), COUNT(DISTINCT "ID") FROM "WEB"."TRACKS"') == [(15, 15)]
     assert stale_metrics.rollbacks._value.get() == 1  # type: ignore[attr-defined]
+    # the rolled back flush left its staging table empty (the COPY is in the transaction)
+    assert wh.query(f"SELECT COUNT(*) FROM {stale.staging}") == [(0,)]
     owner.close()
     stale.close()
 
