@@ -79,14 +79,18 @@ def run(args: argparse.Namespace) -> int:
     supervisor = Supervisor(specs)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+        # no KeyboardInterrupt: raised anywhere (in a restart, or while the supervisor holds
+        # its output lock) it could leave the stop hanging; the loop ends at its next poll
+        supervisor.request_stop()
 
+    signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     supervisor.start()
     _banner(args.ingest_port or 8088, rules.sources[0].write_keys[0], rules.sources[0].name)
     try:
         supervisor.run_until_stopped()
-    except KeyboardInterrupt:
+        print("\nstopping ...")
+    except KeyboardInterrupt:  # a signal before the handlers were in place
         print("\nstopping ...")
     finally:
         supervisor.stop()

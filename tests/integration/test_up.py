@@ -85,7 +85,14 @@ def test_up_runs_restarts_and_stops(
         poll(lambda: _send_ok(calls[:1], port), 60, "the restarted edge")
     finally:
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(60)
+        try:
+            code = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            reader.join(10)
+            raise AssertionError(
+                f"up did not stop within 60 s of SIGINT:\n{out()[-4000:]}"
+            ) from None
         reader.join(10)
     assert code == 0, out()[-3000:]
     assert "all components stopped" in out()
