@@ -260,8 +260,13 @@ def main() -> int:
         for sink, port in zip(sinks, ports, strict=True):
             wait_metrics(sink, port)
         services = service_pids()
-        cpu0 = {f"sink {i}": cpu_seconds(s.pid) for i, s in enumerate(sinks)}
-        cpu0.update({n: cpu_seconds(pid) for n, pid in services.items()})
+
+        def cpu_now() -> dict[str, float]:
+            """CPU seconds so far of each sink instance, the broker and the emulator."""
+            out = {f"sink {i}": cpu_seconds(s.pid) for i, s in enumerate(sinks)}
+            out.update({n: cpu_seconds(pid) for n, pid in services.items()})
+            return out
+
         t0 = time.perf_counter()
         deadline = t0 + 900
         steady: tuple[float, float, float, dict[str, float]] | None = None
@@ -269,13 +274,11 @@ def main() -> int:
             m = _summed([scrape_metrics(port) for port in ports])
             committed = m.get("segflow_sink_flush_size_records_sum", 0)
             if steady is None and committed >= min(args.warmup, args.events // 2):
-                at = {f"sink {i}": cpu_seconds(s.pid) for i, s in enumerate(sinks)}
-                at.update({n: cpu_seconds(pid) for n, pid in services.items()})
                 steady = (
                     time.perf_counter(),
                     committed,
                     m.get("segflow_sink_rows_loaded_total", 0),
-                    at,
+                    cpu_now(),
                 )
             if committed >= args.events:
                 break
@@ -284,8 +287,7 @@ def main() -> int:
                 raise SystemExit("sink did not finish:\n" + (dead or sinks)[0].log()[-3000:])
             time.sleep(0.5)  # a scrape costs the sink CPU: not too often
         seconds = time.perf_counter() - t0
-        cpu = {f"sink {i}": cpu_seconds(s.pid) for i, s in enumerate(sinks)}
-        cpu.update({n: cpu_seconds(pid) for n, pid in services.items()})
+        cpu = cpu_now()
         rss = sum(peak_rss_mb(s.pid) for s in sinks)
         samples = _summed([scrape_samples(port) for port in ports])
     finally:

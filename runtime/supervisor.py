@@ -53,7 +53,6 @@ class Supervisor:
         self._out = out or sys.stdout
         self._out_lock = threading.Lock()
         self._grace_s = grace_s
-        self._stop_requested = threading.Event()
         self._max_backoff_s = max_backoff_s
         self._stopping = threading.Event()
         width = max((len(s.name) for s in specs), default=0)
@@ -120,13 +119,14 @@ class Supervisor:
 
     def run_until_stopped(self, poll_s: float = 0.5) -> None:
         """Restart children as they die until `request_stop` (or `stop`) is called."""
-        while not self._stop_requested.wait(poll_s) and not self._stopping.is_set():
+        while not self._stopping.wait(poll_s):
             self.check()
 
     def request_stop(self) -> None:
         """Make `run_until_stopped` return; safe in a signal handler (it only sets an event, so
-        no exception lands in the middle of a restart or of a line being written)."""
-        self._stop_requested.set()
+        no exception lands in the middle of a restart or of a line being written); no child is
+        restarted after it."""
+        self._stopping.set()
 
     def stop(self) -> None:
         """SIGTERM every child, SIGKILL those still alive after the grace period."""

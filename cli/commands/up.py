@@ -90,8 +90,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         supervisor.run_until_stopped()
         print("\nstopping ...")
-    except KeyboardInterrupt:  # a signal before the handlers were in place
-        print("\nstopping ...")
     finally:
         supervisor.stop()
         for name in reversed(started):

@@ -191,33 +191,17 @@ class Batcher:
     def take(self, partitions: set[TopicPartition] | None = None) -> FlushBatch | None:
         """Everything buffered (of `partitions` only, if given), as one flush; buffers restart
         where the taken ones end."""
-        slices: list[PartitionSlice] = []
-        rows: list[TableRow] = []
-        total_bytes = 0
-        for key, buf in self._buffers.items():
-            if buf.next_offset is None or (partitions is not None and key not in partitions):
-                continue
-            slices.append(
-                PartitionSlice(buf.topic, buf.partition, buf.base, buf.next_offset, buf.records)
-            )
-            rows.extend(buf.rows)
-            total_bytes += buf.bytes
-            self._buffers[key] = PartitionBuffer(buf.topic, buf.partition, buf.next_offset)
-        if not slices:
-            return None
-        records = sum(s.records for s in slices)
-        self.total_bytes -= total_bytes
-        self.total_records -= records
-        return FlushBatch(slices, rows, records, total_bytes)
+        snapshot = self.peek(0.0, partitions)
+        return None if snapshot is None else self.take_snapshot(snapshot)
 
-    def peek(self, now: float) -> Snapshot | None:
-        """The batch `take()` would return now, leaving the buffers as they are."""
+    def peek(self, now: float, partitions: set[TopicPartition] | None = None) -> Snapshot | None:
+        """The batch `take(partitions)` would return now, leaving the buffers as they are."""
         slices: list[PartitionSlice] = []
         rows: list[TableRow] = []
         marks: list[tuple[PartitionBuffer, int, int, int]] = []
         total_bytes = 0
-        for buf in self._buffers.values():
-            if buf.next_offset is None:
+        for key, buf in self._buffers.items():
+            if buf.next_offset is None or (partitions is not None and key not in partitions):
                 continue
             slices.append(
                 PartitionSlice(buf.topic, buf.partition, buf.base, buf.next_offset, buf.records)

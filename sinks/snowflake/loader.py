@@ -121,7 +121,7 @@ class SnowflakeLoader:
         self._generation = 0  # moves whenever a layout may have changed
         self._staging_columns: Columns | None = None  # the staging table's, when known
         self._changes_ready: set[str] = set()  # schemas whose _segflow_schema_changes is current
-        self.staging = f"{options.control_schema}.{_staging_name()}"
+        self.staging = _staging_name(options.control_schema)
         self._staging_since = time.monotonic()
         self.offsets = OffsetStore(options.control_schema, options.group_id)
         self._stage_dir = Path(options.stage_dir or tempfile.gettempdir())
@@ -204,10 +204,8 @@ class SnowflakeLoader:
             except ValueError:
                 continue
             if made < limit:
-                self._run(
-                    f'DROP TABLE IF EXISTS {ddl.quote(self.options.control_schema)}."{name}"',
-                    kind="ddl",
-                )
+                table = ddl.qualified(self.options.control_schema, str(name))
+                self._run(f"DROP TABLE IF EXISTS {table}", kind="ddl")
 
     # -- offsets -----------------------------------------------------------------------------
     def ensure_offsets(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
@@ -500,7 +498,7 @@ class SnowflakeLoader:
             # the name's time stamp is what other instances' sweeps go by: renew it well
             # before they take this table for one of a dead process
             old = self.staging
-            self.staging = f"{schema}.{_staging_name()}"
+            self.staging = _staging_name(schema)
             self._staging_since = time.monotonic()
             self._staging_columns = None
             self._run(f"DROP TABLE IF EXISTS {ddl.table_ref(old)}", kind="ddl", table=old)
@@ -615,10 +613,10 @@ class SnowflakeLoader:
             self._drop_connection()
 
 
-def _staging_name() -> str:
-    """A staging table name stamped with its creation time (sweeps drop old ones)."""
+def _staging_name(schema: str) -> str:
+    """A staging table ("schema.name") stamped with its creation time (sweeps drop old ones)."""
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-    return f"{STAGING_PREFIX}{stamp}_{uuid.uuid4().hex[:8]}"
+    return f"{schema}.{STAGING_PREFIX}{stamp}_{uuid.uuid4().hex[:8]}"
 
 
 _FLAGGED: dict[str, tuple[str, Mapping[str, str]]] = {
