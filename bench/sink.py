@@ -217,6 +217,9 @@ def main() -> int:
         help="a sink setting other than its default (e.g. SEGFLOW_SINK_MAX_BUFFERED_BYTES=...)",
     )
     args = parser.parse_args()
+    for item in args.set:
+        if "=" not in item or not item.startswith("SEGFLOW_"):
+            parser.error(f"--set takes SEGFLOW_NAME=VALUE, got {item!r}")
 
     run_id = uuid.uuid4().hex[:8]
     prefix = f"bench{run_id}."
