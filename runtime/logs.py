@@ -49,3 +49,11 @@ def setup_logging(component: str, level: str = "INFO", fmt: str = "json") -> Non
     root.setLevel(level)
     for noisy in ("snowflake.connector", "aiokafka", "kafka", "urllib3", "botocore", "faust"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # Rare and telling: group joins and assignments, transactional producers started for them,
+    # and table recovery's progress (what a worker that is not processing yet is waiting for).
+    for telling in (
+        "aiokafka.consumer.group_coordinator",
+        "faust.transport.consumer",
+        "faust.tables.recovery",
+    ):
+        logging.getLogger(telling).setLevel(root.level)

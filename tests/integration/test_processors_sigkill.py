@@ -85,14 +85,24 @@ def metric_sum(text: str, name: str, label: str = "") -> float:
     )
 
 
-def wait_all_committed(env: Env, workers: list[subprocess.Popen[bytes]], timeout_s: float) -> None:
+def wait_all_committed(
+    env: Env, workers: list[subprocess.Popen[bytes]], timeout_s: float, log: Path
+) -> None:
     """Until the group's committed offsets reach the raw topics' ends (every record decided)."""
     raw_topics = env.topics.all_raw()
     target = end_total(env.bootstrap, raw_topics)
     deadline = time.monotonic() + timeout_s
-    while committed_total(env.bootstrap, env.app_id, raw_topics) < target:
-        assert all(w.poll() is None for w in workers), "a worker died"
-        assert time.monotonic() < deadline, "the workers did not finish"
+    while (done := committed_total(env.bootstrap, env.app_id, raw_topics)) < target:
+        problem = (
+            "a worker died"
+            if any(w.poll() is not None for w in workers)
+            else "the workers did not finish"
+            if time.monotonic() > deadline
+            else None
+        )
+        if problem:
+            tail = log.read_text(errors="replace")[-6000:]
+            raise AssertionError(f"{problem}: {done} of {target} committed; the log's end:\n{tail}")
         time.sleep(0.5)
 
 
@@ -166,7 +176,7 @@ def test_worker_stopped_mid_stream_loses_and_duplicates_nothing(
     try:
         # copies of events processed before the kill must be dropped by the recovered state
         produce(env.bootstrap, env.topics, [dict(r) for r in records[:COPIES]])
-        wait_all_committed(env, [second], timeout_s=120)
+        wait_all_committed(env, [second], timeout_s=180, log=log)
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
     finally:
         stop_worker(second)
@@ -206,7 +216,7 @@ def test_worker_joining_and_leaving_mid_stream_loses_and_duplicates_nothing(
         second.wait(30)
         assert len(seen) < EVENTS, "the second worker left too late to test anything"
         produce(env.bootstrap, env.topics, [dict(r) for r in records[:COPIES]])
-        wait_all_committed(env, [first], timeout_s=120)
+        wait_all_committed(env, [first], timeout_s=180, log=log)
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{first_port}/metrics").read().decode()
     finally:
         watcher.close()
