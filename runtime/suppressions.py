@@ -19,7 +19,14 @@ import uuid
 from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 from runtime.kafka_config import common_config
 from runtime.settings import KafkaSettings
@@ -28,6 +35,22 @@ from schemas.errors import CodecError, FatalError, RetryableError
 from schemas.topics import Topics
 
 logger = logging.getLogger(__name__)
+
+# Errors that pass by themselves: no leader elected yet, the broker not reachable or slow.
+_PASSING = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+    }
+)
+WATERMARKS_RETRY_S = 30.0
+WATERMARKS_TIMEOUT_S = 10.0
+WATERMARKS_BACKOFF_S = 0.2
 
 
 class SuppressionList:
@@ -120,7 +143,7 @@ class SuppressionList:
         parts = [TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in topic_meta.partitions]
         targets: dict[int, int] = {}
         for tp in parts:
-            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            low, high = self._watermarks(consumer, tp)
             if high > low:
                 targets[tp.partition] = high
         consumer.assign(parts)
@@ -144,6 +167,22 @@ class SuppressionList:
                 if not targets:
                     logger.info("suppression list loaded: %d users", len(self._by_user))
                     self._ready.set()
+
+    def _watermarks(self, consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
+        """The partition's offsets, asked again while its leader is not known yet (a topic just
+        created, a broker restarting) or the broker is slow, up to WATERMARKS_RETRY_S."""
+        deadline = time.monotonic() + WATERMARKS_RETRY_S
+        while True:
+            try:
+                low, high = consumer.get_watermark_offsets(tp, timeout=WATERMARKS_TIMEOUT_S)
+                return int(low), int(high)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                passing = err is not None and (err.retriable() or err.code() in _PASSING)
+                if not passing or time.monotonic() > deadline or self._stop.is_set():
+                    raise
+                logger.info("suppression topic offsets not known yet (%s): asking again", err)
+                self._stop.wait(WATERMARKS_BACKOFF_S)
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
         if key is None:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import socket
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from runtime.services import emulator
 
 
 def unique_name(prefix: str) -> str:
@@ -20,6 +24,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextmanager
+def private_emulator(var_dir: Path, idle_session_timeout_s: float) -> Iterator[int]:
+    """An emulator of the test's own, closing sessions unused `idle_session_timeout_s`: tests
+    that SIGKILL warehouse clients mid-transaction need it, as Snowflake aborts the transactions
+    of detached sessions (the shared emulator would hold their writes, and every later writer of
+    the same rows would conflict, until it restarts). Yields its port."""
+    port = free_port()
+    emulator.start(port=port, var_dir=var_dir, idle_session_timeout_s=idle_session_timeout_s)
+    try:
+        yield port
+    finally:
+        emulator.stop(var_dir=var_dir)
 
 
 def create_topic(bootstrap: str, name: str, partitions: int = 3) -> None:

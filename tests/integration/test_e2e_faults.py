@@ -22,14 +22,17 @@ import orjson
 import pytest
 import requests
 
+from runtime.services import emulator
 from runtime.services import kafka as kafka_service
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, private_emulator
 from tests.integration.pipeline import WRITE_KEY, Pipeline, running_pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
 BATCH = 10
+# a killed sink's session is closed (its open transaction rolled back) after this long unused
+IDLE_SESSION_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -105,6 +108,15 @@ def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
         kafka_service.stop(var_dir=broker.var_dir)
 
 
+@pytest.fixture
+def private_warehouse(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """The sink is SIGKILLed, possibly inside its flush transaction: its session is closed once
+    idle, as Snowflake aborts a detached session's transaction. On the shared emulator that
+    transaction stayed open and every restarted sink's offsets update conflicted with it."""
+    with private_emulator(tmp_path / "warehouse", IDLE_SESSION_TIMEOUT_S) as port:
+        yield emulator.conn_params(emulator.DEFAULT_HOST, port)
+
+
 def _keep_alive(pipe: Pipeline, restarted: dict[str, int]) -> None:
     """Restart any component that exited by itself."""
     for name, comp in list(pipe.components.items()):
@@ -121,11 +133,11 @@ def _wait(pipe: Pipeline, restarted: dict[str, int], seconds: float) -> None:
 
 
 def test_broker_and_component_kills_lose_nothing_and_duplicate_nothing(
-    private_broker: PrivateBroker, warehouse_conn_params: dict[str, Any], tmp_path: Path
+    private_broker: PrivateBroker, private_warehouse: dict[str, Any], tmp_path: Path
 ) -> None:
     bootstrap = private_broker.bootstrap
     restarted: dict[str, int] = {}
-    with running_pipeline(bootstrap, warehouse_conn_params, tmp_path, partitions=2) as pipe:
+    with running_pipeline(bootstrap, private_warehouse, tmp_path, partitions=2) as pipe:
         stream = Stream(pipe)
         sender = threading.Thread(target=stream.run, daemon=True)
         sender.start()

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from runtime.services import emulator
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, private_emulator
 from tests.integration.sink_support import (
     SinkProcess,
     Warehouse,
@@ -84,11 +84,9 @@ class Stream:
 def private_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A private emulator: these tests kill warehouse clients mid-transaction (the emulator
     closes their idle sessions, as Snowflake aborts detached transactions) and stop it."""
-    port = free_port()
     var_dir = tmp_path_factory.mktemp("private-warehouse")
-    emulator.start(port=port, var_dir=var_dir, idle_session_timeout_s=IDLE_SESSION_TIMEOUT_S)
-    yield {"port": port, "var_dir": var_dir}
-    emulator.stop(var_dir=var_dir)
+    with private_emulator(var_dir, IDLE_SESSION_TIMEOUT_S) as port:
+        yield {"port": port, "var_dir": var_dir}
 
 
 @pytest.fixture
