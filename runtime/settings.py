@@ -124,7 +124,11 @@ class ObservabilitySettings(SegflowSettings):
 
     model_config = SettingsConfigDict(env_prefix="SEGFLOW_")
 
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO",
+        description="Log level (the Kafka, Faust and Snowflake client libraries log at WARNING "
+        "or above, except group joins, transactional producers and table recovery)",
+    )
     log_format: Literal["json", "text"] = Field("json", description="Log line format")
     rules_file: Path | None = Field(
         None,
