@@ -239,9 +239,7 @@ def test_flushes_prepared_ahead_under_a_rebalance_and_a_kill(ctx: dict[str, Any]
     first.kill()  # mid-flush or mid-preparation: its partitions move to the survivor
     # a backlog of the survivor's own (the first may have loaded the whole first one already:
     # a trickle flushes by age, with nothing ready to prepare ahead)
-    later = [
-        clean_event("track", 600_000 + i, anonymous_id=f"anon-{i % 40}") for i in range(3000)
-    ]
+    later = [clean_event("track", 600_000 + i, anonymous_id=f"anon-{i % 40}") for i in range(3000)]
     produce(ctx["bootstrap"], topic, [encode_event(r) for r in later])
     ids = [r["messageId"] for r in warm + backlog + later] + stream.join()
     assert_exactly_once(ctx["wh"], ids)
