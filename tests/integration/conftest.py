@@ -26,14 +26,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# a private emulator closes a session (rolling back its open transaction) after this long unused
+IDLE_SESSION_TIMEOUT_S = 5.0
+
+
 @contextmanager
-def private_emulator(var_dir: Path, idle_session_timeout_s: float) -> Iterator[int]:
-    """An emulator of the test's own, closing sessions unused `idle_session_timeout_s`: tests
+def private_emulator(var_dir: Path) -> Iterator[int]:
+    """An emulator of the test's own, closing sessions unused IDLE_SESSION_TIMEOUT_S: tests
     that SIGKILL warehouse clients mid-transaction need it, as Snowflake aborts the transactions
     of detached sessions (the shared emulator would hold their writes, and every later writer of
     the same rows would conflict, until it restarts). Yields its port."""
     port = free_port()
-    emulator.start(port=port, var_dir=var_dir, idle_session_timeout_s=idle_session_timeout_s)
+    emulator.start(port=port, var_dir=var_dir, idle_session_timeout_s=IDLE_SESSION_TIMEOUT_S)
     try:
         yield port
     finally:

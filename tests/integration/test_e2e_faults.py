@@ -31,8 +31,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
 BATCH = 10
-# a killed sink's session is closed (its open transaction rolled back) after this long unused
-IDLE_SESSION_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -113,7 +111,7 @@ def private_warehouse(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """The sink is SIGKILLed, possibly inside its flush transaction: its session is closed once
     idle, as Snowflake aborts a detached session's transaction. On the shared emulator that
     transaction stayed open and every restarted sink's offsets update conflicted with it."""
-    with private_emulator(tmp_path / "warehouse", IDLE_SESSION_TIMEOUT_S) as port:
+    with private_emulator(tmp_path / "warehouse") as port:
         yield emulator.conn_params(emulator.DEFAULT_HOST, port)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from runtime.services import emulator
-from tests.integration.conftest import free_port, private_emulator
+from tests.integration.conftest import IDLE_SESSION_TIMEOUT_S, free_port, private_emulator
 from tests.integration.sink_support import (
     SinkProcess,
     Warehouse,
@@ -31,7 +31,6 @@ from tests.integration.sink_support import (
 
 pytestmark = pytest.mark.integration
 
-IDLE_SESSION_TIMEOUT_S = 5.0
 FAST = {
     "SEGFLOW_SINK_FLUSH_AGE_S": "0.3",
     "SEGFLOW_SINK_FLUSH_ROWS": "150",
@@ -85,7 +84,7 @@ def private_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
     """A private emulator: these tests kill warehouse clients mid-transaction (the emulator
     closes their idle sessions, as Snowflake aborts detached transactions) and stop it."""
     var_dir = tmp_path_factory.mktemp("private-warehouse")
-    with private_emulator(var_dir, IDLE_SESSION_TIMEOUT_S) as port:
+    with private_emulator(var_dir) as port:
         yield {"port": port, "var_dir": var_dir}
 
 

@@ -12,8 +12,8 @@ from runtime.logs import setup_logging
 
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+    """The levels setup_logging sets on library loggers (the root logger is put back by the
+    autouse fixture of tests/conftest.py)."""
     names = (
         "faust",
         "aiokafka",
@@ -23,8 +23,6 @@ def restore_logging() -> Iterator[None]:
     )
     levels = {name: logging.getLogger(name).level for name in names}
     yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
     for name, saved in levels.items():
         logging.getLogger(name).setLevel(saved)
 
