@@ -14,13 +14,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
 
-MAX_IDENTIFIER_LENGTH = 255
+from schemas.snowflake_limits import MAX_IDENTIFIER_LENGTH
 SEGMENT_TEXT_LIMIT = 512
 
 _ACRONYM = re.compile(r"([A-Z]+)([A-Z][a-z])")
@@ -75,6 +76,19 @@ RESERVED_TABLES: frozenset[str] = frozenset(
 
 
 _cache: dict[str, str] = {}
+
+# A cut name ends in "_" and this many hex digits of the whole name's SHA-256.
+_HASH_DIGITS = 8
+
+
+def fit_identifier(name: str, limit: int = MAX_IDENTIFIER_LENGTH) -> str:
+    """`name` itself when it fits `limit` characters; else its first characters, ``_`` and a
+    short hash of the whole name, exactly `limit` long. Deterministic, so every component cuts
+    the same name the same way, and two long names that share a prefix stay apart."""
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_DIGITS]
+    return f"{name[: limit - _HASH_DIGITS - 1]}_{digest}"
 
 
 def snake_case(name: str) -> str:
