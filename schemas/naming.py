@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from schemas.snowflake_limits import MAX_IDENTIFIER_LENGTH
+
 SEGMENT_TEXT_LIMIT = 512
 
 _ACRONYM = re.compile(r"([A-Z]+)([A-Z][a-z])")
