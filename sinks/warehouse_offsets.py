@@ -30,6 +30,7 @@ class WarehouseOffsets:
     def read(self, keys: Sequence[TopicPartitionKey]) -> dict[TopicPartitionKey, int | None]:
         """The next offset the sink will load per partition; None where it has none."""
         self.session.run(self.store.create_sql(), kind="ddl", table="_segflow_offsets")
+        self.store.upgrade(self._execute)
         stored = self.store.read(self._execute, list(keys))
         return {k: (None if v == UNKNOWN else v) for k, v in stored.items()}
 
@@ -37,6 +38,7 @@ class WarehouseOffsets:
         """(topic, partition, expected or None, new) per partition, all or nothing."""
         if not moves:
             return
+        self.store.upgrade(self._execute)  # DDL: before the transaction
         with self.session.transaction():
             self.store.ensure(self._execute, [(t, p) for t, p, _, _ in moves])
             cas = [(t, p, UNKNOWN if e is None else e, n) for t, p, e, n in moves]

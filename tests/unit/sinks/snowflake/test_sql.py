@@ -94,7 +94,7 @@ class FakeCursor:
         return self._rows
 
 
-def test_compare_and_set_is_one_statement_and_reports_fencing() -> None:
+def test_compare_and_set_is_one_update_and_reports_fencing() -> None:
     store = OffsetStore("_segflow", "g1")
     calls: list[tuple[str, list[Any]]] = []
 
@@ -118,6 +118,6 @@ def test_offsets_read_fills_unknown_partitions() -> None:
     store = OffsetStore("_segflow", "g1")
 
     def run(sql: str, binds: Any) -> FakeCursor:
-        return FakeCursor(rows=[("t", 0, 42)])
+        return FakeCursor(rows=[("t", 0, 1, 42, 42)])
 
     assert store.read(run, [("t", 0), ("t", 1)]) == {("t", 0): 42, ("t", 1): -1}
