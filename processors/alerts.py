@@ -4,7 +4,10 @@
 ``min_interval_s``; a message lists up to ``max_lines`` changes and says how many more there
 were. ``WebhookAlerter`` posts due messages from a background task (aiohttp), so a slow or
 failing webhook never holds the stream up; failures are logged and counted, never retried
-into a storm. Messages name sources, events, fields and types, never values.
+into a storm. Messages name sources, events, fields and types, never values. The names arrive
+masked (:mod:`processors.masking` renames a key or event name holding an email, phone or card
+number before drift sees it); :func:`describe` still replaces whatever the detector finds in them
+by ``[redacted]``, so a miss upstream never reaches a chat channel.
 """
 
 from __future__ import annotations
@@ -17,20 +20,40 @@ from typing import Any
 
 import aiohttp
 
+from processors.detector import CARD, EMAIL, PHONE, find_pii
 from processors.metrics import ProcessorMetrics
 
 logger = logging.getLogger(__name__)
 
 
+_KINDS = (EMAIL, PHONE, CARD)
+REDACTED = "[redacted]"
+
+
+def redact(text: str) -> str:
+    """`text` with each email, phone or card number the detector finds replaced."""
+    findings = find_pii(text, _KINDS)
+    if not findings:
+        return text
+    out: list[str] = []
+    pos = 0
+    for f in findings:
+        out.append(text[pos : f.start])
+        out.append(REDACTED)
+        pos = f.end
+    out.append(text[pos:])
+    return "".join(out)
+
+
 def describe(change: dict[str, Any]) -> str:
     where = f"{change['source']}.{change['callType']}"
     if change.get("event"):
-        where += f" '{change['event']}'"
+        where += f" '{redact(str(change['event']))}'"
     if change["change"] == "type_change":
         what = f"type {change['previousType']} -> {change['newType']}"
     else:
         what = f"{change['change'].replace('_', ' ')} ({change['newType']})"
-    return f"{where}: {change['field']} {what}"
+    return f"{where}: {redact(str(change['field']))} {what}"
 
 
 class AlertBatcher:

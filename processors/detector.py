@@ -5,11 +5,18 @@ without overlaps. Card numbers are 13-19 digits (spaces or dashes allowed betwee
 pass the Luhn check; phone numbers are international (``+`` and 8-15 digits) or grouped national
 numbers (``(555) 123-4567``, ``555-123-4567``, ``0171 2345678``). Digit runs without a ``+`` or
 separators (ids, epoch timestamps) and ISO dates are not taken for phone numbers.
+
+Numbers and addresses typed on phones or pasted from documents are found too: before matching,
+a text is folded character by character (:func:`fold`): non-breaking and thin spaces to a space,
+Unicode dashes to ``-``, full-width forms (U+FF01-FF5E: digits, plus, at sign, letters) to
+ASCII and every other Unicode decimal digit to its ASCII digit. The fold keeps the length, so a
+finding's span is the span of the original text, which is what gets masked.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -29,6 +36,14 @@ _PHONE_RE = re.compile(
 )
 _DIGIT_RUN = re.compile(r"\d[\d \t().+/\-]{6,}\d")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+# what fold() changes: Unicode spaces and dashes, full-width forms, non-ASCII decimal digits
+_FOLDABLE = re.compile(
+    "[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"  # no-break, thin, ideographic spaces
+    "\u2010-\u2015\u2212\ufe58\ufe63"  # hyphens, dashes, minus signs
+    "\uff01-\uff5e]"  # full-width ASCII: digits, +, @, letters, punctuation
+    r"|(?![0-9])\d"  # any other Unicode decimal digit (Arabic-Indic, Devanagari, ...)
+)
+_FOLDED: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -36,6 +51,31 @@ class Finding:
     kind: str
     start: int
     end: int
+
+
+def _fold_char(match: re.Match[str]) -> str:
+    ch = match.group()
+    folded = _FOLDED.get(ch)
+    if folded is None:
+        code = ord(ch)
+        if 0xFF01 <= code <= 0xFF5E:
+            folded = chr(code - 0xFEE0)
+        elif unicodedata.category(ch) == "Zs":
+            folded = " "
+        elif unicodedata.category(ch) == "Nd":
+            folded = str(unicodedata.decimal(ch))
+        else:
+            folded = "-"
+        _FOLDED[ch] = folded  # bounded: _FOLDABLE matches a few hundred characters
+    return folded
+
+
+def fold(text: str) -> str:
+    """`text` with the look-alikes of the characters PII is written with replaced by them, one
+    character for one (spans stay valid); the text itself when there is nothing to fold."""
+    if text.isascii() or _FOLDABLE.search(text) is None:
+        return text
+    return _FOLDABLE.sub(_fold_char, text)
 
 
 def luhn_valid(digits: str) -> bool:
@@ -77,6 +117,8 @@ def _emails(text: str) -> Iterable[Finding]:
 
 def may_hold_pii(text: str) -> bool:
     """False when `text` cannot hold any finding (no ``@``, no run of 8+ digits/separators)."""
+    if not text.isascii():
+        text = fold(text)
     return "@" in text or (len(text) >= 8 and _DIGIT_RUN.search(text) is not None)
 
 
@@ -93,7 +135,12 @@ def document_may_hold_pii(text: str, kinds: Iterable[str]) -> bool:
     value's quotes, which the patterns treat as they treat the value's start and end), so
     scanning each such run of the text, with the character on either side, finds whatever
     scanning each value would. Escapes break that (``\\n`` before a number reads as a letter in
-    the text): a text with a backslash, or with an ``@`` (emails), gets the walk."""
+    the text): a text with a backslash, or with an ``@`` (emails), gets the walk. Keys are
+    JSON strings like values, so the verdict holds for the keys too. The text is folded first
+    (:func:`fold`), as each value is when it is scanned: a value's folded text is then a part of
+    the document's folded text."""
+    if not text.isascii():
+        text = fold(text)
     if "@" in text or "\\" in text:
         return may_hold_pii(text)
     chars = _RUN_CHARS
@@ -122,7 +169,10 @@ _RUN_VERDICTS: dict[tuple[str, tuple[str, ...]], bool] = {}
 
 
 def find_pii(text: str, kinds: Iterable[str]) -> list[Finding]:
-    """Spans of PII in `text`, sorted, non-overlapping (emails, then cards, then phones win)."""
+    """Spans of PII in `text`, sorted, non-overlapping (emails, then cards, then phones win).
+    Look-alike characters are folded first (:func:`fold`); the spans are those of `text`."""
+    if not text.isascii():
+        text = fold(text)
     wanted = set(kinds)
     has_at = "@" in text
     # phones and cards need a run of 8+ digits and separators: one C-level scan rules them out

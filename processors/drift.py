@@ -24,6 +24,10 @@ such a set is passed without looking at each field again. The memory is per work
 change is reported at most once per worker (and once more by a worker that takes the partition
 over after a rebalance); consumers of segment.schema-changes key changes by (source, callType,
 event, field, change, newType).
+
+Names reach drift masked: the pipeline renames a key or event name holding an email, phone or
+card number (:mod:`processors.masking`) before calling :meth:`DriftDetector.check`, so the
+changes, the changelog keys and ``unmapped`` hold the stand-ins, never the names as sent.
 """
 
 from __future__ import annotations

@@ -20,6 +20,14 @@ A concrete field is handled by the first rule that matches it, rules without wil
 rules with them. The opt-in detector then scans every other string value for emails, phone
 numbers and card numbers and applies its action to what it finds (mask and hash replace the
 finding inside the text; drop removes the field). Every change is recorded as ``path:action``.
+
+Names are screened too (``pii.names``, on by default): every key at every level of the five maps,
+and the record's event name, page or screen name and category. Keys become column names, event
+names table names, and both travel in schema changes and alerts, where no rule can reach them. A
+name holding an email, phone or card number is replaced as a whole by ``redacted_<kind>_<8 hex>``
+(:func:`redacted_name`), recorded as ``<path>:redact_name`` (``event:redact_name``); the value
+under a renamed key is then handled by the rules and the detector like any other, under its new
+path. Keys are renamed before any rule runs, so no recorded path carries the old key.
 """
 
 from __future__ import annotations
@@ -46,6 +54,11 @@ _BLOCK = 64  # SHA-256 block size
 _IPAD = bytes(b ^ 0x36 for b in range(256))
 _OPAD = bytes(b ^ 0x5C for b in range(256))
 _DETECTOR_KEEP = {EMAIL: "domain", PHONE: "last4", CARD: "last4"}
+#: the record's fields that hold names rather than values: the event (a table name), a page or
+#: screen name and its category
+NAME_FIELDS = ("event", "name", "category")
+REDACT_NAME = "redact_name"
+_NAMES_MAX = 65_536
 
 Path = tuple[str | int, ...]
 
@@ -79,6 +92,21 @@ class Hasher:
         outer = self._outer.copy()
         outer.update(inner.digest())
         return outer.hexdigest()
+
+
+def redacted_name(name: str, kind: str, key: bytes | None) -> str:
+    """The name standing for `name`, which holds PII of `kind`: ``redacted_<kind>_<8 hex>``.
+
+    The hex is the start of HMAC-SHA256(key, name) when a key is set, else of SHA-256(name).
+    The same name always gets the same stand-in, a valid snake_case column or table name, so a
+    renamed property keeps one column; two different names get different ones (the name is
+    hashed as it is, not normalised: keys differing in case must not collide in one object).
+    With the key, 32 bits reveal nothing to whom has no key; with a plain SHA-256 someone
+    holding a list of candidate emails or numbers could confirm which one a name was, so set
+    ``SEGFLOW_PROCESS_PII_HMAC_KEY`` (rotating it renames these columns)."""
+    data = name.encode("utf-8", "surrogatepass")
+    digest = hmac.digest(key, data, "sha256") if key else hashlib.sha256(data).digest()
+    return f"redacted_{kind}_{digest[:4].hex()}"
 
 
 def mask_value(value: Any, keep: str) -> str:
@@ -241,10 +269,45 @@ class Masker:
         self._hash = Hasher(self._key)
         self.key_version = key_version
         self.uses_hash = uses_hash
-        self._detector_roots: tuple[str, ...] = ("properties", "traits", "context", "extra")
+        self._detector_roots: tuple[str, ...] = DOCUMENT_ROOTS
         self._replace_finding = self._replacer(self._detector.action if self._detector else "")
         # context values (user agents, URLs, library names) repeat from event to event
         self._findings: dict[str, list[Any]] = {}
+        self._name_kinds = tuple(pii.names.kinds) if pii.names.enabled else ()
+        self._name_key = hmac_key or None
+        # keys and event names repeat far more than values: name -> stand-in (None: clean)
+        self._names: dict[str, str | None] = {}
+        screened = set(self._name_kinds)
+        if self._detector is not None:
+            screened.update(self._detector.kinds)
+        self._screened_kinds = tuple(sorted(screened))
+
+    def rename(self, name: str) -> str | None:
+        """The stand-in of `name` when it holds PII of the screened kinds, else None."""
+        names = self._names
+        if name in names:
+            return names[name]
+        findings = find_pii(name, self._name_kinds) if self._name_kinds else []
+        out = redacted_name(name, findings[0].kind, self._name_key) if findings else None
+        if len(names) >= _NAMES_MAX:
+            names.clear()
+        names[name] = out
+        return out
+
+    def mask_names(self, record: dict[str, Any]) -> list[str]:
+        """Replace the record's event, page/screen name and category when they hold PII, in
+        place; returns the ``<field>:redact_name`` entries."""
+        entries: list[str] = []
+        if not self._name_kinds:
+            return entries
+        for name in NAME_FIELDS:
+            value = record.get(name)
+            if type(value) is str and value:
+                new = self.rename(value)
+                if new is not None:
+                    record[name] = new
+                    entries.append(f"{name}:{REDACT_NAME}")
+        return entries
 
     def apply(
         self, doc: dict[str, Any], texts: dict[str, str] | None = None
@@ -257,6 +320,19 @@ class Masker:
         entries: list[str] = []
         handled: set[Path] = set()
         hashed = False
+        # the roots whose text may hold a finding of any screened kind, in keys or in values;
+        # None: every root (no texts given)
+        candidates: tuple[str, ...] | None = None
+        if texts is not None and self._screened_kinds:
+            kinds = self._screened_kinds
+            candidates = tuple(
+                r for r in DOCUMENT_ROOTS if document_may_hold_pii(texts.get(r) or "", kinds)
+            )
+        if self._name_kinds:
+            for root in DOCUMENT_ROOTS if candidates is None else candidates:
+                value = doc.get(root)
+                if value and type(value) is dict:
+                    self._rename_keys(value, (root,), entries)
         for root, rules in self._rule_groups:
             if not doc.get(root):
                 continue  # the root (properties, traits, ...) is empty in this event
@@ -279,13 +355,34 @@ class Masker:
                         hashed = hashed or action == "hash"
                         entries.append(f"{_render(path)}:{action}")
         if self._detector is not None:
-            roots = self._detector_roots
-            if texts is not None:
-                kinds = self._detector.kinds
-                roots = tuple(r for r in roots if document_may_hold_pii(texts.get(r) or "", kinds))
+            roots = self._detector_roots if candidates is None else candidates
             if roots:
                 hashed = self._detect(doc, roots, handled, entries) or hashed
         return entries, hashed
+
+    def _rename_keys(self, container: Any, prefix: Path, entries: list[str]) -> None:
+        """Rename the keys holding PII in `container` and below, in place (order kept)."""
+        names = self._names
+        renames: dict[str, str] | None = None
+        if type(container) is dict:
+            for k, v in container.items():
+                new = names[k] if k in names else self.rename(k)
+                if new is not None:
+                    if renames is None:
+                        renames = {}
+                    renames[k] = new
+                if (type(v) is dict or type(v) is list) and v:
+                    self._rename_keys(v, (*prefix, new or k), entries)
+            if renames is not None:
+                items = [(renames.get(k, k), v) for k, v in container.items()]
+                container.clear()
+                container.update(items)
+                for new in renames.values():
+                    entries.append(f"{_render((*prefix, new))}:{REDACT_NAME}")
+        else:
+            for i, v in enumerate(container):
+                if (type(v) is dict or type(v) is list) and v:
+                    self._rename_keys(v, (*prefix, i), entries)
 
     def _act(self, parent: Any, key: str | int, action: str, keep: str) -> str | None:
         value = parent[key]

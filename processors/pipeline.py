@@ -4,7 +4,9 @@ reverse ETL echo -> dedupe -> PII masking -> identity stitching -> drift routing
 the state it reads and changes is in memory and every change is returned as a changelog write,
 so the Faust agent only has to decode, call :meth:`Pipeline.process` and send what comes back, in
 one transaction. Masking runs before anything is built for a clean topic; drift sees masked
-values (the types that reach the warehouse) and reports field names only, never values.
+values (the types that reach the warehouse) and reports field names only, never values. Names
+are masked before drift too (keys, the event name, page names: :mod:`processors.masking`), so
+schema changes, alerts and the drift changelog only ever hold the masked names.
 
 Events of users on the suppression list (:mod:`processors.suppressions`) are dropped first, as
 soon as the call type is known: no clean record, identity link, schema change, DLQ copy or state
@@ -33,6 +35,7 @@ from schemas.markers import reverse_etl_sync
 from schemas.topics import CALL_TYPES
 
 DUPLICATE = "duplicate"
+_ROOTS = frozenset(DOCUMENT_ROOTS)
 REVERSE_ETL_ECHO = "reverse_etl_echo"
 
 
@@ -154,6 +157,9 @@ class Pipeline:
 
         doc = {name: _load_map(raw, name) for name in DOCUMENT_ROOTS}
         masked, hashed = self.masker.apply(doc, raw)
+        renamed = self.masker.mask_names(raw)  # the event name: table name, drift, alerts
+        if renamed:
+            masked = renamed + masked
 
         stitched: StitchResult
         if suppressed and call_type not in LINKING_CALLS:
@@ -177,7 +183,8 @@ class Pipeline:
 
         clean = raw  # untouched maps pass through as received
         # an entry is "<root>.<path>:<action>", or "<root>:<action>" for a rule on a whole root
-        touched = {m.partition(".")[0].partition(":")[0] for m in masked}
+        # (or "<name field>:redact_name" for the event name, page name or category)
+        touched = {m.partition(".")[0].partition(":")[0] for m in masked} & _ROOTS
         touched.update(drift.unmapped)
         for name in touched:
             clean[name] = orjson.dumps(doc.get(name, {})).decode()

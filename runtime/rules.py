@@ -61,9 +61,18 @@ class PiiDetector(_Strict):
     action: Literal["hash", "mask", "drop"] = "mask"
 
 
+class PiiNames(_Strict):
+    """Screening of names (keys at every level, event, page and screen names, categories):
+    a name holding an email, phone or card number is replaced by ``redacted_<kind>_<8 hex>``."""
+
+    enabled: bool = True
+    kinds: list[Literal["email", "phone", "card"]] = ["email", "phone", "card"]
+
+
 class PiiRules(_Strict):
     rules: list[PiiRule] = []
     detector: PiiDetector = PiiDetector()
+    names: PiiNames = PiiNames()
 
 
 DEFAULT_BLOCKED = ["", "null", "undefined", "anonymous", "0", "-1", "none", "nil", "unknown"]

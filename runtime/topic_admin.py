@@ -33,7 +33,9 @@ def expected_topics(
     raw_retention_ms: int = 3 * DAY_MS,
     clean_retention_ms: int = 14 * DAY_MS,
 ) -> list[TopicSpec]:
-    """Every topic of DESIGN.md. Raw topics keep raw PII, so their retention is short."""
+    """Every topic of DESIGN.md. Raw topics keep raw PII, so their retention is short; so does
+    the DLQ, which holds the raw bytes of the records the processors could not process (a raw
+    record cannot be masked when it cannot be read, and replaying it needs it whole)."""
     deleting = {"cleanup.policy": "delete"}
     specs = [
         TopicSpec(t, partitions, {**deleting, "retention.ms": str(raw_retention_ms)})
@@ -50,7 +52,7 @@ def expected_topics(
         TopicSpec(topics.schema_changes, 1, {**deleting, "retention.ms": str(90 * DAY_MS)})
     )
     specs.append(
-        TopicSpec(topics.dlq, partitions, {**deleting, "retention.ms": str(clean_retention_ms)})
+        TopicSpec(topics.dlq, partitions, {**deleting, "retention.ms": str(raw_retention_ms)})
     )
     return specs
 

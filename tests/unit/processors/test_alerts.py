@@ -49,3 +49,18 @@ def test_pending_is_bounded():
         b.add(change(f"properties.f{i}"))
     msg = b.due(0.0)
     assert msg is not None and msg["text"].startswith("segflow: 10 schema changes")
+
+
+def test_alert_text_never_carries_pii_in_names():
+    """Names arrive masked from the pipeline; a miss upstream is still redacted in the text."""
+    leaky = change("properties.jo@x.org")
+    leaky["event"] = "Called +1\u00a0415\u00a0555\u00a02671"
+    text = describe(leaky)
+    assert text == "web.track 'Called [redacted]': [redacted] new property (string)"
+    b = AlertBatcher(min_interval_s=0)
+    b.add(leaky)
+    b.add(change("properties.card 4111 1111 1111 1111"))
+    msg = b.due(0.0)
+    assert msg is not None
+    for secret in ("jo@x.org", "415", "2671", "4111"):
+        assert secret not in msg["text"]

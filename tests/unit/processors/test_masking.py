@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
+import re
 from typing import Any
 
+import orjson
 import pytest
 
-from processors.masking import Hasher, Masker, hash_value, mask_value, normalise, truncate_ip
-from runtime.rules import PiiDetector, PiiRule, PiiRules
+from processors.masking import (
+    Hasher,
+    Masker,
+    hash_value,
+    mask_value,
+    normalise,
+    redacted_name,
+    truncate_ip,
+)
+from runtime.rules import PiiDetector, PiiNames, PiiRule, PiiRules
 from schemas.errors import ConfigError
 
 KEY = b"k" * 32
@@ -202,13 +213,11 @@ def test_detector_leaves_fields_a_rule_handled():
 
 
 def test_the_document_prescreen_never_skips_a_finding_the_walk_makes():
-    """With the roots' JSON texts given, the detector skips a root whose text as a whole holds
-    no finding; on random documents (PII next to ids, dates, IPs, escapes, unicode, nesting)
-    that must mask exactly what a walk over every value masks."""
-    import copy
+    """With the roots' JSON texts given, the detector and the key screen skip a root whose text
+    as a whole holds no finding; on random documents (PII next to ids, dates, IPs, escapes,
+    unicode look-alikes, nesting, in values and in keys) that must mask exactly what a walk over
+    every key and value masks."""
     import random
-
-    import orjson
 
     fragments = [
         "jo@x.org",
@@ -220,6 +229,12 @@ def test_the_document_prescreen_never_skips_a_finding_the_walk_makes():
         "4111 1111 1111 1111",
         "4111-1111-1111-1111",
         "4111111111111112",
+        "+1\u00a0415\u00a0555\u00a02671",
+        "\uff0b\uff11 \uff14\uff11\uff15 \uff15\uff15\uff15 \uff12\uff16\uff17\uff11",
+        "\uff15\uff15\uff15",
+        "\u00a0",
+        "\uff20",
+        "jo\uff20x.org",
         "2026-01-05T12:00:00Z",
         "203.0.113.42",
         "ord-109951162776",
@@ -245,10 +260,13 @@ def test_the_document_prescreen_never_skips_a_finding_the_walk_makes():
     def text() -> str:
         return "".join(rnd.choice(fragments) for _ in range(rnd.randrange(1, 5)))
 
+    def key() -> str:
+        return text() if rnd.random() < 0.3 else text()[:3]
+
     def value(depth: int) -> Any:
         pick = rnd.random()
         if depth < 3 and pick < 0.15:
-            return {f"k{i}{text()[:3]}": value(depth + 1) for i in range(rnd.randrange(1, 4))}
+            return {f"k{i}{key()}": value(depth + 1) for i in range(rnd.randrange(1, 4))}
         if depth < 3 and pick < 0.25:
             return [value(depth + 1) for _ in range(rnd.randrange(1, 4))]
         if pick < 0.35:
@@ -259,8 +277,8 @@ def test_the_document_prescreen_never_skips_a_finding_the_walk_makes():
     m = masker(PiiRule(path="traits.email", action="hash"), detector=detector)
     for _ in range(3000):
         roots = {
-            r: {f"f{i}": value(0) for i in range(rnd.randrange(0, 4))}
-            for r in ("properties", "traits", "context")
+            r: {f"f{i}{key()}": value(0) for i in range(rnd.randrange(0, 4))}
+            for r in ("properties", "traits", "context", "integrations")
         }
         if rnd.random() < 0.3:
             roots["traits"]["email"] = text()
@@ -268,3 +286,143 @@ def test_the_document_prescreen_never_skips_a_finding_the_walk_makes():
         walked, screened = doc(**copy.deepcopy(roots)), doc(**copy.deepcopy(roots))
         assert m.apply(screened, texts) == m.apply(walked), texts
         assert screened == walked, texts
+
+
+STAND_IN = re.compile(r"^redacted_(email|phone|card)_[0-9a-f]{8}$")
+
+
+def test_keys_holding_pii_are_renamed_at_every_level_of_every_root():
+    m = masker()  # no rule, no detector: names are screened anyway (pii.names is on by default)
+    d = doc(
+        properties={
+            "jo@x.org": True,
+            "cart": {"+1 415 555 2671": 2, "ok": 1},
+            "items": [{"4111 1111 1111 1111": "x"}],
+        },
+        traits={"+1\u00a0415\u00a0555\u00a02671": "nbsp"},
+        context={"campaign": {"jo@x.org": "c"}},
+        integrations={"Custom": {"4111-1111-1111-1111": {"enabled": True}}},
+        extra={"jo\uff20x.org": 1},
+    )
+    entries, hashed = m.apply(d)
+    email = redacted_name("jo@x.org", "email", KEY)
+    phone = redacted_name("+1 415 555 2671", "phone", KEY)
+    card = redacted_name("4111 1111 1111 1111", "card", KEY)
+    assert d["properties"] == {email: True, "cart": {phone: 2, "ok": 1}, "items": [{card: "x"}]}
+    assert list(d["properties"]) == [email, "cart", "items"]  # order kept
+    assert STAND_IN.match(next(iter(d["traits"])))
+    assert d["context"] == {"campaign": {email: "c"}}
+    assert STAND_IN.match(next(iter(d["integrations"]["Custom"])))
+    assert STAND_IN.match(next(iter(d["extra"])))
+    assert f"properties.{email}:redact_name" in entries
+    assert f"properties.cart.{phone}:redact_name" in entries
+    assert f"properties.items.0.{card}:redact_name" in entries
+    assert len(entries) == 7 and not hashed
+    blob = orjson.dumps([d, entries]).decode()
+    for secret in ("jo@x.org", "jo\uff20x.org", "415", "4111"):
+        assert secret not in blob
+
+
+def test_a_stand_in_is_stable_distinct_and_keyed():
+    assert redacted_name("jo@x.org", "email", KEY) == redacted_name("jo@x.org", "email", KEY)
+    assert redacted_name("jo@x.org", "email", KEY) != redacted_name("Jo@x.org", "email", KEY)
+    keyed = hmac.new(KEY, b"jo@x.org", hashlib.sha256).hexdigest()[:8]
+    assert redacted_name("jo@x.org", "email", KEY) == f"redacted_email_{keyed}"
+    plain = hashlib.sha256(b"jo@x.org").hexdigest()[:8]
+    assert redacted_name("jo@x.org", "email", None) == f"redacted_email_{plain}"
+    # the same key in another event, or another worker with the same key: the same column
+    d1, d2 = doc(properties={"jo@x.org": 1}), doc(properties={"jo@x.org": 2})
+    masker().apply(d1)
+    masker().apply(d2)
+    assert list(d1["properties"]) == list(d2["properties"])
+    unkeyed = Masker(PiiRules(), None, "v1")
+    d3 = doc(properties={"jo@x.org": 1})
+    unkeyed.apply(d3)
+    assert list(d3["properties"]) == [f"redacted_email_{plain}"]
+
+
+def test_the_value_under_a_renamed_key_is_handled_by_rules_and_detector_under_its_new_path():
+    m = masker(
+        PiiRule(path="properties.*.phone", action="mask", keep="last4"),
+        detector=PiiDetector(enabled=True, kinds=["email", "phone", "card"], action="mask"),
+    )
+    d = doc(properties={"jo@x.org": {"phone": "555-123-9876", "note": "mail jo@x.org"}})
+    entries, _ = m.apply(d)
+    email = redacted_name("jo@x.org", "email", KEY)
+    assert d["properties"] == {email: {"phone": "***9876", "note": "mail ***@x.org"}}
+    assert entries == [
+        f"properties.{email}:redact_name",
+        f"properties.{email}.phone:mask",
+        f"properties.{email}.note:mask",
+    ]
+
+
+def test_names_screening_can_be_turned_off_or_narrowed():
+    off = Masker(PiiRules(names=PiiNames(enabled=False)), KEY, "v1")
+    d = doc(properties={"jo@x.org": 1})
+    assert off.apply(d) == ([], False)
+    assert d["properties"] == {"jo@x.org": 1}
+    record = {"event": "jo@x.org"}
+    assert off.mask_names(record) == [] and record["event"] == "jo@x.org"
+    emails_only = Masker(PiiRules(names=PiiNames(kinds=["email"])), KEY, "v1")
+    d = doc(properties={"jo@x.org": 1, "4111 1111 1111 1111": 2})
+    emails_only.apply(d)
+    assert "4111 1111 1111 1111" in d["properties"] and "jo@x.org" not in d["properties"]
+
+
+def test_event_page_names_and_categories_holding_pii_are_replaced():
+    m = masker()
+    record = {
+        "event": "Called +1 415 555 2671",
+        "name": "Profile of jo@x.org",
+        "category": "\uff14\uff11\uff11\uff11" + "\uff11" * 12,
+        "userId": "jo@x.org",  # an identifier, not a name: left to the identity rules
+    }
+    assert m.mask_names(record) == [
+        "event:redact_name",
+        "name:redact_name",
+        "category:redact_name",
+    ]
+    assert record["event"] == redacted_name("Called +1 415 555 2671", "phone", KEY)
+    assert STAND_IN.match(record["name"]) and record["name"].startswith("redacted_email_")
+    assert record["category"].startswith("redacted_card_")
+    clean = {"event": "Order Completed", "name": "Home", "category": None}
+    assert m.mask_names(clean) == [] and clean["event"] == "Order Completed"
+
+
+def test_the_detector_and_the_rules_cover_integrations():
+    m = masker(
+        PiiRule(path="integrations.Custom.apiToken", action="drop"),
+        detector=PiiDetector(enabled=True, kinds=["email", "phone", "card"], action="mask"),
+    )
+    integrations = {
+        "Custom": {"apiToken": "t-123", "card": "4111 1111 1111 1111"},
+        "Mail": {"to": ["jo@x.org"]},
+    }
+    texts = {"integrations": orjson.dumps(integrations).decode()}
+    for given in (texts, None):  # with the roots' texts (the document prescreen) and without
+        d = doc(integrations=copy.deepcopy(integrations))
+        entries, _ = m.apply(d, given)
+        assert d["integrations"] == {"Custom": {"card": "***1111"}, "Mail": {"to": ["***@x.org"]}}
+        assert set(entries) == {
+            "integrations.Custom.apiToken:drop",
+            "integrations.Custom.card:mask",
+            "integrations.Mail.to.0:mask",
+        }
+
+
+def test_values_with_unicode_spaces_and_digits_are_masked():
+    m = masker(detector=PiiDetector(enabled=True, kinds=["email", "phone", "card"], action="mask"))
+    d = doc(
+        properties={
+            "a": "call +1\u00a0415\u00a0555\u00a02671",
+            "b": "\uff0b\uff11 \uff14\uff11\uff15 \uff15\uff15\uff15 \uff12\uff16\uff17\uff11",
+            "c": "jo\uff20x.org",
+        }
+    )
+    texts = {"properties": orjson.dumps(d["properties"]).decode()}
+    entries, _ = m.apply(d, texts)
+    assert d["properties"]["a"] == "call ***2671"
+    assert d["properties"]["b"] == "***\uff12\uff16\uff17\uff11"
+    assert d["properties"]["c"] == "***"  # no ASCII @: nothing of it kept
+    assert len(entries) == 3

@@ -172,3 +172,84 @@ def test_a_rule_on_a_whole_root_empties_it_on_the_clean_record():
     assert out.clean is not None
     assert out.clean["traits"] == "{}" and "traits:drop" in out.masked
     assert "A@B.co" not in AvroCodec().encode(CLEAN_EVENT, out.clean).decode("utf-8", "replace")
+
+
+SECRET_EMAIL = "jane.doe@example.com"
+SECRET_PHONE = "+1 415 555 2671"
+SECRET_CARD = "4111 1111 1111 1111"
+
+
+def _secrets_in(data: bytes | str) -> list[str]:
+    text = data if isinstance(data, str) else data.decode("utf-8", "replace")
+    return [s for s in (SECRET_EMAIL, SECRET_PHONE, SECRET_CARD, "2671", "jane.doe") if s in text]
+
+
+def _strict_pipeline() -> Pipeline:
+    rules = load_rules(None)
+    plan = rules.tracking_plan.model_copy(update={"mode": "strict"})
+    return Pipeline(
+        Deduper(86_400, 1000),
+        Masker(rules.pii, b"key", "v3"),
+        IdentityGraph(rules.identity, 1000),
+        DriftDetector(plan, KnownFields(1000)),
+        plan.mode,
+    )
+
+
+@pytest.mark.parametrize("make", [pipeline, _strict_pipeline], ids=["evolve", "strict"])
+def test_pii_in_names_reaches_no_clean_record_schema_change_or_changelog(make):
+    """An event named with a phone number, a property key that is an email, a nested key and an
+    integrations value holding a card number: none of them leaves the pipeline in clear, in the
+    clean record (table name, columns, _unmapped), the schema changes or the drift changelog."""
+    record = raw(
+        type="track",
+        event=f"Called {SECRET_PHONE}",
+        traits="{}",
+        properties=orjson.dumps(
+            {SECRET_EMAIL: True, "cart": {SECRET_CARD: 1}, "plan": "pro"}
+        ).decode(),
+        context=orjson.dumps({"campaign": {SECRET_EMAIL: "x"}}).decode(),
+        integrations=orjson.dumps({"Custom": {"card": SECRET_CARD}}).decode(),
+    )
+    writes: list[ChangelogWrite] = []
+    out = make().process(record, b"a1", 0, NOW, writes)
+    assert out.clean is not None
+    codec = AvroCodec()
+    clean = codec.decode(CLEAN_EVENT, codec.encode(CLEAN_EVENT, out.clean))
+    assert _secrets_in(codec.encode(CLEAN_EVENT, out.clean)) == []
+    assert clean["event"].startswith("redacted_phone_")
+    assert "event:redact_name" in clean["maskedFields"]
+    assert any(m.endswith(":redact_name") and "properties." in m for m in clean["maskedFields"])
+    assert json_keys(clean["properties"]) | json_keys(clean["unmapped"]) >= {"plan"}
+    assert out.changes, "new properties are reported"
+    for change in out.changes:
+        assert change["event"] == clean["event"]
+        assert _secrets_in(orjson.dumps(change, default=str)) == []
+    assert any(c["field"].startswith("properties.redacted_email_") for c in out.changes)
+    for w in writes:
+        assert _secrets_in(w.key) == [] and _secrets_in(w.value or b"") == []
+
+
+def json_keys(text: str) -> set[str]:
+    value = orjson.loads(text)
+    out: set[str] = set()
+    for k, v in value.items():
+        out.add(k)
+        if isinstance(v, dict):
+            out |= json_keys(orjson.dumps(v).decode())
+    return out
+
+
+def test_page_names_and_categories_holding_pii_are_replaced():
+    record = raw(
+        type="page",
+        name=f"Profile {SECRET_EMAIL}",
+        category=SECRET_PHONE.replace(" ", "\u00a0"),
+        traits="{}",
+    )
+    out = pipeline().process(record, b"a1", 0, NOW, [])
+    assert out.clean is not None
+    assert out.clean["name"].startswith("redacted_email_")
+    assert out.clean["category"].startswith("redacted_phone_")
+    assert {"name:redact_name", "category:redact_name"} <= set(out.masked)
+    assert _secrets_in(AvroCodec().encode(CLEAN_EVENT, out.clean)) == []
