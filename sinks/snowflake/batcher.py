@@ -7,14 +7,24 @@ every buffer that moved and starts new ones where the taken ones end.
 While a flush is in the warehouse, the next one can be prepared ahead from a snapshot of the
 buffers (`peek`) as buffering goes on; `take_snapshot` later takes exactly what the snapshot
 saw, if the buffers it saw are still the same ones (no drop, re-seek or take in between).
+
+Forgotten users: a `forget` can be published after a record was decoded (and let through) and
+before its flush commits. With a `suppressed` provider (the suppression reader's current set of
+identifiers), every batch is filtered as it is taken (`drop_suppressed`): rows of suppressed
+users go, their records' offsets still move (consumed, not loaded). A batch prepared ahead was
+filtered when it was prepared; if the set changed since, it is filtered again when taken and its
+preparation discarded when that dropped rows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from sinks.snowflake.rows import TableRow
+from sinks.snowflake.tables import IDENTITY_MAP, USERS
 
 TopicPartition = tuple[str, int]
 
@@ -61,6 +71,10 @@ class FlushBatch:
     bytes: int
     prepared: Prepared | None = None
     """Set when the batch was prepared ahead (the loader checks it still holds)."""
+    suppressed: dict[str, int] = field(default_factory=dict)
+    """Records per topic whose rows were dropped because their user is suppressed."""
+    filtered_with: AbstractSet[str] | None = None
+    """The suppression set the rows were last filtered with."""
 
     def discard_prepared(self) -> None:
         if self.prepared is not None:
@@ -81,7 +95,62 @@ class FlushBatch:
             for r in self.rows
             if (r.values.get("_segflow_topic"), r.values.get("_segflow_partition")) not in lost
         ]
-        return FlushBatch(keep, rows, sum(s.records for s in keep), self.bytes)
+        return FlushBatch(
+            keep,
+            rows,
+            sum(s.records for s in keep),
+            self.bytes,
+            suppressed=self.suppressed,
+            filtered_with=self.filtered_with,
+        )
+
+
+# Columns of a row that name a user or one of its identifiers.
+_IDENTITY_COLUMNS = ("user_id", "anonymous_id", "canonical_user_id", "previous_id")
+
+
+def is_suppressed_row(row: TableRow, suppressed: AbstractSet[str]) -> bool:
+    """True when the row belongs to a suppressed user: its user_id, anonymous_id, canonical
+    user or previous_id is on the list; in identity_map its identifier or canonical user; in
+    users its id."""
+    values = row.values
+    columns: tuple[str, ...] = _IDENTITY_COLUMNS
+    if row.table == IDENTITY_MAP:
+        columns = ("identifier", "canonical_user_id")
+    elif row.table == USERS:
+        columns = ("id",)
+    for column in columns:
+        value = values.get(column)
+        if value is not None and str(value) in suppressed:
+            return True
+    return False
+
+
+def drop_suppressed(batch: FlushBatch, suppressed: AbstractSet[str]) -> FlushBatch:
+    """`batch` without the rows of suppressed users (every row of a record one of whose rows
+    is suppressed, by message id), the dropped records counted by topic. Offsets are unchanged:
+    the records are consumed, only not loaded. A preparation made from the dropped rows is
+    discarded."""
+    if not suppressed or not batch.rows:
+        return replace(batch, filtered_with=suppressed) if suppressed else batch
+    gone_ids = {r.message_id for r in batch.rows if is_suppressed_row(r, suppressed)}
+    if not gone_ids:
+        return replace(batch, filtered_with=suppressed)
+    keep: list[TableRow] = []
+    records: set[tuple[str, object, object]] = set()
+    for row in batch.rows:
+        if row.message_id not in gone_ids and not is_suppressed_row(row, suppressed):
+            keep.append(row)
+            continue
+        topic = row.values.get("_segflow_topic")
+        if topic is not None:
+            part, offset = row.values.get("_segflow_partition"), row.values.get("_segflow_offset")
+            records.add((str(topic), part, offset))
+    counts = dict(batch.suppressed)
+    for topic, _partition, _offset in records:
+        counts[topic] = counts.get(topic, 0) + 1
+    batch.discard_prepared()
+    return replace(batch, rows=keep, suppressed=counts, filtered_with=suppressed, prepared=None)
 
 
 @dataclass
@@ -97,8 +166,16 @@ class Batcher:
     """Buffers of the owned partitions and the decision when to flush."""
 
     def __init__(
-        self, flush_rows: int, flush_bytes: int, flush_age_s: float, max_buffered_bytes: int
+        self,
+        flush_rows: int,
+        flush_bytes: int,
+        flush_age_s: float,
+        max_buffered_bytes: int,
+        *,
+        suppressed: Callable[[], AbstractSet[str]] | None = None,
     ) -> None:
+        self.suppressed = suppressed
+        """The current suppression set (identifiers of forgotten users), read at each take."""
         self.flush_rows = flush_rows
         self.flush_bytes = flush_bytes
         self.flush_age_s = flush_age_s
@@ -212,7 +289,16 @@ class Batcher:
         if not slices:
             return None
         batch = FlushBatch(slices, rows, sum(s.records for s in slices), total_bytes)
-        return Snapshot(batch, marks, now)
+        return Snapshot(self._filtered(batch), marks, now)
+
+    def _filtered(self, batch: FlushBatch) -> FlushBatch:
+        """The batch filtered with the current suppression set, unless it already was."""
+        if self.suppressed is None:
+            return batch
+        current = self.suppressed()
+        if batch.filtered_with is current:
+            return batch
+        return drop_suppressed(batch, current)
 
     def take_snapshot(self, snapshot: Snapshot) -> FlushBatch | None:
         """Take exactly what `snapshot` saw (what was buffered since stays, its age counted
@@ -237,4 +323,4 @@ class Batcher:
         batch = snapshot.batch
         self.total_bytes -= batch.bytes
         self.total_records -= batch.records
-        return batch
+        return self._filtered(batch)  # a forget published since the snapshot counts too

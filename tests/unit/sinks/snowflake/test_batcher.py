@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from sinks.snowflake.batcher import Batcher
+from sinks.snowflake.batcher import Batcher, is_suppressed_row
 from sinks.snowflake.rows import TableRow
 from sinks.snowflake.tables import Kind
 
@@ -192,3 +192,89 @@ def test_dropping_partitions_from_a_batch_discards_its_preparation() -> None:
     kept = batch.without({("t", 1)})
     assert kept.prepared is None and marker.discarded == 1
     assert kept.moves() == [("t", 0, -1, 1)]
+
+
+# -- forgotten users: rows dropped as the batch is taken -----------------------------------------
+
+
+def user_row(n: int, user: str | None, anon: str | None = None, table: str = "tracks") -> TableRow:
+    values = {
+        "id": f"m{n}",
+        "user_id": user,
+        "anonymous_id": anon,
+        "_segflow_topic": "t",
+        "_segflow_partition": 0,
+        "_segflow_offset": n,
+    }
+    return TableRow("web", table, Kind.APPEND, values, None, f"m{n}")
+
+
+def test_is_suppressed_row_by_each_identity_column() -> None:
+    ids = {"u1", "a1"}
+    assert is_suppressed_row(user_row(0, "u1"), ids)
+    assert is_suppressed_row(user_row(0, None, "a1"), ids)
+    assert not is_suppressed_row(user_row(0, "u2", "a2"), ids)
+    stitched = TableRow("web", "pages", Kind.APPEND, {"canonical_user_id": "u1"}, None, "m")
+    alias = TableRow("web", "aliases", Kind.APPEND, {"previous_id": "a1"}, None, "m")
+    link = TableRow("web", "identity_map", Kind.REPLACE, {"identifier": "a1"}, None, "m")
+    link_to = TableRow("web", "identity_map", Kind.REPLACE, {"canonical_user_id": "u1"}, None, "")
+    profile = TableRow("web", "users", Kind.MERGE, {"id": "u1"}, None, "m")
+    other_profile = TableRow("web", "users", Kind.MERGE, {"id": "u2"}, None, "m")
+    for r in (stitched, alias, link, link_to, profile):
+        assert is_suppressed_row(r, ids), r.table
+    assert not is_suppressed_row(other_profile, ids)
+
+
+def test_a_forget_published_after_decoding_drops_the_rows_but_moves_the_offsets() -> None:
+    current: set[str] = set()
+    b = Batcher(10, 10_000, 5.0, 50_000, suppressed=lambda: current)
+    b.assign("t", 0, 0)
+    # an identify: its identifies row and its users row share the message id
+    profile = TableRow("web", "users", Kind.MERGE, {"id": "u1"}, None, "m0")
+    b.add("t", 0, 0, [user_row(0, "u1", "a1", "identifies"), profile], 10, now=0.0)
+    b.add("t", 0, 1, [user_row(1, "u2")], 10, now=0.0)
+    b.add("t", 0, 2, [user_row(2, None, "a1")], 10, now=0.0)
+    current = {"u1", "a1"}  # `forget` published: the reader replaced its set
+    batch = b.take()
+    assert batch is not None
+    assert [r.message_id for r in batch.rows] == ["m1"]
+    assert batch.moves() == [("t", 0, 0, 3)]  # consumed, not loaded
+    assert batch.records == 3 and batch.suppressed == {"t": 2}
+
+
+class FakePrepared:
+    def __init__(self) -> None:
+        self.discarded = False
+
+    def discard(self) -> None:
+        self.discarded = True
+
+
+def test_a_batch_prepared_ahead_is_filtered_again_when_the_list_changed_since() -> None:
+    current: frozenset[str] = frozenset({"nobody"})
+    b = Batcher(10, 10_000, 5.0, 50_000, suppressed=lambda: current)
+    b.assign("t", 0, 0)
+    b.add("t", 0, 0, [user_row(0, "u1")], 10, now=0.0)
+    b.add("t", 0, 1, [user_row(1, "u2")], 10, now=0.0)
+    snapshot = b.peek(1.0)
+    assert snapshot is not None and len(snapshot.batch.rows) == 2
+    prepared = FakePrepared()
+    snapshot.batch.prepared = prepared
+    current = frozenset({"u1"})
+    batch = b.take_snapshot(snapshot)
+    assert batch is not None and [r.message_id for r in batch.rows] == ["m1"]
+    assert prepared.discarded and batch.prepared is None  # staged with the dropped row
+    assert batch.moves() == [("t", 0, 0, 2)]
+
+
+def test_an_unchanged_list_keeps_the_preparation() -> None:
+    current = frozenset({"u9"})
+    b = Batcher(10, 10_000, 5.0, 50_000, suppressed=lambda: current)
+    b.assign("t", 0, 0)
+    b.add("t", 0, 0, [user_row(0, "u1")], 10, now=0.0)
+    snapshot = b.peek(1.0)
+    assert snapshot is not None
+    prepared = FakePrepared()
+    snapshot.batch.prepared = prepared
+    batch = b.take_snapshot(snapshot)
+    assert batch is not None and batch.prepared is prepared and not prepared.discarded
