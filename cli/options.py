@@ -3,17 +3,22 @@
 A field ``port`` of a class with env prefix ``SEGFLOW_INGEST_`` becomes ``--ingest-port``, reads
 ``SEGFLOW_INGEST_PORT`` when not given, and shows both in ``--help``. Fields that are themselves
 settings classes (``kafka: KafkaSettings``) contribute their own options (``--kafka-bootstrap``).
+
+Secrets (``SecretStr`` fields) are best given as ``SEGFLOW_..._FILE`` (a file holding the value)
+or in the environment: a command line is visible to every user of the machine (``ps``). Their
+options still work for a one-off run, and say so on stderr when used.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import typing
 from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
-from runtime.settings import SegflowSettings, build_settings
+from runtime.settings import FILE_SUFFIX, SegflowSettings, build_settings, is_secret_field
 
 S = TypeVar("S", bound=SegflowSettings)
 _SCALARS = (str, int, float, bool, SecretStr)
@@ -56,6 +61,15 @@ def add_settings_options(parser: argparse.ArgumentParser, cls: type[SegflowSetti
             default = "(secret)"
         shown = "" if default is None or callable(default) else f" (default {default})"
         description = field.description or ""
+        if is_secret_field(field.annotation):
+            group.add_argument(
+                flag,
+                dest=_dest(env),
+                metavar=name.upper(),
+                help=f"{description} [secret: env {env} or {env}{FILE_SUFFIX} (a file holding "
+                "it); this option is visible in ps]",
+            )
+            continue
         if not _cli_type(field.annotation):
             description += " [environment only, JSON]"
             group.add_argument(flag, dest=_dest(env), help=argparse.SUPPRESS)
@@ -77,7 +91,14 @@ def settings_from_args(cls: type[S], args: argparse.Namespace) -> S:
         if nested is not None:
             overrides[name] = settings_from_args(nested, args)
             continue
-        value = getattr(args, _dest((prefix + name).upper()), None)
+        env = (prefix + name).upper()
+        value = getattr(args, _dest(env), None)
         if value is not None:
+            if is_secret_field(field.annotation):
+                print(
+                    f"warning: {env} given on the command line, where any user of this machine "
+                    f"can read it (ps); set {env} or {env}{FILE_SUFFIX} instead",
+                    file=sys.stderr,
+                )
             overrides[name] = value
     return build_settings(cls, **overrides)

@@ -7,7 +7,10 @@ Routes (POST unless noted):
 - ``/v1/t|i|p|s|g|a`` and ``/v1/b``: analytics.js (analytics-next) short paths, usually
   ``text/plain`` bodies with ``writeKey`` inside; CORS answers let a website post to the edge.
 - ``/v1/webhook``: Segment's Webhooks destination (one event per POST, see ingest/webhook.py).
-- GET ``/metrics``, ``/healthz``, ``/readyz``.
+- GET ``/healthz``, ``/readyz``, and ``/metrics`` unless ``admin_port`` serves it apart.
+
+CORS: origins as configured (``cors_origins``); a preflight (OPTIONS) answers with the fixed list
+of ``cors_allow_headers``, never an echo of what the browser asks for.
 
 Answers: 200 ``{"success": true}`` once Kafka acknowledged every event of the request. Refusals
 are ``{"success": false, "code": ..., "message": ..., "errors": [...]}``: 400 (``invalid_json``,
@@ -118,11 +121,10 @@ class IngestApp:
             rates, settings.default_rate_limit_per_s, settings.rate_limit_burst_s
         )
         self._origins = settings.origins()
-        self._secret = (
-            settings.webhook_secret.get_secret_value().encode()
-            if settings.webhook_secret is not None
-            else None
-        )
+        self._preflight_headers = _preflight_headers(settings)
+        self._metrics_here = settings.admin_port is None
+        secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
+        self._secret = secret.encode() if secret else None  # an empty secret is no secret
         self._webhook_source = (
             self.keys.by_name(settings.webhook_source) if settings.webhook_source else None
         )
@@ -130,6 +132,14 @@ class IngestApp:
             raise ConfigError(
                 f"webhook_source {settings.webhook_source!r} (SEGFLOW_INGEST_WEBHOOK_SOURCE) "
                 "is not a source of the rules file"
+            )
+        if self._webhook_source is not None and self._secret is None:
+            # Webhooks without a write key would be accepted from anyone who finds the URL.
+            raise ConfigError(
+                f"webhook_source {settings.webhook_source!r} (SEGFLOW_INGEST_WEBHOOK_SOURCE) "
+                "needs a webhook secret: set SEGFLOW_INGEST_WEBHOOK_SECRET (or "
+                "SEGFLOW_INGEST_WEBHOOK_SECRET_FILE) to the shared secret of Segment's "
+                "Webhooks destination"
             )
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
@@ -170,7 +180,9 @@ class IngestApp:
         method: str = scope["method"]
         headers = _headers(scope)
         cors = self._cors(headers.get("origin"))
-        if method == "GET" and path in ("/metrics", "/healthz", "/readyz"):
+        if method == "GET" and (
+            path in ("/healthz", "/readyz") or (path == "/metrics" and self._metrics_here)
+        ):
             status, ctype, body = render(path, self.registry, self.health)
             await _respond(send, status, body, ctype.encode(), [])
             return
@@ -185,7 +197,7 @@ class IngestApp:
             self.metrics.request("other", 404, 0.0)
             return
         if method == "OPTIONS":
-            await _respond(send, 204, b"", b"text/plain", cors + self._preflight(headers))
+            await _respond(send, 204, b"", b"text/plain", cors + self._preflight_headers)
             return
         if method != "POST":
             await _respond_json(
@@ -338,14 +350,15 @@ class IngestApp:
             return [(b"access-control-allow-origin", origin.encode()), (b"vary", b"Origin")]
         return []
 
-    def _preflight(self, headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
-        asked = headers.get("access-control-request-headers", "")
-        allowed = asked.encode() if asked else b"content-type, authorization, content-encoding"
-        return [
-            (b"access-control-allow-methods", b"POST, OPTIONS"),
-            (b"access-control-allow-headers", allowed),
-            (b"access-control-max-age", b"86400"),
-        ]
+
+def _preflight_headers(settings: IngestSettings) -> list[tuple[bytes, bytes]]:
+    """The CORS preflight answer: the configured header names, whatever the browser asks."""
+    names = [h.strip() for h in settings.cors_allow_headers.split(",") if h.strip()]
+    return [
+        (b"access-control-allow-methods", b"POST, OPTIONS"),
+        (b"access-control-allow-headers", ", ".join(names).encode()),
+        (b"access-control-max-age", str(settings.cors_max_age_s).encode()),
+    ]
 
 
 class _ItemsRefused(Exception):

@@ -1,8 +1,11 @@
 """Wiring of the edge: settings and rules in, a uvicorn server (httptools, uvloop) out.
 
-One process serves the API and /metrics on the same port. On this kind of 2-core machine one
-process is the right shape: the broker needs the other core, and a second worker would compete
-with it (bench/ingest.py measures it).
+One process serves the API and /metrics on the same port, or, with ``admin_port`` set, /metrics,
+/healthz and /readyz on a port of their own (a small thread, runtime.health.HealthServer) that
+need not be reachable from the internet; the API port then serves no /metrics.
+
+On this kind of 2-core machine one process is the right shape: the broker needs the other core,
+and a second worker would compete with it (bench/ingest.py measures it).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from ingest.metrics import IngestMetrics
 from ingest.producer import EventProducer
 from ingest.records import SuppressionCheck
 from ingest.settings import IngestSettings
-from runtime.health import HealthState
+from runtime.health import HealthServer, HealthState
 from runtime.rules import Rules
 from schemas.avro_compiled import compile_writer
 from schemas.codec import RAW_EVENT, AvroCodec
@@ -58,7 +61,14 @@ def build_app(
     if managed is not None and hasattr(managed, "ready"):
         health.checks["suppressions"] = lambda: bool(managed.ready)
 
+    admin: list[HealthServer] = []
+
     async def startup() -> None:
+        if settings.admin_port is not None:
+            # first, so the admin port answers /healthz while the producer connects
+            admin.append(
+                HealthServer(registry, health, settings.admin_host, settings.admin_port).start()
+            )
         await asyncio.to_thread(producer.start)
         if managed is not None:
             await asyncio.to_thread(managed.start)
@@ -71,6 +81,8 @@ def build_app(
         await asyncio.to_thread(producer.stop, settings.produce_timeout_s)
         if managed is not None:
             await asyncio.to_thread(managed.stop)
+        for server in admin:
+            server.stop()
 
     app = IngestApp(
         settings,

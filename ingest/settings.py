@@ -15,7 +15,20 @@ class IngestSettings(SegflowSettings):
     model_config = SettingsConfigDict(env_prefix="SEGFLOW_INGEST_")
 
     host: str = Field("0.0.0.0", description="Address the HTTP server binds to")
-    port: int = Field(8088, ge=0, le=65535, description="Port of the Tracking API, /metrics too")
+    port: int = Field(
+        8088,
+        ge=0,
+        le=65535,
+        description="Port of the Tracking API (/metrics too, unless admin_port)",
+    )
+    admin_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of /metrics, /healthz, /readyz apart from the API; set: the API port "
+        "serves no /metrics",
+    )
+    admin_host: str = Field("0.0.0.0", description="Address the admin_port server binds to")
     max_event_bytes: int = Field(
         MAX_EVENT_BYTES, gt=0, description="Largest single event (JSON bytes), Segment: 32 KB"
     )
@@ -59,6 +72,13 @@ class IngestSettings(SegflowSettings):
     )
     cors_origins: str = Field(
         "*", description="Allowed browser origins, comma-separated, * for any (analytics.js)"
+    )
+    cors_allow_headers: str = Field(
+        "Content-Type, Authorization, Content-Encoding, X-Request-Id",
+        description="Request headers a browser may send (CORS preflight), comma-separated",
+    )
+    cors_max_age_s: int = Field(
+        86_400, ge=0, description="Seconds a browser may cache a CORS preflight answer"
     )
     keep_alive_s: int = Field(
         75, gt=0, description="Idle seconds before a keep-alive connection closes"

@@ -153,7 +153,7 @@ class ProcessorApp:
         self.known = KnownFields(settings.drift_max_fields)
         self.pipeline = Pipeline(
             self.deduper,
-            Masker(rules.pii, key, settings.pii_key_version),
+            Masker(rules.pii, key, settings.pii_key_label),
             self.graph,
             DriftDetector(rules.tracking_plan, self.known),
             rules.tracking_plan.mode,

@@ -7,13 +7,28 @@ field limit.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from runtime.settings import KafkaSettings, ObservabilitySettings, SegflowSettings
+
+# HMAC-SHA256 keys shorter than the hash's output weaken it (RFC 2104 section 3).
+MIN_PII_HMAC_KEY_BYTES = 32
+# The public key docker-compose.yml and the chart's development install use: refused unless
+# SEGFLOW_ALLOW_DEV_DEFAULTS is set, since anyone can recompute hashes made with it.
+DEVELOPMENT_PII_HMAC_KEY = "segflow-development-only-pii-hmac-key"
+_FINGERPRINT_MESSAGE = b"segflow pii key fingerprint"
+
+
+def pii_key_fingerprint(key: bytes) -> str:
+    """8 hex characters derived from the key (an HMAC of a fixed message, revealing nothing of
+    the key): two different keys carry different version labels."""
+    return hmac.new(key, _FINGERPRINT_MESSAGE, hashlib.sha256).hexdigest()[:8]
 
 
 class ProcessorSettings(SegflowSettings):
@@ -54,10 +69,15 @@ class ProcessorSettings(SegflowSettings):
         100_000, gt=0, description="Known (event, field) types remembered by drift detection"
     )
     pii_hmac_key: SecretStr | None = Field(
-        None, description="Secret key of HMAC-SHA256 hashing of PII (required by hash rules)"
+        None,
+        description="Secret key of HMAC-SHA256 hashing of PII, at least 32 bytes (required by "
+        "hash rules)",
     )
     pii_key_version: str = Field(
-        "v1", min_length=1, description="Version label of pii_hmac_key, recorded on each event"
+        "v1",
+        min_length=1,
+        description="Version label of pii_hmac_key; events record it as LABEL-FINGERPRINT "
+        "(8 hex derived from the key)",
     )
     alert_webhook_url: SecretStr | None = Field(
         None, description="Slack-compatible webhook for schema changes (overrides rules file)"
@@ -82,3 +102,36 @@ class ProcessorSettings(SegflowSettings):
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+
+    @field_validator("pii_hmac_key")
+    @classmethod
+    def _key_length(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value().encode()) < MIN_PII_HMAC_KEY_BYTES:
+            raise ValueError(
+                f"the PII HMAC key must be at least {MIN_PII_HMAC_KEY_BYTES} bytes "
+                "(e.g. the output of `openssl rand -hex 32`)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _no_public_key(self) -> ProcessorSettings:
+        key = self.pii_hmac_key
+        if (
+            key is not None
+            and key.get_secret_value() == DEVELOPMENT_PII_HMAC_KEY
+            and not self.observability.allow_dev_defaults
+        ):
+            raise ValueError(
+                "pii_hmac_key is the public development key: set SEGFLOW_PROCESS_PII_HMAC_KEY "
+                "(or SEGFLOW_PROCESS_PII_HMAC_KEY_FILE) to a key of your own (or "
+                "SEGFLOW_ALLOW_DEV_DEFAULTS=true, for local development only)"
+            )
+        return self
+
+    @property
+    def pii_key_label(self) -> str:
+        """The version recorded on each hashed event: the label tied to the key it names."""
+        if self.pii_hmac_key is None:
+            return self.pii_key_version
+        key = self.pii_hmac_key.get_secret_value().encode()
+        return f"{self.pii_key_version}-{pii_key_fingerprint(key)}"

@@ -2,10 +2,16 @@
 
 One YAML file, validated by pydantic at start-up. A bad file stops the process with a
 ConfigError naming the field and the line (``rules.yaml:12: pii.rules.1.action: ...``).
+
+The embedded default file is for local development: its write keys are public (they are in this
+repository). ``refuse_development_keys`` is the one place that decides whether rules carrying
+them may serve: only with ``SEGFLOW_ALLOW_DEV_DEFAULTS=true`` (set by ``segflow up`` and
+docker-compose.yml), and then with a WARNING at every start.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from importlib import resources
 from pathlib import Path
@@ -16,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from schemas.errors import ConfigError
 from schemas.topics import CALL_TYPES
+
+logger = logging.getLogger(__name__)
 
 PropertyType = Literal["string", "integer", "number", "boolean", "object", "array", "timestamp"]
 _SOURCE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,254}$")
@@ -189,11 +197,46 @@ def parse_rules(text: str, origin: str = "<rules>") -> Rules:
         raise ConfigError("invalid rules file:\n  " + "\n  ".join(problems)) from exc
 
 
+DEFAULT_RULES_NAME = "default_rules.yaml"
+
+
+def _default_rules_text() -> str:
+    return resources.files("runtime").joinpath(DEFAULT_RULES_NAME).read_text("utf-8")
+
+
+def development_write_keys() -> frozenset[str]:
+    """The write keys of the embedded default rules: public, for local development only."""
+    return frozenset(parse_rules(_default_rules_text(), DEFAULT_RULES_NAME).source_for_key())
+
+
+def refuse_development_keys(rules: Rules, allow_dev_defaults: bool, origin: str) -> None:
+    """Stop unless `rules` are free of the public development write keys, or the development
+    opt-in is set (then log a WARNING naming the sources that accept a public key).
+
+    `origin` names the rules in messages: the rules file's path or the embedded default.
+    """
+    public = development_write_keys()
+    exposed = sorted({s.name for s in rules.sources for k in s.write_keys if k in public})
+    if not exposed:
+        return
+    if not allow_dev_defaults:
+        raise ConfigError(
+            f"{origin}: sources {exposed} accept the public development write keys of the "
+            "embedded rules, which anyone can read; set SEGFLOW_RULES_FILE to your own rules "
+            "file with keys of your own (or SEGFLOW_ALLOW_DEV_DEFAULTS=true, for local "
+            "development only)"
+        )
+    logger.warning(
+        "SEGFLOW_ALLOW_DEV_DEFAULTS is set: sources %s accept the public development write "
+        "keys; anyone can send events as them. Local development only.",
+        exposed,
+    )
+
+
 def load_rules(path: Path | None) -> Rules:
     """Load the rules file at `path`, or the embedded default when `path` is None."""
     if path is None:
-        text = resources.files("runtime").joinpath("default_rules.yaml").read_text("utf-8")
-        return parse_rules(text, "default_rules.yaml")
+        return parse_rules(_default_rules_text(), DEFAULT_RULES_NAME)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:

@@ -4,24 +4,93 @@ Each deployable has one frozen settings class (``IngestSettings``, ``ProcessorSe
 ``SinkSettings``, ...) that embeds these. Every field reads from ``SEGFLOW_<PREFIX>_<NAME>``;
 ``segflow <command> --help`` lists them. Settings are built once in the entry point and passed
 down; nothing else reads ``os.environ``.
+
+Secrets (every ``SecretStr`` field) also read from a file: ``SEGFLOW_<PREFIX>_<NAME>_FILE`` names
+a file whose content is the value (a Docker or Kubernetes secret file), so a secret never has to
+be in the environment or on a command line. Setting both the variable and its ``_FILE`` twin is
+a configuration error.
 """
 
 from __future__ import annotations
 
+import os
+import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from schemas.errors import ConfigError
 from schemas.topics import Topics
 
+# The emulator accepts any password; this one is sent only when the account is the emulator's.
+EMULATOR_PASSWORD = "segflow"
+# Suffix of the environment variable that names a file holding a secret setting's value.
+FILE_SUFFIX = "_FILE"
+
+
+def is_secret_field(annotation: Any) -> bool:
+    """True for a ``SecretStr`` field (optional or not)."""
+    if annotation is SecretStr:
+        return True
+    return any(a is SecretStr for a in typing.get_args(annotation))
+
+
+def secret_file_envs(cls: type[BaseSettings]) -> dict[str, str]:
+    """Field name -> the ``..._FILE`` environment variable of each secret field of `cls`."""
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    return {
+        name: (prefix + name + FILE_SUFFIX).upper()
+        for name, field in cls.model_fields.items()
+        if is_secret_field(field.annotation)
+    }
+
+
+class SecretFileSource(PydanticBaseSettingsSource):
+    """Secret values read from the files that ``SEGFLOW_..._FILE`` variables name."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ does the work
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        prefix = str(self.settings_cls.model_config.get("env_prefix", ""))
+        for name, file_env in secret_file_envs(self.settings_cls).items():
+            path = os.environ.get(file_env)
+            if not path:
+                continue
+            env = (prefix + name).upper()
+            if os.environ.get(env):
+                raise ConfigError(f"{env} and {file_env} are both set: keep one")
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(f"{file_env}={path}: cannot read: {exc.strerror}") from exc
+            values[name] = text.rstrip("\r\n")
+        return values
+
 
 class SegflowSettings(BaseSettings):
-    """Base: frozen, env-driven, unknown env vars ignored."""
+    """Base: frozen, env-driven, unknown env vars ignored; secrets also from ``..._FILE``."""
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore", env_ignore_empty=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, SecretFileSource(settings_cls))
 
 
 class KafkaSettings(SegflowSettings):
@@ -55,7 +124,9 @@ class WarehouseSettings(SegflowSettings):
     account: str = Field("fakesnow", description="Snowflake account identifier")
     user: str = Field("segflow", description="Snowflake user")
     password: SecretStr | None = Field(
-        SecretStr("segflow"), description="Password (ignored when private_key_path is set)"
+        None,
+        description="Password (ignored when private_key_path is set); required outside the "
+        "emulator unless private_key_path is set",
     )
     private_key_path: Path | None = Field(None, description="PEM private key for key-pair auth")
     private_key_passphrase: SecretStr | None = Field(None, description="Passphrase of the key")
@@ -71,6 +142,18 @@ class WarehouseSettings(SegflowSettings):
     )
     login_timeout_s: int = Field(30, description="Seconds to wait for a login")
     network_timeout_s: int = Field(55, description="Seconds a statement may take (keep < 60)")
+
+    @model_validator(mode="after")
+    def _credentials(self) -> WarehouseSettings:
+        # No default credential outside the emulator: a Snowflake account needs one of its own.
+        if self.is_emulator or self.private_key_path is not None:
+            return self
+        if self.password is None or not self.password.get_secret_value():
+            raise ValueError(
+                f"account {self.account!r} is not the emulator: set SEGFLOW_SNOWFLAKE_PASSWORD "
+                "(or SEGFLOW_SNOWFLAKE_PASSWORD_FILE) or SEGFLOW_SNOWFLAKE_PRIVATE_KEY_PATH"
+            )
+        return self
 
     @property
     def is_emulator(self) -> bool:
@@ -98,6 +181,8 @@ class WarehouseSettings(SegflowSettings):
             kwargs["authenticator"] = "SNOWFLAKE_JWT"
         elif self.password is not None:
             kwargs["password"] = self.password.get_secret_value()
+        elif self.is_emulator:
+            kwargs["password"] = EMULATOR_PASSWORD
         if self.warehouse:
             kwargs["warehouse"] = self.warehouse
         if self.role:
@@ -133,6 +218,11 @@ class ObservabilitySettings(SegflowSettings):
     rules_file: Path | None = Field(
         None,
         description="YAML rules file (write keys, PII, tracking plan); embedded default if unset",
+    )
+    allow_dev_defaults: bool = Field(
+        False,
+        description="Local development only: accept the public development write keys and PII "
+        "key (segflow up and docker compose set it); logs a WARNING at every start",
     )
 
 

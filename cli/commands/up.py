@@ -21,7 +21,10 @@ from runtime.topic_admin import create_topics, expected_topics
 DESCRIPTION = """Run the whole pipeline on this machine: start the local Kafka broker and the
 Snowflake emulator unless external ones are configured, create the topics, then run the edge, a
 processor worker and a sink as child processes (logs prefixed by component; a dead child is
-restarted and reported). Ctrl-C stops everything it started."""
+restarted and reported). Ctrl-C stops everything it started.
+
+This is local development: the children run with SEGFLOW_ALLOW_DEV_DEFAULTS=true (unless set
+otherwise), so the edge accepts the embedded rules' public write keys, with a WARNING."""
 
 COMPONENTS = ("ingest", "process", "sink")
 
@@ -73,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
     if args.ingest_port:
         env["SEGFLOW_INGEST_PORT"] = str(args.ingest_port)
     env.setdefault("SEGFLOW_PROCESS_PII_HMAC_KEY", _local_pii_key(paths))
+    # Local development: the embedded rules' public write keys may serve (the edge warns).
+    allow = obs.allow_dev_defaults if "allow_dev_defaults" in obs.model_fields_set else True
+    env["SEGFLOW_ALLOW_DEV_DEFAULTS"] = "true" if allow else "false"
     specs = [
         ChildSpec(name, [sys.executable, "-m", "cli.main", name], env=env) for name in COMPONENTS
     ]

@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+import socket
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +20,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from ingest import server
 from ingest.app import IngestApp
 from ingest.metrics import IngestMetrics
 from ingest.records import OutRecord
@@ -27,6 +31,7 @@ from runtime.health import HealthState
 from runtime.rules import parse_rules
 from schemas.avro_compiled import compile_writer
 from schemas.codec import RAW_EVENT, AvroCodec
+from schemas.errors import ConfigError
 from schemas.topics import HEADER_REQUEST_ID, HEADER_SOURCE
 
 CODEC = AvroCodec()
@@ -205,6 +210,36 @@ def test_cors_preflight_and_restricted_origins() -> None:
     assert resp.headers["access-control-allow-methods"] == "POST, OPTIONS"
     other = call(app, "/v1/t", TRACK, headers={"origin": "https://evil.example"})
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_cors_preflight_lists_the_allowed_headers_and_never_echoes_the_request() -> None:
+    app, _, _ = make_app()
+    resp = call(
+        app,
+        "/v1/t",
+        method="OPTIONS",
+        key=None,
+        headers={
+            "origin": "https://shop.example.com",
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type, x-evil, cookie",
+        },
+    )
+    assert resp.status == 204
+    allowed = [h.strip() for h in resp.headers["access-control-allow-headers"].split(",")]
+    assert allowed == ["Content-Type", "Authorization", "Content-Encoding", "X-Request-Id"]
+    assert resp.headers["access-control-allow-methods"] == "POST, OPTIONS"
+    assert resp.headers["access-control-max-age"] == "86400"
+    custom = make_app(cors_allow_headers="Content-Type, X-Api-Key", cors_max_age_s=600)[0]
+    resp = call(
+        custom,
+        "/v1/t",
+        method="OPTIONS",
+        key=None,
+        headers={"origin": "https://a", "access-control-request-headers": "x-other"},
+    )
+    assert resp.headers["access-control-allow-headers"] == "Content-Type, X-Api-Key"
+    assert resp.headers["access-control-max-age"] == "600"
 
 
 def test_batch_merges_context_and_applies_clock_skew() -> None:
@@ -410,6 +445,14 @@ def test_webhook_needs_a_valid_signature_when_a_secret_is_set() -> None:
     assert record["timestamp"] == datetime(2024, 5, 1, 11, tzinfo=UTC)  # Segment's, kept
 
 
+@pytest.mark.parametrize("secret", [None, SecretStr("")])
+def test_a_webhook_source_without_a_secret_is_a_configuration_error(
+    secret: SecretStr | None,
+) -> None:
+    with pytest.raises(ConfigError, match="SEGFLOW_INGEST_WEBHOOK_SECRET"):
+        make_app(webhook_source="hooks", webhook_secret=secret)
+
+
 def test_webhook_without_a_default_source_needs_a_write_key() -> None:
     app, sink, _ = make_app()
     event = {"type": "identify", "userId": "u"}
@@ -419,6 +462,76 @@ def test_webhook_without_a_default_source_needs_a_write_key() -> None:
 
 
 # ------------------------------------------------------------------ metrics and health
+
+
+def test_an_admin_port_takes_metrics_off_the_api_port() -> None:
+    app, _, _ = make_app(admin_port=9101)
+    call(app, "/v1/track", TRACK)
+    assert call(app, "/metrics", method="GET", key=None).status == 404
+    assert call(app, "/healthz", method="GET", key=None).status == 200  # load balancers probe it
+
+
+def test_the_edge_serves_metrics_and_health_on_its_admin_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Producer:
+        ready = True
+
+        def __init__(self, settings: Any, metrics: Any) -> None:
+            pass
+
+        def start(self) -> None:
+            pass
+
+        def stop(self, timeout: float) -> None:
+            pass
+
+    monkeypatch.setattr(server, "EventProducer", Producer)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = IngestSettings(admin_host="127.0.0.1", admin_port=port)
+    app, _ = server.build_app(settings, RULES, use_suppression_list=False)
+
+    def get(path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, b""
+
+    async def lifespan() -> list[tuple[int, bytes]]:
+        messages = [{"type": "lifespan.startup"}]
+        answers: list[dict[str, Any]] = []
+        stop = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop(0)
+            await stop.wait()
+            return {"type": "lifespan.shutdown"}
+
+        async def send(message: dict[str, Any]) -> None:
+            answers.append(message)
+
+        task = asyncio.create_task(app(_LIFESPAN, receive, send))
+        while not answers:
+            await asyncio.sleep(0.01)
+        assert answers[0]["type"] == "lifespan.startup.complete"
+        got = [await asyncio.to_thread(get, p) for p in ("/metrics", "/readyz", "/v1/track")]
+        stop.set()
+        await task
+        return got
+
+    (metrics, ready, api) = asyncio.run(lifespan())
+    assert metrics[0] == 200 and b"segflow_ingest_requests_total" in metrics[1]
+    assert ready[0] == 200
+    assert api[0] == 404  # the admin port serves no API
+    with pytest.raises(OSError):  # stopped with the edge
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+_LIFESPAN: dict[str, Any] = {"type": "lifespan"}
 
 
 def test_metrics_and_health_on_the_same_app() -> None:

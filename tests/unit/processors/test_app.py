@@ -95,7 +95,7 @@ def processor(
         kafka=KafkaSettings(topic_prefix="unit."),
         app_id="unit-app",
         state_dir=tmp_path,
-        pii_hmac_key="unit-test-key-0123456789",
+        pii_hmac_key="unit-test-key-0123456789abcdef01234567",
     )
     topics = settings.kafka.topics
     layout = TopicLayout(PARTITIONS, {t: PARTITIONS for t in topics.all_clean()})

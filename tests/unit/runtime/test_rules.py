@@ -4,7 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from runtime.rules import load_rules, parse_rules
+from runtime.rules import (
+    development_write_keys,
+    load_rules,
+    parse_rules,
+    refuse_development_keys,
+)
 from schemas.errors import ConfigError
 
 GOOD = """\
@@ -72,3 +77,39 @@ def test_not_yaml() -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_rules(tmp_path / "nope.yaml")
+
+
+# ------------------------------------------------------------------ public development keys
+
+
+def test_the_embedded_rules_are_refused_without_the_development_opt_in() -> None:
+    with pytest.raises(ConfigError) as err:
+        refuse_development_keys(load_rules(None), False, "default_rules.yaml")
+    message = str(err.value)
+    assert "default_rules.yaml" in message and "['backend', 'web']" in message
+    assert "SEGFLOW_RULES_FILE" in message and "SEGFLOW_ALLOW_DEV_DEFAULTS" in message
+
+
+def test_own_rules_reusing_a_development_key_are_refused_too() -> None:
+    rules = parse_rules("sources:\n  - {name: shop, write_keys: [live-1, dev-write-key]}\n")
+    with pytest.raises(ConfigError, match=r"rules.yaml: sources \['shop'\]"):
+        refuse_development_keys(rules, False, "rules.yaml")
+
+
+def test_own_keys_pass_silently(caplog: pytest.LogCaptureFixture) -> None:
+    refuse_development_keys(parse_rules(GOOD), False, "rules.yaml")
+    refuse_development_keys(parse_rules(GOOD), True, "rules.yaml")
+    assert not caplog.records
+
+
+def test_the_opt_in_serves_the_embedded_rules_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    refuse_development_keys(load_rules(None), True, "default_rules.yaml")
+    (record,) = caplog.records
+    assert record.levelname == "WARNING" and "SEGFLOW_ALLOW_DEV_DEFAULTS" in record.getMessage()
+    assert "dev-write-key" not in record.getMessage()  # sources named, keys not logged
+
+
+def test_the_development_keys_are_those_of_the_embedded_file() -> None:
+    assert development_write_keys() == frozenset(load_rules(None).source_for_key())
