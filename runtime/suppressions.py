@@ -6,6 +6,10 @@ The list lives in the compacted topic ``segment.suppressions`` (key = userId, va
 that honours it reads the whole topic into memory at start-up, becomes ready once it has caught
 up with the end offsets it saw then, and follows new entries in a background thread.
 
+`ready` is true only while that thread is alive as well (`alive`: running, not failed, not
+stopped): a reader that died no longer sees new suppressions, so the edge's and the sink's
+/readyz include it and answer 503 rather than let a newly forgotten user's events through.
+
 Memory is bounded by ``max_identifiers``: a list that grows past it stops the reader with a
 FatalError rather than silently forgetting a suppression.
 """
@@ -79,8 +83,20 @@ class SuppressionList:
 
     # -- queries -----------------------------------------------------------------------------
     @property
+    def alive(self) -> bool:
+        """The reader thread runs, has not failed and was not asked to stop."""
+        thread = self._thread
+        return (
+            thread is not None
+            and thread.is_alive()
+            and self.error is None
+            and not self._stop.is_set()
+        )
+
+    @property
     def ready(self) -> bool:
-        return self._ready.is_set()
+        """Loaded up to the end offsets seen at start, and still following (`alive`)."""
+        return self._ready.is_set() and self.alive
 
     def wait_ready(self, timeout_s: float = 30.0) -> bool:
         return self._ready.wait(timeout_s)

@@ -14,7 +14,7 @@ from cli.options import add_settings_options, settings_from_args
 from runtime.health import HealthServer, HealthState
 from runtime.logs import setup_logging
 from runtime.rules import load_rules
-from runtime.suppressions import load_suppression_list
+from runtime.suppressions import SuppressionList, load_suppression_list
 from sinks.snowflake.consumer import SinkConsumer, Suppressions
 from sinks.snowflake.loader import LoaderOptions, SnowflakeLoader
 from sinks.snowflake.metrics import SinkMetrics
@@ -31,6 +31,16 @@ the same group id to scale. Metrics and health on --sink-metrics-port."""
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_settings_options(parser, SinkSettings)
+
+
+def suppression_reader(settings: SinkSettings, health: HealthState) -> SuppressionList | None:
+    """The loaded suppression list (None when not honoured); /readyz fails while its reader is
+    not following (a dead reader would let a newly forgotten user's rows through)."""
+    if not settings.honour_suppressions:
+        return None
+    reader = load_suppression_list(settings.kafka, 60.0)
+    health.checks["suppressions"] = lambda: reader.ready
+    return reader
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,11 +63,8 @@ def run(args: argparse.Namespace) -> int:
     health = HealthState()
     server = HealthServer(registry, health, settings.metrics_host, settings.metrics_port).start()
 
-    suppressions: Suppressions | None = None
-    reader = None
-    if settings.honour_suppressions:
-        reader = load_suppression_list(settings.kafka, 60.0)
-        suppressions = reader
+    reader = suppression_reader(settings, health)
+    suppressions: Suppressions | None = reader
 
     loader = SnowflakeLoader(
         settings.warehouse,
@@ -66,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             control_schema=settings.control_schema,
             lookback_hours=settings.lookback_hours,
             max_columns_per_table=settings.max_columns_per_table,
+            max_tables_per_schema=settings.max_tables_per_schema,
             stage_dir=settings.stage_dir,
         ),
         metrics,

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from cli.commands.sink import suppression_reader
+from ingest.server import build_app
+from ingest.settings import IngestSettings
+from runtime.health import HealthServer, HealthState
+from runtime.rules import load_rules
 from runtime.settings import KafkaSettings
 from runtime.suppressions import SuppressionList, publish_suppressions
 from runtime.topic_admin import create_topics, expected_topics
+from sinks.snowflake.settings import SinkSettings
 
 pytestmark = pytest.mark.integration
 
@@ -75,3 +84,43 @@ def test_missing_topic_is_reported(kafka_bootstrap: str) -> None:
         assert not reader.ready
     finally:
         reader.stop()
+
+
+def _readyz(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_a_dead_reader_makes_the_sink_and_the_edge_not_ready(kafka_bootstrap: str) -> None:
+    kafka = KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=f"s{uuid.uuid4().hex[:8]}.")
+    create_topics(kafka, expected_topics(kafka.topics, partitions=1))
+    # the sink: its command's reader, its health server
+    health = HealthState()
+    health.set_ready(True, "consuming")
+    server = HealthServer(CollectorRegistry(), health, "127.0.0.1", 0).start()
+    reader = suppression_reader(SinkSettings(kafka=kafka), health)
+    assert reader is not None
+    try:
+        assert _readyz(server.port) == 200
+        reader.stop()  # the reader thread ends (as when it fails)
+        assert _readyz(server.port) == 503
+        assert health.readiness() == (False, "check suppressions failing")
+    finally:
+        reader.stop()
+        server.stop()
+
+    # the edge: its app's readiness check on the reader it manages
+    app, _producer = build_app(IngestSettings(kafka=kafka), load_rules(None))
+    edge_reader = app.suppressions
+    assert isinstance(edge_reader, SuppressionList)
+    edge_reader.start()
+    try:
+        assert edge_reader.wait_ready(20), edge_reader.error
+        assert app.health.checks["suppressions"]()
+        edge_reader.stop()
+        assert not app.health.checks["suppressions"]()
+    finally:
+        edge_reader.stop()

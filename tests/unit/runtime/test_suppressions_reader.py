@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -43,3 +45,32 @@ def test_a_stopped_reader_does_not_ask_again(monkeypatch: pytest.MonkeyPatch) ->
             reader._watermarks(consumer, TopicPartition("segment.suppressions", 0))
     finally:
         consumer.close()
+
+
+def test_ready_only_while_the_reader_thread_follows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader that loaded the list and then died (or was stopped) is not ready any more."""
+    fail = threading.Event()
+
+    def follow(self: SuppressionList, consumer: Consumer) -> None:
+        self._ready.set()
+        fail.wait(10)
+        raise KafkaException("the broker went away")
+
+    monkeypatch.setattr(SuppressionList, "_follow", follow)
+    reader = SuppressionList(KafkaSettings(bootstrap="127.0.0.1:1")).start()
+    try:
+        assert reader.wait_ready(5)
+        assert reader.ready and reader.alive
+        fail.set()
+        deadline = time.monotonic() + 5
+        while reader.alive and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert reader.error is not None
+        assert not reader.alive and not reader.ready
+    finally:
+        reader.stop()
+
+    stopped = SuppressionList(KafkaSettings(bootstrap="127.0.0.1:1"))
+    monkeypatch.setattr(SuppressionList, "_follow", lambda self, consumer: self._ready.set())
+    stopped.start().stop()
+    assert not stopped.ready
