@@ -142,6 +142,11 @@ class WarehouseSettings(SegflowSettings):
     )
     login_timeout_s: int = Field(30, description="Seconds to wait for a login")
     network_timeout_s: int = Field(55, description="Seconds a statement may take (keep < 60)")
+    strict: bool | None = Field(
+        None,
+        description="Refuse statements Snowflake would refuse (its documented limits); "
+        "unset: on for the emulator only",
+    )
 
     @model_validator(mode="after")
     def _credentials(self) -> WarehouseSettings:
@@ -158,6 +163,11 @@ class WarehouseSettings(SegflowSettings):
     @property
     def is_emulator(self) -> bool:
         return self.account == "fakesnow"
+
+    @property
+    def strict_checks(self) -> bool:
+        """Check statements against Snowflake's limits (sinks/snowflake/strict.py)."""
+        return self.is_emulator if self.strict is None else self.strict
 
     def connect_kwargs(self, component: str) -> dict[str, Any]:
         """Keyword arguments for ``snowflake.connector.connect``, tagged with the component."""

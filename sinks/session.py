@@ -14,8 +14,10 @@ from typing import Any
 
 from runtime.settings import WarehouseSettings
 from schemas.errors import SegflowError
+from sinks.snowflake import strict
 from sinks.snowflake.ddl import quote
 from sinks.snowflake.errors import classify
+from sinks.snowflake.strict import OnViolation
 
 logger = logging.getLogger(__name__)
 
@@ -29,17 +31,28 @@ def connect_warehouse(**kwargs: Any) -> Any:
     return snowflake.connector.connect(**kwargs)
 
 
-def login(warehouse: WarehouseSettings, component: str, connect: Connect) -> tuple[Any, str]:
+def login(
+    warehouse: WarehouseSettings,
+    component: str,
+    connect: Connect,
+    on_violation: OnViolation | None = None,
+) -> tuple[Any, str]:
     """(connection, database): a qmark connection with no database selected yet, since the
-    database may have to be created first; login failures classified."""
+    database may have to be created first; login failures classified. With
+    `warehouse.strict_checks` (the emulator's default) the connection checks every statement
+    against Snowflake's rules (sinks/snowflake/strict.py), reporting refusals to
+    `on_violation`."""
     kwargs = warehouse.connect_kwargs(component)
     database = kwargs.pop("database")
     kwargs["paramstyle"] = "qmark"
     kwargs.setdefault("client_session_keep_alive", False)
     try:
-        return connect(**kwargs), database
+        conn = connect(**kwargs)
     except Exception as exc:
         raise classify(exc, statement="login") from exc
+    if warehouse.strict_checks:
+        conn = strict.wrap(conn, component, on_violation)
+    return conn, database
 
 
 class WarehouseSession:

@@ -19,7 +19,9 @@
   fenced flush (another instance moved the offsets) drops the batch and re-seeks;
 - revoked partitions are flushed before they are released (a stop or a rebalance does not throw
   away what was read); lost ones are dropped;
-- undecodable records go to the DLQ with their origin, and their partition moves on.
+- undecodable records go to the DLQ with their origin, and their partition moves on; so do
+  records whose data the warehouse refuses (a misfit): a flush that fails for a record's data
+  is split until that record stands alone, the rest loads (misfits.py has the rules).
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from runtime.health import HealthState
 from runtime.kafka_config import consumer_config, producer_config
@@ -48,8 +51,9 @@ from schemas.topics import (
     HEADER_ORIGIN_PARTITION,
     HEADER_ORIGIN_TOPIC,
 )
+from sinks.snowflake import misfits
 from sinks.snowflake.batcher import Batcher, FlushBatch, Snapshot
-from sinks.snowflake.errors import FencedError
+from sinks.snowflake.errors import FencedError, WarehouseMisfitError
 from sinks.snowflake.loader import FlushResult, SnowflakeLoader
 from sinks.snowflake.metrics import SinkMetrics
 from sinks.snowflake.rows import (
@@ -84,6 +88,9 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 class Suppressions(Protocol):
     def is_suppressed(self, user_id: object = None, anonymous_id: object = None) -> bool: ...
 
+    @property
+    def identifiers(self) -> AbstractSet[str]: ...
+
 
 class SinkConsumer:
     """Consumes clean events and identity links and loads them exactly once."""
@@ -117,6 +124,8 @@ class SinkConsumer:
             settings.flush_age_s,
             # half for the buffers, half for the flush in flight behind them
             settings.max_buffered_bytes // 2,
+            # a forget published after decoding: rows dropped again as each batch is taken
+            suppressed=None if suppressions is None else (lambda: suppressions.identifiers),
         )
         self._audit = {s.name: s.audit for s in rules.sources}
         self._stop = threading.Event()
@@ -135,6 +144,7 @@ class SinkConsumer:
         self._counts: dict[tuple[str, str], int] = {}  # records handled, not counted yet
         self.consumer: Any = None
         self.producer: Any = None
+        self._fetcher: Any = None  # reads a refused record again for the DLQ (misfits)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -183,6 +193,8 @@ class SinkConsumer:
             finally:
                 self._worker.shutdown(wait=True)
                 self.producer.flush(10)
+                if self._fetcher is not None:
+                    self._fetcher.close()
                 self.loader.close()
 
     def _step(self) -> None:
@@ -335,7 +347,13 @@ class SinkConsumer:
                     outcome = "suppressed"
                 else:
                     rows = event_rows(record, origin, audit=self._audit_of(record))
+            if rows and value is not None:
+                reason = misfits.oversized(rows, len(value))
+                if reason is not None:
+                    self.metrics.misfits.labels(misfits.TOO_LARGE).inc()
+                    raise RecordError(reason, code=misfits.TOO_LARGE)
         except RecordError as exc:
+            rows = []
             self._to_dlq(msg, exc.at(topic, partition, offset))
             outcome = "dlq"
         except (KeyError, TypeError, ValueError) as exc:
@@ -461,22 +479,33 @@ class SinkConsumer:
         except FencedError:
             self._fenced(batch, in_callback)
             return
+        except WarehouseMisfitError as exc:
+            if in_callback:
+                self._abandon(batch, releasing, exc)
+                return
+            self._isolate(batch, exc, final=final)
+            return
         except RetryableError as exc:
             self.metrics.retries.inc()
             self.metrics.flushes.labels("retried").inc()
             if in_callback:
-                kept = {(s.topic, s.partition) for s in batch.slices} - (releasing or set())
-                logger.warning(
-                    "flush of %d records failed during a rebalance, not retried now (its "
-                    "partitions are re-read): %s",
-                    batch.records,
-                    exc,
-                )
-                self._reseek_later |= kept & self._assigned
+                self._abandon(batch, releasing, exc)
                 return
             self._load(batch, first_error=exc, final=final)
             return
         self._loaded(batch, result, sync_commit=False)
+
+    def _abandon(self, batch: FlushBatch, releasing: set[TP] | None, exc: Exception) -> None:
+        """A flush that failed inside a rebalance callback: not retried there (that needs
+        consume()); its kept partitions are re-read from the warehouse offsets afterwards."""
+        kept = {(s.topic, s.partition) for s in batch.slices} - (releasing or set())
+        logger.warning(
+            "flush of %d records failed during a rebalance, not retried now (its "
+            "partitions are re-read): %s",
+            batch.records,
+            exc,
+        )
+        self._reseek_later |= kept & self._assigned
 
     def _load(
         self,
@@ -485,21 +514,23 @@ class SinkConsumer:
         final: bool = False,
         in_callback: bool = False,
         first_error: RetryableError | None = None,
-    ) -> None:
-        """Load `batch` here, retrying retryable errors with back-off while serving the group.
-        A final or in-callback load gives up after a few attempts (nothing is committed)."""
+    ) -> bool:
+        """Load `batch` here, retrying retryable errors with back-off while serving the group,
+        setting apart the records of a misfit. A final or in-callback load gives up after a
+        few attempts (nothing is committed). True when all of it loaded."""
         self._ack_dlq()
         delay = self.settings.retry_initial_s
         attempts = 0
         paused: list[TopicPartition] = []
         error = first_error
         bounded = final or in_callback
+        misfit: WarehouseMisfitError | None = None
         self._retrying = True
         try:
             while True:
                 batch = batch.without(self._lost)
                 if not batch.slices:
-                    return
+                    return False
                 if error is not None:
                     attempts += 1
                     limit = self.settings.retry_max_attempts
@@ -511,7 +542,7 @@ class SinkConsumer:
                             attempts,
                             error,
                         )
-                        return
+                        return False
                     if (final and attempts >= 3) or (limit and attempts > limit):
                         raise FatalError(
                             f"flush failed after {attempts} attempts, nothing committed: {error}"
@@ -531,13 +562,16 @@ class SinkConsumer:
                     delay = min(delay * 2, self.settings.retry_max_s)
                     batch = batch.without(self._lost)
                     if not batch.slices:
-                        return
+                        return False
                 try:
                     result = self.loader.flush(batch)
                     break
                 except FencedError:
                     self._fenced(batch, in_callback)
-                    return
+                    return False
+                except WarehouseMisfitError as exc:
+                    misfit = exc
+                    break
                 except RetryableError as exc:
                     if attempts or first_error is None:
                         self.metrics.retries.inc()
@@ -549,7 +583,102 @@ class SinkConsumer:
                 still = [tp for tp in paused if (tp.topic, tp.partition) in self._assigned]
                 if still:
                     self.consumer.resume(still)
+        if misfit is not None:
+            if in_callback:  # revoked partitions: the next owner sets the record apart
+                logger.warning(
+                    "flush of %d records of revoked partitions refused for its data; not "
+                    "loaded here (the next owner reads them): %s",
+                    batch.records,
+                    misfit,
+                )
+                return False
+            return self._isolate(batch, misfit, final=final)
         self._loaded(batch, result, sync_commit=bounded)
+        return True
+
+    def _isolate(self, batch: FlushBatch, error: WarehouseMisfitError, *, final: bool) -> bool:
+        """`batch` failed for some record's data: load it in parts until the records refused
+        stand alone, send those to the DLQ and load the rest (misfits.py). True when all of
+        it is in the warehouse (or the DLQ)."""
+        self.metrics.misfit_flushes.inc()
+        self.metrics.flushes.labels("misfit").inc()
+        parts = misfits.split(batch)
+        if parts is None:
+            if not batch.rows:
+                raise FatalError(
+                    f"a flush with no rows was refused for its data, nothing committed: {error}"
+                ) from error
+            self._dead_letter(batch, error)
+            parts = [misfits.offsets_only(batch)]
+        else:
+            logger.warning(
+                "flush of %d records from %d partitions refused for its data; loading it in "
+                "parts to set the refused records apart: %s",
+                batch.records,
+                len(batch.slices),
+                error,
+            )
+        chained = len(batch.slices) == 1  # the parts share a partition's offset chain
+        loaded = True
+        for part in parts:
+            if not self._load(part, final=final):
+                loaded = False
+                if chained:
+                    return False
+        return loaded
+
+    def _dead_letter(self, batch: FlushBatch, error: WarehouseMisfitError) -> None:
+        """The one record of `batch` to the DLQ, as read from Kafka (the buffers hold rows)."""
+        topic, partition, offset = misfits.refused_record(batch)
+        self.metrics.misfits.labels(f"warehouse_{error.code}").inc()
+        msg = self._fetch(topic, partition, offset)
+        reason = RecordError(str(error), code=f"warehouse_misfit_{error.code}")
+        reason.at(topic, partition, offset)
+        logger.warning("record to the DLQ: %s", reason)
+        headers = [
+            (HEADER_ERROR, reason.reason.encode()),
+            (HEADER_ERROR_CODE, reason.code.encode()),
+            (HEADER_ORIGIN_TOPIC, topic.encode()),
+            (HEADER_ORIGIN_PARTITION, str(partition).encode()),
+            (HEADER_ORIGIN_OFFSET, str(offset).encode()),
+        ]
+        value = msg.value() if msg is not None else None
+        key = msg.key() if msg is not None else None
+        self.producer.produce(self.dlq_topic, value=value, key=key, headers=headers)
+        self.producer.poll(0)
+        self._dlq_pending += 1
+
+    def _fetch(self, topic: str, partition: int, offset: int) -> Message | None:
+        """One record read again from Kafka (a consumer of its own, assigned, never in the
+        group); None if it cannot be read within a few seconds (then the DLQ copy carries the
+        headers only)."""
+        if self._fetcher is None:
+            conf = consumer_config(
+                self.settings.kafka,
+                "sink-misfits",
+                f"{self.settings.group_id}-misfits",
+                **{"enable.partition.eof": True},
+            )
+            self._fetcher = Consumer(conf)
+        self._fetcher.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + 10.0
+        try:
+            while time.monotonic() < deadline:
+                msg = self._fetcher.poll(0.5)
+                if msg is None:
+                    continue
+                if msg.error() is not None:
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        break
+                    continue
+                if int(msg.offset() or 0) == offset:
+                    return msg
+                if int(msg.offset() or 0) > offset:
+                    break
+        finally:
+            self._fetcher.unassign()
+        logger.warning("could not read %s[%d]@%d again for the DLQ", topic, partition, offset)
+        return None
 
     def _fenced(self, batch: FlushBatch, in_callback: bool) -> None:
         self.metrics.fenced.inc()
@@ -566,6 +695,8 @@ class SinkConsumer:
 
     def _loaded(self, batch: FlushBatch, result: FlushResult, sync_commit: bool) -> None:
         self.health.set_ready(True, "consuming")
+        for topic, dropped in batch.suppressed.items():  # dropped at flush time (batcher.py)
+            self.metrics.records.labels(topic, "suppressed").inc(dropped)
         self.metrics.flushes.labels("committed").inc()
         self.metrics.flush_seconds.observe(result.seconds)
         self.metrics.flush_records.observe(batch.records)

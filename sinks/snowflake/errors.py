@@ -1,9 +1,24 @@
 """The one place warehouse errors are classified, by error code (never by message text).
 
 Retryable: lost or refused connections, timeouts, expired sessions, HTTP 5xx/429 from the
-service, lock and transaction conflicts. Fatal: everything else (SQL compilation, missing
-objects, privileges, bad credentials, data that does not convert). Both carry the table and the
-statement kind, so an operator reads *where* it failed.
+service, lock and transaction conflicts. Misfit: a failure a record's *data* can cause (a value
+Snowflake refuses for its column, a string or document over the LOB size, an identifier that
+does not resolve): neither retried as is nor fatal, the sink isolates the records that cause it
+and sends them to the DLQ (consumer.py, misfits.py). Fatal: everything else (SQL compilation,
+missing objects, privileges, bad credentials, quota). All carry the table and the statement
+kind, so an operator reads *where* it failed; data errors never quote the value.
+
+The misfit codes and where Snowflake shows them (messages as Snowflake prints them):
+- 000904 (42000) "invalid identifier" (a column the statement names is not there);
+- 100035 (22007) "Timestamp '...' is not recognized";
+- 100038 (22018) "Numeric value '...' is not recognized";
+- 100039 (22003) "Numeric value '...' is out of range" (TO_DECIMAL docs);
+- 100046 (22003) "Number out of representable range" (DML into a NUMBER column);
+- 100069 (22P02) "Error parsing JSON" (includes "document is too large, max size 16777216
+  bytes" and invalid UTF-8 inside a document);
+- 100078 (22000) "String '...' is too long and would be truncated";
+- 100082 (22000) "Max LOB size (16777216) exceeded, actual size of parsed column is ..."
+  (docs: "String & binary data types", "Semi-structured data types").
 """
 
 from __future__ import annotations
@@ -42,6 +57,8 @@ _FATAL = {
     390144,  # JWT token is invalid (key-pair auth)
     390189,  # role does not exist or is not authorized
 }
+# Server-side codes a record's data can cause (see the module docstring for their messages).
+MISFIT_CODES = frozenset({904, 100035, 100038, 100039, 100046, 100069, 100078, 100082})
 # HTTP statuses the connector reports as 290000 + status.
 _HTTP_BASE = 290000
 _RETRYABLE_HTTP = {401, 408, 429, 500, 502, 503, 504}
@@ -55,6 +72,16 @@ class WarehouseRetryableError(RetryableError):
 
 class WarehouseFatalError(FatalError):
     """A warehouse failure retrying cannot fix: the sink stops, naming table and statement."""
+
+
+class WarehouseMisfitError(SegflowError):
+    """A statement failed because of what some record holds (a value, a size, a name): the
+    flush rolled back; retrying the same batch fails again, but its other records load once the
+    offending ones are set apart (sent to the DLQ). Neither retryable nor fatal."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class FencedError(SegflowError):
@@ -78,7 +105,7 @@ def is_retryable(errno: int | None, sqlstate: str | None) -> bool:
 
 
 def classify(exc: BaseException, *, statement: str, table: str | None = None) -> SegflowError:
-    """Wrap any exception raised by a warehouse call into a retryable or fatal segflow error."""
+    """Wrap any exception raised by a warehouse call into a retryable, misfit or fatal error."""
     if isinstance(exc, SegflowError):
         return exc
     where = f"{statement}" + (f" on {table}" if table else "")
@@ -93,6 +120,8 @@ def classify(exc: BaseException, *, statement: str, table: str | None = None) ->
     # data errors (100xxx) quote the offending value: never put it in a log line
     text = "data conversion error" if code and 100000 <= code < 101000 else _first_line(exc)
     detail = f"{type(exc).__name__} {code}/{sqlstate}: {text}"
+    if code in MISFIT_CODES:
+        return WarehouseMisfitError(f"data refused during {where}: {detail}", code)
     if is_retryable(code, sqlstate):
         return WarehouseRetryableError(f"transient warehouse error during {where}: {detail}")
     return WarehouseFatalError(

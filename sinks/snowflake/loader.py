@@ -11,8 +11,15 @@ A flush runs, in order:
     (insert-where-not-exists for events and the audit log, merge-by-delete-insert for
     users/accounts/identity_map, plain insert for misfit records); the staging table emptied;
     the offsets compare-and-set; COMMIT.
-Any error rolls back and is classified (errors.classify) into retryable or fatal; a failed
-compare-and-set raises FencedError after the rollback.
+Any error rolls back and is classified (errors.classify) into retryable, misfit or fatal; a
+failed compare-and-set raises FencedError after the rollback. After a misfit (the warehouse
+refused some record's data) every layout is read again before the next flush: a layout changed
+by someone else is one cause the consumer's split-and-retry (misfits.py) then heals by itself.
+
+Caps (evolution.py): columns per table and tables per schema; the first time a table or schema
+reaches its cap in this process, a warning is logged and `segflow_sink_caps_hit_total{cap}`
+counts it (the alert); every flush it affects records a ``column_limit`` / ``table_limit`` row in
+`_segflow_schema_changes`.
 """
 
 from __future__ import annotations
@@ -34,8 +41,19 @@ from schemas.errors import SegflowError
 from sinks.session import Connect, connect_warehouse, login
 from sinks.snowflake import ddl, dml
 from sinks.snowflake.batcher import FlushBatch
-from sinks.snowflake.errors import FencedError, WarehouseRetryableError, classify
-from sinks.snowflake.evolution import Plan, SchemaChange, column_type_from_warehouse, plan
+from sinks.snowflake.errors import (
+    FencedError,
+    WarehouseMisfitError,
+    WarehouseRetryableError,
+    classify,
+)
+from sinks.snowflake.evolution import (
+    Plan,
+    SchemaChange,
+    column_type_from_warehouse,
+    fold_capped_tables,
+    plan,
+)
 from sinks.snowflake.metrics import SinkMetrics, table_label
 from sinks.snowflake.offsets import OffsetStore
 from sinks.snowflake.rows import TableRow, collapse, first_per_id
@@ -72,6 +90,7 @@ class LoaderOptions:
     control_schema: str = "_segflow"
     lookback_hours: float = 72.0
     max_columns_per_table: int = 1000
+    max_tables_per_schema: int = 500
     stage_dir: str | None = None
     staging_max_age_h: float = 24.0
 
@@ -121,6 +140,7 @@ class SnowflakeLoader:
         self._generation = 0  # moves whenever a layout may have changed
         self._staging_columns: Columns | None = None  # the staging table's, when known
         self._changes_ready: set[str] = set()  # schemas whose _segflow_schema_changes is current
+        self._caps_hit: set[tuple[str, str, str]] = set()  # (change, schema, table) alerted
         self.staging = _staging_name(options.control_schema)
         self._staging_since = time.monotonic()
         self.offsets = OffsetStore(options.control_schema, options.group_id)
@@ -132,7 +152,9 @@ class SnowflakeLoader:
         """Open the connection and make sure the control schema, stage and offsets exist."""
         if self._conn is not None:
             return
-        self._conn, database = login(self.warehouse, "sink", self._connect_fn)
+        self._conn, database = login(
+            self.warehouse, "sink", self._connect_fn, self.metrics.strict_violations_of
+        )
         try:
             self._run(f"CREATE DATABASE IF NOT EXISTS {ddl.quote(database)}", kind="ddl")
             self._run(f"USE DATABASE {ddl.quote(database)}", kind="session")
@@ -251,7 +273,11 @@ class SnowflakeLoader:
         """Finish a widening an earlier process left half done."""
         for table, cols in tables.items():
             for name in [c for c in cols if c.endswith(ddl.WIDEN_SUFFIX)]:
-                column = name[: -len(ddl.WIDEN_SUFFIX)]
+                column = ddl.widened_column(name, cols)
+                if column is None:  # a cut twin whose column is gone: its name is unknown
+                    msg = "%s.%s: widening twin %s of an unknown column left; rename it by hand"
+                    logger.error(msg, schema, table, name)
+                    continue
                 steps = ddl.widen_steps(schema, table, column)
                 for sql in steps if column in cols else steps[-1:]:
                     self._run(sql, kind="ddl", table=table)
@@ -364,13 +390,22 @@ class SnowflakeLoader:
                 table=SCHEMA_CHANGES,
             )
 
+    def _plan(
+        self, rows: list[TableRow], known: Mapping[tuple[str, str], Mapping[str, str]]
+    ) -> Plan:
+        """evolution.plan within the caps: rows of tables a schema has no room for folded."""
+        rows, capped = fold_capped_tables(rows, known, self.options.max_tables_per_schema)
+        p = plan(rows, known, self.options.max_columns_per_table)
+        p.misfits.extend(capped)
+        return p
+
     def _evolve(self, rows: list[TableRow]) -> Plan:
         for _ in range(3):
-            p = plan(rows, self._known(rows), self.options.max_columns_per_table)
+            p = self._plan(rows, self._known(rows))
             if not p.has_ddl:
                 return p
             self._apply(p)
-        return plan(rows, self._known(rows), self.options.max_columns_per_table)
+        return self._plan(rows, self._known(rows))
 
     # -- the flush ---------------------------------------------------------------------------
     def flush(self, batch: FlushBatch) -> FlushResult:
@@ -386,6 +421,10 @@ class SnowflakeLoader:
         except SegflowError as exc:
             if isinstance(exc, WarehouseRetryableError):
                 self._drop_connection()  # a broken session is not reused
+            elif isinstance(exc, WarehouseMisfitError):
+                self._generation += 1  # layouts read again: a stale one may be the cause
+                self._layouts.clear()
+                self._changes_ready.clear()
             raise
         result.statements = self._statements
         result.seconds = time.monotonic() - started
@@ -403,7 +442,7 @@ class SnowflakeLoader:
         known = self._known_cached(rows)
         if known is None:
             return None
-        p = plan(rows, known, self.options.max_columns_per_table) if rows else Plan()
+        p = self._plan(rows, known) if rows else Plan()
         if p.has_ddl or p.misfits:
             return None
         prepared = self._write_stage(p, repeated, generation)
@@ -442,6 +481,9 @@ class SnowflakeLoader:
             now = datetime.now(UTC)
             for m in p.misfits:
                 self.metrics.schema_changes.labels(m.change).inc(m.occurrences)
+                if m.change in _CAPS:
+                    self._cap_hit(m)
+                    continue
                 logger.warning(
                     "%d values of type %s do not fit %s.%s column %s (%s): kept in _unmapped",
                     m.occurrences,
@@ -457,6 +499,32 @@ class SnowflakeLoader:
                 p.columns[key] = {**fixed_columns(SCHEMA_CHANGES), **p.columns.get(key, {})}
             p.rows.extend(_change_rows(p.misfits, now))
         return self._write_stage(p, repeated, self._generation)
+
+    def _cap_hit(self, change: SchemaChange) -> None:
+        """The alert of a cap, the first time this process sees a table or schema reach it."""
+        cap = _CAPS[change.change]
+        key = (change.change, change.schema, change.table if cap == "columns_per_table" else "")
+        if key in self._caps_hit:
+            return
+        self._caps_hit.add(key)
+        self.metrics.caps_hit.labels(cap).inc()
+        if cap == "columns_per_table":
+            logger.warning(
+                "cap reached: %s.%s has %d columns (SEGFLOW_SINK_MAX_COLUMNS_PER_TABLE); new "
+                "properties of it go to _unmapped (recorded in _segflow_schema_changes)",
+                change.schema,
+                change.table,
+                self.options.max_columns_per_table,
+            )
+        else:
+            logger.warning(
+                "cap reached: schema %s has %d tables (SEGFLOW_SINK_MAX_TABLES_PER_SCHEMA); new "
+                "event tables (first: %s) are not created, their properties go to "
+                "tracks._unmapped (recorded in _segflow_schema_changes)",
+                change.schema,
+                self.options.max_tables_per_schema,
+                change.table,
+            )
 
     def _write_stage(self, p: Plan, repeated: dict[str, int], generation: int) -> Prepared:
         """The flush's Parquet file (one staged row per event, staging.stage_units)."""
@@ -616,8 +684,10 @@ class SnowflakeLoader:
 def _staging_name(schema: str) -> str:
     """A staging table ("schema.name") stamped with its creation time (sweeps drop old ones)."""
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-    return f"{schema}.{STAGING_PREFIX}{stamp}_{uuid.uuid4().hex[:8]}"
+    return ddl.staging_table(schema, f"{STAGING_PREFIX}{stamp}_{uuid.uuid4().hex[:8]}")
 
+
+_CAPS = {"column_limit": "columns_per_table", "table_limit": "tables_per_schema"}
 
 _FLAGGED: dict[str, tuple[str, Mapping[str, str]]] = {
     TRACKS: (TRACKS_FLAG, TRACKS_RENAMES),

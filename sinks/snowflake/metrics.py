@@ -17,6 +17,10 @@ def table_label(table: str) -> str:
 class SinkMetrics:
     """Everything the sink reports on /metrics."""
 
+    def strict_violations_of(self, rule: str) -> None:
+        """Count one statement the strict check refused (strict.OnViolation)."""
+        self.strict_violations.labels(rule).inc()
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.records = Counter(
             "segflow_sink_records_total",
@@ -112,6 +116,32 @@ class SinkMetrics:
             "segflow_sink_schema_changes_total",
             "Columns added or widened, and values moved to _unmapped",
             ["change"],
+            registry=registry,
+        )
+        self.misfits = Counter(
+            "segflow_sink_misfit_records_total",
+            "Records the warehouse refused for their data (or that cannot fit it), sent to the "
+            "DLQ while the rest of their flush loaded; by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.misfit_flushes = Counter(
+            "segflow_sink_misfit_flushes_total",
+            "Flushes split to set apart the records the warehouse refused for their data",
+            registry=registry,
+        )
+        self.caps_hit = Counter(
+            "segflow_sink_caps_hit_total",
+            "Times a table or schema first reached its cap (columns per table, tables per "
+            "schema): an alert; the values go to _unmapped",
+            ["cap"],
+            registry=registry,
+        )
+        self.strict_violations = Counter(
+            "segflow_sink_strict_violations_total",
+            "Statements refused by the strict check because Snowflake would refuse them (on "
+            "with the emulator; any is a bug or a misfit the pre-flight missed)",
+            ["rule"],
             registry=registry,
         )
         self.lag = Gauge(

@@ -11,6 +11,8 @@ from runtime.settings import (
     SegflowSettings,
     WarehouseSettings,
 )
+from schemas.naming import RESERVED_TABLES
+from schemas.snowflake_limits import MAX_COLUMNS_PER_TABLE
 
 
 class SinkSettings(SegflowSettings):
@@ -58,7 +60,15 @@ class SinkSettings(SegflowSettings):
         "_segflow", description="Schema of the offsets table and the staging area"
     )
     max_columns_per_table: int = Field(
-        1_000, gt=10, description="New properties beyond this many columns go to _unmapped"
+        MAX_COLUMNS_PER_TABLE,
+        gt=10,
+        le=MAX_COLUMNS_PER_TABLE,
+        description="New properties beyond this many columns go to _unmapped",
+    )
+    max_tables_per_schema: int = Field(
+        500,
+        gt=len(RESERVED_TABLES) + 1,
+        description="Track events beyond this many tables in a schema go to tracks._unmapped",
     )
     retry_initial_s: float = Field(0.5, gt=0, description="First back-off after a retryable error")
     retry_max_s: float = Field(30.0, gt=0, description="Longest back-off between retries")

@@ -6,6 +6,7 @@ from typing import Any
 from sinks.snowflake.evolution import (
     column_type_from_warehouse,
     fit,
+    fold_capped_tables,
     looks_like_timestamp,
     plan,
     unify,
@@ -173,3 +174,40 @@ def test_the_column_wise_steady_state_check_plans_exactly_what_the_per_value_pat
     known = {("web", "t1"): {**fixed_columns("t1"), "a": "NUMBER", "b": "FLOAT", "c": "VARCHAR"}}
     assert evolution._tables_as_is(big, known) == {("web", "t1")}
     assert plan(big, known).rows == big
+
+
+def test_pre_flight_keeps_values_snowflake_refuses_out_of_typed_columns() -> None:
+    # an offset that moves year 1 or 9999 out of range in UTC: text, not a timestamp (it
+    # crashed typing before, OverflowError)
+    assert value_type("0001-01-01T00:30:00+01:00") == "VARCHAR"
+    assert value_type("9999-12-31T23:30:00-05:00") == "VARCHAR"
+    assert value_type("9999-12-31T23:30:00Z") == "TIMESTAMP_TZ"
+    assert value_type(float("nan")) == "VARCHAR" and value_type(float("inf")) == "VARCHAR"
+    assert value_type(10**38) == "FLOAT"
+    known = {("web", "order_completed"): {**fixed_columns("order_completed"), "at": "TIMESTAMP_TZ"}}
+    p = plan([row(at="9999-12-31T23:30:00-05:00", amount=float("nan"))], known)
+    (out,) = p.rows
+    assert out.unmapped == {"at": "9999-12-31T23:30:00-05:00"}
+    assert "at" not in out.values
+
+
+def test_tables_beyond_the_cap_fold_into_tracks_unmapped() -> None:
+    fixed = fixed_columns("tracks")
+    known = {("web", "tracks"): fixed, ("web", "old_event"): fixed_columns("old_event")}
+    rows = []
+    for n, event in enumerate(["old_event", "new_one", "new_two", "new_two"]):
+        mid = f"m{n}"
+        rows.append(TableRow("web", "tracks", Kind.APPEND, {"id": mid}, {"ctx": 1}, mid))
+        rows.append(TableRow("web", event, Kind.APPEND, {"id": mid, "color": "red"}, {"x": 2}, mid))
+    out, changes = fold_capped_tables(rows, known, max_tables=4)
+    tables = [r.table for r in out]
+    # old_event exists; new_one takes the third place (the fourth is kept for
+    # _segflow_schema_changes); new_two has no room
+    assert tables == ["tracks", "old_event", "tracks", "new_one", "tracks", "tracks"]
+    assert out[4].unmapped == {"ctx": 1, "color": "red", "x": 2}
+    assert rows[4].unmapped == {"ctx": 1}  # the input is not changed
+    assert [(c.table, c.change, c.occurrences) for c in changes] == [("new_two", "table_limit", 2)]
+    # Segment's own tables are never capped
+    ident = TableRow("web", "identifies", Kind.APPEND, {"id": "i"}, None, "i")
+    out, changes = fold_capped_tables([ident], known, max_tables=1)
+    assert out == [ident] and not changes
