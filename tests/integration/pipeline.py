@@ -69,6 +69,16 @@ class Pipeline:
         for comp in self.components.values():
             comp.stop()
 
+    def strict_refusals(self) -> list[str]:
+        """Log lines where a component's statement was refused by the strict check (what
+        Snowflake would refuse; sinks/snowflake/strict.py): every one is a bug to fail on."""
+        return [
+            line
+            for log in sorted(self.tmp.glob("*.log"))
+            for line in log.read_text(errors="replace").splitlines()
+            if "strict check:" in line
+        ]
+
     def connect(self) -> Any:
         return warehouse(self.conn_params, self.database)
 
@@ -121,6 +131,8 @@ def running_pipeline(
         yield pipe
     finally:
         pipe.stop()
+    refused = pipe.strict_refusals()
+    assert not refused, "statements Snowflake would refuse:\n" + "\n".join(refused[:20])
 
 
 def poll(check: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.5) -> T:
