@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from cli.options import add_settings_options, settings_from_args
 from runtime.health import HealthServer, HealthState
 from runtime.logs import setup_logging
+from runtime.suppressions import SuppressionList, load_suppression_list
 from schemas.errors import ConfigError
 from sinks.reverse_etl import ReverseEtlMetrics, ReverseEtlSettings, ReverseEtlSync
 from sinks.reverse_etl.client import RetryPolicy, SegmentApiClient
@@ -26,7 +27,9 @@ since the last sync (state in the warehouse table _segflow_reverse_etl_state).
       --reverse-etl-write-key KEY [--reverse-etl-api-host http://127.0.0.1:8088]
 
 Once by default (a CronJob); --reverse-etl-interval-s N syncs every N seconds. Calls carry
-context.segflow.reverse_etl = <sync name> so the pipeline can drop its own echo."""
+context.segflow.reverse_etl = <sync name> so the pipeline can drop its own echo. Users on the
+suppression list (segflow forget) are never sent: the list is read from Kafka (--kafka-...)
+before the first sync and followed (--reverse-etl-honour-suppressions false: off)."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -61,21 +64,35 @@ def run(args: argparse.Namespace) -> int:
             ),
             on_response=lambda status: metrics.requests.labels(settings.sync_name, status).inc(),
         )
-    with WarehouseSession(settings.warehouse, "reverse-etl") as session:
-        sync = ReverseEtlSync(settings, session, client, metrics)
-        if args.reset_state:
-            removed = sync.state.forget_sync(settings.sync_name)
-            print(f"sync {settings.sync_name}: forgot the state of {removed} rows")
-        if settings.interval_s <= 0 or args.dry_run:
-            report = sync.run_once(dry_run=args.dry_run)
-            print(f"sync {settings.sync_name}: {report.summary()}")
-            return 0
-        return _loop(sync, settings, registry)
+    reader = None
+    if settings.honour_suppressions:
+        reader = load_suppression_list(settings.kafka, settings.suppressions_wait_s)
+    try:
+        with WarehouseSession(settings.warehouse, "reverse-etl") as session:
+            sync = ReverseEtlSync(settings, session, client, metrics, suppressions=reader)
+            if args.reset_state:
+                removed = sync.state.forget_sync(settings.sync_name)
+                print(f"sync {settings.sync_name}: forgot the state of {removed} rows")
+            if settings.interval_s <= 0 or args.dry_run:
+                report = sync.run_once(dry_run=args.dry_run)
+                print(f"sync {settings.sync_name}: {report.summary()}")
+                return 0
+            return _loop(sync, settings, registry, reader)
+    finally:
+        if reader is not None:
+            reader.stop()
 
 
-def _loop(sync: ReverseEtlSync, settings: ReverseEtlSettings, registry: CollectorRegistry) -> int:
+def _loop(
+    sync: ReverseEtlSync,
+    settings: ReverseEtlSettings,
+    registry: CollectorRegistry,
+    reader: SuppressionList | None,
+) -> int:
     stop = threading.Event()
     health = HealthState()
+    if reader is not None:
+        health.checks["suppressions"] = lambda: reader.ready
     server = None
     if settings.metrics_port:
         server = HealthServer(registry, health, settings.metrics_host, settings.metrics_port)

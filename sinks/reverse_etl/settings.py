@@ -8,7 +8,12 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from runtime.settings import ObservabilitySettings, SegflowSettings, WarehouseSettings
+from runtime.settings import (
+    KafkaSettings,
+    ObservabilitySettings,
+    SegflowSettings,
+    WarehouseSettings,
+)
 from schemas.segment import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES
 
 
@@ -71,6 +76,14 @@ class ReverseEtlSettings(SegflowSettings):
         0, ge=0, le=65535, description="Port of /metrics, /healthz in interval mode; 0 = off"
     )
 
+    honour_suppressions: bool = Field(
+        True, description="Read segment.suppressions and never send a suppressed user's row"
+    )
+    suppressions_wait_s: float = Field(
+        30.0, gt=0, description="Seconds to wait at start for the suppression list to load"
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
 

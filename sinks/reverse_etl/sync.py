@@ -1,5 +1,9 @@
 """One reverse ETL sync: query -> calls -> diff against the last sync -> batches -> API -> state.
 
+Rows of users on the suppression list (``runtime.suppressions``: userId or anonymousId) are
+never sent: they are skipped and counted (outcome ``suppressed``; no identifier is logged), and
+their state is left as it was, so a lifted suppression sends them again.
+
 Rows stream from the warehouse ``fetch_rows`` at a time; each request is recorded in the state
 table as soon as the API accepted it. A row whose key appears twice in one result is sent once
 (the first) and counted as a duplicate. The state of every key sent is held in memory during a
@@ -14,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -33,13 +37,20 @@ logger = logging.getLogger(__name__)
 _JSON_TYPE_CODES = frozenset({5, 9, 10})  # VARIANT, OBJECT, ARRAY (snowflake.connector)
 
 
+class Suppressions(Protocol):
+    """What a sync needs of runtime.suppressions.SuppressionList."""
+
+    def is_suppressed(self, user_id: object = None, anonymous_id: object = None) -> bool: ...
+
+
 class ReverseEtlMetrics:
     """segflow_reverse_etl_* on an injected registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.rows = Counter(
             "segflow_reverse_etl_rows_total",
-            "Query rows by outcome (sent, unchanged, skipped_<reason>, duplicate, oversized)",
+            "Query rows by outcome (sent, unchanged, skipped_<reason>, duplicate, oversized, "
+            "suppressed)",
             ["sync", "outcome"],
             registry=registry,
         )
@@ -77,6 +88,7 @@ class SyncReport:
     unchanged: int = 0
     duplicates: int = 0
     oversized: int = 0
+    suppressed: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     requests: int = 0
     seconds: float = 0.0
@@ -90,6 +102,7 @@ class SyncReport:
             f"{self.rows} rows: {verb} {self.sent} in {self.requests} requests, "
             f"{self.unchanged} unchanged, {self.duplicates} duplicate keys, "
             f"{self.oversized} over the event size limit, {skipped} skipped"
+            + (f", {self.suppressed} of suppressed users" if self.suppressed else "")
             + (f" ({reasons})" if reasons else "")
             + f" in {self.seconds:.1f}s"
         )
@@ -127,6 +140,7 @@ class ReverseEtlSync:
         client: SegmentApiClient | None,
         metrics: ReverseEtlMetrics,
         *,
+        suppressions: Suppressions | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
@@ -134,6 +148,7 @@ class ReverseEtlSync:
         self.session = session
         self.client = client
         self.metrics = metrics
+        self.suppressions = suppressions
         self.state = SyncState(session, settings.state_schema)
         self._clock = clock
 
@@ -159,6 +174,7 @@ class ReverseEtlSync:
             ("unchanged", report.unchanged),
             ("duplicate", report.duplicates),
             ("oversized", report.oversized),
+            ("suppressed", report.suppressed),
             *((f"skipped_{k}", v) for k, v in report.skipped.items()),
         ):
             if count:
@@ -234,6 +250,11 @@ class ReverseEtlSync:
                 rc = build_call(self.spec, row, sent_at)
             except RowSkipped as skip:
                 report.skipped[skip.reason] = report.skipped.get(skip.reason, 0) + 1
+                continue
+            if self.suppressions is not None and self.suppressions.is_suppressed(
+                rc.call.get("userId"), rc.call.get("anonymousId")
+            ):
+                report.suppressed += 1
                 continue
             if rc.key in seen:
                 report.duplicates += 1

@@ -15,6 +15,7 @@ import pytest
 
 from cli.main import main
 from runtime.settings import KafkaSettings
+from runtime.suppressions import publish_suppressions
 from runtime.topic_admin import create_topics, expected_topics
 from schemas.codec import RAW_EVENT
 from schemas.markers import reverse_etl_sync
@@ -59,9 +60,13 @@ def edge(
         component.stop()
 
 
-def _argv(params: dict[str, Any], database: str, url: str) -> list[str]:
+def _argv(params: dict[str, Any], database: str, url: str, kafka: KafkaSettings) -> list[str]:
     return [
         "reverse-etl",
+        "--kafka-bootstrap",
+        kafka.bootstrap,
+        "--kafka-topic-prefix",
+        kafka.topic_prefix,
         "--reverse-etl-sync-name",
         "plans",
         "--reverse-etl-query",
@@ -99,7 +104,8 @@ def test_only_new_or_changed_rows_are_sent_and_arrive_marked(
     for row in ROWS:
         cur.execute("INSERT INTO crm_model.accounts SELECT ?, ?, ?, PARSE_JSON(?)", list(row))
     topic = Topics(prefix).raw("identify")
-    argv = _argv(warehouse_conn_params, database, url)
+    kafka = KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=prefix)
+    argv = _argv(warehouse_conn_params, database, url, kafka)
 
     assert main(argv) == 0
     assert "sent 4 in 1 requests" in capsys.readouterr().out
@@ -163,9 +169,16 @@ class _FlakyApi(BaseHTTPRequestHandler):
         return
 
 
+def _suppressions_topic(kafka_bootstrap: str) -> KafkaSettings:
+    kafka = KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=unique_name("t.retl") + ".")
+    create_topics(kafka, [s for s in expected_topics(kafka.topics, 1) if "suppressions" in s.name])
+    return kafka
+
+
 def test_retries_429_and_5xx_within_segment_batch_limits(
-    warehouse_conn_params: dict[str, Any], capsys: pytest.CaptureFixture[str]
+    kafka_bootstrap: str, warehouse_conn_params: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    kafka = _suppressions_topic(kafka_bootstrap)
     database = unique_name("RETL")
     conn = warehouse(warehouse_conn_params, database)
     cur = conn.cursor()
@@ -185,7 +198,7 @@ def test_retries_429_and_5xx_within_segment_batch_limits(
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
         argv = [
-            *_argv(warehouse_conn_params, database, url),
+            *_argv(warehouse_conn_params, database, url, kafka),
             "--reverse-etl-max-batch-events",
             "12",
             "--reverse-etl-retry-initial-s",
@@ -204,3 +217,42 @@ def test_retries_429_and_5xx_within_segment_batch_limits(
     accepted = [batch for s, _, batch in _FlakyApi.seen if s == 200]
     assert [len(b) for b in accepted] == [12, 12, 6]
     assert len({e["messageId"] for b in accepted for e in b}) == 30
+
+
+def test_suppressed_users_are_never_sent(
+    kafka_bootstrap: str, warehouse_conn_params: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    kafka = _suppressions_topic(kafka_bootstrap)
+    publish_suppressions(kafka, {"u2": ["anon-2"]}, reason="ticket-7")
+    database = unique_name("RETL")
+    conn = warehouse(warehouse_conn_params, database)
+    cur = conn.cursor()
+    cur.execute("CREATE SCHEMA crm_model")
+    cur.execute(
+        "CREATE TABLE crm_model.accounts (user_id VARCHAR, plan VARCHAR, seats NUMBER, "
+        "prefs VARIANT)"
+    )
+    for user in ("u1", "u2", "u3"):
+        cur.execute("INSERT INTO crm_model.accounts SELECT ?, 'pro', 1, NULL", [user])
+    _FlakyApi.answers = []
+    _FlakyApi.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FlakyApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        argv = _argv(warehouse_conn_params, database, url, kafka)
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        assert "sent 2 in 1 requests" in out and "1 of suppressed users" in out
+        assert sorted(e["userId"] for _, _, b in _FlakyApi.seen for e in b) == ["u1", "u3"]
+
+        # lifted: the row was never recorded as sent, so the next sync sends it
+        publish_suppressions(kafka, {"u2": []}, lift=True)
+        _FlakyApi.seen = []
+        assert main(argv) == 0
+        assert "sent 1 in 1 requests, 2 unchanged" in capsys.readouterr().out
+        assert [e["userId"] for _, _, b in _FlakyApi.seen for e in b] == ["u2"]
+    finally:
+        server.shutdown()
+        server.server_close()
+        conn.close()
