@@ -15,7 +15,8 @@ of ``cors_allow_headers``, never an echo of what the browser asks for.
 Answers: 200 ``{"success": true}`` once Kafka acknowledged every event of the request. Refusals
 are ``{"success": false, "code": ..., "message": ..., "errors": [...]}``: 400 (``invalid_json``,
 ``not_an_object``, ``invalid_events`` with one entry per bad item, ``body_too_large``,
-``too_many_events``, ``invalid_batch``, ``missing_batch``, ``invalid_encoding``), 401
+``too_many_events``, ``invalid_batch``, ``missing_batch``, ``invalid_encoding``,
+``context_copy_too_large``; the per-item codes of the limits are in ingest/limits.py), 401
 (``missing_write_key``, ``unknown_write_key``, ``malformed_authorization``,
 ``missing_signature``, ``bad_signature``), 408 ``body_timeout``, 415 ``unsupported_encoding``,
 429 ``rate_limited`` and 503 (``kafka_unavailable``, ``kafka_timeout``, ``kafka_error``,
@@ -121,6 +122,7 @@ class IngestApp:
             rates, settings.default_rate_limit_per_s, settings.rate_limit_burst_s
         )
         self._origins = settings.origins()
+        self._limits = settings.limits.event_limits()
         self._preflight_headers = _preflight_headers(settings)
         self._metrics_here = settings.admin_port is None
         secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
@@ -280,6 +282,7 @@ class IngestApp:
                 envelope.integrations,
                 check_event_size=len(data) > settings.max_event_bytes,
                 max_event_bytes=settings.max_event_bytes,
+                limits=self._limits,
             )
         else:
             items = [body]
@@ -289,6 +292,7 @@ class IngestApp:
                 call_type=route.call_type,
                 trust_timestamp=route.kind == "webhook",
                 max_event_bytes=settings.max_event_bytes,
+                limits=self._limits,
             )
         try:
             if self.limiter.enabled:

@@ -34,15 +34,18 @@ from pydantic_settings import SettingsConfigDict
 
 from ingest.archive import ArchiveFile, ArchiveStore, read_lines
 from ingest.checkpoint import Checkpoint
+from ingest.limits import fields_problem, shape_problem
 from ingest.normalize import record_key, record_or_problem, utc
 from ingest.rejections import ItemProblem
-from ingest.validation import EventFields, validate_event
+from ingest.settings import EventLimitsSettings
+from ingest.validation import EventFields, parse_json, validate_event
 from runtime.kafka_config import producer_config
 from runtime.rate_limit import RateLimiter
 from runtime.settings import KafkaSettings, ObservabilitySettings, SegflowSettings
 from schemas.avro_compiled import compile_writer
 from schemas.codec import RAW_EVENT, AvroCodec
 from schemas.errors import ConfigError, RetryableError
+from schemas.segment import DEFAULT_LIMITS, EventLimits
 from schemas.timestamps import parse_timestamp
 from schemas.topics import HEADER_REQUEST_ID, HEADER_SOURCE, Topics
 
@@ -77,6 +80,7 @@ class BackfillSettings(SegflowSettings):
         30.0, ge=0, description="Seconds to wait for the suppression list to load"
     )
 
+    limits: EventLimitsSettings = Field(default_factory=EventLimitsSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
 
@@ -104,28 +108,41 @@ def derived_message_id(line: bytes) -> str:
     return "backfill-" + hashlib.sha256(line).hexdigest()[:40]
 
 
-def convert_line(line: bytes, source: str, now: datetime) -> Converted | ItemProblem | None:
-    """One archived line -> a raw_event record (None for a blank line)."""
+def convert_line(
+    line: bytes, source: str, now: datetime, limits: EventLimits = DEFAULT_LIMITS
+) -> Converted | ItemProblem | None:
+    """One archived line -> a raw_event record (None for a blank line).
+
+    The edge's limits apply (ingest/limits.py): a line past them is an invalid line."""
     if not line.strip():
         return None
     try:
-        item = orjson.loads(line)
+        item = parse_json(line)
     except orjson.JSONDecodeError:
         return ItemProblem(0, "invalid_json", "line is not JSON")
     if type(item) is not dict:
         return ItemProblem(0, "not_an_object", "line is not a JSON object")
+    shape = shape_problem(item, limits)
+    if shape is not None:
+        return shape
     if not item.get("messageId"):
         item["messageId"] = derived_message_id(line)
     fields = validate_event(item)
     if isinstance(fields, ItemProblem):
         return fields
+    bounds = fields_problem(fields, limits)
+    if bounds is not None:
+        return bounds
     try:
         received = parse_timestamp(item.get("receivedAt"))
-    except ValueError:
+    except (ValueError, OverflowError):
         received = None  # kept in `extra` as sent
     if received is not None:
         del item["receivedAt"]  # it becomes the record's receivedAt, not an extra field
-    received_at = received or utc(fields.timestamp) or utc(fields.original_timestamp) or now
+    try:
+        received_at = received or utc(fields.timestamp) or utc(fields.original_timestamp) or now
+    except OverflowError:  # year 1 or 9999 with an offset that crosses the calendar's end
+        return ItemProblem(0, "invalid_timestamp", "timestamps out of range in UTC", "timestamp")
     record = record_or_problem(item, fields, 0, source, received_at, None, trust_timestamp=True)
     if isinstance(record, ItemProblem):
         return record
@@ -226,6 +243,7 @@ class Backfill:
         self._topics: Topics = settings.kafka.topics
         self._encode = compile_writer(AvroCodec().latest(RAW_EVENT))
         self._limiter = RateLimiter(settings.rate_limit_per_s)
+        self._limits = settings.limits.event_limits()
         self._run_id = f"backfill-{uuid.uuid4().hex[:12]}"
         self._producer: Producer | None = None
         self._failures: list[str] = []
@@ -266,7 +284,7 @@ class Backfill:
             for line_no, line in enumerate(read_lines(stream), start=1):
                 if line_no <= start:
                     continue
-                converted = convert_line(line, source, now)
+                converted = convert_line(line, source, now, self._limits)
                 if converted is None:
                     continue
                 report.events += 1

@@ -198,7 +198,9 @@ def record_or_problem(
             item, fields, source, received_at, batch_sent_at, trust_timestamp=trust_timestamp
         )
     except (OverflowError, ValueError) as exc:
-        return ItemProblem(index, "invalid_timestamp", f"timestamps out of range: {exc}")
+        return ItemProblem(
+            index, "invalid_timestamp", f"timestamps out of range: {exc}", "timestamp"
+        )
 
 
 def record_key(record: dict[str, Any]) -> bytes:

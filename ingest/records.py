@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
+from ingest.limits import check_context_copies, fields_problem, shape_problem
 from ingest.normalize import merge_defaults, record_key, record_or_problem
 from ingest.rejections import ItemProblem, bad_request
 from ingest.validation import EventFields, event_bytes, validate_event
+from schemas.segment import DEFAULT_LIMITS, EventLimits
 
 
 class SuppressionCheck(Protocol):
@@ -63,6 +65,7 @@ class RequestContext:
     trust_timestamp: bool = False  # webhook events: Segment corrected `timestamp` already
     check_event_size: bool = False  # the body is larger than one event may be
     max_event_bytes: int = 32 * 1024
+    limits: EventLimits = DEFAULT_LIMITS
 
 
 def _is_suppressed(check: SuppressionCheck, fields: EventFields) -> bool:
@@ -77,15 +80,26 @@ def prepare_records(
     encode: Callable[[dict[str, Any]], bytes],
     suppressions: SuppressionCheck | None = None,
 ) -> PreparedRequest:
-    """Validate, normalize and encode every item; raise a 400 Rejection listing bad items."""
+    """Validate, normalize and encode every item; raise a 400 Rejection listing bad items.
+
+    The limits (ingest/limits.py) are checked on each item after the batch's context was copied
+    into it, and before anything encodes it (JSON encoding stops at 255 levels of nesting).
+    """
     out = PreparedRequest()
     problems: list[ItemProblem] = []
     records = out.records
+    limits = ctx.limits
+    if ctx.context or ctx.integrations:
+        check_context_copies(ctx.context, ctx.integrations, len(items), limits)
     for index, item in enumerate(items):
         if type(item) is dict:
             if ctx.call_type is not None:
                 item["type"] = ctx.call_type
             merge_defaults(item, ctx.context, ctx.integrations)
+            shape = shape_problem(item, limits, index)
+            if shape is not None:
+                problems.append(shape)
+                continue
             if ctx.check_event_size and event_bytes(item) > ctx.max_event_bytes:
                 problems.append(
                     ItemProblem(index, "event_too_large", f"event over {ctx.max_event_bytes} bytes")
@@ -96,6 +110,10 @@ def prepare_records(
             problems.append(fields)
             continue
         assert isinstance(fields, EventFields) and isinstance(item, dict)
+        bounds = fields_problem(fields, limits, index)
+        if bounds is not None:
+            problems.append(bounds)
+            continue
         record = record_or_problem(
             item,
             fields,

@@ -6,7 +6,69 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from runtime.settings import KafkaSettings, ObservabilitySettings, SegflowSettings
-from schemas.segment import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES
+from schemas.segment import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_EVENTS,
+    MAX_CONTEXT_COPY_BYTES,
+    MAX_EVENT_BYTES,
+    MAX_IDENTIFIER_LENGTH,
+    MAX_KEY_LENGTH,
+    MAX_KEYS_PER_EVENT,
+    MAX_KEYS_PER_OBJECT,
+    MAX_NAME_LENGTH,
+    MAX_NESTING_DEPTH,
+    MAX_NESTING_DEPTH_CEILING,
+    EventLimits,
+)
+
+
+class EventLimitsSettings(SegflowSettings):
+    """Limits on each event, shared by the edge and backfill (both read SEGFLOW_INGEST_*)."""
+
+    model_config = SettingsConfigDict(env_prefix="SEGFLOW_INGEST_")
+
+    max_nesting_depth: int = Field(
+        MAX_NESTING_DEPTH,
+        ge=2,
+        le=MAX_NESTING_DEPTH_CEILING,
+        description="Deepest nesting of objects/arrays in an event, the event itself level 1",
+    )
+    max_identifier_length: int = Field(
+        MAX_IDENTIFIER_LENGTH,
+        gt=0,
+        description="Longest userId, anonymousId, groupId, previousId, messageId (characters)",
+    )
+    max_name_length: int = Field(
+        MAX_NAME_LENGTH,
+        gt=0,
+        description="Longest track event, page/screen name or category (characters)",
+    )
+    max_key_length: int = Field(
+        MAX_KEY_LENGTH, gt=0, description="Longest key of any object in an event (characters)"
+    )
+    max_keys_per_object: int = Field(
+        MAX_KEYS_PER_OBJECT, gt=0, description="Most keys in one object of an event"
+    )
+    max_keys_per_event: int = Field(
+        MAX_KEYS_PER_EVENT, gt=0, description="Most keys in all objects of one event together"
+    )
+    max_context_copy_bytes: int = Field(
+        MAX_CONTEXT_COPY_BYTES,
+        ge=0,
+        description="Most bytes a batch's context+integrations may add, copied into each event",
+    )
+
+    def event_limits(self) -> EventLimits:
+        """The limits as the validation functions take them."""
+        return EventLimits(
+            max_nesting_depth=self.max_nesting_depth,
+            max_identifier_length=self.max_identifier_length,
+            max_name_length=self.max_name_length,
+            max_key_length=self.max_key_length,
+            max_keys_per_object=self.max_keys_per_object,
+            max_keys_per_event=self.max_keys_per_event,
+            max_context_copy_bytes=self.max_context_copy_bytes,
+        )
 
 
 class IngestSettings(SegflowSettings):
@@ -91,6 +153,7 @@ class IngestSettings(SegflowSettings):
     )
     check_topics: bool = Field(True, description="Refuse to start when the raw topics are missing")
 
+    limits: EventLimitsSettings = Field(default_factory=EventLimitsSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
 

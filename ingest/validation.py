@@ -12,9 +12,11 @@ exactly what the models accept and refuse, with the same values.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 import zlib
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
@@ -112,10 +114,31 @@ def decode_body(body: bytes, content_encoding: str | None, limit: int) -> bytes:
     return data
 
 
+# digits -> "0", any other byte -> "." (to look for long runs of digits at C speed)
+_DIGITS = bytes(48 if 48 <= b <= 57 else 46 for b in range(256))
+_LONG_NUMBER = b"0" * 19  # shortest integer outside orjson's exact range: -9223372036854775809
+
+
+def parse_json(data: bytes) -> Any:
+    """Parse JSON text with integers kept exact (raises orjson.JSONDecodeError when invalid).
+
+    orjson turns integers outside [-2**63, 2**64) into floats without a word, which would
+    change a number a client sent. Where a run of 19 digits occurs (rare: such numbers, long
+    numeric strings), the text is parsed again by the standard library, whose integers are
+    exact, so that ingest/limits.py can refuse those outside the 64-bit range.
+    """
+    value = orjson.loads(data)
+    if _LONG_NUMBER in data.translate(_DIGITS):
+        # nested past Python's recursion limit: the nesting limit refuses it anyway
+        with contextlib.suppress(RecursionError, ValueError):
+            value = json.loads(data)
+    return value
+
+
 def parse_object(data: bytes) -> dict[str, Any]:
     """Parse JSON text that must be an object."""
     try:
-        value = orjson.loads(data)
+        value = parse_json(data)
     except orjson.JSONDecodeError as exc:
         raise bad_request("invalid_json", f"body is not valid JSON: {exc}") from exc
     if type(value) is not dict:
@@ -373,7 +396,20 @@ def validate_envelope(body: dict[str, Any], max_events: int) -> Envelope:
     assert isinstance(items, list)
     if len(items) > max_events:
         raise bad_request("too_many_events", f"a batch holds at most {max_events} events")
-    return Envelope(items, context, integrations, sent_at, write_key)
+    return Envelope(items, context, integrations, _utc_or_refuse(sent_at), write_key)
+
+
+def _utc_or_refuse(value: datetime | None) -> datetime | None:
+    """`value` as aware UTC (naive taken as UTC); a 400 when UTC cannot hold it (year 1 or 9999
+    with an offset that crosses the calendar's end)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise bad_request("invalid_batch", "sentAt: out of range once converted to UTC") from exc
 
 
 def _model_envelope(body: dict[str, Any]) -> tuple[Any, ...]:

@@ -7,18 +7,60 @@ them); ``properties``, ``traits``, ``context`` and ``integrations`` are free-for
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 MAX_MESSAGE_ID_LENGTH = 100  # Segment refuses messageIds of 100 characters or more
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
 MAX_BATCH_EVENTS = 2500
 
+# Limits on the shape of one event (EventLimits): the edge and backfill refuse what exceeds them.
+MAX_NESTING_DEPTH = 32  # objects/arrays inside each other, the event object being level 1
+# The most max_nesting_depth may be set to: JSON encoding (orjson.dumps) stops at 255 levels,
+# and a component may wrap an event in a few levels of its own (a DLQ entry, a batch).
+MAX_NESTING_DEPTH_CEILING = 128
+MAX_IDENTIFIER_LENGTH = 512  # userId, anonymousId, groupId, previousId (characters)
+MAX_NAME_LENGTH = 1024  # track event, page/screen name and category (event names become tables)
+MAX_KEY_LENGTH = 512  # one key of any object (keys become column names)
+MAX_KEYS_PER_OBJECT = 1000
+MAX_KEYS_PER_EVENT = 2000  # keys of all objects of one event together
+MAX_CONTEXT_COPY_BYTES = 1024 * 1024  # what copying a batch's context into its events may add
+# Integers travel in JSON text inside Avro, but the warehouse and the processors read them as
+# 64-bit: larger ones are refused (send them as strings).
+MIN_INTEGER = -(2**63)
+MAX_INTEGER = 2**63 - 1
+
 CallType = Literal["track", "identify", "page", "screen", "group", "alias"]
-Identifier = Annotated[str | int, Field()]
+# Strict: a bool or a float is not an identifier (pydantic's lax mode would turn true into 1).
+Identifier = Annotated[StrictStr | StrictInt, Field()]
+
+
+@dataclass(frozen=True, slots=True)
+class EventLimits:
+    """Limits on one event's shape, applied where events are first seen (edge, backfill).
+
+    The byte limits (MAX_EVENT_BYTES, MAX_BATCH_BYTES) are the edge's own settings; these bound
+    what fits inside them: nesting, key counts and lengths, identifier and name lengths.
+    """
+
+    max_nesting_depth: int = MAX_NESTING_DEPTH
+    max_identifier_length: int = MAX_IDENTIFIER_LENGTH
+    max_name_length: int = MAX_NAME_LENGTH
+    max_key_length: int = MAX_KEY_LENGTH
+    max_keys_per_object: int = MAX_KEYS_PER_OBJECT
+    max_keys_per_event: int = MAX_KEYS_PER_EVENT
+    max_context_copy_bytes: int = MAX_CONTEXT_COPY_BYTES
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.max_nesting_depth <= MAX_NESTING_DEPTH_CEILING:
+            raise ValueError(f"max_nesting_depth must be within 2..{MAX_NESTING_DEPTH_CEILING}")
+
+
+DEFAULT_LIMITS = EventLimits()
 
 
 class _Model(BaseModel):

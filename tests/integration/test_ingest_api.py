@@ -463,3 +463,246 @@ def test_metrics_and_health_on_the_edge_port(edge: Edge) -> None:
         assert name in text
     assert requests.get(edge.url + "/healthz", timeout=10).status_code == 200
     assert requests.get(edge.url + "/readyz", timeout=10).status_code == 200
+
+
+# ------------------------------------------------------------------ hostile input (issue #13)
+
+# One event valid as every call type (the path sets the type of single calls); a hostile case
+# adds its fragment last, so its keys override these (JSON's last duplicate key wins).
+_BASE = b'{"userId":"u","anonymousId":"a","event":"e","groupId":"g","previousId":"p"'
+_ALL = CALL_TYPES
+
+
+def _event(fragment: bytes, call_type: str | None = None) -> bytes:
+    kind = b'"type":"%s",' % call_type.encode() if call_type else b""
+    return _BASE[:1] + kind + _BASE[1:] + b"," + fragment + b"}"
+
+
+def _deep(levels: int) -> bytes:
+    return b'"properties":' + b'{"a":' * (levels - 1) + b"1" + b"}" * (levels - 1)
+
+
+@dataclass(frozen=True)
+class Hostile:
+    id: str
+    fragment: bytes  # JSON members spliced into the event
+    code: str
+    field: str | None  # the field the reason names (a prefix of it for long paths)
+    types: tuple[str, ...] = _ALL  # the call types this event is invalid as
+    single: bool = True  # also posted to the single-call endpoints (the path sets the type)
+
+    def event(self, call_type: str | None = None) -> bytes:
+        return _event(self.fragment, call_type)
+
+
+HOSTILE = [
+    Hostile("nested-40", _deep(40), "too_deep", "properties.a.a"),
+    Hostile("nested-300-past-the-encoder", _deep(300), "too_deep", "properties.a.a"),
+    Hostile("nested-1000-at-the-parser-limit", _deep(1000), "too_deep", "properties.a.a"),
+    Hostile(
+        "nested-arrays",
+        b'"context":{"x":' + b"[" * 400 + b"]" * 400 + b"}",
+        "too_deep",
+        "context.x[0]",
+    ),
+    Hostile(
+        "int-2^64",
+        b'"properties":{"n":18446744073709551616}',
+        "number_out_of_range",
+        "properties.n",
+    ),
+    Hostile(
+        "int-40-digits", b'"traits":{"n":' + b"9" * 40 + b"}", "number_out_of_range", "traits.n"
+    ),
+    Hostile(
+        "int-below-long",
+        b'"properties":{"n":-9223372036854775809}',
+        "number_out_of_range",
+        "properties.n",
+    ),
+    Hostile("int-identifier", b'"userId":18446744073709551615', "number_out_of_range", "userId"),
+    Hostile("nul-in-key", b'"properties":{"a\\u0000b":1}', "invalid_key", "properties.a\\u0000b"),
+    Hostile("nul-in-user-id", b'"userId":"u\\u0000"', "invalid_character", "userId"),
+    Hostile(
+        "1001-keys",
+        b'"properties":{' + b",".join(b'"k%d":1' % i for i in range(1001)) + b"}",
+        "too_many_keys",
+        "properties",
+    ),
+    Hostile(
+        "2001-keys-in-all",
+        b",".join(
+            b'"o%d":{' % j + b",".join(b'"k%d":1' % i for i in range(500)) + b"}" for j in range(5)
+        ),
+        "too_many_keys",
+        "o",
+    ),
+    Hostile("long-key", b'"context":{"' + b"k" * 513 + b'":1}', "key_too_long", "context.kkk"),
+    Hostile("long-user-id", b'"userId":"' + b"u" * 513 + b'"', "identifier_too_long", "userId"),
+    Hostile(
+        "long-anonymous-id",
+        b'"anonymousId":"' + b"a" * 513 + b'"',
+        "identifier_too_long",
+        "anonymousId",
+    ),
+    Hostile(
+        "long-group-id",
+        b'"groupId":"' + b"g" * 513 + b'"',
+        "identifier_too_long",
+        "groupId",
+        ("group",),
+    ),
+    Hostile(
+        "long-previous-id",
+        b'"previousId":"' + b"p" * 513 + b'"',
+        "identifier_too_long",
+        "previousId",
+        ("alias",),
+    ),
+    Hostile(
+        "long-event-name", b'"event":"' + b"e" * 1025 + b'"', "name_too_long", "event", ("track",)
+    ),
+    Hostile(
+        "long-page-name",
+        b'"name":"' + b"n" * 1025 + b'"',
+        "name_too_long",
+        "name",
+        ("page", "screen"),
+    ),
+    Hostile(
+        "long-message-id", b'"messageId":"' + b"m" * 100 + b'"', "message_id_too_long", "messageId"
+    ),
+    Hostile("bool-user-id", b'"userId":true', "invalid_field", "userId"),
+    Hostile("float-user-id", b'"userId":1.5', "invalid_field", "userId"),
+    Hostile("context-array", b'"context":[]', "invalid_field", "context"),
+    Hostile(
+        "context-library-number", b'"context":{"library":1}', "invalid_field", "context.library"
+    ),
+    Hostile("integrations-array", b'"integrations":[1]', "invalid_field", "integrations"),
+    Hostile(
+        "properties-string",
+        b'"properties":"x"',
+        "invalid_field",
+        "properties",
+        ("track", "page", "screen"),
+    ),
+    Hostile("traits-array", b'"traits":[]', "invalid_field", "traits", ("identify", "group")),
+    Hostile("event-number", b'"event":5', "invalid_field", "event", ("track",)),
+    Hostile("channel-number", b'"channel":1', "invalid_field", "channel"),
+    Hostile("timestamp-1e300", b'"timestamp":1e300', "invalid_field", "timestamp"),
+    Hostile("timestamp-year-99999", b'"timestamp":"99999-01-01"', "invalid_field", "timestamp"),
+    Hostile(
+        "timestamp-past-utc",
+        b'"timestamp":"0001-01-01T00:00:00+23:00"',
+        "invalid_timestamp",
+        "timestamp",
+    ),
+    Hostile("sent-at-junk", b'"sentAt":"junk"', "invalid_field", "sentAt"),
+    Hostile("sent-at-object", b'"sentAt":{}', "invalid_field", "sentAt"),
+    Hostile("unknown-type", b'"type":"purchase"', "unknown_type", "type", ("track",), single=False),
+    Hostile("type-array", b'"type":["track"]', "unknown_type", "type", ("track",), single=False),
+]
+
+
+@pytest.fixture(scope="module")
+def hostile_readers(edge: Edge) -> Iterator[dict[str, TopicReader]]:
+    by_type = {ct: TopicReader(edge, ct) for ct in CALL_TYPES}
+    yield by_type
+    for reader in by_type.values():
+        reader.close()
+
+
+def _refused(resp: Any, index: int, case: Hostile) -> None:
+    assert resp.status_code == 400, (case.id, resp.status_code, resp.text[:300])
+    body = resp.json()
+    assert (body["success"], body["code"]) == (False, "invalid_events"), body
+    (problem,) = body["errors"]
+    assert (problem["index"], problem["code"]) == (index, case.code), problem
+    if case.field is not None:
+        assert problem.get("field", "").startswith(case.field), problem
+    assert problem["message"]
+
+
+def _nothing_written_and_still_serving(edge: Edge, readers: dict[str, TopicReader]) -> None:
+    """A valid event of each call type is answered 200 and is the next record of its topic."""
+    markers = {ct: uuid.uuid4().hex for ct in CALL_TYPES}
+    batch = [
+        orjson.loads(_event(b'"messageId":"%s"' % markers[ct].encode(), ct)) for ct in CALL_TYPES
+    ]
+    resp = edge.post("/v1/batch", {"batch": batch})
+    assert resp.status_code == 200, resp.text
+    for ct, reader in readers.items():
+        (record,) = reader.read(1)
+        assert record["messageId"] == markers[ct], f"{ct}: a refused event was written"
+
+
+@pytest.mark.parametrize("case", HOSTILE, ids=[c.id for c in HOSTILE])
+def test_hostile_events_get_400_naming_index_and_field_on_every_endpoint(
+    edge: Edge, hostile_readers: dict[str, TopicReader], case: Hostile
+) -> None:
+    valid = _event(b'"messageId":"%s"' % uuid.uuid4().hex.encode(), "identify")
+    batch = b'{"batch":[' + valid + b"," + case.event(case.types[0]) + b"]}"
+    _refused(edge.post("/v1/batch", batch), 1, case)
+    if case.single:
+        for call_type in case.types:
+            _refused(edge.post(f"/v1/{call_type}", case.event()), 0, case)
+        if "track" in case.types:
+            hook = case.event("track")
+            sig = signature(WEBHOOK_SECRET.encode(), hook)
+            _refused(
+                edge.post("/v1/webhook", hook, key=None, headers={"X-Signature": sig}), 0, case
+            )
+    _nothing_written_and_still_serving(edge, hostile_readers)
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "reason"),
+    [
+        (b'{"batch":"x"}', "invalid_batch", "batch"),
+        (b'{"batch":[],"sentAt":"junk"}', "invalid_batch", "sentAt"),
+        (b'{"batch":[],"sentAt":"9999-12-31T23:59:59-23:00"}', "invalid_batch", "sentAt"),
+        (b'{"batch":[],"context":[]}', "invalid_batch", "context"),
+        (
+            b'{"batch":[{"type":"track"}],"context":{' + _deep(300) + b"}}",
+            "invalid_batch",
+            "context.properties.a",
+        ),
+        (
+            b'{"batch":['
+            + b",".join([b'{"type":"track","userId":"u","event":"e"}'] * 300)
+            + b'],"context":{"x":"'
+            + b"x" * 4000
+            + b'"}}',
+            "context_copy_too_large",
+            "the batch's context",
+        ),
+        (
+            b'{"batch":[{"type":"track","userId":"u","event":"e","properties":{"n":NaN}}]}',
+            "invalid_json",
+            "body",
+        ),
+        (b'{"batch":[{"type":"track","userId":"u","event":"\\ud800"}]}', "invalid_json", "body"),
+        (b'{"batch":[{"type":"track","userId":"u","event":"\xff"}]}', "invalid_json", "body"),
+        (b'{"batch":[' + b"[" * 1100 + b"]" * 1100 + b"]}", "invalid_json", "body"),
+    ],
+    ids=[
+        "batch-not-a-list",
+        "sent-at-junk",
+        "sent-at-past-utc",
+        "context-array",
+        "context-nested-300",
+        "context-copied-300-times",
+        "nan",
+        "lone-surrogate",
+        "invalid-utf8",
+        "nested-past-the-parser",
+    ],
+)
+def test_hostile_batches_get_400_with_a_reason(
+    edge: Edge, hostile_readers: dict[str, TopicReader], body: bytes, code: str, reason: str
+) -> None:
+    resp = edge.post("/v1/batch", body)
+    assert resp.status_code == 400, resp.text[:300]
+    assert (resp.json()["success"], resp.json()["code"]) == (False, code)
+    assert resp.json()["message"].startswith(reason), resp.json()
+    _nothing_written_and_still_serving(edge, hostile_readers)

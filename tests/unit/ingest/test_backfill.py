@@ -18,6 +18,7 @@ from ingest.backfill import (
 from ingest.rejections import ItemProblem
 from runtime.settings import build_settings
 from schemas.errors import ConfigError
+from schemas.segment import EventLimits
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
 
@@ -123,3 +124,34 @@ def test_default_checkpoint_name_depends_on_the_path() -> None:
     a, b = settings.checkpoint_for("s3://x/a"), settings.checkpoint_for("s3://x/b")
     assert a != b and a == settings.checkpoint_for("s3://x/a/")
     assert a.name.startswith("segflow-backfill-")
+
+
+@pytest.mark.parametrize(
+    ("line", "code"),
+    [
+        (_line()[:-1] + b',"deep":' + b"[" * 600 + b"]" * 600 + b"}", "too_deep"),
+        (_line()[:-1] + b',"big":18446744073709551616}', "number_out_of_range"),
+        (_line(userId="u" * 513), "identifier_too_long"),
+        (_line(event="e\x00"), "invalid_character"),
+        (_line(timestamp="0001-01-01T00:00:00+23:00", receivedAt=None), "invalid_timestamp"),
+        (_line(userId=True), "invalid_field"),
+    ],
+)
+def test_a_line_past_the_edges_limits_is_an_invalid_line_not_a_crash(
+    line: bytes, code: str
+) -> None:
+    out = convert_line(line, "web", NOW)
+    assert isinstance(out, ItemProblem) and out.code == code
+
+
+def test_backfill_takes_the_limits_it_is_given() -> None:
+    limits = EventLimits(max_identifier_length=4)
+    out = convert_line(_line(userId="u" * 5), "web", NOW, limits)
+    assert isinstance(out, ItemProblem) and out.code == "identifier_too_long"
+    assert isinstance(convert_line(_line(userId="u" * 5), "web", NOW), Converted)
+
+
+def test_a_receivedat_utc_cannot_hold_is_kept_as_sent() -> None:
+    out = convert_line(_line(receivedAt="9999-12-31T23:59:59-23:00"), "web", NOW)
+    assert isinstance(out, Converted)
+    assert orjson.loads(out.record["extra"])["receivedAt"] == "9999-12-31T23:59:59-23:00"

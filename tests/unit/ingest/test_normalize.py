@@ -165,7 +165,7 @@ def test_times_out_of_range_are_the_items_problem() -> None:
     assert isinstance(fields, EventFields)
     problem = record_or_problem(item, fields, 4, "web", RECEIVED, None)
     assert isinstance(problem, ItemProblem)
-    assert (problem.index, problem.code) == (4, "invalid_timestamp")
+    assert (problem.index, problem.code, problem.field) == (4, "invalid_timestamp", "timestamp")
 
 
 def test_webhook_events_keep_segments_received_at_in_extra() -> None:

@@ -12,6 +12,7 @@ from ingest.records import RequestContext, prepare_records
 from ingest.rejections import Rejection
 from schemas.avro_compiled import compile_writer
 from schemas.codec import RAW_EVENT, AvroCodec
+from schemas.segment import EventLimits
 
 CODEC = AvroCodec()
 ENCODE = compile_writer(CODEC.latest(RAW_EVENT))
@@ -110,3 +111,63 @@ def test_suppressed_users_are_dropped_and_counted() -> None:
 
 def test_an_empty_batch_writes_nothing_and_succeeds() -> None:
     assert prepare_records([], batch_ctx(), ENCODE).records == []
+
+
+# ------------------------------------------------------------------ limits (ingest/limits.py)
+
+SMALL = EventLimits(max_nesting_depth=4, max_identifier_length=8, max_context_copy_bytes=1000)
+
+
+def test_items_past_the_limits_are_refused_by_index_and_field() -> None:
+    deep = orjson.loads(
+        b'{"type":"track","userId":"u","event":"e","properties":' + b"[" * 600 + b"]" * 600 + b"}"
+    )
+    items: list[Any] = [
+        {"type": "track", "userId": "u", "event": "ok"},
+        deep,  # deeper than JSON encoding goes: refused before anything encodes it
+        {"type": "track", "userId": "u" * 9, "event": "e"},
+        {"type": "track", "userId": "u", "event": "e", "properties": {"n": 2**64}},
+    ]
+    with pytest.raises(Rejection) as info:
+        prepare_records(items, batch_ctx(limits=SMALL, check_event_size=True), ENCODE)
+    assert [(p.index, p.code, p.field) for p in info.value.problems] == [
+        (1, "too_deep", "properties[0][0][0]"),
+        (2, "identifier_too_long", "userId"),
+        (3, "number_out_of_range", "properties.n"),
+    ]
+
+
+def test_the_batch_context_counts_in_each_merged_item() -> None:
+    # the context is fine on its own; copied into an item it makes the item too deep
+    context: dict[str, Any] = {"app": {"a": {}}}
+    item = {"type": "track", "userId": "u", "event": "e", "context": {"page": {}}}
+    assert prepare_records([dict(item)], batch_ctx(context=context, limits=SMALL), ENCODE).records
+    deep_context: dict[str, Any] = {"app": {"a": {"b": {}}}}
+    with pytest.raises(Rejection) as info:
+        prepare_records([dict(item)], batch_ctx(context=deep_context, limits=SMALL), ENCODE)
+    assert (info.value.code, info.value.message) == (
+        "invalid_batch",
+        "context.app.a.b: nested deeper than 4 levels (the event is level 1)",
+    )
+
+
+def test_the_merged_item_must_fit_max_event_bytes() -> None:
+    context = {"blob": "x" * 20_000}
+    item = {"type": "track", "userId": "u", "event": "e", "properties": {"y": "y" * 20_000}}
+    ctx = batch_ctx(context=context, check_event_size=True, max_event_bytes=32 * 1024)
+    with pytest.raises(Rejection) as info:
+        prepare_records([item], ctx, ENCODE)
+    assert [(p.index, p.code) for p in info.value.problems] == [(0, "event_too_large")]
+
+
+def test_a_batch_context_cannot_be_copied_into_unbounded_bytes() -> None:
+    context = {"blob": "x" * 400}  # ~411 bytes of JSON
+    items = [{"type": "track", "userId": "u", "event": "e"} for _ in range(3)]
+    limits = EventLimits(max_context_copy_bytes=1000)
+    assert (
+        len(prepare_records(items[:2], batch_ctx(context=context, limits=limits), ENCODE).records)
+        == 2
+    )
+    with pytest.raises(Rejection) as info:
+        prepare_records(items, batch_ctx(context=context, limits=limits), ENCODE)
+    assert (info.value.status, info.value.code) == (400, "context_copy_too_large")

@@ -6,7 +6,7 @@ import copy
 import gzip
 import itertools
 import zlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -333,3 +333,49 @@ def test_envelope_refusals(body: dict[str, Any], code: str) -> None:
     with pytest.raises(Rejection) as info:
         validate_envelope(body, 10)
     assert info.value.code == code
+
+
+# ------------------------------------------------------------------ values that cannot travel
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        (b"18446744073709551616", 2**64),  # orjson alone: 1.8446744073709552e19
+        (b"-9223372036854775809", -(2**63) - 1),
+        (b"9" * 40, int("9" * 40)),
+        (b"9223372036854775807", 2**63 - 1),
+        (b"1.5e300", 1.5e300),
+        (b'"12345678901234567890"', "12345678901234567890"),
+    ],
+)
+def test_parse_json_keeps_integers_exact(text: bytes, value: object) -> None:
+    parsed = parse_object(b'{"properties":{"n":' + text + b"}}")
+    got = parsed["properties"]["n"]
+    assert got == value and type(got) is type(value)
+
+
+def test_a_deep_body_with_a_long_number_still_parses() -> None:
+    # past Python's recursion limit the standard library gives up; orjson's value stays
+    body = b'{"n":' + b"1" * 25 + b',"d":' + b"[" * 1000 + b"]" * 1000 + b"}"
+    assert parse_object(body)["n"] == float("1" * 25)
+
+
+@pytest.mark.parametrize("value", [True, False, 1.0, 1.5, [1], {"a": 1}])
+def test_identifiers_are_strings_or_integers_only(value: object) -> None:
+    problem = validate_event({"type": "track", "event": "e", "userId": value, "anonymousId": "a"})
+    assert isinstance(problem, ItemProblem) and problem.field == "userId.str"
+
+
+@pytest.mark.parametrize("sent_at", ["9999-12-31T23:59:59-23:00", "0001-01-01T00:00:00+23:00"])
+def test_an_envelope_sent_at_utc_cannot_hold_is_refused(sent_at: str) -> None:
+    with pytest.raises(Rejection) as info:
+        validate_envelope({"batch": [], "sentAt": sent_at}, 10)
+    assert (info.value.status, info.value.code) == (400, "invalid_batch")
+    assert info.value.message.startswith("sentAt:")
+
+
+def test_envelope_sent_at_is_utc() -> None:
+    env = validate_envelope({"batch": [], "sentAt": "2024-05-01T14:00:00+02:00"}, 10)
+    assert env.sent_at == datetime(2024, 5, 1, 12, tzinfo=UTC)
+    assert env.sent_at.utcoffset() == timedelta(0)

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import orjson
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from schemas.segment import Batch, Event
+from schemas.segment import DEFAULT_LIMITS, MAX_NESTING_DEPTH_CEILING, Batch, Event
 
 EVENT: TypeAdapter[object] = TypeAdapter(Event)
 
@@ -48,3 +49,23 @@ def test_batch_limit() -> None:
     with pytest.raises(ValidationError):
         Batch.model_validate({"batch": [{}] * 2501})
     assert len(Batch.model_validate({"batch": [{}] * 2500}).batch) == 2500
+
+
+@pytest.mark.parametrize("value", [True, 1.0, 2.5])
+def test_an_identifier_is_a_string_or_an_integer_never_coerced(value: object) -> None:
+    with pytest.raises(ValidationError):
+        EVENT.validate_python({"type": "track", "event": "E", "userId": value})
+    with pytest.raises(ValidationError):
+        EVENT.validate_python({"type": "group", "userId": "u", "groupId": value})
+
+
+def test_the_deepest_event_allowed_still_encodes_inside_other_levels() -> None:
+    assert 2 <= DEFAULT_LIMITS.max_nesting_depth <= MAX_NESTING_DEPTH_CEILING
+    nested: object = 1
+    for _ in range(MAX_NESTING_DEPTH_CEILING):
+        nested = {"a": nested}
+    for _ in range(100):  # room for whatever wraps an event
+        nested = [nested]
+    orjson.dumps(nested)
+    with pytest.raises(TypeError):  # the encoder's own limit, which the ceiling keeps clear of
+        orjson.dumps(orjson.loads(b"[" * 255 + b"]" * 255))
