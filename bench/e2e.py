@@ -272,6 +272,7 @@ def main() -> int:
         "SEGFLOW_SINK_METRICS_PORT": str(ports["sink"]),
         "SEGFLOW_SINK_GROUP_ID": f"bench-e2e-sink-{tag}",
         "SEGFLOW_LOG_LEVEL": "WARNING",
+        "SEGFLOW_ALLOW_DEV_DEFAULTS": "true",  # the embedded rules' development key
     }
     log_dir = Path(tempfile.mkdtemp(prefix="segflow-bench-e2e-"))
     env["SEGFLOW_PROCESS_STATE_DIR"] = str(log_dir / "faust")

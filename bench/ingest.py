@@ -292,6 +292,7 @@ class EdgeProcess:
             "SEGFLOW_INGEST_HOST": "127.0.0.1",
             "SEGFLOW_INGEST_PORT": str(port),
             "SEGFLOW_INGEST_LINGER_MS": str(linger),
+            "SEGFLOW_ALLOW_DEV_DEFAULTS": "true",  # the embedded rules' development key
             "SEGFLOW_LOG_LEVEL": "WARNING",
         }
         cmd = [sys.executable]

@@ -315,7 +315,7 @@ def main() -> None:
         "SEGFLOW_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
         "SEGFLOW_PROCESS_APP_ID": app_id,
         "SEGFLOW_PROCESS_STATE_DIR": str(state),
-        "SEGFLOW_PROCESS_PII_HMAC_KEY": "bench-key",
+        "SEGFLOW_PROCESS_PII_HMAC_KEY": "bench-key-0123456789abcdef0123456789",
         "SEGFLOW_PROCESS_METRICS_PORT": "0",
         "SEGFLOW_LOG_LEVEL": "WARNING",
         "SEGFLOW_PROCESS_COMPRESSION": args.compression,

@@ -66,3 +66,17 @@ def test_kafka_is_a_kraft_broker(compose: dict[str, Any]) -> None:
     assert "CONTROLLER" in env["KAFKA_CONTROLLER_LISTENER_NAMES"]
     bootstrap = compose["services"]["ingest"]["environment"]["SEGFLOW_KAFKA_BOOTSTRAP"]
     assert f"PLAINTEXT://{bootstrap}" in env["KAFKA_ADVERTISED_LISTENERS"]
+
+
+def test_compose_is_local_development_and_says_so(compose: dict[str, Any]) -> None:
+    """The explicit development opt-in on every segflow container, ports on 127.0.0.1 only,
+    and the edge's /metrics on its admin port, which its health check uses."""
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert port["host_ip"] == "127.0.0.1", f"{name} publishes {port} beyond localhost"
+        if name in ("kafka", "emulator"):
+            continue
+        assert service["environment"]["SEGFLOW_ALLOW_DEV_DEFAULTS"] == "true", name
+    ingest = compose["services"]["ingest"]
+    admin = ingest["environment"]["SEGFLOW_INGEST_ADMIN_PORT"]
+    assert f"127.0.0.1:{admin}/readyz" in " ".join(ingest["healthcheck"]["test"])

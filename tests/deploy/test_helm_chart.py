@@ -4,6 +4,7 @@ bounds, hooks, secrets that resolve)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -17,6 +18,7 @@ import yaml
 from sinks.snowflake.settings import SinkSettings
 from tests.deploy.conftest import (
     CHART,
+    DEVELOPMENT,
     KUBE_VERSIONS,
     VALUES_FILES,
     pod_specs,
@@ -133,7 +135,10 @@ def test_sink_grace_period_outlasts_a_flush(manifests: Manifests, tools: Any) ->
     proc = run_helm(
         tools,
         *template_args(
-            None, KUBE_VERSIONS[0], "--set", f"sink.terminationGracePeriodSeconds={int(flush)}"
+            DEVELOPMENT,
+            KUBE_VERSIONS[0],
+            "--set",
+            f"sink.terminationGracePeriodSeconds={int(flush)}",
         ),
     )
     assert proc.returncode != 0
@@ -141,7 +146,7 @@ def test_sink_grace_period_outlasts_a_flush(manifests: Manifests, tools: Any) ->
 
 
 def test_defaults_render_a_development_install(manifests: Manifests) -> None:
-    objects = manifests("default")
+    objects = manifests("development")
     kinds = {o["kind"] for o in objects}
     assert {"ScaledObject", "ServiceMonitor", "CronJob", "Ingress"}.isdisjoint(kinds)
     emulator = _by_kind(objects, "Service")["segflow-emulator"]
@@ -257,7 +262,7 @@ def test_keda_replicas_above_the_partition_count_are_refused(tools: Any) -> None
     proc = run_helm(
         tools,
         *template_args(
-            None,
+            DEVELOPMENT,
             KUBE_VERSIONS[0],
             "--set",
             "sink.keda.enabled=true",
@@ -273,12 +278,12 @@ def test_production_snowflake_needs_credentials(tools: Any) -> None:
     proc = run_helm(
         tools,
         *template_args(
-            None,
+            DEVELOPMENT,
             KUBE_VERSIONS[0],
             "--set",
             "snowflake.account=myorg-acct",
             "--set",
-            "process.piiHmacKey=k",
+            "process.piiHmacKey=" + "k" * 32,
         ),
     )
     assert proc.returncode != 0
@@ -337,6 +342,110 @@ def test_values_schema_describes_exactly_the_documented_values() -> None:
 
 
 def test_a_misspelt_value_is_refused(tools: Any) -> None:
-    proc = run_helm(tools, *template_args(None, KUBE_VERSIONS[0], "--set", "sink.replicas=3"))
+    proc = run_helm(
+        tools, *template_args(DEVELOPMENT, KUBE_VERSIONS[0], "--set", "sink.replicas=3")
+    )
     assert proc.returncode != 0
     assert "additional properties 'replicas' not allowed" in proc.stderr
+
+
+# ------------------------------------------------------------------ no public defaults
+
+
+def _env(container: dict[str, Any]) -> dict[str, str | None]:
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+def test_the_chart_defaults_deploy_no_public_key(tools: Any, tmp_path: Path) -> None:
+    """Without developmentDefaults, an install needs its own rules file and PII key."""
+    bare = run_helm(tools, *template_args(None, KUBE_VERSIONS[0]))
+    assert bare.returncode != 0 and "developmentDefaults" in bare.stderr
+    key = "k" * 32
+    no_rules = run_helm(
+        tools, *template_args(None, KUBE_VERSIONS[0], "--set", f"process.piiHmacKey={key}")
+    )
+    assert no_rules.returncode != 0
+    assert "rules.content, rules.existingSecret or rules.existingConfigMap" in no_rules.stderr
+    rules = tmp_path / "rules-values.yaml"
+    rules.write_text("rules:\n  content: 'sources: [{name: web, write_keys: [wk_live_1]}]'\n")
+    no_key = run_helm(tools, *template_args(rules, KUBE_VERSIONS[0]))
+    assert no_key.returncode != 0 and "process.piiHmacKey" in no_key.stderr
+    short = run_helm(
+        tools, *template_args(rules, KUBE_VERSIONS[0], "--set", "process.piiHmacKey=" + "k" * 31)
+    )
+    assert short.returncode != 0 and "piiHmacKey" in short.stderr
+    ok = run_helm(
+        tools, *template_args(rules, KUBE_VERSIONS[0], "--set", f"process.piiHmacKey={key}")
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "SEGFLOW_ALLOW_DEV_DEFAULTS" not in ok.stdout
+    assert "segflow-development-only-pii-hmac-key" not in ok.stdout
+
+
+@pytest.mark.parametrize("values", list(VALUES_FILES))
+def test_only_the_development_install_opts_in_to_public_defaults(
+    manifests: Manifests, values: str
+) -> None:
+    objects = manifests(values)
+    development = values == "development"
+    for where, pod in pod_specs(objects):
+        if where.endswith("-emulator"):
+            continue  # the development emulator is no segflow component
+        for container in pod["containers"]:
+            allowed = _env(container).get("SEGFLOW_ALLOW_DEV_DEFAULTS")
+            if not development:
+                assert allowed is None, f"{where} ({values})"
+            elif where.startswith("Deployment/"):  # the edge, processors and sink
+                assert allowed == "true", f"{where} ({values})"
+    dev_key = base64.b64encode(b"segflow-development-only-pii-hmac-key").decode()
+    for name, secret in _by_kind(objects, "Secret").items():
+        holds_dev_key = dev_key in secret.get("data", {}).values()
+        assert holds_dev_key == (development and name == "segflow"), f"{name} ({values})"
+
+
+def test_a_webhook_source_needs_a_webhook_secret(tools: Any) -> None:
+    proc = run_helm(
+        tools,
+        *template_args(
+            DEVELOPMENT, KUBE_VERSIONS[0], "--set", "ingest.env.SEGFLOW_INGEST_WEBHOOK_SOURCE=web"
+        ),
+    )
+    assert proc.returncode != 0 and "ingest.webhookSecret" in proc.stderr
+    proc = run_helm(
+        tools,
+        *template_args(
+            DEVELOPMENT,
+            KUBE_VERSIONS[0],
+            "--set",
+            "ingest.env.SEGFLOW_INGEST_WEBHOOK_SOURCE=web",
+            "--set",
+            "ingest.webhookSecret=not-a-real-secret",
+        ),
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("values", list(VALUES_FILES))
+def test_the_edge_serves_metrics_and_probes_on_its_admin_port_only(
+    manifests: Manifests, values: str
+) -> None:
+    objects = manifests(values)
+    deployments = _by_kind(objects, "Deployment")
+    ingest = next(d for n, d in deployments.items() if n.endswith("-ingest"))
+    (container,) = ingest["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    env = _env(container)
+    assert env["SEGFLOW_INGEST_PORT"] == str(ports["http"])
+    assert env["SEGFLOW_INGEST_ADMIN_PORT"] == str(ports["metrics"])
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["port"] == "metrics", probe
+    services = _by_kind(objects, "Service")
+    public = services["segflow-ingest"]
+    assert [p["targetPort"] for p in public["spec"]["ports"]] == ["http"]
+    assert "segflow.io/metrics" not in public["metadata"]["labels"]
+    admin = services["segflow-ingest-metrics"]
+    assert admin["spec"]["type"] == "ClusterIP"
+    assert [p["targetPort"] for p in admin["spec"]["ports"]] == ["metrics"]
+    assert admin["metadata"]["labels"]["segflow.io/metrics"] == "true"
+    for monitor in _by_kind(objects, "ServiceMonitor").values():
+        assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]

@@ -17,7 +17,8 @@ from cli.reference import settings_classes
 from runtime.settings import SegflowSettings
 from tests.deploy.conftest import VALUES_FILES, pod_specs
 
-SECRET_PLACEHOLDER = "from-a-secret"
+# long enough for every secret's own checks (the PII HMAC key needs 32 bytes)
+SECRET_PLACEHOLDER = "from-a-secret-" + "x" * 32
 
 
 def env_names(cls: type[SegflowSettings]) -> set[str]:

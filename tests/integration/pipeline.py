@@ -117,7 +117,7 @@ def running_pipeline(
         {
             "SEGFLOW_PROCESS_APP_ID": unique_name("e2e-app"),
             "SEGFLOW_PROCESS_STATE_DIR": str(tmp / "faust"),
-            "SEGFLOW_PROCESS_PII_HMAC_KEY": "e2e-test-key-0123456789abcdef",
+            "SEGFLOW_PROCESS_PII_HMAC_KEY": "e2e-test-key-0123456789abcdef0123456789",
             "SEGFLOW_SINK_GROUP_ID": unique_name("e2e-sink"),
             "SEGFLOW_SINK_FLUSH_AGE_S": "0.5",
             "SEGFLOW_SNOWFLAKE_NETWORK_TIMEOUT_S": "20",

@@ -1,11 +1,13 @@
 {{/*
 A long-running segflow component: Deployment with probes on /healthz and /readyz.
 Call with (dict "root" $ "component" "ingest" "values" .Values.ingest "args" (list "ingest")
-  "port" 8088 "portName" "http" "env" "<yaml list>" "warehouse" false "autoscaled" true).
+  "port" 8088 "portName" "http" "env" "<yaml list>" "warehouse" false "autoscaled" true);
+  "adminPort" 9101 adds a port named "metrics" that the probes use instead.
 */}}
 {{- define "segflow.deployment" -}}
 {{- $root := .root -}}
 {{- $v := .values -}}
+{{- $probePort := ternary "metrics" .portName (not (empty .adminPort)) -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -51,6 +53,11 @@ spec:
             - name: {{ .portName }}
               containerPort: {{ .port }}
               protocol: TCP
+            {{- with .adminPort }}
+            - name: metrics
+              containerPort: {{ . }}
+              protocol: TCP
+            {{- end }}
           env:
             {{- include "segflow.env.common" $root | nindent 12 }}
             {{- if .warehouse }}
@@ -66,20 +73,20 @@ spec:
           startupProbe:
             httpGet:
               path: /healthz
-              port: {{ .portName }}
+              port: {{ $probePort }}
             periodSeconds: 5
             failureThreshold: 60
           livenessProbe:
             httpGet:
               path: /healthz
-              port: {{ .portName }}
+              port: {{ $probePort }}
             periodSeconds: 10
             timeoutSeconds: 5
             failureThreshold: 6
           readinessProbe:
             httpGet:
               path: /readyz
-              port: {{ .portName }}
+              port: {{ $probePort }}
             periodSeconds: 5
             timeoutSeconds: 3
             failureThreshold: 3

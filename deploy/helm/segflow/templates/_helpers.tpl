@@ -181,6 +181,10 @@ checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256
 {{/* Logging, the rules file and extraEnv. */}}
 {{- define "segflow.env.base" -}}
 {{ include "segflow.env.logging" . }}
+{{- if .Values.developmentDefaults }}
+- name: SEGFLOW_ALLOW_DEV_DEFAULTS
+  value: "true"
+{{- end }}
 {{- if include "segflow.rulesKind" . }}
 - name: SEGFLOW_RULES_FILE
   value: {{ printf "/etc/segflow/rules/%s" .Values.rules.key | quote }}
@@ -373,13 +377,18 @@ imagePullSecrets:
 {{- index .Values.process.env "SEGFLOW_PROCESS_APP_ID" | default "segflow-processors" -}}
 {{- end -}}
 
-{{/* The PII HMAC key held in the chart's Secret: the given one, or the public development key. */}}
+{{/* The PII HMAC key held in the chart's Secret: the given one (32 bytes at least), or the
+public development key of a developmentDefaults install (processors/settings.py refuses it
+otherwise). */}}
 {{- define "segflow.piiHmacKey" -}}
 {{- if .Values.process.piiHmacKey -}}
+{{- if lt (len .Values.process.piiHmacKey) 32 -}}
+{{- fail "process.piiHmacKey must be at least 32 bytes (e.g. openssl rand -hex 32)" -}}
+{{- end -}}
 {{- .Values.process.piiHmacKey -}}
-{{- else if eq .Values.snowflake.account "fakesnow" -}}
+{{- else if .Values.developmentDefaults -}}
 segflow-development-only-pii-hmac-key
 {{- else -}}
-{{- fail "process.piiHmacKey or process.piiExistingSecret is required (the HMAC key of PII hashing)" -}}
+{{- fail "process.piiHmacKey or process.piiExistingSecret is required (the HMAC key of PII hashing; developmentDefaults=true uses a public one, for development installs only)" -}}
 {{- end -}}
 {{- end -}}
