@@ -54,10 +54,48 @@ def shape_problem(
 ) -> ItemProblem | None:
     """Nesting, keys and integers of an event (or of a part of one sitting at level `depth`).
 
-    One iterative pass over the containers (this is on the edge's hot path): the keys of an
-    object are checked together at C speed, and a Python loop looks for the culprit only when
-    one is there.
+    This is on the edge's hot path: most events are proven within the limits by `plainly_within`
+    (C-speed scans of the event's JSON); the others are walked, which finds the problem if any.
     """
+    if plainly_within(item, limits, depth):
+        return None
+    return walk_problem(item, limits, index, depth)
+
+
+# any byte -> "." except the quote
+_STRINGS = bytes(34 if b == 34 else 46 for b in range(256))
+
+
+def plainly_within(item: dict[str, Any], limits: EventLimits, depth: int = 1) -> bool:
+    """True only when `item` is surely within the shape limits; False: walk it to know.
+
+    Sound bounds on the event's compact JSON (a fast path may only accept; tests check it never
+    accepts what walk_problem refuses): every container adds a "{" or "[" (so their count
+    bounds the depth), every key a ":" (their count bounds the keys), integers beyond 53 bits
+    (rare; 64 bits is the limit) stop the encoder, and a key longer than max_key_length is a
+    run of that many bytes without a quote. Strings with escapes (a NUL is ``\\u0000``, a quote
+    ``\\"``; rare in events) send the event to the walk.
+    """
+    try:
+        blob = orjson.dumps(item, option=orjson.OPT_STRICT_INTEGER)
+    except TypeError:  # nested past 254 levels, or an integer beyond 53 bits
+        return False
+    if depth - 1 + blob.count(b"{") + blob.count(b"[") > limits.max_nesting_depth:
+        return False
+    if blob.count(b":") > min(limits.max_keys_per_object, limits.max_keys_per_event):
+        return False
+    if b"\\" in blob:
+        return False
+    max_key = limits.max_key_length
+    return len(blob) <= max_key or b"." * (max_key + 1) not in blob.translate(_STRINGS)
+
+
+def walk_problem(
+    item: dict[str, Any], limits: EventLimits, index: int = 0, depth: int = 1
+) -> ItemProblem | None:
+    """The walk behind shape_problem: one iterative pass over the containers; the keys of an
+    object are checked together at C speed, and a Python loop looks for the culprit only when
+    one is there."""
     max_depth = limits.max_nesting_depth
     max_object = limits.max_keys_per_object
     max_key = limits.max_key_length

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import orjson
@@ -9,7 +10,13 @@ import pytest
 from pydantic import ValidationError
 
 from ingest.backfill import BackfillSettings
-from ingest.limits import check_context_copies, fields_problem, shape_problem
+from ingest.limits import (
+    check_context_copies,
+    fields_problem,
+    plainly_within,
+    shape_problem,
+    walk_problem,
+)
 from ingest.rejections import Rejection
 from ingest.settings import EventLimitsSettings, IngestSettings
 from ingest.validation import EventFields, validate_event
@@ -202,3 +209,76 @@ def test_a_nesting_limit_the_encoder_cannot_honour_is_refused(depth: int) -> Non
         EventLimitsSettings(max_nesting_depth=depth)
     with pytest.raises(ValueError, match="max_nesting_depth"):
         EventLimits(max_nesting_depth=depth)
+
+
+# ------------------------------------------------------------------ the fast path
+
+
+_KEYS = ["a", "bb", "ccccc", "dddddd", "k:1", "{[", 'q"', "s\\", "n\x00", "é" * 5, "12345678"]
+_SCALARS: list[Any] = [
+    None,
+    True,
+    1.5,
+    1e300,
+    "",
+    "x" * 9,
+    "a:b{c}[d]",
+    'q"uote',
+    "back\\slash",
+    "nul\x00",
+    "ünï",
+    2**53 - 1,
+    2**53,
+    2**63 - 1,
+    2**63,
+    2**64 - 1,
+    2**64,
+    -(2**63),
+    -(2**63) - 1,
+    10**40,
+]
+
+
+def _random_value(rng: random.Random, level: int) -> Any:
+    roll = rng.random()
+    if level < 9 and roll < 0.25:
+        return {rng.choice(_KEYS): _random_value(rng, level + 1) for _ in range(rng.randint(0, 5))}
+    if level < 9 and roll < 0.4:
+        return [_random_value(rng, level + 1) for _ in range(rng.randint(0, 4))]
+    return rng.choice(_SCALARS)
+
+
+def _random_limits(rng: random.Random) -> EventLimits:
+    return EventLimits(
+        max_nesting_depth=rng.randint(2, 7),
+        max_key_length=rng.choice([1, 3, 6, 9, 30, 512]),
+        max_keys_per_object=rng.randint(1, 6),
+        max_keys_per_event=rng.randint(3, 25),
+    )
+
+
+def test_the_fast_path_never_accepts_what_the_walk_refuses() -> None:
+    rng = random.Random(13)
+    accepted = refused = 0
+    for _ in range(20_000):
+        item = {rng.choice(_KEYS): _random_value(rng, 2) for _ in range(rng.randint(0, 4))}
+        limits = _random_limits(rng)
+        expected = walk_problem(item, limits, 3)
+        if plainly_within(item, limits):
+            accepted += 1
+            assert expected is None, (item, limits, expected)
+        refused += expected is not None
+        assert shape_problem(item, limits, 3) == expected
+    assert accepted > 2_000 and refused > 2_000  # both paths are really taken
+
+
+def test_the_fast_path_takes_plain_events() -> None:
+    event = {
+        "type": "track",
+        "userId": "u-1",
+        "event": "Order Completed",
+        "timestamp": "2024-05-01T12:00:00.123Z",
+        "properties": {"revenue": 9.5, "products": [{"sku": f"s-{i}", "qty": 1} for i in range(5)]},
+        "context": {"ip": "203.0.113.7", "page": {"url": "https://shop.example/a?b=c"}},
+    }
+    assert plainly_within(event, DEFAULT_LIMITS)
