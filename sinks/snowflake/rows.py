@@ -3,8 +3,11 @@
 One clean event gives one row in its call type's table (tracks, identifies, pages, screens,
 groups, aliases), a row in the per-event table for a track, a users/accounts row for identify
 and group calls with an id, and an audit_log row holding the full (masked) payload. Context is
-flattened into ``context_*`` columns, properties and traits into snake_case columns; a property
-that would land on a column segflow writes itself goes to ``_unmapped`` instead.
+flattened into ``context_*`` columns, properties and traits into snake_case columns, named by
+`schemas.naming` (every name fits Snowflake's 255 characters). A value that gets no column (its
+key normalises to nothing, its column is one segflow writes itself, or an earlier key of the
+event took it) goes to ``_unmapped`` under its original key path (``properties.a-b``, see
+`schemas.naming.unmapped_key`), so no value is dropped or overwritten.
 """
 
 from __future__ import annotations
@@ -16,7 +19,14 @@ from typing import Any
 
 import orjson
 
-from schemas.naming import RESERVED_COLUMNS, event_table_name, path_column, snake_case
+from schemas.naming import (
+    child_column,
+    event_table_name,
+    is_owned_column,
+    path_column,
+    snake_case,
+    unmapped_key,
+)
 from sinks.snowflake.tables import (
     ACCOUNTS,
     AUDIT_LOG,
@@ -59,7 +69,7 @@ class Origin:
 
 
 def schema_name(source: str | None) -> str:
-    """The warehouse schema of a source (its snake_case name)."""
+    """The warehouse schema of a source (its snake_case name, fitted)."""
     return snake_case(source or "") or UNKNOWN_SOURCE
 
 
@@ -95,26 +105,41 @@ _column_count = 0
 
 
 def _column(prefix: str, key: str) -> tuple[str, bool]:
-    """The column of `key` under `prefix`, as schemas.naming.flatten names it, and whether
-    it is a name segflow writes itself (cached)."""
+    """The column of `key` under `prefix` (``""``: none), as schemas.naming.flatten names it,
+    and whether it is a name segflow writes itself (cached)."""
     global _column_count
     by_key = _COLUMNS.get(prefix)
     cached = by_key.get(key) if by_key is not None else None
     if cached is None:
-        part = snake_case(key)
-        column = f"{prefix}_{part}" if prefix and part else (part or prefix)
-        cached = (column, column in RESERVED_COLUMNS or column.startswith("_segflow"))
+        column = child_column(prefix, key)
+        cached = (column, is_owned_column(column))
         if _column_count < _COLUMNS_MAX:
             _COLUMNS.setdefault(prefix, {})[key] = cached
             _column_count += 1
     return cached
 
 
+# A key path as a chain of (parent, key) pairs, the root's parent None: a nested object costs
+# one pair, and the path is spelled out only for a value that goes to `_unmapped`.
+_Path = tuple[Any, str]
+
+
+def _unmapped_key(path: _Path, key: str) -> str:
+    keys = [str(key)]
+    node: _Path | None = path
+    while node is not None:
+        keys.append(node[1])
+        node = node[0]
+    return unmapped_key(reversed(keys))
+
+
 def _spread(
-    target: dict[str, Any], obj: dict[str, Any], prefix: str, unmapped: dict[str, Any]
+    target: dict[str, Any], obj: dict[str, Any], prefix: str, unmapped: dict[str, Any], path: _Path
 ) -> None:
-    """Flatten `obj` into `target` (schemas.naming.flatten's rules, without a generator per
-    level); names segflow owns or already taken go to `unmapped`."""
+    """Flatten `obj`, found at `path` of its event (``(None, "properties")``), into `target`:
+    schemas.naming.flatten's rules without a generator per level. A value without a column of
+    its own (empty name, a name segflow owns, a name already in `target`) goes to `unmapped`,
+    as it is, under its key path."""
     by_key = _COLUMNS.get(prefix) or {}
     for key, value in obj.items():
         if value is None:
@@ -122,18 +147,24 @@ def _spread(
         entry = by_key.get(key)
         column, own = entry if entry is not None else _column(prefix, str(key))
         if not column:
+            unmapped[_unmapped_key(path, key)] = value
             continue
-        t = type(value)
-        if t not in _SCALARS:
+        if type(value) not in _SCALARS:
             if isinstance(value, dict):
-                _spread(target, value, column, unmapped)
+                _spread(target, value, column, unmapped, (path, key))
                 continue
-            if isinstance(value, list | tuple):
-                value = orjson.dumps(value).decode()
+            if not (own or column in target) and isinstance(value, list | tuple):
+                target[column] = orjson.dumps(value).decode()
+                continue
         if own or column in target:
-            unmapped[column] = value
+            unmapped[_unmapped_key(path, key)] = value
         else:
             target[column] = value
+
+
+_CONTEXT: _Path = (None, "context")
+_PROPERTIES: _Path = (None, "properties")
+_TRAITS: _Path = (None, "traits")
 
 
 def event_rows(record: dict[str, Any], origin: Origin, *, audit: bool) -> list[TableRow]:
@@ -161,7 +192,7 @@ def event_rows(record: dict[str, Any], origin: Origin, *, audit: bool) -> list[T
         "_segflow_offset": origin.offset,
     }
     ctx_unmapped: dict[str, Any] = {}
-    _spread(base, context, "context", ctx_unmapped)
+    _spread(base, context, "context", ctx_unmapped, _CONTEXT)
     unmapped = _json_object(record.get("unmapped"))
     unmapped.update(ctx_unmapped)
     rows: list[TableRow] = []
@@ -175,26 +206,26 @@ def event_rows(record: dict[str, Any], origin: Origin, *, audit: bool) -> list[T
         rows.append(TableRow(schema, "tracks", Kind.APPEND, base, ctx_unmapped or None, mid))
         values = dict(base)
         own = dict(unmapped)
-        _spread(values, props, "", own)
+        _spread(values, props, "", own, _PROPERTIES)
         per_event = event_table_name(name)
         rows.append(TableRow(schema, per_event, Kind.APPEND, values, own or None, mid))
     elif call in ("page", "screen"):
         base["name"] = record.get("name")
         base["category"] = record.get("category")
         props, payload_maps["properties"] = _json_map(record.get("properties"))
-        _spread(base, props, "", unmapped)
+        _spread(base, props, "", unmapped, _PROPERTIES)
         rows.append(TableRow(schema, str(table), Kind.APPEND, base, unmapped or None, mid))
     elif call in ("identify", "group"):
         traits, payload_maps["traits"] = _json_map(record.get("traits"))
         profile_id = record.get("userId") if call == "identify" else record.get("groupId")
         if call == "group":
             base["group_id"] = record.get("groupId")
-        _spread(base, traits, "", unmapped)
+        _spread(base, traits, "", unmapped, _TRAITS)
         rows.append(TableRow(schema, str(table), Kind.APPEND, base, unmapped or None, mid))
         if profile_id:
             profile: dict[str, Any] = {"id": profile_id, "received_at": record["receivedAt"]}
             own = {}
-            _spread(profile, traits, "", own)
+            _spread(profile, traits, "", own, _TRAITS)
             target = USERS if call == "identify" else ACCOUNTS
             rows.append(TableRow(schema, target, Kind.MERGE, profile, own or None, mid))
     elif call == "alias":
@@ -284,7 +315,7 @@ def schema_change_row(change: dict[str, Any], origin: Origin) -> TableRow:
         "detected_at": change["detectedAt"],
         "detected_by": DETECTED_BY_PROCESSORS,
         "table_name": table,
-        "column_name": path_column(path),
+        "column_name": path_column(path) or "_unmapped",
         "change": change["change"],
         "previous_type": change.get("previousType"),
         "value_type": change["newType"],

@@ -75,7 +75,7 @@ def test_track_gives_tracks_per_event_and_audit_rows() -> None:
     assert per_event.values["items"] == "[1,2]"  # arrays as JSON strings
     assert per_event.values["cart_size"] == 2
     assert per_event.values["id"] == "m-1"  # a property named id cannot overwrite the id
-    assert per_event.unmapped == {"id": "clash"}
+    assert per_event.unmapped == {"properties.id": "clash"}
     assert per_event.values["_masked_fields"] == '["context.ip:truncate"]'
     assert (per_event.values["_segflow_partition"], per_event.values["_segflow_offset"]) == (2, 41)
     payload = orjson.loads(str(audit.values["payload"]))
@@ -178,10 +178,85 @@ def test_spread_names_columns_as_the_naming_module_flattens() -> None:
         "9lives": True,
         "": 5,
         "FOO:BAR$BAZ": "q",
+        "foo bar baz": "r",
     }
     target: dict[str, Any] = {}
-    _spread(target, obj, "context", {})
-    assert target == dict(flatten(obj, "context"))
+    unmapped: dict[str, Any] = {}
+    _spread(target, obj, "context", unmapped, (None, "context"))
+    assert (target, unmapped) == flatten(obj, "context", ("context",))
+    assert unmapped == {"context.": 5, "context.foo bar baz": "r"}
+
+
+def _track(props: dict[str, Any], **over: Any) -> tuple[Any, Any]:
+    """The tracks and per-event rows of a track call with these properties."""
+    rec = record("track", event="Order Completed", properties=orjson.dumps(props).decode())
+    rec.update(over)
+    tracks, per_event = event_rows(rec, ORIGIN, audit=False)
+    return tracks, per_event
+
+
+def test_long_nested_keys_make_a_column_that_fits() -> None:
+    """{"a"*200: {"b"*200: 1}} made a 401-character column, which Snowflake refuses."""
+    _, per_event = _track({"a" * 200: {"b" * 200: 1}, "p" * 300 + "x": "first"})
+    long_columns = {c: v for c, v in per_event.values.items() if len(c) > 100}
+    assert sorted(long_columns.values(), key=str) == [1, "first"]
+    assert all(len(c) == 255 for c in long_columns)
+    _, again = _track({"p" * 300 + "y": "second"})
+    assert "second" in again.values.values()
+    assert not set(again.values) & set(long_columns)  # a shared prefix is not a shared column
+
+
+def test_keys_normalising_to_nothing_keep_their_values_in_unmapped() -> None:
+    _, per_event = _track({"$$$": "dollars", "日本": "kanji", "": 0, "cart": {"🎉": True}})
+    assert per_event.unmapped == {
+        "properties.$$$": "dollars",
+        "properties.日本": "kanji",
+        "properties.": 0,
+        "properties.cart.🎉": True,
+    }
+    assert "cart" not in per_event.values  # not merged into the parent's column either
+    ctx = orjson.dumps({"$$$": "c", "ip": "1.2.3.0"}).decode()
+    tracks, per_event = _track({}, context=ctx)
+    assert tracks.unmapped == {"context.$$$": "c"}
+    assert per_event.unmapped == {"context.$$$": "c"}
+    traits = '{"日本": 1, "plan": "pro"}'
+    identify = event_rows(record("identify", traits=traits), ORIGIN, audit=False)
+    assert [r.unmapped for r in identify] == [{"traits.日本": 1}, {"traits.日本": 1}]
+
+
+def test_three_or_more_colliding_keys_never_overwrite_each_other() -> None:
+    props = {"a b": 1, "a-b": 2, "A_B": 3, "aB": [4], "a": {"b": 5}, "context_ip": 6, "id": 7}
+    tracks, per_event = _track(props)
+    assert per_event.values["a_b"] == 1  # the first in the object's order
+    assert per_event.values["context_ip"] == "1.2.3.0"  # the event's context keeps its column
+    assert per_event.unmapped == {
+        "properties.a-b": 2,
+        "properties.A_B": 3,
+        "properties.aB": [4],
+        "properties.a.b": 5,
+        "properties.context_ip": 6,
+        "properties.id": 7,
+    }
+    assert tracks.unmapped is None
+
+
+def test_unmapped_of_processors_context_and_properties_share_nothing() -> None:
+    rec_unmapped = '{"properties": {"x": 1}}'  # drift's strict mode moves misfits here
+    ctx = orjson.dumps({"a": {"b": 1}, "a_b": 2}).decode()
+    _, per_event = _track({"a_b": 3, "a": {"b": 4}}, context=ctx, unmapped=rec_unmapped)
+    assert per_event.values["context_a_b"] == 1 and per_event.values["a_b"] == 3
+    assert per_event.unmapped == {
+        "properties": {"x": 1},
+        "context.a_b": 2,
+        "properties.a.b": 4,
+    }
+
+
+def test_long_source_and_event_names_fit() -> None:
+    rows = event_rows(record("track", event="E" * 5000, source="S" * 5000), ORIGIN, audit=True)
+    assert {len(r.schema) for r in rows} == {255}
+    assert len(rows[1].table) == 255 and rows[0].values["event"] == rows[1].table
+    assert len(schema_name("s" * 256)) == 255 and schema_name("s" * 256) != schema_name("s" * 257)
 
 
 def test_audit_payload_keeps_every_map_as_an_object_even_when_invalid() -> None:
@@ -237,6 +312,12 @@ def test_schema_change_rows_name_table_column_and_stage() -> None:
         "identifies",
         "address_city",
     )
+    # the column a long key lands on, cut as the rows cut it; an empty name lands in _unmapped
+    long_key = schema_change_row({**change, "field": "properties." + "k" * 300}, origin)
+    _, per_event = _track({"k" * 300: 1})
+    assert long_key.values["column_name"] in per_event.values
+    empty = schema_change_row({**change, "field": "properties.$$$"}, origin)
+    assert empty.values["column_name"] == "_unmapped"
 
 
 def test_first_per_id_keeps_the_earliest_record_of_an_id_in_place() -> None:
