@@ -6,11 +6,16 @@ unquoted snake_case names Segment's schema uses, so `select context_ip from web.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
+from schemas.naming import cut_identifier, fit_identifier
+from schemas.snowflake_limits import MAX_IDENTIFIER_LENGTH
 from sinks.snowflake.tables import NUMBER
 
+# A widening's twin is the column's name and this suffix. No generated column ends so (snake
+# case never makes "__" before a letter), so a twin is told by its suffix alone.
 WIDEN_SUFFIX = "__segflow_widened"
+_TWIN_ROOM = MAX_IDENTIFIER_LENGTH - len(WIDEN_SUFFIX)
 
 
 def quote(name: str) -> str:
@@ -48,12 +53,34 @@ def add_column(schema: str, table: str, column: str, column_type: str) -> str:
     )
 
 
+def twin_name(column: str) -> str:
+    """The FLOAT twin a widening of `column` adds: `column` and `WIDEN_SUFFIX`, at most 254
+    characters; a column too long for that is cut with a hash of its name first (then the twin
+    is exactly 255 characters long, which is how a cut twin is told from one that is not)."""
+    if len(column) < _TWIN_ROOM:
+        return column + WIDEN_SUFFIX
+    return cut_identifier(column, _TWIN_ROOM) + WIDEN_SUFFIX
+
+
+def widened_column(twin: str, columns: Collection[str]) -> str | None:
+    """The column a twin found in a table was made for, or None. A twin that was not cut names
+    it (the name before the suffix); a cut twin is matched against the table's `columns`, so
+    it is None when its column is gone (a widening interrupted between its drop and its rename
+    of a column of over 237 characters: the name cannot be told from the twin)."""
+    if not twin.endswith(WIDEN_SUFFIX):
+        return None
+    if len(twin) < MAX_IDENTIFIER_LENGTH:
+        return twin[: -len(WIDEN_SUFFIX)]
+    return next((c for c in columns if c != twin and twin_name(c) == twin), None)
+
+
 def widen_steps(schema: str, table: str, column: str) -> list[str]:
     """NUMBER -> FLOAT. Snowflake cannot change a column's type from NUMBER to FLOAT, so: add a
-    FLOAT twin, copy, drop the old column, rename the twin. Every step is safe to redo, so an
-    interrupted widening finishes on the next attempt (see `resume_widen`)."""
+    FLOAT twin (`twin_name`), copy, drop the old column, rename the twin. Every step is safe to
+    redo, so an interrupted widening finishes on the next attempt (the loader's
+    `_repair_widenings`, which finds the column by `widened_column`)."""
     t = qualified(schema, table)
-    twin = quote(column + WIDEN_SUFFIX)
+    twin = quote(twin_name(column))
     return [
         f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {twin} FLOAT",
         f"UPDATE {t} SET {twin} = {quote(column)}::FLOAT WHERE {twin} IS NULL",
@@ -65,6 +92,12 @@ def widen_steps(schema: str, table: str, column: str) -> list[str]:
 def finish_widen(schema: str, table: str, column: str) -> str:
     """The last step alone: a twin left behind after its original was dropped."""
     return widen_steps(schema, table, column)[-1]
+
+
+def staging_table(schema: str, name: str) -> str:
+    """A staging table ("schema.name" for `table_ref`), its name fitted to Snowflake's
+    identifier length by the naming rule."""
+    return f"{schema}.{fit_identifier(name)}"
 
 
 def create_staging(table: str, columns: Mapping[str, str]) -> str:
