@@ -22,6 +22,7 @@ from ingest.limits import check_context_copies, fields_problem, shape_problem
 from ingest.normalize import merge_defaults, record_key, record_or_problem
 from ingest.rejections import ItemProblem, bad_request
 from ingest.validation import EventFields, event_bytes, validate_event
+from schemas.errors import CodecError
 from schemas.segment import DEFAULT_LIMITS, EventLimits
 
 
@@ -132,7 +133,14 @@ def prepare_records(
         if suppressions is not None and _is_suppressed(suppressions, fields):
             out.suppressed[fields.type] = out.suppressed.get(fields.type, 0) + 1
             continue
-        records.append(OutRecord(fields.type, record_key(record), encode(record)))
+        try:
+            value = encode(record)
+        except CodecError as exc:  # a net: validation should have refused what cannot encode
+            problems.append(
+                ItemProblem(index, "unencodable", f"the event cannot be encoded: {exc}")
+            )
+            continue
+        records.append(OutRecord(fields.type, record_key(record), value))
     if problems:
         raise bad_request(
             "invalid_events",

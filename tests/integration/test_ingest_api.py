@@ -684,6 +684,8 @@ def test_hostile_events_get_400_naming_index_and_field_on_every_endpoint(
         (b'{"batch":[{"type":"track","userId":"u","event":"\\ud800"}]}', "invalid_json", "body"),
         (b'{"batch":[{"type":"track","userId":"u","event":"\xff"}]}', "invalid_json", "body"),
         (b'{"batch":[' + b"[" * 1100 + b"]" * 1100 + b"]}", "invalid_json", "body"),
+        (b'{"batch":[{1:2}]}', "invalid_json", "body"),
+        (b'{"batch":[1,"x",null,[]]}', "invalid_events", "4 of 4 events invalid"),
     ],
     ids=[
         "batch-not-a-list",
@@ -696,6 +698,8 @@ def test_hostile_events_get_400_naming_index_and_field_on_every_endpoint(
         "lone-surrogate",
         "invalid-utf8",
         "nested-past-the-parser",
+        "non-string-key",
+        "items-not-objects",
     ],
 )
 def test_hostile_batches_get_400_with_a_reason(

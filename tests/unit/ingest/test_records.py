@@ -12,6 +12,7 @@ from ingest.records import RequestContext, prepare_records
 from ingest.rejections import Rejection
 from schemas.avro_compiled import compile_writer
 from schemas.codec import RAW_EVENT, AvroCodec
+from schemas.errors import CodecError
 from schemas.segment import EventLimits
 
 CODEC = AvroCodec()
@@ -171,3 +172,15 @@ def test_a_batch_context_cannot_be_copied_into_unbounded_bytes() -> None:
     with pytest.raises(Rejection) as info:
         prepare_records(items, batch_ctx(context=context, limits=limits), ENCODE)
     assert (info.value.status, info.value.code) == (400, "context_copy_too_large")
+
+
+def test_an_event_the_codec_refuses_is_the_items_problem_not_a_crash() -> None:
+    def encode(record: dict[str, Any]) -> bytes:
+        if record["event"] == "bad":
+            raise CodecError("record does not fit raw_event v2")
+        return ENCODE(record)
+
+    items = [{"type": "track", "userId": "u", "event": e} for e in ("ok", "bad", "ok")]
+    with pytest.raises(Rejection) as info:
+        prepare_records(items, batch_ctx(), encode)
+    assert [(p.index, p.code) for p in info.value.problems] == [(1, "unencodable")]
