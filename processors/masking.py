@@ -101,7 +101,7 @@ def redacted_name(name: str, kind: str, key: bytes | None) -> str:
     The same name always gets the same stand-in, a valid snake_case column or table name, so a
     renamed property keeps one column; two different names get different ones (the name is
     hashed as it is, not normalised: keys differing in case must not collide in one object).
-    With the key, 32 bits reveal nothing to whom has no key; with a plain SHA-256 someone
+    With the key, the 32 bits reveal nothing to anyone without it; with a plain SHA-256 someone
     holding a list of candidate emails or numbers could confirm which one a name was, so set
     ``SEGFLOW_PROCESS_PII_HMAC_KEY`` (rotating it renames these columns)."""
     data = name.encode("utf-8", "surrogatepass")
