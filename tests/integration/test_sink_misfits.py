@@ -83,6 +83,7 @@ def start_sink(ctx: dict[str, Any], **settings: Any) -> SinkMetrics:
         sink_settings.warehouse,
         LoaderOptions(
             group_id=sink_settings.group_id,
+            max_columns_per_table=sink_settings.max_columns_per_table,
             max_tables_per_schema=sink_settings.max_tables_per_schema,
         ),
         metrics,
@@ -194,3 +195,33 @@ def test_track_events_beyond_the_tables_cap_land_in_tracks_unmapped(
     )
     assert limits[0][0] >= 1
     assert metrics.caps_hit.labels("tables_per_schema")._value.get() == 1
+
+
+def test_properties_beyond_the_columns_cap_land_in_unmapped(sink_run: dict[str, Any]) -> None:
+    wh = Warehouse(sink_run["database"])
+    topic = sink_run["topics"].clean("track")
+    records = [clean_event("track", i, message_id=f"c-{i}") for i in range(3)]
+    produce(sink_run["bootstrap"], topic, [encode_event(r) for r in records], partition=0)
+    # 19 fixed columns, 3 of context and order_id: revenue and currency find no room
+    metrics = start_sink(sink_run, max_columns_per_table=23)
+
+    def loaded() -> list[tuple[Any, ...]]:
+        return wh.try_query(
+            'SELECT "ORDER_ID", "_UNMAPPED":revenue::FLOAT, "_UNMAPPED":currency::STRING '
+            'FROM "WEB"."ORDER_COMPLETED" ORDER BY "ORDER_ID"'
+        )
+
+    rows = poll_until(lambda: len(loaded()) == 3 and loaded(), 120, "the events")
+    assert [r[0] for r in rows] == ["o0", "o1", "o2"]
+    assert [(r[1] is not None, r[2]) for r in rows] == [(True, "EUR")] * 3, rows
+    columns = wh.query(
+        "SELECT COUNT(*) FROM information_schema.columns "
+        "WHERE table_schema = 'WEB' AND table_name = 'ORDER_COMPLETED'"
+    )
+    assert columns == [(23,)]
+    limits = wh.query(
+        'SELECT DISTINCT "COLUMN_NAME" FROM "WEB"."_SEGFLOW_SCHEMA_CHANGES" '
+        "WHERE \"CHANGE\" = 'column_limit'"
+    )
+    assert {r[0] for r in limits} == {"revenue", "currency"}
+    assert metrics.caps_hit.labels("columns_per_table")._value.get() == 1
