@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import random
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
 
+from ingest.normalize import utc
 from ingest.records import RequestContext, prepare_records
 from ingest.rejections import Rejection
+from ingest.validation import parse_object, validate_envelope
 from schemas.avro_compiled import compile_writer
 from schemas.codec import RAW_EVENT, AvroCodec
 from schemas.errors import CodecError
@@ -184,3 +188,110 @@ def test_an_event_the_codec_refuses_is_the_items_problem_not_a_crash() -> None:
     with pytest.raises(Rejection) as info:
         prepare_records(items, batch_ctx(), encode)
     assert [(p.index, p.code) for p in info.value.problems] == [(1, "unencodable")]
+
+
+# ------------------------------------------------------------------ random hostile requests
+
+_FIELDS = [
+    "type",
+    "userId",
+    "anonymousId",
+    "event",
+    "name",
+    "category",
+    "groupId",
+    "previousId",
+    "messageId",
+    "timestamp",
+    "originalTimestamp",
+    "sentAt",
+    "receivedAt",
+    "context",
+    "integrations",
+    "properties",
+    "traits",
+    "channel",
+    "version",
+    "user_id",
+    "sent_at",
+]
+_VALUES: list[Any] = [
+    None,
+    True,
+    0,
+    2**63,
+    2**64,
+    10**40,
+    1.5,
+    1e300,
+    "",
+    " ",
+    "x" * 600,
+    "a\x00b",
+    "9999-12-31T23:59:59-23:00",
+    "0001-01-01T00:00:00+23:00",
+    "2024-05-01T12:00:00Z",
+    "99999-01-01",
+    1714564800,
+    10**17,
+    [],
+    [1, [2]],
+    {},
+    {"a": {"b": []}},
+    {"library": {"name": 5}},
+    {"campaign": "x"},
+    {"page": []},
+    "alias",
+    {"k" * 600: 1},
+    {"\x00": 1},
+    orjson.loads(b'{"a":' * 300 + b"1" + b"}" * 300),  # deeper than JSON encoding goes
+]
+
+
+def _random_event(rng: random.Random) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "type": rng.choice(["track", "identify", "page", "screen", "group", "alias", "x"]),
+        "userId": "u",
+        "event": "e",
+        "groupId": "g",
+        "previousId": "p",
+    }
+    for _ in range(rng.randint(1, 4)):
+        event[rng.choice(_FIELDS)] = rng.choice(_VALUES)
+    return event
+
+
+def test_random_hostile_requests_get_records_or_a_400_never_an_error() -> None:
+    """What the edge's handler does with a body, on random bad values in every field."""
+    rng = random.Random(13)
+    outcomes = {"records": 0, "refused": 0}
+    for _ in range(2_000):
+        single = rng.random() < 0.5
+        if single:
+            body: dict[str, Any] = _random_event(rng)
+        else:
+            body = {"batch": [_random_event(rng) for _ in range(rng.randint(0, 3))]}
+            for _ in range(rng.randint(0, 2)):
+                body[rng.choice(["context", "integrations", "sentAt", "batch"])] = rng.choice(
+                    _VALUES
+                )
+        data = json.dumps(body).encode()  # exact integers, as a client sends them
+        try:
+            parsed = parse_object(data)
+            if single:
+                ctx = batch_ctx(call_type=rng.choice(["track", "group", "alias"]))
+                prepare_records([parsed], ctx, ENCODE)
+            else:
+                env = validate_envelope(parsed, 2500)
+                ctx = batch_ctx(
+                    sent_at=utc(env.sent_at),  # as the edge does
+                    context=env.context,
+                    integrations=env.integrations,
+                    check_event_size=True,
+                )
+                prepare_records(env.items, ctx, ENCODE)
+            outcomes["records"] += 1
+        except Rejection as rejection:
+            assert rejection.status == 400, rejection
+            outcomes["refused"] += 1
+    assert min(outcomes.values()) > 200, outcomes
