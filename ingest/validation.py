@@ -357,10 +357,17 @@ _CODES = {
 }
 
 
+# what pydantic appends to the location of a union's field (Identifier, version)
+_UNION_TAGS = frozenset({"str", "int"})
+
+
 def _problem(exc: ValidationError, index: int) -> ItemProblem:
     errors = exc.errors(include_url=False, include_input=False)
     first = errors[0]
-    loc = ".".join(str(p) for p in first["loc"])
+    parts = list(first["loc"])
+    while len(parts) > 1 and parts[-1] in _UNION_TAGS:
+        parts.pop()  # userId.str -> userId: the field, not the union member tried
+    loc = ".".join(str(p) for p in parts)
     if first["type"] == "value_error" and not first["loc"]:
         code = "missing_identity"
         message = "either userId or anonymousId is required"
