@@ -126,7 +126,7 @@ class WarehouseSettings(SegflowSettings):
     password: SecretStr | None = Field(
         None,
         description="Password (ignored when private_key_path is set); required outside the "
-        "emulator unless private_key_path is set",
+        "emulator unless private_key_path is set (the emulator: its fixed one)",
     )
     private_key_path: Path | None = Field(None, description="PEM private key for key-pair auth")
     private_key_passphrase: SecretStr | None = Field(None, description="Passphrase of the key")
@@ -147,6 +147,20 @@ class WarehouseSettings(SegflowSettings):
         description="Refuse statements Snowflake would refuse (its documented limits); "
         "unset: on for the emulator only",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _emulator_password(cls, data: Any) -> Any:
+        # The emulator's fixed password, so every client (the connector, dbt profiles) sees one;
+        # any other account keeps what it is given.
+        if (
+            isinstance(data, dict)
+            and data.get("account", "fakesnow") == "fakesnow"
+            and not data.get("password")
+            and not data.get("private_key_path")
+        ):
+            return {**data, "password": SecretStr(EMULATOR_PASSWORD)}
+        return data
 
     @model_validator(mode="after")
     def _credentials(self) -> WarehouseSettings:
@@ -191,8 +205,6 @@ class WarehouseSettings(SegflowSettings):
             kwargs["authenticator"] = "SNOWFLAKE_JWT"
         elif self.password is not None:
             kwargs["password"] = self.password.get_secret_value()
-        elif self.is_emulator:
-            kwargs["password"] = EMULATOR_PASSWORD
         if self.warehouse:
             kwargs["warehouse"] = self.warehouse
         if self.role:

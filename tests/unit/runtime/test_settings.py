@@ -83,9 +83,15 @@ def test_no_password_is_assumed_outside_the_emulator() -> None:
     assert given.connect_kwargs("sink")["password"] == "hunter2"
 
 
-def test_the_emulator_alone_gets_its_fixed_password() -> None:
-    assert WarehouseSettings().password is None
-    assert WarehouseSettings().connect_kwargs("sink")["password"] == EMULATOR_PASSWORD
+def test_the_emulator_alone_gets_its_fixed_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    emulator = WarehouseSettings()
+    assert emulator.password is not None
+    assert emulator.password.get_secret_value() == EMULATOR_PASSWORD
+    assert emulator.connect_kwargs("sink")["password"] == EMULATOR_PASSWORD
+    monkeypatch.setenv("SEGFLOW_SNOWFLAKE_ACCOUNT", "myorg-acct")
+    monkeypatch.setenv("SEGFLOW_SNOWFLAKE_PRIVATE_KEY_PATH", "/keys/k.p8")
+    assert build_settings(WarehouseSettings).password is None
+    assert "password" not in build_settings(WarehouseSettings).connect_kwargs("sink")
 
 
 # ------------------------------------------------------------------ secrets from files
