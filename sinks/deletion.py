@@ -1,5 +1,10 @@
 """User deletion ("forget"): every row of a user, in every table of the source schemas, gone.
 
+The source schemas are found in the warehouse (information_schema): every schema holding a
+table segflow writes (identity_map, the call type tables, users, accounts, audit_log, its
+_segflow_ bookkeeping), so sources the rules file no longer names, or never named (events of
+an unknown source land in their own schema), are covered too. `--source` restricts it.
+
 For each user id and each source schema:
 
 1. the identifiers linked to the user are read from ``identity_map`` (rows whose
@@ -11,8 +16,11 @@ For each user id and each source schema:
    (see :func:`row_condition`) and ``_segflow_deletions`` gains a receipt: request id, user id,
    how many linked identifiers, rows deleted per table, when. The receipt keeps the user id
    (needed to audit and to lift the suppression) but never the linked identifiers' values;
-4. after ``settle_s`` (rows the sink had buffered before it saw the suppression may still
-   land), the deletion runs again and the late rows are added to the receipt.
+4. the sinks may still hold rows decoded before the suppression: right after publishing,
+   the topics' data ends were taken (:mod:`sinks.sink_progress`); once every sink group has
+   loaded past them (bounded: a SinkBarrierError names what is behind), the deletion runs again
+   and the late rows are added to the receipt. The sinks also drop suppressed users' rows as
+   each batch is taken, so what they load after the barrier cannot be the user's.
 
 ``--unsuppress`` lifts the suppression (a tombstone) and records that in the receipts table;
 deleted rows do not come back.
@@ -26,18 +34,20 @@ anonymous (no user_id, no canonical user) with one of the user's linked anonymou
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
+from runtime.settings import SegflowSettings
 from schemas.errors import SegflowError
 from sinks.session import WarehouseSession
 from sinks.snowflake import ddl
-from sinks.snowflake.tables import IDENTITY_MAP, USERS
+from sinks.snowflake.tables import ACCOUNTS, AUDIT_LOG, IDENTITY_MAP, SCHEMA_CHANGES, USERS
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +64,55 @@ RECEIPT_COLUMNS = {
     "completed_at": "TIMESTAMP_TZ",
 }
 _IN_CHUNK = 500  # identifiers bound in one IN (...) list
+# Tables whose presence marks a schema as one segflow loads (a source schema).
+SOURCE_TABLES: frozenset[str] = frozenset(
+    {
+        IDENTITY_MAP,
+        USERS,
+        ACCOUNTS,
+        AUDIT_LOG,
+        SCHEMA_CHANGES,
+        DELETIONS,
+        "tracks",
+        "identifies",
+        "pages",
+        "screens",
+        "groups",
+        "aliases",
+    }
+)
+
+
+class ForgetSettings(SegflowSettings):
+    """`segflow forget`: how long it waits for the sinks before its final deletion pass."""
+
+    model_config = SettingsConfigDict(env_prefix="SEGFLOW_FORGET_")
+
+    sink_wait_s: float = Field(
+        600.0, ge=0, description="Seconds to wait for the sinks to pass the suppression; 0 = none"
+    )
+    sink_groups: str = Field(
+        "", description="Sink groups to wait for, comma-separated; empty = all in _segflow_offsets"
+    )
+    control_schema: str = Field(
+        "_segflow", description="Schema of the sinks' _segflow_offsets table"
+    )
+    progress_s: float = Field(
+        10.0, gt=0, description="Seconds between progress lines while waiting"
+    )
+
+    def groups(self) -> list[str]:
+        return [g.strip() for g in self.sink_groups.split(",") if g.strip()]
+
+
+def source_schemas(tables: Iterable[tuple[str, str]]) -> list[str]:
+    """The schemas (lower case) among (schema, table) pairs that hold a table segflow loads."""
+    found = {
+        str(schema).lower()
+        for schema, table in tables
+        if str(table).lower() in SOURCE_TABLES and str(schema).upper() != "INFORMATION_SCHEMA"
+    }
+    return sorted(found)
 
 
 def _in_list(column: str, count: int) -> str:
@@ -145,6 +204,10 @@ class ForgetReport:
 Publish = Callable[[dict[str, list[str]], str, bool], None]
 """(user -> identifiers, reason, lift) -> None: runtime.suppressions.publish_suppressions."""
 
+SinkBarrier = Callable[[], Callable[[], None]]
+"""Called right after the suppression is published: takes the topics' data ends and returns
+the wait, which returns once every sink passed them (or raises SinkBarrierError)."""
+
 
 class Forgetter:
     """Deletes users from the source schemas and keeps the receipts."""
@@ -152,17 +215,26 @@ class Forgetter:
     def __init__(
         self,
         session: WarehouseSession,
-        schemas: Sequence[str],
+        schemas: Sequence[str] | None,
         publish: Publish,
         *,
-        settle_s: float = 10.0,
-        sleep: Callable[[float], None] = time.sleep,
+        barrier: SinkBarrier | None = None,
     ) -> None:
+        """`schemas`: the source schemas; None = every one found in the warehouse."""
         self.session = session
-        self.schemas = list(schemas)
+        self._schemas = None if schemas is None else list(schemas)
+        self._discover = schemas is None
         self.publish = publish
-        self.settle_s = settle_s
-        self._sleep = sleep
+        self.barrier = barrier
+
+    @property
+    def schemas(self) -> list[str]:
+        if self._schemas is None:
+            rows = self.session.fetch_all(
+                "SELECT table_schema, table_name FROM information_schema.tables", []
+            )
+            self._schemas = source_schemas((str(s), str(t)) for s, t in rows)
+        return self._schemas
 
     # -- warehouse facts ---------------------------------------------------------------------
     def layout(self, schema: str) -> dict[str, set[str]]:
@@ -209,24 +281,53 @@ class Forgetter:
             self.publish(
                 {u: sorted(ids) for u, ids in identifiers.items()}, reason or request_id, False
             )
+        wait = self.barrier() if self.barrier is not None and not dry_run and layouts else None
         for schema, lay in layouts.items():
             for user_id in user_ids:
                 receipt = UserReceipt(user_id, schema, len(linked[(schema, user_id)]))
                 self._delete(schema, lay, receipt, linked[(schema, user_id)], dry_run)
                 report.receipts.append(receipt)
-        if not dry_run and self.settle_s > 0 and report.receipts:
-            self._sleep(self.settle_s)
-            for receipt in report.receipts:
-                before = receipt.rows_deleted
-                lay = self.layout(receipt.schema)
-                ids = linked[(receipt.schema, receipt.user_id)]
-                self._delete(receipt.schema, lay, receipt, ids, False, write_receipt=False)
-                report.late_rows += receipt.rows_deleted - before
+        if wait is not None:
+            try:
+                wait()
+            except SegflowError:
+                for receipt in report.receipts:  # what was deleted is on record
+                    self._receipt(receipt, request_id, "forget", reason, requested_at)
+                raise
+            self._late_pass(report, user_ids, linked)
         if not dry_run:
             for receipt in report.receipts:
                 self._receipt(receipt, request_id, "forget", reason, requested_at)
         logger.info("forget %s: %d users, %d schemas", request_id, len(user_ids), len(layouts))
         return report
+
+    def _late_pass(
+        self,
+        report: ForgetReport,
+        user_ids: Sequence[str],
+        linked: Mapping[tuple[str, str], list[str]],
+    ) -> None:
+        """The final pass, after the sinks passed the suppression: rows that landed meanwhile,
+        in the schemas seen before and in any that appeared since (a new source)."""
+        for receipt in report.receipts:
+            before = receipt.rows_deleted
+            lay = self.layout(receipt.schema)
+            ids = linked[(receipt.schema, receipt.user_id)]
+            self._delete(receipt.schema, lay, receipt, ids, False)
+            report.late_rows += receipt.rows_deleted - before
+        if self._discover:
+            self._schemas = None
+        known = {r.schema for r in report.receipts}
+        for schema in self.schemas:
+            lay = self.layout(schema) if schema not in known else {}
+            for user_id in user_ids if lay else ():
+                ids = sorted(
+                    {i for (_s, u), found in linked.items() if u == user_id for i in found}
+                )
+                receipt = UserReceipt(user_id, schema, len(ids))
+                self._delete(schema, lay, receipt, ids, False)
+                report.receipts.append(receipt)
+                report.late_rows += receipt.rows_deleted
 
     def unsuppress(self, user_ids: Sequence[str], *, reason: str | None = None) -> str:
         request_id = f"unsuppress-{uuid.uuid4()}"
@@ -247,8 +348,6 @@ class Forgetter:
         receipt: UserReceipt,
         anonymous_ids: Sequence[str],
         dry_run: bool,
-        *,
-        write_receipt: bool = True,
     ) -> None:
         statements: list[tuple[str, str, list[str]]] = []
         for table in deletable_tables(layout):

@@ -1,20 +1,29 @@
 """`segflow forget` on a running pipeline (edge, processors, sink as subprocesses): a forgotten
-user has no row anywhere, stays absent when the topics are replayed into the sink (which
-reproduces everyone else's rows with no duplicate) and when the user's events arrive late."""
+user has no row anywhere (a schema the rules do not name included), forget waits for the sinks
+to pass the suppression (and says which are behind when they do not), and the user stays absent
+when the topics are replayed into the sink (which reproduces everyone else's rows with no
+duplicate) and when the user's events arrive late."""
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from cli.main import main
+from runtime.settings import KafkaSettings, WarehouseSettings
+from sinks.session import WarehouseSession
+from sinks.sink_progress import SinkBarrierError, data_ends, stored_offsets, wait_for_sinks
+from sinks.snowflake.offsets import OffsetStore
+from tests.integration.components import warehouse
+from tests.integration.conftest import unique_name
 from tests.integration.pipeline import SOURCE, Pipeline, poll, post, running_pipeline
 
 pytestmark = pytest.mark.integration
@@ -170,30 +179,57 @@ def test_forgotten_user_is_gone_and_stays_gone_after_replay(
     before = _rows_of(pipeline, (ALICE, "anon-alice"))
     assert {"tracks", "identifies", "pages", "users", "identity_map"} <= set(before)
     bob_before = _rows_of(pipeline, (BOB, "anon-bob"))
+    # a source schema the rules file does not name (an old source, say)
+    pipeline.query("CREATE SCHEMA IF NOT EXISTS legacy_app")
+    pipeline.query("CREATE TABLE legacy_app.tracks (id VARCHAR, user_id VARCHAR, event VARCHAR)")
+    pipeline.query(
+        f"INSERT INTO legacy_app.tracks VALUES ('x1', '{ALICE}', 'Old'), ('x2', '{BOB}', 'Old')"
+    )
 
     wh = _warehouse_args(pipeline)
     assert main(["forget", "--user-id", ALICE, "--dry-run", *wh]) == 0
     assert "would delete" in capsys.readouterr().out
     assert _rows_of(pipeline, (ALICE, "anon-alice")) == before
 
-    assert (
-        main(["forget", "--user-id", ALICE, "--reason", "ticket-42", "--settle-s", "1", *wh]) == 0
-    )
+    group = pipeline.env["SEGFLOW_SINK_GROUP_ID"]
+    assert main(["forget", "--user-id", ALICE, "--reason", "ticket-42", *wh]) == 0
     out = capsys.readouterr().out
-    assert f"user {ALICE}: deleted {sum(before.values())} rows" in out
+    assert f"{SOURCE}: user {ALICE}: deleted {sum(before.values())} rows" in out
+    assert f"legacy_app: user {ALICE}: deleted 1 rows" in out
+    assert f"sinks past the suppression: {group}" in out
     assert _rows_of(pipeline, (ALICE, "anon-alice")) == {}
     assert _rows_of(pipeline, (BOB, "anon-bob")) == bob_before
+    assert pipeline.query("SELECT user_id FROM legacy_app.tracks") == [(BOB,)]
     receipt = pipeline.query(
         f"SELECT action, rows_deleted, reason, linked_identifiers FROM {SOURCE}._segflow_deletions "
         f"WHERE user_id = '{ALICE}'"
     )
     assert receipt == [("forget", sum(before.values()), "ticket-42", 1)]
 
+    # A sink group that stopped loading (a row behind a partition holding data): forget waits
+    # for it, then gives up naming it, non-zero; told which groups to wait for, it finishes.
+    offsets = '"_SEGFLOW"."_SEGFLOW_OFFSETS"'
+    topic, partition = pipeline.query(
+        f'SELECT "TOPIC", "PARTITION" FROM {offsets} WHERE "CONSUMER_GROUP" = \'{group}\' '
+        'AND "NEXT_OFFSET" > 0 ORDER BY 1, 2 LIMIT 1'
+    )[0]
+    pipeline.query(
+        f'INSERT INTO {offsets} ("CONSUMER_GROUP", "TOPIC", "PARTITION", "NEXT_OFFSET") '
+        f"VALUES ('retired-sink', '{topic}', {partition}, 0)"
+    )
+    carol = ["forget", "--user-id", "carol-3", *wh, "--forget-progress-s", "1"]
+    assert main([*carol, "--forget-sink-wait-s", "3"]) == 1
+    captured = capsys.readouterr()
+    assert f"group retired-sink: {topic}[{partition}] at 0, needs" in captured.err
+    assert "waiting for the sinks: " in captured.out
+    assert main([*carol, "--forget-sink-groups", group]) == 0
+    assert f"sinks past the suppression: {group}" in capsys.readouterr().out
+    pipeline.query(f"DELETE FROM {offsets} WHERE \"CONSUMER_GROUP\" = 'retired-sink'")
+
     # Replay: the sink group back to the start of every clean topic (Kafka and warehouse
     # offsets), after losing bob's track row; and the raw topics copied into themselves.
     pipeline.components["sink"].stop()
     pipeline.query(f"DELETE FROM {SOURCE}.tracks")
-    group = pipeline.env["SEGFLOW_SINK_GROUP_ID"]
     topics = [*pipeline.topics.all_clean(), pipeline.topics.identity]
     reset = ["replay", "reset", "--group", group, "--to-earliest", "--warehouse-offsets"]
     for topic in topics:
@@ -221,3 +257,48 @@ def test_forgotten_user_is_gone_and_stays_gone_after_replay(
         f"SELECT action FROM {SOURCE}._segflow_deletions WHERE user_id = '{ALICE}' ORDER BY 1"
     )
     assert actions == [("forget",), ("unsuppress",)]
+
+
+def test_sink_barrier_on_transactional_topics(
+    kafka_bootstrap: str, new_topic: Any, warehouse_conn_params: dict[str, Any]
+) -> None:
+    """The data ends skip commit markers and aborted records (the sink's stored offset never
+    counts them); the wait ends when the sink's row reaches them, or names it when it does not."""
+    busy, empty = new_topic(1), new_topic(1)
+    producer = Producer(
+        {"bootstrap.servers": kafka_bootstrap, "transactional.id": f"forget-{uuid.uuid4().hex}"}
+    )
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for n in range(3):
+        producer.produce(busy, value=b"kept-%d" % n)
+    producer.commit_transaction(30)
+    producer.begin_transaction()
+    producer.produce(busy, value=b"aborted")
+    producer.abort_transaction(30)
+    kafka = KafkaSettings(bootstrap=kafka_bootstrap)
+    ends = data_ends(kafka, [busy, empty])
+    assert ends == {(busy, 0): 3, (empty, 0): 0}  # the high watermark of busy is past 3
+
+    database = unique_name("FORGET")
+    conn = warehouse(warehouse_conn_params, database)
+    store = OffsetStore("_segflow", "sink")
+    conn.cursor().execute('CREATE SCHEMA IF NOT EXISTS "_SEGFLOW"')
+    conn.cursor().execute(store.create_sql())
+    conn.cursor().execute(
+        f'INSERT INTO {store.table} ("CONSUMER_GROUP", "TOPIC", "PARTITION", "NEXT_OFFSET")'
+        f" VALUES ('sink', '{busy}', 0, 2)"
+    )
+    settings = WarehouseSettings(
+        host=str(warehouse_conn_params["host"]),
+        port=int(warehouse_conn_params["port"]),
+        database=database,
+    )
+    said: list[str] = []
+    with WarehouseSession(settings, "forget", create_database=False) as session:
+        read = lambda: stored_offsets(session, "_segflow")  # noqa: E731
+        with pytest.raises(SinkBarrierError, match=rf"group sink: {busy}\[0\] at 2, needs 3"):
+            wait_for_sinks(read, ends, [], timeout_s=1, poll_s=0.2, say=said.append)
+        conn.cursor().execute(f'UPDATE {store.table} SET "NEXT_OFFSET" = 3')
+        assert wait_for_sinks(read, ends, [], timeout_s=10, say=said.append) == ["sink"]
+    conn.close()

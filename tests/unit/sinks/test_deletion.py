@@ -1,6 +1,12 @@
 from __future__ import annotations
 
-from sinks.deletion import ForgetReport, UserReceipt, deletable_tables, row_condition
+from sinks.deletion import (
+    ForgetReport,
+    UserReceipt,
+    deletable_tables,
+    row_condition,
+    source_schemas,
+)
 
 EVENT_COLUMNS = {"id", "user_id", "anonymous_id", "canonical_user_id", "event", "received_at"}
 
@@ -53,3 +59,15 @@ def test_report_lines() -> None:
         "1 rows that landed during the deletion were deleted too"
     )
     assert ForgetReport("r").summary() == "no source schema found in the warehouse"
+
+
+def test_source_schemas_are_those_holding_segflow_tables() -> None:
+    tables = [
+        ("WEB", "TRACKS"),
+        ("LEGACY_APP", "IDENTITY_MAP"),  # a source the rules do not name any more
+        ("UNKNOWN_SOURCE", "PAGES"),
+        ("ANALYTICS", "DAILY_REVENUE"),  # someone else's schema: left alone
+        ("_SEGFLOW", "_SEGFLOW_OFFSETS"),  # the control schema holds no user rows
+        ("INFORMATION_SCHEMA", "TABLES"),
+    ]
+    assert source_schemas(tables) == ["legacy_app", "unknown_source", "web"]
