@@ -3,11 +3,12 @@
 The pydantic models (ingest/validation.py) say what an event *is*; these functions bound how big
 and deep it may be (schemas.segment.EventLimits, settings ``SEGFLOW_INGEST_MAX_*``), so a hostile
 request gets a 400 naming the item and the field instead of crashing an encoder or multiplying
-its bytes. Each returns the item's problem (None when it is within the limits):
+its bytes. The checks return the item's problem (None when it is within the limits), the batch
+context's raises the request's 400:
 
-- **Nesting** deeper than ``max_nesting_depth`` (32; the event object is level 1). JSON encoding
-  (orjson) stops at 255 levels, so without this check an event nested 255..1,024 levels deep
-  (the parser's own limit) would fail the handler instead of being refused.
+- **Nesting** deeper than ``max_nesting_depth`` (32, at most 128; the event object is level 1).
+  JSON encoding (orjson) stops at 255 levels, so without this check an event nested 255..1,024
+  levels deep (the parser's own limit) would fail the handler instead of being refused.
 - **Keys**: at most ``max_keys_per_object`` in one object, ``max_keys_per_event`` in all objects
   of the event together, each at most ``max_key_length`` characters (keys become column names);
   a key holding a NUL character is refused.
