@@ -1,5 +1,5 @@
 """The suppression list: users who asked to be forgotten, honoured by the edge, the backfill, the
-processors and the sink.
+processors, the sink and reverse ETL.
 
 The list lives in the compacted topic ``segment.suppressions`` (key = userId, value = a
 ``suppression`` record naming the user's linked anonymousIds, tombstone = lifted). Every process
