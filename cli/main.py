@@ -26,6 +26,7 @@ SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("backfill", "backfill", "send archived Segment events (JSONL/gzip) through the raw topics"),
     ("replay", "replay", "reset a consumer group's offsets or copy a time range between topics"),
     ("reverse-etl", "reverse_etl", "send warehouse query rows as identify/track calls"),
+    ("models", "models", "build, test or document the analytics models (dbt) of a source"),
     ("forget", "forget", "delete a user's rows everywhere and suppress the user"),
     ("topics", "topics", "create and check segflow's Kafka topics"),
     ("services", "services", "start, stop or inspect the local Kafka broker and emulator"),
