@@ -1,8 +1,8 @@
 """Settings of the processor worker (`segflow process`), environment prefix ``SEGFLOW_PROCESS_``.
 
-Memory is bounded by configuration: every state table has a per-partition entry limit, so a
-worker holding P partitions keeps at most P x (dedupe + identity limits) entries plus the drift
-field limit.
+Memory is bounded by configuration: every state table has a per-partition entry limit and a
+per-partition byte limit (keys and values), so a worker holding P partitions keeps at most
+P x (dedupe + identity limits) entries and bytes plus the drift field limit.
 """
 
 from __future__ import annotations
@@ -64,6 +64,16 @@ class ProcessorSettings(SegflowSettings):
     )
     identity_max_entries_per_partition: int = Field(
         500_000, gt=0, description="Identity links kept per partition; least recent go first"
+    )
+    dedupe_max_bytes_per_partition: int = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description="Bytes of messageIds remembered per partition (64 MiB); oldest go first",
+    )
+    identity_max_bytes_per_partition: int = Field(
+        128 * 1024 * 1024,
+        gt=0,
+        description="Bytes of identifiers and links kept per partition (128 MiB); least recent go",
     )
     drift_max_fields: int = Field(
         100_000, gt=0, description="Known (event, field) types remembered by drift detection"

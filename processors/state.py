@@ -6,18 +6,28 @@ memory store: on assignment the worker reads the changelog back). This module is
 it decides what to keep, what to evict, and which changelog records (key, value or tombstone)
 must be written, into the same Kafka transaction as the output they belong to.
 
-Bounds: at most ``max_entries`` per partition; a write beyond it evicts the oldest entry (by
-last write) and writes its tombstone. With a ``ttl_s``
-entries older than it are evicted as time passes. Evictions are counted by reason.
+Bounds: at most ``max_entries`` per partition, and at most ``max_bytes`` of keys and values per
+partition (a flood of long identifiers cannot grow it past that; Python's per-entry overhead
+comes on top and is bounded by the entry limit). A write beyond either bound evicts the oldest
+entries (by last write) and writes their tombstones. With a ``ttl_s`` entries older than it are
+evicted as time passes. Evictions are counted by reason.
+
+Undo: while a :class:`Journal` is attached (``state.journal = Journal()``), every change is
+recorded, and :meth:`PartitionedState.rollback` undoes a partition's changes: the processors
+use it when a batch's output is discarded (read in an older consumer generation), so the
+records read again are not taken for duplicates of their own discarded processing.
 """
 
 from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 _TS = struct.Struct(">d")
+
+Entry = tuple[float, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +38,13 @@ class ChangelogWrite:
     partition: int
     key: bytes
     value: bytes | None
+
+
+@dataclass(slots=True)
+class Journal:
+    """Changes since it was attached: (partition, key, entry before, removed from the head)."""
+
+    changes: list[tuple[int, bytes, Entry | None, bool]] = field(default_factory=list)
 
 
 def encode_entry(written_at: float, value: bytes) -> bytes:
@@ -41,25 +58,34 @@ def decode_entry(data: bytes) -> tuple[float, bytes]:
     return _TS.unpack_from(data)[0], data[_TS.size :]
 
 
+def _size(key: bytes, value: bytes) -> int:
+    return len(key) + len(value)
+
+
 class PartitionedState:
-    """key -> (written_at, value) per partition, bounded by count and optionally by age."""
+    """key -> (written_at, value) per partition, bounded by count, bytes and optionally age."""
 
     def __init__(
         self,
         name: str,
         max_entries: int,
         ttl_s: float | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         self.name = name
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self.ttl_s = ttl_s
-        self._parts: dict[int, OrderedDict[bytes, tuple[float, bytes]]] = {}
-        self.evictions = {"max_entries": 0, "expired": 0}
+        self._parts: dict[int, OrderedDict[bytes, Entry]] = {}
+        self._bytes: dict[int, int] = {}
+        self.evictions = {"max_entries": 0, "max_bytes": 0, "expired": 0}
+        self.journal: Journal | None = None
 
-    def _part(self, partition: int) -> OrderedDict[bytes, tuple[float, bytes]]:
+    def _part(self, partition: int) -> OrderedDict[bytes, Entry]:
         part = self._parts.get(partition)
         if part is None:
             part = self._parts[partition] = OrderedDict()
+            self._bytes[partition] = 0
         return part
 
     def get(self, partition: int, key: bytes, now: float | None = None) -> bytes | None:
@@ -79,15 +105,36 @@ class PartitionedState:
     ) -> None:
         """Set `key`, evicting what the bounds require; appends the changelog writes."""
         part = self._part(partition)
-        if key in part:
+        before = part.get(key)
+        if before is not None:
             part.move_to_end(key)
+            self._bytes[partition] -= _size(key, before[1])
+        if self.journal is not None:
+            self.journal.changes.append((partition, key, before, False))
         part[key] = (now, value)
+        self._bytes[partition] += _size(key, value)
         writes.append(ChangelogWrite(self.name, partition, key, encode_entry(now, value)))
         self.expire(partition, now, writes)
-        while len(part) > self.max_entries:
-            old, _ = part.popitem(last=False)
-            self.evictions["max_entries"] += 1
-            writes.append(ChangelogWrite(self.name, partition, old, None))
+        self._enforce(partition, writes)
+
+    def _enforce(self, partition: int, writes: list[ChangelogWrite] | None) -> None:
+        """Evict from the head until `partition` is within its bounds (tombstones to `writes`)."""
+        part = self._parts[partition]
+        while len(part) > self.max_entries or (
+            self.max_bytes is not None and self._bytes[partition] > self.max_bytes and part
+        ):
+            reason = "max_entries" if len(part) > self.max_entries else "max_bytes"
+            key = self._pop_head(partition, part)
+            if writes is not None:
+                self.evictions[reason] += 1
+                writes.append(ChangelogWrite(self.name, partition, key, None))
+
+    def _pop_head(self, partition: int, part: OrderedDict[bytes, Entry]) -> bytes:
+        key, entry = part.popitem(last=False)
+        self._bytes[partition] -= _size(key, entry[1])
+        if self.journal is not None:
+            self.journal.changes.append((partition, key, entry, True))
+        return key
 
     def expire(self, partition: int, now: float, writes: list[ChangelogWrite]) -> int:
         """Evict entries older than the ttl from the head of `partition`; returns how many."""
@@ -102,17 +149,41 @@ class PartitionedState:
             key, (written_at, _) = next(iter(part.items()))
             if written_at >= cutoff:
                 break
-            del part[key]
+            self._pop_head(partition, part)
             writes.append(ChangelogWrite(self.name, partition, key, None))
             n += 1
         self.evictions["expired"] += n
         return n
 
-    def load(self, partition: int, items: list[tuple[bytes, bytes]]) -> int:
+    def rollback(self, partition: int, journal: Journal) -> int:
+        """Undo the changes `journal` recorded for `partition`; returns how many were undone.
+
+        Entries removed from the head (evicted, expired) go back to the head; an overwritten
+        entry gets its value back (its place in the eviction order stays the newest)."""
+        part = self._parts.get(partition)
+        if part is None:
+            return 0
+        n = 0
+        for p, key, before, from_head in reversed(journal.changes):
+            if p != partition:
+                continue
+            n += 1
+            now_held = part.pop(key, None)
+            if now_held is not None:
+                self._bytes[partition] -= _size(key, now_held[1])
+            if before is None:
+                continue
+            part[key] = before
+            self._bytes[partition] += _size(key, before[1])
+            if from_head:
+                part.move_to_end(key, last=False)
+        return n
+
+    def load(self, partition: int, items: Iterable[tuple[bytes, bytes]]) -> int:
         """Replace `partition` with entries read back from the changelog (encoded values).
 
-        Entries are ordered by their write time; only the newest ``max_entries`` are kept (the
-        others were evicted before, their tombstones may not be compacted yet).
+        Entries are ordered by their write time; only the newest that fit the bounds are kept
+        (the others were evicted before, their tombstones may not be compacted yet).
         """
         decoded = []
         for key, data in items:
@@ -122,9 +193,10 @@ class PartitionedState:
                 continue
             decoded.append((written_at, key, value))
         decoded.sort(key=lambda e: e[0])
-        decoded = decoded[-self.max_entries :]
         self._parts[partition] = OrderedDict((k, (t, v)) for t, k, v in decoded)
-        return len(decoded)
+        self._bytes[partition] = sum(_size(k, v) for _, k, v in decoded)
+        self._enforce(partition, None)
+        return len(self._parts[partition])
 
     def load_one(self, partition: int, key: bytes, data: bytes) -> None:
         """Merge one entry read back from the changelog into a partition already held."""
@@ -133,17 +205,23 @@ class PartitionedState:
         except ValueError:
             return
         part = self._part(partition)
-        if key in part:
-            part.move_to_end(key)
+        before = part.pop(key, None)
+        if before is not None:
+            self._bytes[partition] -= _size(key, before[1])
         part[key] = (written_at, value)
-        while len(part) > self.max_entries:
-            part.popitem(last=False)
+        self._bytes[partition] += _size(key, value)
+        self._enforce(partition, None)
 
     def drop_partition(self, partition: int) -> None:
         self._parts.pop(partition, None)
+        self._bytes.pop(partition, None)
 
     def partitions(self) -> list[int]:
         return list(self._parts)
+
+    def nbytes(self) -> int:
+        """Bytes of keys and values held, every partition."""
+        return sum(self._bytes.values())
 
     def __len__(self) -> int:
         return sum(len(p) for p in self._parts.values())

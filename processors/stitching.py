@@ -19,9 +19,10 @@ never link; an identifier already linked to ``max_user_ids`` distinct userIds (a
 gets no further links (``refused="shared_device"``), its existing link stays.
 
 State: one entry per identifier, ``{"c": canonical userId, "u": [userIds linked so far]}``, at
-most ``max_entries`` per partition; at the bound the least recently written identifier is
-forgotten (its events then resolve only through their own userId, and the warehouse identity map,
-fed from segment.identity, still has the link).
+most ``max_entries`` per partition and ``max_bytes`` of identifiers and entries per partition (a
+flood of long identifiers cannot grow it past that); at a bound the least recently written
+identifier is forgotten (its events then resolve only through their own userId, and the
+warehouse identity map, fed from segment.identity, still has the link).
 """
 
 from __future__ import annotations
@@ -72,10 +73,12 @@ class _Entry:
 class IdentityGraph:
     """Links identifiers to userIds with the guard rails of the rules file."""
 
-    def __init__(self, rules: IdentityRules, max_entries: int) -> None:
+    def __init__(
+        self, rules: IdentityRules, max_entries: int, max_bytes: int | None = None
+    ) -> None:
         self.blocked = frozenset(v.strip().lower() for v in rules.blocked_values)
         self.max_user_ids = rules.max_user_ids_per_anonymous_id
-        self.state = PartitionedState(IDENTITY_TABLE, max_entries)
+        self.state = PartitionedState(IDENTITY_TABLE, max_entries, max_bytes=max_bytes)
 
     def usable(self, value: str | None) -> bool:
         """False for None and blocked values: they never link and never resolve."""
