@@ -2,10 +2,12 @@
 per partition.
 
 The agent is thin: it takes the batches of messages the consumer fetched
-(:class:`~processors.transport.LeanConsumer` hands each fetch over as one list), decodes them,
+(:class:`~processors.faust_seam.LeanConsumer` hands each fetch over as one list), decodes them,
 runs the pure :class:`~processors.pipeline.Pipeline` and hands what comes back to Kafka. A batch
 fetched before a rebalance (another consumer generation, or the flow suspended) is dropped
-unprocessed and unacked: its partitions are read again from the committed offsets.
+unprocessed and unacked: its partitions are read again from the committed offsets. Every private
+Faust member the app relies on is reached through :mod:`processors.faust_seam`, checked when the
+worker starts.
 
 Exactly once. With ``processing_guarantee="exactly_once"`` Faust keeps one transactional
 producer per assigned partition number (transactional id ``<app id>-<topic group>-<partition>``)
@@ -28,6 +30,27 @@ State. Three tables with a memory store (RocksDB is not installed) and a compact
 the settings; the Faust tables serve recovery: after an assignment Faust reads the changelogs
 into them and :meth:`ProcessorApp._on_recovered` moves the entries into the live state. Standby
 replicas are off: a partition that moves is rebuilt from its changelog.
+
+Lineage. A partition's live state must always equal its committed changelog plus the writes of
+its open transaction, which commit or abort with the output they belong to. So:
+
+- Revoke (and lost membership). When a partition leaves this worker (Faust's revoked set at
+  each rebalance), its transactional producer is stopped and its open transaction will be
+  aborted by whoever starts the next producer of that id: its in-memory dedupe and identity
+  state is dropped at once (:meth:`ProcessorApp._on_rebalance`), before table recovery starts,
+  and read back from the changelog in full if it comes back, even before the recovery of the
+  rebalance in between completed. When the consumer generation jumps by more than one, this
+  member was out of the group meanwhile (its partitions may have been processed elsewhere):
+  every partition it keeps is treated as revoked and its open transaction aborted.
+- Generation. Each batch is tied to the generation that read it and to its partitions' lineage
+  (an epoch bumped on each drop). A partition's output goes out only while the generation is
+  the same and the flow is not suspended; otherwise it is discarded, not produced and not
+  acked, and the batch's state changes for that partition are undone (or were already dropped
+  with the partition), so the records read again are processed anew rather than taken for
+  duplicates of their own discarded processing. (Drift's known fields are not undone: a
+  discarded batch's schema-change records are not sent again.)
+- Recovery sanity. See :meth:`ProcessorApp._check_recovery`: a changelog partition read in
+  full that holds committed records, from which recovery applied none, stops the worker.
 """
 
 from __future__ import annotations
@@ -35,31 +58,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
-from faust.types import TP, Message
+from faust.types import TP, EventT, Message
 from mode.utils.queues import FlowControlQueue
 from prometheus_client import CollectorRegistry
 
+from processors import faust_seam
 from processors.alerts import AlertBatcher, WebhookAlerter
 from processors.dedupe import DEDUPE_TABLE, Deduper
 from processors.drift import DRIFT_TABLE, DriftDetector, KnownFields
+from processors.faust_seam import SegflowApp
 from processors.masking import Masker
 from processors.metrics import ProcessorMetrics
 from processors.pipeline import DUPLICATE, Outcome, Pipeline
 from processors.settings import ProcessorSettings
-from processors.state import ChangelogWrite
+from processors.state import ChangelogWrite, Journal
 from processors.stitching import IDENTITY_TABLE, IdentityGraph
 from processors.suppressions import SuppressionCheck
-from processors.transport import SegflowApp
 from runtime.health import HealthState
-from runtime.kafka_config import admin_config, faust_broker_url
+from runtime.kafka_config import admin_config, consumer_config, faust_broker_url
 from runtime.rules import Rules
 from runtime.settings import KafkaSettings
 from schemas.codec import CLEAN_EVENT, IDENTITY_LINK, RAW_EVENT, SCHEMA_CHANGE, AvroCodec
@@ -81,6 +106,8 @@ Send = tuple[str, bytes | None, bytes | None, Headers, int | None]
 
 #: seconds an abort (or the stop of the aborted producer) may take after a failed hand-off
 ABORT_TIMEOUT_S = 30.0
+#: seconds the check of a changelog that recovery read nothing from may take
+VERIFY_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -147,9 +174,22 @@ class ProcessorApp:
         self.exactly_once = settings.processing_guarantee == "exactly_once"
         key = settings.pii_hmac_key.get_secret_value().encode() if settings.pii_hmac_key else None
         self.deduper = Deduper(
-            settings.dedupe_lookback_s, settings.dedupe_max_entries_per_partition
+            settings.dedupe_lookback_s,
+            settings.dedupe_max_entries_per_partition,
+            settings.dedupe_max_bytes_per_partition,
         )
-        self.graph = IdentityGraph(rules.identity, settings.identity_max_entries_per_partition)
+        self.graph = IdentityGraph(
+            rules.identity,
+            settings.identity_max_entries_per_partition,
+            settings.identity_max_bytes_per_partition,
+        )
+        # lineage of each partition's live state: bumped whenever it is dropped
+        self._epochs: dict[int, int] = defaultdict(int)
+        self._generation: int | None = None
+        self._assigned: set[int] = set()
+        # partitions whose next recovery reads their changelogs in full, and what it applied
+        self._full_reads: set[int] = set()
+        self._applied: Counter[TP] = Counter()
         self.known = KnownFields(settings.drift_max_fields)
         self.pipeline = Pipeline(
             self.deduper,
@@ -186,6 +226,7 @@ class ProcessorApp:
         )
         self.app.batch_sink = self._batches.put
         self.app.batch_topics = frozenset(self.topics.all_raw())
+        self.app.rebalance_listener = self._on_rebalance
 
     def _build_app(self) -> SegflowApp:
         s = self.settings
@@ -221,6 +262,7 @@ class ProcessorApp:
                 value_type=bytes,
                 partitions=n,
                 help=f"segflow {name} state (changelog for recovery)",
+                on_changelog_event=self._on_changelog_event,
             )
             for name in (DEDUPE_TABLE, IDENTITY_TABLE, DRIFT_TABLE)
         }
@@ -246,51 +288,163 @@ class ProcessorApp:
 
         return app
 
-    # -- recovery -----------------------------------------------------------------------------
+    # -- rebalances and recovery --------------------------------------------------------------
 
     def _active_partitions(self) -> set[int]:
         raw = set(self.topics.all_raw())
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic in raw}
 
+    def _changelog_tps(self, partitions: set[int]) -> set[TP]:
+        return {TP(t, p) for t in self.changelog_topic.values() for p in partitions}
+
+    def _drop_partition(self, partition: int) -> None:
+        """Forget a partition's live state (it is read back from its changelog if it returns)
+        and start a new lineage, so no batch read before goes out for it."""
+        self._epochs[partition] += 1
+        self.deduper.state.drop_partition(partition)
+        self.graph.state.drop_partition(partition)
+        for table in self.tables.values():
+            faust_seam.forget_store_partition(table, partition)
+
+    async def _on_rebalance(self, assigned: set[TP], revoked: set[TP], generation: int) -> set[TP]:
+        """Called at each rebalance before table recovery starts (see the module doc, Lineage).
+
+        Drops the live state of every partition that left; on a generation jump (this member
+        was out of the group meanwhile) also of every partition it keeps, whose open
+        transactions are aborted and whose changelogs are returned, to be read in full.
+        """
+        raw = frozenset(self.topics.all_raw())
+        kept = {tp.partition for tp in assigned if tp.topic in raw}
+        before = set(self._assigned)
+        held = set(self.deduper.state.partitions()) | set(self.graph.state.partitions())
+        gone = {tp.partition for tp in revoked if tp.topic in raw} | (held | before) - kept
+        lost: set[int] = set()
+        if self._generation is not None and generation > self._generation + 1:
+            lost = kept & before
+            logger.warning(
+                "consumer generation went from %s to %s: this worker was out of the group, "
+                "state of partitions %s is read back from the changelogs",
+                self._generation,
+                generation,
+                sorted(lost),
+            )
+        if self._generation is None or generation > self._generation:
+            self._generation = generation
+        for partition in sorted(gone | lost):
+            self._drop_partition(partition)
+        for reason, parts in (("revoked", gone - kept), ("lost", lost)):
+            if parts:
+                self.metrics.state_drops.labels(reason).inc(len(parts))
+        if lost and self.exactly_once:
+            for partition in sorted(lost):
+                for group in {self.app.assignor.group_for_topic(t) for t in raw}:
+                    await faust_seam.restart_transaction(
+                        self.app, f"{self.app.conf.id}-{group}-{partition}"
+                    )
+        fresh = (kept - before) | lost
+        self._full_reads = (self._full_reads & kept) | fresh
+        for tp in self._changelog_tps(fresh):
+            self._applied.pop(tp, None)
+        self._assigned = kept
+        if gone - kept:
+            logger.info("dropped the state of revoked partitions %s", sorted(gone - kept))
+        return self._changelog_tps(lost)
+
+    async def _on_changelog_event(self, event: EventT) -> None:
+        """Count the changelog records table recovery applies, per changelog partition."""
+        self._applied[event.message.tp] += 1
+
     async def _on_recovered(self) -> None:
         """Move what Faust read back from the changelogs into the live state (once per table)."""
         active = self._active_partitions()
         for name, table in self.tables.items():
-            store = table.data
-            data: dict[Any, Any] = getattr(store, "data", {})
-            key_partition: dict[Any, int] = getattr(store, "_key_partition", {})
+            by_partition = faust_seam.take_recovered(table)
             if name == DRIFT_TABLE:
-                self.known.load(list(data.items()))
-            else:
-                state = self.deduper.state if name == DEDUPE_TABLE else self.graph.state
-                for held in state.partitions():
-                    if held not in active:
-                        state.drop_partition(held)
-                by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
-                for key, value in data.items():
-                    part = key_partition.get(key)
-                    if part is not None and value:
-                        by_partition[part].append((key, value))
-                for p, items in by_partition.items():
-                    if p not in active:
-                        continue
-                    if p in state.partitions():
-                        for key, value in items:
-                            state.load_one(p, key, value)
-                    else:
-                        state.load(p, items)
-                    self.metrics.recovered_entries.labels(name).inc(len(items))
-            data.clear()
-            key_partition.clear()
+                self.known.load([kv for items in by_partition.values() for kv in items])
+                continue
+            state = self.deduper.state if name == DEDUPE_TABLE else self.graph.state
+            for held in state.partitions():
+                if held not in active:
+                    state.drop_partition(held)
+            for p, items in by_partition.items():
+                if p not in active:
+                    continue
+                if p in state.partitions():
+                    for key, value in items:
+                        state.load_one(p, key, value)
+                else:
+                    state.load(p, items)
+                self.metrics.recovered_entries.labels(name).inc(len(items))
         self._update_state_gauges()
+        if not await self._check_recovery(active):
+            return
         self.health.set_ready(True, f"processing {len(active)} partitions")
         logger.info("state recovered for partitions %s", sorted(active))
+
+    async def _check_recovery(self, active: set[int]) -> bool:
+        """False (and the worker stops) when a recovery loaded nothing from a changelog that
+        holds committed records.
+
+        The rule, for each changelog partition of each partition whose changelogs this recovery
+        read from their start (newly assigned, or read again after a lost membership): if table
+        recovery applied no record of it while the broker reports records between its low
+        watermark and its end offset (the last stable offset), those records are read once more
+        with a read_committed consumer. Under exactly-once a changelog can legitimately end in
+        control records and aborted writes only, which no read_committed consumer receives; but
+        if that read gets a record, recovery skipped committed state (a fetch answer lost on
+        its way, as Faust's "aborted tx until highwater" shortcut can hide): starting with an
+        empty state would let copies through, so the worker stops with FatalError naming the
+        changelog, partition and offsets, and its restart recovers again. Partitions kept
+        across a rebalance read only what was written since their last recovery and are not
+        checked.
+        """
+        due = self._full_reads & active
+        if not due:
+            return True
+        self._full_reads -= due
+        consumer: Any = self.app.consumer
+        suspects = []
+        for tp in sorted(self._changelog_tps(due)):
+            low, end = consumer.low_offsets.get(tp), consumer.end_offsets.get(tp)
+            if low is not None and end is not None and end > low and not self._applied[tp]:
+                suspects.append((tp, low, end))
+        if not suspects:
+            return True
+        error: FatalError | None = None
+        try:
+            found = await asyncio.to_thread(
+                first_committed_offsets, self.settings.kafka, self.settings.app_id, suspects
+            )
+        except Exception as exc:
+            found = {}
+            error = FatalError(
+                f"cannot check the changelogs table recovery read nothing from: {exc}"
+            )
+        if found:
+            tp, low, end = next(s for s in suspects if s[0] in found)
+            error = FatalError(
+                f"table recovery loaded nothing from changelog {tp.topic}[{tp.partition}] "
+                f"although it holds committed records (offsets {low}..{end}, first committed "
+                f"at {found[tp]}); {len(found)} changelog partitions so; stopping rather than "
+                "starting with an empty state (the restart recovers again)"
+            )
+        if error is None:
+            logger.info(
+                "changelog partitions %s hold no committed record", [s[0] for s in suspects]
+            )
+            return True
+        logger.error("%s", error)
+        self.health.set_ready(False, "table recovery failed")
+        self._fail(error)
+        return False
 
     def _update_state_gauges(self) -> None:
         m = self.metrics
         m.state_entries.labels(DEDUPE_TABLE).set(len(self.deduper.state))
         m.state_entries.labels(IDENTITY_TABLE).set(len(self.graph.state))
         m.state_entries.labels(DRIFT_TABLE).set(len(self.known))
+        m.state_bytes.labels(DEDUPE_TABLE).set(self.deduper.state.nbytes())
+        m.state_bytes.labels(IDENTITY_TABLE).set(self.graph.state.nbytes())
         for table, state in (
             (DEDUPE_TABLE, self.deduper.state),
             (IDENTITY_TABLE, self.graph.state),
@@ -332,12 +486,13 @@ class ProcessorApp:
                 if not chunk:
                     continue
                 started = time.perf_counter()
-                await self.process_batch(chunk)
+                discarded = await self.process_batch(chunk)
                 # a rebalance during the hand-over: no acks, the partitions' owners read the
                 # records again from the committed offsets (dedupe drops what did get out)
                 ack = self.app.consumer.ack
                 for message in self._current(chunk):
-                    ack(message)
+                    if message.partition not in discarded:
+                        ack(message)
                 self.metrics.batch_seconds.observe(time.perf_counter() - started)
                 self.metrics.batch_events.observe(len(chunk))
 
@@ -358,12 +513,40 @@ class ProcessorApp:
         logger.info("dropping %d records fetched before a rebalance", stale)
         return current
 
-    async def process_batch(self, messages: Sequence[Message]) -> None:
-        """Process a batch and hand its records to Kafka, per source partition."""
+    async def process_batch(self, messages: Sequence[Message]) -> set[int]:
+        """Process a batch and hand its records to Kafka, per source partition; returns the
+        partitions whose output was discarded (a rebalance since the batch was read: see the
+        module doc, Generation), whose records must not be acked."""
         now = datetime.now(UTC)
         out: dict[tuple[str, int], list[Send]] = defaultdict(list)
         counts: dict[tuple[str, str], int] = defaultdict(int)
         tallies = _Tallies()
+        ticket = _Ticket(self.app.consumer_generation_id, Journal())
+        for msg in messages:
+            ticket.records[msg.partition] = ticket.records.get(msg.partition, 0) + 1
+        ticket.epochs = {p: self._epochs[p] for p in ticket.records}
+        # journal the batch's state changes until its hand-off starts (nothing else changes
+        # the state meanwhile: no await in between)
+        self.deduper.state.journal = self.graph.state.journal = ticket.journal
+        try:
+            self._process_all(messages, now, out, counts, tallies)
+        finally:
+            self.deduper.state.journal = self.graph.state.journal = None
+        self._flush_metrics(counts, tallies)
+        # the state above already holds the batch's dedupe and identity entries: the hand-off
+        # must not stop half-way (a stop cancels the agent, then commits the open transactions)
+        await finish_despite_cancel(self._send_all(out, ticket))
+        self._update_state_gauges()
+        return ticket.discarded
+
+    def _process_all(
+        self,
+        messages: Sequence[Message],
+        now: datetime,
+        out: dict[tuple[str, int], list[Send]],
+        counts: dict[tuple[str, str], int],
+        tallies: _Tallies,
+    ) -> None:
         decode = self.codec.decode
         process = self.pipeline.process
         for msg in messages:
@@ -389,11 +572,6 @@ class ProcessorApp:
                 )
                 continue
             self._collect(outcome, msg, sends, writes, counts, tallies)
-        self._flush_metrics(counts, tallies)
-        # the state above already holds the batch's dedupe and identity entries: the hand-off
-        # must not stop half-way (a stop cancels the agent, then commits the open transactions)
-        await finish_despite_cancel(self._send_all(out))
-        self._update_state_gauges()
 
     def _collect(
         self,
@@ -483,47 +661,97 @@ class ProcessorApp:
         ]
         return (self.topics.dlq, msg.key, msg.value, headers, None)
 
-    async def _send_all(self, out: dict[tuple[str, int], list[Send]]) -> None:
-        """Hand every partition's records to Kafka; a failure stops the worker.
+    async def _send_all(self, out: dict[tuple[str, int], list[Send]], ticket: _Ticket) -> None:
+        """Hand every partition's records to Kafka, or discard them; a failure stops the worker.
 
         After a failure the live state may hold entries whose records never went out, so the
         agent must not simply be restarted (what Faust does with an agent that raised): the app
         crashes and the next start rebuilds the state from the committed changelogs.
         """
+        by_partition: dict[int, list[tuple[str, list[Send]]]] = defaultdict(list)
+        for (topic, partition), sends in out.items():
+            by_partition[partition].append((topic, sends))
         try:
-            for (topic, partition), sends in out.items():
-                await self._send(topic, partition, sends)
+            for partition, items in by_partition.items():
+                started = False
+                for topic, sends in items:
+                    if not await self._send(topic, partition, sends, ticket, started):
+                        self._discard(partition, ticket)
+                        break
+                    started = True
         except Exception as exc:
             self._fail(exc)
             raise
 
-    async def _send(self, source_topic: str, partition: int, sends: list[Send]) -> None:
-        if not sends:
+    def _may_send(self, partition: int, ticket: _Ticket, started: bool) -> bool:
+        """Whether a partition's output of the batch `ticket` stands for may go out now: its
+        lineage unchanged, and (before its first record went out) the generation that read it
+        still current with the flow not suspended by a rebalance."""
+        if self._epochs[partition] != ticket.epochs[partition]:
+            return False
+        if started:  # its first records went into this lineage's transaction: finish it
+            return True
+        app = self.app
+        return app.consumer_generation_id == ticket.generation and app.flow_control.is_active()
+
+    def _discard(self, partition: int, ticket: _Ticket) -> None:
+        """Leave a partition's output of the batch out: undo the batch's state changes for it
+        (unless its state was dropped meanwhile) and count its records as stale."""
+        if partition in ticket.discarded:
             return
-        producer: Any = self.app.producer
+        ticket.discarded.add(partition)
+        if self._epochs[partition] == ticket.epochs[partition]:
+            self.deduper.state.rollback(partition, ticket.journal)
+            self.graph.state.rollback(partition, ticket.journal)
+        n = ticket.records.get(partition, 0)
+        self.metrics.stale_records.inc(n)
+        logger.info(
+            "discarding the output of %d records of partition %s read in generation %s "
+            "(now %s): read again from the committed offsets",
+            n,
+            partition,
+            ticket.generation,
+            self.app.consumer_generation_id,
+        )
+
+    async def _send(
+        self, source_topic: str, partition: int, sends: list[Send], ticket: _Ticket, started: bool
+    ) -> bool:
+        """Hand one source partition's records over; False when they must be discarded."""
+        app = self.app
         if not self.exactly_once:
-            await self._hand_over(producer._ensure_producer(), sends)
-            return
-        group = self.app.assignor.group_for_topic(source_topic)
-        tid = f"{self.app.conf.id}-{group}-{partition}"
-        txp = producer._transaction_producers.get(tid)
-        if txp is None and TP(source_topic, partition) not in self.app.consumer.assignment():
-            # revoked while this batch was processed: its new owner processes it again from
-            # the committed offset; writing it here (outside any transaction) would duplicate
-            logger.info("dropping output of revoked %s[%s]", source_topic, partition)
-            return
+            if not self._may_send(partition, ticket, started):
+                return False
+            if sends:
+                await self._hand_over(faust_seam.plain_producer(app), sends)
+            return True
+        group = app.assignor.group_for_topic(source_topic)
+        tid = f"{app.conf.id}-{group}-{partition}"
+        txp = faust_seam.transaction_producer(app, tid)
         if txp is None:
-            # Faust dropped the producer: partition revoked or producer fenced. Stop rather than
-            # write outside the transaction; the restart resumes from the committed offsets.
+            if not self._may_send(partition, ticket, started) or (
+                TP(source_topic, partition) not in app.consumer.assignment()
+            ):
+                # revoked while this batch was processed: its new owner processes it again
+                # from the committed offset; writing it here (outside any transaction) would
+                # duplicate
+                return False
+            # Faust dropped the producer: producer fenced. Stop rather than write outside the
+            # transaction; the restart resumes from the committed offsets.
             raise FatalError(f"no transactional producer {tid} for {source_topic}[{partition}]")
-        async with producer._trn_locks[tid]:
+        async with faust_seam.transaction_lock(app, tid):
+            if not self._may_send(partition, ticket, started):
+                return False
+            if not sends:
+                return True
             try:
                 await self._hand_over(txp, sends)
             except Exception:
-                await self._abandon_transaction(producer, tid, txp)
+                await self._abandon_transaction(tid, txp)
                 raise
+        return True
 
-    async def _abandon_transaction(self, producer: Any, tid: str, txp: Any) -> None:
+    async def _abandon_transaction(self, tid: str, txp: Any) -> None:
         """Abort a partition's transaction after a failed hand-off, and drop its producer.
 
         Nothing of that transaction may commit: what was handed before the failure (e.g. clean
@@ -533,7 +761,7 @@ class ProcessorApp:
         abort itself fails, the next owner's producer aborts the transaction when it starts.
         Called with the transaction's lock held.
         """
-        producer._transaction_producers.pop(tid, None)
+        faust_seam.forget_transaction_producer(self.app, tid, txp)
         for step in (txp.abort_transaction, txp.stop):
             try:
                 await asyncio.wait_for(step(), ABORT_TIMEOUT_S)
@@ -596,6 +824,58 @@ async def finish_despite_cancel(coro: Coroutine[Any, Any, None]) -> None:
             task.exception()  # a failure was handled by the task itself (see _send_all)
         raise asyncio.CancelledError
     task.result()
+
+
+@dataclass(slots=True)
+class _Ticket:
+    """What a batch's output is tied to: the consumer generation that read it, the lineage
+    (epoch) of each of its partitions, and the journal of its state changes."""
+
+    generation: int
+    journal: Journal
+    epochs: dict[int, int] = field(default_factory=dict)
+    records: dict[int, int] = field(default_factory=dict)
+    discarded: set[int] = field(default_factory=set)
+
+
+def first_committed_offsets(
+    kafka: KafkaSettings, app_id: str, partitions: Sequence[tuple[TP, int, int]]
+) -> dict[TP, int]:
+    """For each (changelog partition, low, end): the offset of the first record a
+    read_committed consumer gets in [low, end), for those that have one (blocking)."""
+    consumer = Consumer(
+        consumer_config(
+            kafka,
+            "process-recovery-check",
+            f"{app_id}-recovery-check",
+            **{"enable.partition.eof": True},
+        )
+    )
+    ends = {(tp.topic, tp.partition): end for tp, _, end in partitions}
+    pending = set(ends)
+    found: dict[TP, int] = {}
+    deadline = time.monotonic() + VERIFY_TIMEOUT_S
+    try:
+        consumer.assign([TopicPartition(tp.topic, tp.partition, low) for tp, low, _ in partitions])
+        while pending:
+            if time.monotonic() > deadline:
+                raise RetryableError(f"no answer within {VERIFY_TIMEOUT_S:.0f} s")
+            for msg in consumer.consume(500, 0.5):
+                key = (str(msg.topic()), int(msg.partition() or 0))
+                if key not in pending:
+                    continue
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(key)
+                    continue
+                offset = int(msg.offset() or 0)
+                if offset < ends[key]:
+                    found[TP(*key)] = offset
+                pending.discard(key)
+    finally:
+        consumer.close()
+    return found
 
 
 @dataclass(slots=True)

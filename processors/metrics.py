@@ -70,8 +70,9 @@ class ProcessorMetrics:
         )
         self.stale_records = Counter(
             "segflow_process_stale_records_total",
-            "Fetched records left unacknowledged because a rebalance made them stale (read "
-            "again from the committed offsets by the partition's owner)",
+            "Fetched records left unacknowledged because a rebalance made them stale, before "
+            "or after processing (output discarded); read again from the committed offsets by "
+            "the partition's owner",
             registry=registry,
         )
         self.batch_seconds = Histogram(
@@ -92,9 +93,23 @@ class ProcessorMetrics:
             ["table"],
             registry=registry,
         )
+        self.state_bytes = Gauge(
+            "segflow_process_state_bytes",
+            "Bytes of keys and values held in memory per state table (bounded per partition)",
+            ["table"],
+            registry=registry,
+        )
+        self.state_drops = Counter(
+            "segflow_process_state_partitions_dropped_total",
+            "Partitions whose in-memory state was dropped, to be read back from the changelogs, "
+            "by reason (revoked: the partition left; lost: this worker was out of the group)",
+            ["reason"],
+            registry=registry,
+        )
         self.state_evictions = Gauge(
             "segflow_process_state_evictions",
-            "Entries evicted from a state table since start, by reason (max_entries, expired)",
+            "Entries evicted from a state table since start, by reason (max_entries, max_bytes, "
+            "expired)",
             ["table", "reason"],
             registry=registry,
         )

@@ -9,6 +9,7 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from cli.options import add_settings_options, settings_from_args
+from processors import faust_seam
 from processors.app import ProcessorApp, TopicLayout, discover_layout
 from processors.settings import ProcessorSettings
 from runtime.health import HealthServer, HealthState
@@ -63,6 +64,8 @@ def _serve(
 ) -> int:
     registry = CollectorRegistry()
     processor = ProcessorApp(settings, rules, registry, layout, health, suppressions)
+    # every private Faust member the processors rely on, before anything is consumed
+    faust_seam.check(processor.app)
     server = HealthServer(registry, health, settings.metrics_host, settings.metrics_port).start()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     worker = faust.Worker(

@@ -28,7 +28,7 @@ from schemas.topics import HEADER_SOURCE, Topics
 
 REPO = Path(__file__).resolve().parents[2]
 CODEC = AvroCodec()
-HMAC_KEY = "test-hmac-key-0123456789"
+HMAC_KEY = "test-hmac-key-0123456789abcdef0123456789"
 
 
 def raw_event(

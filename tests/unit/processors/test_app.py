@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faust.types import Message
+from faust.types import TP, Message
 from prometheus_client import CollectorRegistry
 
 from processors.app import ProcessorApp, TopicLayout, finish_despite_cancel
@@ -22,6 +22,7 @@ from processors.settings import ProcessorSettings
 from runtime.rules import load_rules
 from runtime.settings import KafkaSettings
 from schemas.codec import CLEAN_EVENT, RAW_EVENT, AvroCodec
+from schemas.errors import FatalError
 
 CODEC = AvroCodec()
 PARTITIONS = 3
@@ -104,6 +105,7 @@ def processor(
     )
     assignor: Any = proc.app.assignor  # topic groups are set on assignment: all in group 0
     assignor._topic_groups = {t: 0 for t in topics.all_raw()}
+    proc.app.flow_control.resume()  # as after a recovery: batches may go out
     return proc
 
 
@@ -116,17 +118,17 @@ def install(proc: ProcessorApp, fake: FakeTransactionalProducer) -> list[str]:
     return tids
 
 
-def messages(proc: ProcessorApp, n: int) -> list[Message]:
+def messages(proc: ProcessorApp, n: int, call_type: str = "track") -> list[Message]:
     now = datetime.now(UTC)
-    topic = proc.topics.raw("track")
+    topic = proc.topics.raw(call_type)
     out = []
     for i in range(n):
         record = {
-            "type": "track",
-            "messageId": f"m{i}",
+            "type": call_type,
+            "messageId": f"m{i}" if call_type == "track" else f"{call_type}-m{i}",
             "source": "web",
             "anonymousId": f"a{i}",
-            "userId": None,
+            "userId": None if call_type == "track" else f"u{i}",
             "previousId": None,
             "groupId": None,
             "event": "Order Completed",
@@ -261,5 +263,163 @@ def test_finish_despite_cancel_outlives_repeated_cancels() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         assert steps == [0, 1, 2, 3, 4]
+
+    asyncio.run(run())
+
+
+# -- revokes, generations and recovery ---------------------------------------------------------
+
+
+def raw_tps(proc: ProcessorApp, partitions: set[int]) -> set[TP]:
+    return {TP(t, p) for t in proc.topics.all_raw() for p in partitions}
+
+
+def held(proc: ProcessorApp) -> set[int]:
+    return set(proc.deduper.state.partitions()) | set(proc.graph.state.partitions())
+
+
+def recovered(
+    proc: ProcessorApp, table: str, entries: dict[int, list[tuple[bytes, bytes]]]
+) -> None:
+    """Put entries in a table's memory store as Faust's recovery does."""
+    store: Any = proc.tables[table].data
+    for partition, items in entries.items():
+        for key, value in items:
+            store.data[key] = value
+            store._key_partition[key] = partition
+
+
+def test_a_partition_leaving_and_coming_back_before_recovery_completes_is_read_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its records, processed before it left, whose transaction was then aborted, are
+    processed again when it comes back: its state is what the changelog holds, not the
+    memory of the aborted processing."""
+
+    async def run() -> None:
+        proc = processor(tmp_path)
+        fake = FakeTransactionalProducer()
+        install(proc, fake)
+        batch = messages(proc, 10)  # partitions 0 and 1
+        everything = {0, 1, 2}
+        assert await proc._on_rebalance(raw_tps(proc, everything), set(), 1) == set()
+        await proc.process_batch(batch)
+        assert held(proc) == {0, 1}
+        # partition 1 leaves (its open transaction is abandoned, to be aborted) ...
+        await proc._on_rebalance(raw_tps(proc, {0, 2}), raw_tps(proc, {1}), 2)
+        assert held(proc) == {0}
+        assert proc.metrics.state_drops.labels("revoked")._value.get() == 1
+        # ... and comes back before that rebalance's recovery completed
+        await proc._on_rebalance(raw_tps(proc, everything), set(), 3)
+        assert 1 in proc._full_reads
+        monkeypatch.setattr(proc, "_active_partitions", lambda: everything)
+        recovered(proc, "dedupe", {1: []})  # its changelog: nothing committed
+        await proc._on_recovered()
+        fake.sent.clear()
+        await proc.process_batch([m for m in batch if m.partition == 1])
+        assert clean_ids(fake) == {f"m{i}" for i in range(1, 10, 2)}, "taken for duplicates"
+
+    asyncio.run(run())
+
+
+def test_a_batch_read_before_a_rebalance_sends_nothing_more_and_is_read_again_anew(
+    tmp_path: Path,
+) -> None:
+    """The generation changes while the batch is handed over (its partitions stay): the
+    partition whose output had started is finished, the other's output is discarded, not
+    acked, and its dedupe and identity changes undone, so reading it again is not a copy."""
+
+    async def run() -> None:
+        proc = processor(tmp_path)
+        fake = FakeTransactionalProducer(gate=asyncio.Event())
+        install(proc, fake)
+        batch = messages(proc, 10) + messages(proc, 10, "identify")
+        task = asyncio.ensure_future(proc.process_batch(batch))
+        await asyncio.wait_for(fake.waiting.wait(), 5)  # partition 0's first send
+        proc.app.consumer_generation_id += 1  # a rebalance that kept both partitions
+        assert fake.gate is not None
+        fake.gate.set()
+        discarded = await asyncio.wait_for(task, 5)
+        assert discarded == {1}
+        evens, odds = range(0, 10, 2), range(1, 10, 2)
+        assert clean_ids(fake) == {f"m{i}" for i in evens} | {f"identify-m{i}" for i in evens}
+        assert proc.deduper.state.get(0, b"m0") is not None
+        assert proc.graph.state.get(0, b"a0") is not None
+        assert proc.deduper.state.get(1, b"m1") is None
+        assert proc.graph.state.get(1, b"a1") is None
+        fake.sent.clear()
+        assert await proc.process_batch([m for m in batch if m.partition == 1]) == set()
+        assert clean_ids(fake) == {f"m{i}" for i in odds} | {f"identify-m{i}" for i in odds}
+        links = {k for t, _, k, _ in fake.sent if t == proc.topics.identity}
+        assert {f"a{i}".encode() for i in odds} <= links
+
+    asyncio.run(run())
+
+
+def test_a_generation_jump_drops_kept_partitions_aborts_their_transactions_and_rereads(
+    tmp_path: Path,
+) -> None:
+    """A jump of more than one generation: this worker was out of the group, its partitions
+    may have been processed elsewhere; they are read back in full, transactions aborted."""
+
+    async def run() -> None:
+        proc = processor(tmp_path)
+        fake = FakeTransactionalProducer()
+        install(proc, fake)
+        await proc._on_rebalance(raw_tps(proc, {0, 1}), set(), 4)
+        await proc.process_batch(messages(proc, 10))
+        assert held(proc) == {0, 1}
+        reread = await proc._on_rebalance(raw_tps(proc, {0, 1}), set(), 6)
+        assert held(proc) == set()
+        assert reread == {TP(t, p) for t in proc.changelog_topic.values() for p in (0, 1)}
+        assert fake.aborted
+        assert proc._full_reads == {0, 1}
+        # a plain next generation keeps the state
+        await proc.process_batch(messages(proc, 10))
+        assert await proc._on_rebalance(raw_tps(proc, {0, 1}), set(), 7) == set()
+        assert held(proc) == {0, 1}
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("committed", [True, False])
+def test_a_recovery_that_loaded_nothing_from_a_changelog_with_committed_records_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, committed: bool
+) -> None:
+    """Records between the low watermark and the end offset, none applied: read once more; a
+    committed one stops the worker, control records and aborted writes only do not."""
+
+    async def run() -> None:
+        proc = processor(tmp_path)
+        await proc._on_rebalance(raw_tps(proc, {0, 1}), set(), 1)
+        consumer: Any = proc.app.consumer
+        dedupe_0 = TP(proc.changelog_topic["dedupe"], 0)
+        identity_1 = TP(proc.changelog_topic["identity"], 1)
+        for tp in (TP(t, p) for t in proc.changelog_topic.values() for p in (0, 1)):
+            consumer.low_offsets[tp], consumer.end_offsets[tp] = 0, 0  # empty
+        consumer.low_offsets[dedupe_0], consumer.end_offsets[dedupe_0] = 100, 250
+        consumer.low_offsets[identity_1], consumer.end_offsets[identity_1] = 0, 40
+        proc._applied[identity_1] = 40  # recovery applied these
+        asked: list[list[tuple[TP, int, int]]] = []
+
+        def first_committed(kafka: Any, app_id: str, suspects: Any) -> dict[TP, int]:
+            asked.append(list(suspects))
+            return {dedupe_0: 120} if committed else {}
+
+        monkeypatch.setattr("processors.app.first_committed_offsets", first_committed)
+        monkeypatch.setattr(proc, "_active_partitions", lambda: {0, 1})
+        await proc._on_recovered()
+        assert asked == [[(dedupe_0, 100, 250)]]
+        if committed:
+            assert isinstance(proc.fatal, FatalError)
+            message = str(proc.fatal)
+            assert f"changelog {dedupe_0.topic}[0]" in message and "100..250" in message
+            assert not proc.health.ready
+            assert proc._crashing is not None
+            await proc._crashing
+        else:
+            assert proc.fatal is None and proc.health.ready
+        await proc._on_recovered()  # the other tables' callbacks: checked once
+        assert len(asked) == 1
 
     asyncio.run(run())

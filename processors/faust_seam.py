@@ -1,0 +1,437 @@
+"""The one seam between segflow's processors and Faust's private members.
+
+Faust 0.15.3 has no public API for what the processors need: sending a partition's output
+through that partition's transactional producer, reading back what table recovery loaded, and a
+consumer loop that hands whole fetches to the agent. So the processors reach into Faust, and
+*only here*: every private member (``_transaction_producers``, ``_trn_locks``,
+``_ensure_producer``, the memory store's ``_key_partition``, the consumer's ``_drain_messages``
+and the bookkeeping it uses, ``App._new_transport``) is touched in this module and nowhere else.
+:func:`check` runs at worker start-up, before anything is consumed: it verifies that the installed
+faust-streaming is a version this module was written against and that each member exists with
+the kind expected (callable, coroutine function, attribute of a type), and raises
+:class:`FaustSeamError` naming the member and the version otherwise. A rename in Faust then stops
+the worker with a clear message instead of turning a guarantee off silently (never
+``getattr(obj, "_x", default)`` on a private member).
+
+The consumer loop. Faust hands every fetched record to the conductor, which builds an event,
+decodes it through the topic's schema and puts it on the agent's channel, where the agent takes
+it and acks it: several awaits, allocations and locks per record. Faust's own
+``_drain_messages`` even wraps each delivery in ``Service.wait_first`` (two tasks and an
+``asyncio.wait`` per record). On this project's 2-core machines that per-record path cost more
+than the processing itself. :class:`LeanConsumer` keeps the loop's bookkeeping (flow control,
+generation ids, read offsets, gaps, commit-every) and delivers the records of the app's
+``batch_topics`` (the raw topics) as one list of messages per fetch to the app's ``batch_sink``
+(the processors' agent, see :mod:`processors.app`); every other record (the tables' changelogs,
+read back during recovery) goes record by record to the conductor, as Faust does. Records
+fetched while a rebalance suspends the flow are not delivered (the fetcher is about to be
+stopped; the partitions are read again from the committed offsets), and every message carries
+the consumer generation it was fetched in, so whoever processes it can drop what a rebalance
+made stale, as Faust's streams do.
+
+It also asks the broker for the offsets table recovery reads the changelogs up to
+(:meth:`LeanConsumer.highwaters`): Faust's own answer under exactly-once is a cached value that is
+missing before the first fetch, which made a restarted worker skip recovery. It records them, with
+the changelogs' low watermarks, for the processors' check that recovery loaded what it should.
+
+:class:`SegflowApp` is a ``faust.App`` whose consumer is :class:`LeanConsumer` and whose table
+manager tells the app of each rebalance (partitions revoked, generation) before table recovery
+starts; everything else (producers, transactions, tables, recovery) is Faust's own.
+faust-streaming is pinned in pyproject.toml; tests/unit/processors/test_faust_seam.py runs the
+check, tests/integration/test_processors_*.py run the worker on the real broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import mode
+from faust.tables.manager import TableManager
+from faust.transport import consumer as faust_consumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, Message
+from mode.utils.locks import Event as ModeEvent
+
+from schemas.errors import FatalError
+
+logger = logging.getLogger(__name__)
+
+#: the faust-streaming versions this module was written and tested against
+SUPPORTED_FAUST_VERSIONS = frozenset({"0.15.3"})
+
+BatchSink = Callable[[list[Message]], Awaitable[None]]
+#: (assigned, revoked, generation id) -> changelog partitions to read back in full as well
+RebalanceListener = Callable[[set[TP], set[TP], int], Awaitable[set[TP]]]
+
+
+class FaustSeamError(FatalError):
+    """The installed Faust lacks a member the processors rely on (or is not a known version)."""
+
+
+def faust_version() -> str:
+    return importlib.metadata.version("faust-streaming")
+
+
+# -- producers ---------------------------------------------------------------------------------
+
+
+def transaction_producer(app: faust.App, transactional_id: str) -> Any | None:
+    """The aiokafka producer Faust holds for `transactional_id` (None when it holds none)."""
+    producers: dict[str, Any] = app.producer._transaction_producers  # type: ignore[attr-defined]
+    return producers.get(transactional_id)
+
+
+def transaction_lock(app: faust.App, transactional_id: str) -> asyncio.Lock:
+    """The lock Faust takes around every call on that transactional producer."""
+    locks: dict[str, asyncio.Lock] = app.producer._trn_locks  # type: ignore[attr-defined]
+    return locks[transactional_id]
+
+
+def forget_transaction_producer(app: faust.App, transactional_id: str, txp: Any) -> None:
+    """Drop `txp` from Faust's producers (Faust commits only the ids it holds a producer for);
+    a newer producer Faust started for the same id meanwhile stays."""
+    producers: dict[str, Any] = app.producer._transaction_producers  # type: ignore[attr-defined]
+    if producers.get(transactional_id) is txp:
+        del producers[transactional_id]
+
+
+def plain_producer(app: faust.App) -> Any:
+    """The started non-transactional aiokafka producer (at-least-once mode)."""
+    return app.producer._ensure_producer()  # type: ignore[attr-defined]
+
+
+async def restart_transaction(app: faust.App, transactional_id: str) -> None:
+    """Abort the open transaction of `transactional_id` and begin a new one (Faust replaces a
+    fenced producer on the way)."""
+    producer: Any = app.producer
+    await producer.abort_transaction(transactional_id)
+    await producer.begin_transaction(transactional_id)
+
+
+# -- tables ------------------------------------------------------------------------------------
+
+
+def take_recovered(table: Any) -> dict[int, list[tuple[Any, Any]]]:
+    """What table recovery read into `table`'s memory store, by partition, and empty the store
+    (the live state is kept in :mod:`processors.state`, not in Faust's store)."""
+    store = table.data
+    data: MutableMapping[Any, Any] = store.data
+    key_partition: MutableMapping[Any, int] = store._key_partition
+    out: dict[int, list[tuple[Any, Any]]] = {}
+    for key, value in data.items():
+        part = key_partition.get(key)
+        if part is not None and value:
+            out.setdefault(part, []).append((key, value))
+    data.clear()
+    key_partition.clear()
+    return out
+
+
+def forget_store_partition(table: Any, partition: int) -> None:
+    """Remove from `table`'s memory store what an interrupted recovery read for `partition`."""
+    store = table.data
+    key_partition: MutableMapping[Any, int] = store._key_partition
+    keys = [k for k, p in key_partition.items() if p == partition]
+    for key in keys:
+        store.data.pop(key, None)
+        del key_partition[key]
+
+
+class SegflowTableManager(TableManager):
+    """Faust's table manager, telling the app of a rebalance before table recovery starts.
+
+    The app's ``rebalance_listener`` gets the new assignment, the partitions Faust counts as
+    revoked and the generation, and may name more changelog partitions to read back in full
+    (treated as revoked by recovery, which then reads them from their start).
+    """
+
+    async def on_rebalance(
+        self,
+        assigned: set[TP],
+        revoked: set[TP],
+        newly_assigned: set[TP],
+        generation_id: int = 0,
+    ) -> None:
+        app = self.app
+        listener = app.rebalance_listener if isinstance(app, SegflowApp) else None
+        if listener is not None:
+            revoked = set(revoked) | await listener(set(assigned), set(revoked), generation_id)
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+
+
+# -- the consumer ------------------------------------------------------------------------------
+
+
+class LeanConsumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer delivering one list of messages per fetch."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        #: low watermark and end offset of each changelog partition, as last asked by recovery
+        self.low_offsets: dict[TP, int] = {}
+        self.end_offsets: dict[TP, int] = {}
+
+    async def earliest_offsets(self, *partitions: TP) -> Mapping[TP, int]:
+        """Faust's answer, recorded (recovery asks it for the changelogs it reads)."""
+        offsets = await super().earliest_offsets(*partitions)
+        self.low_offsets.update({tp: o for tp, o in offsets.items() if o is not None})
+        return offsets
+
+    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+        """End offsets asked of the broker (the last stable offsets under read_committed).
+
+        Table recovery reads each changelog partition up to this offset. With transactions,
+        Faust 0.15.3 takes it from ``last_stable_offset``: the value the last *fetch response*
+        of the partition carried, None before the partition was fetched at all (Faust reads it
+        as "empty changelog") and stale after. A worker whose transactional producers started
+        quickly (the previous owner had left no transaction open: a graceful stop, or a kill
+        right after a commit) built its tables before any changelog fetch and started with an
+        empty dedupe state, letting every copy of an already processed event through. A
+        ListOffsets request answers for the partition as it is now; Faust asks after this
+        worker's transactional producers have fenced the previous owner and ended its
+        transactions, so nothing before that offset can still change.
+        """
+        thread: Any = self._thread
+        consumer = thread._ensure_consumer()
+        offsets: Mapping[TP, int] = await thread.call_thread(consumer.end_offsets, list(partitions))
+        self.end_offsets.update(offsets)
+        return offsets
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs Kafka
+        app: Any = self.app
+        callback = self.callback
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        suspended = self.suspend_flow.is_set
+        read_offset = self._read_offset
+        commit_every = self._commit_every
+        acks_enabled_for = app.topics.acks_enabled_for
+        to_message = self._to_message
+        track_end_offset = app.monitor.track_tp_end_offset
+        batch_topics: frozenset[str] = app.batch_topics
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            records, active = await self._wait_next_records(1.0)
+            await asyncio.sleep(0)
+            if self.should_stop:
+                break
+            if not records:
+                continue
+            if not self.flow_active:  # as Faust's getmany: back to the committed offsets
+                await self.perform_seek()
+                continue
+            generation = app.consumer_generation_id
+            sink: BatchSink | None = app.batch_sink
+            batch: list[Message] = []
+            advanced: list[tuple[TP, int]] = []
+            for tp, fetched in records.items():
+                if active is not None and tp not in active and tp not in self._buffered_partitions:
+                    continue
+                track_end_offset(tp, self.highwater(tp))
+                r_offset = read_offset[tp]
+                acks = acks_enabled_for(tp.topic)
+                batched = sink is not None and tp.topic in batch_topics
+                for record in fetched:
+                    offset = record.offset
+                    if r_offset is not None and offset < r_offset:
+                        continue
+                    if r_offset and offset - r_offset > 1 and acks:
+                        await self._add_gap(tp, r_offset + 1, offset)
+                    if batched:
+                        batch.append(to_message(tp, record))
+                        r_offset = offset
+                        continue
+                    if suspended():
+                        break  # rebalancing: the fetcher is about to be stopped
+                    await callback(to_message(tp, record))
+                    r_offset = offset
+                    read_offset[tp] = offset
+                if batched and r_offset is not None:
+                    advanced.append((tp, r_offset))
+            if commit_every is not None and self._n_acked >= commit_every:
+                self._n_acked = 0
+                await self.commit()
+            if not batch or suspended() or app.consumer_generation_id != generation:
+                continue  # rebalancing: the fetcher is about to be stopped, records re-read
+            assert sink is not None
+            await sink(batch)
+            for tp, offset in advanced:
+                read_offset[tp] = offset
+
+
+class LeanTransport(faust_aiokafka.Transport):
+    Consumer = LeanConsumer
+
+
+class SegflowApp(faust.App):
+    """A Faust app whose consumer is :class:`LeanConsumer` and whose table manager is
+    :class:`SegflowTableManager`.
+
+    ``batch_sink``, when set, receives the fetched messages of ``batch_topics`` instead of the
+    conductor, one list per fetch; ``rebalance_listener``, when set, hears of each rebalance.
+    """
+
+    batch_sink: BatchSink | None = None
+    batch_topics: frozenset[str] = frozenset()
+    rebalance_listener: RebalanceListener | None = None
+
+    def __init__(self, id: str, **options: Any) -> None:
+        super().__init__(id, TableManager=SegflowTableManager, **options)
+
+    def _new_transport(self) -> Any:
+        return LeanTransport(self.conf.broker_consumer, self)
+
+
+# -- the start-up check ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Member:
+    """One private member the processors rely on: where, which, and what kind."""
+
+    owner: str
+    name: str
+    kind: str  # "method", "coroutine", or "attribute"
+    types: tuple[type, ...] = ()
+
+
+def _members(app: faust.App) -> list[tuple[Any, Member]]:
+    """Every private member this module touches, with the object it is looked up on."""
+    producer: Any = app.producer
+    consumer: Any = app.consumer
+    store: Any = next(iter(app.tables.values())).data if app.tables else None
+    return [
+        (
+            producer,
+            Member("faust aiokafka Producer", "_transaction_producers", "attribute", (dict,)),
+        ),
+        (producer, Member("faust aiokafka Producer", "_trn_locks", "attribute", (dict,))),
+        (producer, Member("faust aiokafka Producer", "_ensure_producer", "method")),
+        (producer, Member("faust aiokafka Producer", "abort_transaction", "coroutine")),
+        (producer, Member("faust aiokafka Producer", "begin_transaction", "coroutine")),
+        (store, Member("faust memory Store", "data", "attribute", (dict,))),
+        (store, Member("faust memory Store", "_key_partition", "attribute", (dict,))),
+        (
+            faust_aiokafka.Consumer,
+            Member("faust aiokafka Consumer", "_drain_messages", "coroutine"),
+        ),
+        (faust.App, Member("faust App", "_new_transport", "method")),
+        (
+            consumer,
+            Member(
+                "faust Consumer", "_thread", "attribute", (faust_aiokafka.AIOKafkaConsumerThread,)
+            ),
+        ),
+        (
+            faust_aiokafka.AIOKafkaConsumerThread,
+            Member("faust AIOKafkaConsumerThread", "_ensure_consumer", "method"),
+        ),
+        (
+            faust_aiokafka.AIOKafkaConsumerThread,
+            Member("faust AIOKafkaConsumerThread", "call_thread", "coroutine"),
+        ),
+        (consumer, Member("faust Consumer", "_stopped", "attribute", (ModeEvent,))),
+        (consumer, Member("faust Consumer", "_read_offset", "attribute", (dict,))),
+        (consumer, Member("faust Consumer", "_commit_every", "attribute", (int, type(None)))),
+        (consumer, Member("faust Consumer", "_n_acked", "attribute", (int,))),
+        (consumer, Member("faust Consumer", "_buffered_partitions", "attribute", (set,))),
+        (consumer, Member("faust Consumer", "_add_gap", "coroutine")),
+        (consumer, Member("faust Consumer", "_to_message", "method")),
+        (consumer, Member("faust Consumer", "_wait_next_records", "coroutine")),
+        (consumer, Member("faust Consumer", "earliest_offsets", "coroutine")),
+        (faust_consumer.Fetcher, Member("faust Fetcher", "_stopped", "service event", ())),
+        (TableManager, Member("faust TableManager", "on_rebalance", "coroutine")),
+        (app.tables, Member("faust TableManager", "recovery", "attribute", ())),
+    ]
+
+
+def _problem(obj: Any, member: Member) -> str | None:
+    """What is wrong with `member` on `obj`, None when it is as expected."""
+    if member.kind == "service event":  # set on each instance by mode.Service.__init__
+        ok = isinstance(obj, type) and issubclass(obj, mode.Service)
+        return None if ok else "is no longer a mode.Service"
+    if obj is None:
+        return "cannot be looked up (no table)"
+    try:
+        value = inspect.getattr_static(obj, member.name)
+    except AttributeError:
+        return "is missing"
+    if member.kind == "method":
+        return None if callable(value) else "is not a method"
+    if member.kind == "coroutine":
+        return None if inspect.iscoroutinefunction(value) else "is not a coroutine function"
+    value = getattr(obj, member.name)
+    if member.types and not isinstance(value, member.types):
+        expected = " or ".join(t.__name__ for t in member.types)
+        return f"is a {type(value).__name__}, not a {expected}"
+    return None
+
+
+def check(app: faust.App) -> None:
+    """Verify the Faust install before the worker consumes anything; FaustSeamError if not.
+
+    The version must be one of :data:`SUPPORTED_FAUST_VERSIONS`, and each private member this
+    module touches must exist with its expected kind. Builds the app's producer and consumer
+    objects (no connection is made); since the consumer fixes at construction whether it uses
+    transactions (Faust's ``App.in_transaction`` holds only in a worker), the app is first
+    marked as running in a worker, as ``faust.Worker`` does when it starts, and the consumer is
+    checked to use transactions exactly when the guarantee is exactly_once.
+    """
+    app.in_worker = True
+    version = faust_version()
+    if version not in SUPPORTED_FAUST_VERSIONS:
+        raise FaustSeamError(
+            f"faust-streaming {version} is installed; segflow's processors support "
+            f"{', '.join(sorted(SUPPORTED_FAUST_VERSIONS))} (they rely on private Faust members "
+            "listed in processors/faust_seam.py): install the pinned version"
+        )
+    app_type = type(app)
+    if not issubclass(app_type, SegflowApp) or type(app.consumer) is not LeanConsumer:
+        raise FaustSeamError("the processors' app must be a SegflowApp with a LeanConsumer")
+    if not isinstance(app.tables, SegflowTableManager):
+        raise FaustSeamError(
+            f"faust-streaming {version}: the app's table manager is "
+            f"{type(app.tables).__name__}, not SegflowTableManager (setting TableManager ignored)"
+        )
+    exactly_once = (
+        app.conf.processing_guarantee == faust.types.enums.ProcessingGuarantee.EXACTLY_ONCE
+    )
+    if app.consumer.in_transaction != exactly_once:
+        raise FaustSeamError(
+            f"faust-streaming {version}: the consumer's in_transaction is "
+            f"{app.consumer.in_transaction} under processing_guarantee "
+            f"{app.conf.processing_guarantee}: it was built before the app was in a worker"
+        )
+    for obj, member in _members(app):
+        problem = _problem(obj, member)
+        if problem is not None:
+            raise FaustSeamError(
+                f"faust-streaming {version}: {member.owner}.{member.name} {problem} (expected a "
+                f"{member.kind}); segflow's processors rely on it (processors/faust_seam.py): "
+                "install the pinned faust-streaming version"
+            )
+
+
+__all__ = [
+    "SUPPORTED_FAUST_VERSIONS",
+    "TP",
+    "BatchSink",
+    "FaustSeamError",
+    "LeanConsumer",
+    "LeanTransport",
+    "SegflowApp",
+    "SegflowTableManager",
+    "check",
+    "forget_store_partition",
+    "forget_transaction_producer",
+    "plain_producer",
+    "restart_transaction",
+    "take_recovered",
+    "transaction_lock",
+    "transaction_producer",
+]

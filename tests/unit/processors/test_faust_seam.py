@@ -1,0 +1,147 @@
+"""The start-up check of every private Faust member the processors rely on, on a real Faust app
+(built offline: no broker is reached), and the clear failure when one is gone."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from faust.tables.manager import TableManager
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+from prometheus_client import CollectorRegistry
+
+from cli.commands import process as process_command
+from processors import faust_seam
+from processors.app import ProcessorApp, TopicLayout
+from processors.faust_seam import FaustSeamError, LeanConsumer, SegflowTableManager
+from processors.settings import ProcessorSettings
+from runtime.health import HealthState
+from runtime.rules import load_rules
+from runtime.settings import KafkaSettings
+from schemas.errors import FatalError
+
+
+def settings(tmp_path: Path) -> ProcessorSettings:
+    return ProcessorSettings(
+        kafka=KafkaSettings(topic_prefix="seam."),
+        app_id="seam-app",
+        state_dir=tmp_path,
+        pii_hmac_key="seam-test-key-0123456789abcdef0123456789",
+    )
+
+
+def processor(tmp_path: Path) -> ProcessorApp:
+    s = settings(tmp_path)
+    layout = TopicLayout(3, {t: 3 for t in s.kafka.topics.all_clean()})
+    return ProcessorApp(s, load_rules(None), CollectorRegistry(), layout)
+
+
+def test_the_check_passes_on_the_processors_real_faust_app(tmp_path: Path) -> None:
+    proc = processor(tmp_path)
+    faust_seam.check(proc.app)
+    assert type(proc.app.consumer) is LeanConsumer
+    assert isinstance(proc.app.tables, SegflowTableManager)
+    assert faust_seam.faust_version() in faust_seam.SUPPORTED_FAUST_VERSIONS
+
+
+@pytest.mark.parametrize(
+    ("owner", "name", "replacement", "problem"),
+    [
+        (faust_aiokafka.Producer, "_trn_locks", None, "is missing"),
+        (faust_aiokafka.Producer, "_ensure_producer", None, "is missing"),
+        (faust_aiokafka.Consumer, "_drain_messages", None, "is missing"),
+        (faust_aiokafka.AIOKafkaConsumerThread, "_ensure_consumer", None, "is missing"),
+        (faust_aiokafka.Producer, "_transaction_producers", [], "is a list, not a dict"),
+        (
+            faust_aiokafka.Consumer,
+            "_wait_next_records",
+            lambda self, timeout: None,
+            "is not a coroutine function",
+        ),
+    ],
+)
+def test_a_missing_or_changed_member_fails_naming_it_and_the_version(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    owner: type,
+    name: str,
+    replacement: object,
+    problem: str,
+) -> None:
+    proc = processor(tmp_path)
+    if replacement is None:
+        for klass in owner.__mro__:  # gone from the class and every base it could come from
+            if name in vars(klass):
+                monkeypatch.delattr(klass, name)
+    else:
+        monkeypatch.setattr(owner, name, replacement)
+    with pytest.raises(FaustSeamError) as caught:
+        faust_seam.check(proc.app)
+    message = str(caught.value)
+    assert f".{name} {problem}" in message
+    assert f"faust-streaming {faust_seam.faust_version()}" in message
+    assert isinstance(caught.value, FatalError)
+
+
+def test_an_unsupported_faust_version_fails_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc = processor(tmp_path)
+    monkeypatch.setattr(faust_seam, "faust_version", lambda: "0.99.0")
+    with pytest.raises(FaustSeamError, match=r"faust-streaming 0\.99\.0 is installed.*0\.15\.3"):
+        faust_seam.check(proc.app)
+
+
+def test_the_worker_stops_before_consuming_when_the_check_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`segflow process` runs the check before the worker (and its health server) starts."""
+    monkeypatch.delattr(faust_aiokafka.Producer, "_trn_locks")
+    started: list[object] = []
+    monkeypatch.setattr(process_command.faust, "Worker", lambda *a, **k: started.append(a))
+    s = settings(tmp_path)
+    layout = TopicLayout(3, {t: 3 for t in s.kafka.topics.all_clean()})
+    with pytest.raises(FaustSeamError, match="_trn_locks"):
+        process_command._serve(s, load_rules(None), layout, HealthState(), None)
+    assert not started
+
+
+def test_the_table_manager_tells_the_app_of_a_rebalance_before_recovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listener runs first, and the changelog partitions it names are passed on to Faust's
+    table manager as revoked too (so recovery reads them from their start)."""
+    proc = processor(tmp_path)
+    app = proc.app
+    order: list[str] = []
+    extra = TP(proc.changelog_topic["dedupe"], 1)
+
+    async def listener(assigned: set[TP], revoked: set[TP], generation: int) -> set[TP]:
+        order.append(f"listener {sorted(revoked)} {generation}")
+        return {extra}
+
+    async def faust_on_rebalance(
+        self: TableManager,
+        assigned: set[TP],
+        revoked: set[TP],
+        newly: set[TP],
+        generation_id: int = 0,
+    ) -> None:
+        order.append(f"faust {sorted(revoked)} {generation_id}")
+
+    monkeypatch.setattr(TableManager, "on_rebalance", faust_on_rebalance)
+    app.rebalance_listener = listener
+    gone = TP(proc.topics.raw("track"), 2)
+    asyncio.run(app.tables.on_rebalance(set(), {gone}, set(), 7))
+    assert order == [f"listener {[gone]} 7", f"faust {sorted({gone, extra})} 7"]
+
+
+def test_a_consumer_built_outside_a_worker_fails_the_check(tmp_path: Path) -> None:
+    """Faust fixes at the consumer's construction whether it uses transactions (only in a
+    worker): one built earlier would run exactly-once without transactions."""
+    proc = processor(tmp_path)
+    assert proc.app.consumer is not None  # built before the app is marked in a worker
+    with pytest.raises(FaustSeamError, match="in_transaction is False"):
+        faust_seam.check(proc.app)
