@@ -297,7 +297,8 @@ def test_a_partition_leaving_and_coming_back_before_recovery_completes_is_read_b
     memory of the aborted processing."""
 
     async def run() -> None:
-        proc = processor(tmp_path)
+        registry = CollectorRegistry()
+        proc = processor(tmp_path, registry)
         fake = FakeTransactionalProducer()
         install(proc, fake)
         batch = messages(proc, 10)  # partitions 0 and 1
@@ -308,7 +309,8 @@ def test_a_partition_leaving_and_coming_back_before_recovery_completes_is_read_b
         # partition 1 leaves (its open transaction is abandoned, to be aborted) ...
         await proc._on_rebalance(raw_tps(proc, {0, 2}), raw_tps(proc, {1}), 2)
         assert held(proc) == {0}
-        assert proc.metrics.state_drops.labels("revoked")._value.get() == 1
+        dropped = "segflow_process_state_partitions_dropped_total"
+        assert registry.get_sample_value(dropped, {"reason": "revoked"}) == 1
         # ... and comes back before that rebalance's recovery completed
         await proc._on_rebalance(raw_tps(proc, everything), set(), 3)
         assert 1 in proc._full_reads
