@@ -218,6 +218,11 @@ def refuse_development_keys(rules: Rules, allow_dev_defaults: bool, origin: str)
     public = development_write_keys()
     exposed = sorted({s.name for s in rules.sources for k in s.write_keys if k in public})
     if not exposed:
+        if allow_dev_defaults:
+            logger.warning(
+                "SEGFLOW_ALLOW_DEV_DEFAULTS is set: public development defaults are accepted. "
+                "Local development only."
+            )
         return
     if not allow_dev_defaults:
         raise ConfigError(

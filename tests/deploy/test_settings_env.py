@@ -14,7 +14,7 @@ from pydantic import AliasChoices, ValidationError
 
 from cli.main import SUBCOMMANDS
 from cli.reference import settings_classes
-from runtime.settings import SegflowSettings
+from runtime.settings import SegflowSettings, secret_file_envs
 from tests.deploy.conftest import VALUES_FILES, pod_specs
 
 # long enough for every secret's own checks (the PII HMAC key needs 32 bytes)
@@ -22,9 +22,10 @@ SECRET_PLACEHOLDER = "from-a-secret-" + "x" * 32
 
 
 def env_names(cls: type[SegflowSettings]) -> set[str]:
-    """The environment variables one class reads (its own fields; nested classes read theirs)."""
+    """The environment variables one class reads (its own fields; nested classes read theirs),
+    the SEGFLOW_..._FILE twins of its secrets included."""
     prefix = str(cls.model_config.get("env_prefix", ""))
-    names = set()
+    names = set(secret_file_envs(cls).values())
     for name, field in cls.model_fields.items():
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, SegflowSettings):

@@ -96,10 +96,12 @@ def test_own_rules_reusing_a_development_key_are_refused_too() -> None:
         refuse_development_keys(rules, False, "rules.yaml")
 
 
-def test_own_keys_pass_silently(caplog: pytest.LogCaptureFixture) -> None:
+def test_own_keys_pass_and_the_opt_in_still_warns(caplog: pytest.LogCaptureFixture) -> None:
     refuse_development_keys(parse_rules(GOOD), False, "rules.yaml")
-    refuse_development_keys(parse_rules(GOOD), True, "rules.yaml")
     assert not caplog.records
+    refuse_development_keys(parse_rules(GOOD), True, "rules.yaml")
+    (record,) = caplog.records
+    assert record.levelname == "WARNING" and "SEGFLOW_ALLOW_DEV_DEFAULTS" in record.getMessage()
 
 
 def test_the_opt_in_serves_the_embedded_rules_with_a_warning(
