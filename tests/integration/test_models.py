@@ -102,13 +102,14 @@ def scenario(rng: random.Random, users: list[str], start: datetime, days: int) -
                     sc.events.append(Ev("group", user, t, account=account))
                     first = False
                 for _ in range(rng.randint(1, 3)):
-                    t += timedelta(minutes=rng.randint(1, 12))
+                    # gaps near the 30-minute timeout on both sides test the boundary
+                    t += timedelta(minutes=rng.choice([2, 7, 25, 29]))
                     sc.events.append(Ev("track", user, t, event=rng.choice(FEATURES)))
                 if rng.random() < 0.35:
                     t += timedelta(minutes=rng.randint(1, 10))
                     revenue = float(rng.choice([19, 49, 99, 12.5]))
                     sc.events.append(Ev("track", user, t, event="Order Completed", revenue=revenue))
-                t += timedelta(hours=rng.randint(2, 4))
+                t += rng.choice([timedelta(minutes=31), timedelta(minutes=45), timedelta(hours=3)])
     return sc
 
 
