@@ -89,11 +89,12 @@ def profile(settings: ModelsSettings) -> dict[str, Any]:
         "connect_timeout": wh.login_timeout_s,
         "query_tag": "segflow:models",
     }
-    if wh.private_key_path is not None:
-        out["private_key_path"] = str(wh.private_key_path)
-        if wh.private_key_passphrase is not None:
+    connect = wh.connect_kwargs("models")  # the credentials the connector itself would use
+    if "private_key_file" in connect:
+        out["private_key_path"] = str(connect["private_key_file"])
+        if connect.get("private_key_file_pwd") is not None:
             out["private_key_passphrase"] = "{{ env_var('" + PASSPHRASE_ENV + "') }}"
-    elif wh.password is not None:
+    elif connect.get("password") is not None:
         out["password"] = "{{ env_var('" + PASSWORD_ENV + "') }}"
     if wh.warehouse:
         out["warehouse"] = wh.warehouse
@@ -111,13 +112,13 @@ def profile(settings: ModelsSettings) -> dict[str, Any]:
 
 def secret_env(settings: ModelsSettings) -> dict[str, str]:
     """The environment variables the profile's env_var references read."""
-    wh = settings.warehouse
+    connect = settings.warehouse.connect_kwargs("models")
     env: dict[str, str] = {}
-    if wh.private_key_path is not None:
-        if wh.private_key_passphrase is not None:
-            env[PASSPHRASE_ENV] = wh.private_key_passphrase.get_secret_value()
-    elif wh.password is not None:
-        env[PASSWORD_ENV] = wh.password.get_secret_value()
+    if "private_key_file" in connect:
+        if connect.get("private_key_file_pwd") is not None:
+            env[PASSPHRASE_ENV] = str(connect["private_key_file_pwd"])
+    elif connect.get("password") is not None:
+        env[PASSWORD_ENV] = str(connect["password"])
     return env
 
 
