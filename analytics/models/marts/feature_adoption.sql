@@ -35,10 +35,10 @@ cohorts as (
         fu.feature,
         fu.cohort_week,
         count(*) as cohort_users,
-        avg(
+        round(avg(
             case when s.signed_up_at <= fu.first_used_at
                 then datediff('second', s.signed_up_at, fu.first_used_at) / 3600.0 end
-        ) as avg_hours_signup_to_first_use
+        ), 4) as avg_hours_signup_to_first_use
     from first_use as fu
     left join signups as s on s.user_id = fu.user_id
     group by fu.feature, fu.cohort_week
