@@ -50,7 +50,9 @@ class ModelsSettings(SegflowSettings):
 
     source: str = Field("web", description="Source (warehouse schema) the models read")
     target_schema: str = Field("", description="Schema the models write; empty: <source>_analytics")
-    project_dir: Path = Field(REPO_ROOT / "analytics", description="The dbt project directory")
+    project_dir: Path | None = Field(
+        None, description="The dbt project directory; unset: analytics/ of the segflow checkout"
+    )
     work_dir: Path = Field(
         Path("var/dbt"), description="Where dbt writes its target/ (compiled SQL, docs) and logs"
     )
@@ -61,6 +63,10 @@ class ModelsSettings(SegflowSettings):
     @property
     def schema_name(self) -> str:
         return self.target_schema or f"{self.source}_analytics"
+
+    @property
+    def project(self) -> Path:
+        return self.project_dir or REPO_ROOT / "analytics"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -138,7 +144,7 @@ def dbt_args(
     args = [
         *cmd,
         "--project-dir",
-        str(settings.project_dir),
+        str(settings.project),
         "--profiles-dir",
         str(profiles_dir),
         "--profile",
@@ -187,8 +193,8 @@ def parse_vars(text: str | None) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(ModelsSettings, args)
-    if not (settings.project_dir / "dbt_project.yml").is_file():
-        raise ConfigError(f"no dbt project at {settings.project_dir} (SEGFLOW_MODELS_PROJECT_DIR)")
+    if not (settings.project / "dbt_project.yml").is_file():
+        raise ConfigError(f"no dbt project at {settings.project} (SEGFLOW_MODELS_PROJECT_DIR)")
     dbt = find_dbt(settings.dbt_path)
     extra_vars = parse_vars(args.vars)
     env = {
