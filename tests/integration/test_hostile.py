@@ -56,7 +56,7 @@ def _event(call_type: str, **fields: Any) -> dict[str, Any]:
 
 
 DEEP = "__segflow_test_deep__"
-DEPTH = 2000
+DEPTH = 500  # past the Avro encoder (255) and within the JSON parser (1,024)
 
 
 def _body(batch: list[dict[str, Any]]) -> bytes:
@@ -67,7 +67,7 @@ def _body(batch: list[dict[str, Any]]) -> bytes:
 
 
 def hostile_cases() -> list[tuple[str, dict[str, Any], str]]:
-    """(case, event, what must happen): "refused", "lands" or "refused_or_lands"."""
+    """(case, event, what must happen): "refused" (a 4xx naming the item) or "lands"."""
     long_a, long_b = "a" * 200, "b" * 200
     return [
         (
@@ -102,17 +102,22 @@ def hostile_cases() -> list[tuple[str, dict[str, Any], str]]:
         (
             "a number Snowflake cannot hold",
             _event("track", event="Huge Number", properties={"big": 10**45 + 7}),
-            "refused_or_lands",
+            "refused",
         ),
         (
             "an event name of 5,000 characters",
             _event("track", event="E" * 5000, properties={"x": 1}),
-            "refused_or_lands",
+            "refused",
         ),
         (
             "a userId of 20,000 characters",
             _event("identify", userId="u" * 20_000, traits={"plan": "pro"}),
             "refused",
+        ),
+        (
+            "a timestamp Snowflake cannot hold",
+            _event("track", event="Odd Times", properties={"when": "0000-01-01T00:00:00Z"}),
+            "lands",
         ),
         (
             "an email as a property key",
@@ -275,7 +280,8 @@ def test_each_hostile_event_is_refused_or_lands_or_is_in_the_dlq(
             assert 400 <= status < 500, f"{case}: {status} {body}"
         if 400 <= status < 500:
             assert expect != "lands", f"{case} was refused: {body}"
-            assert json.dumps(body).strip("{}"), f"{case}: a 4xx without a reason"
+            reason = json.dumps(body)
+            assert "0" in reason and len(reason) > 20, f"{case}: a 4xx naming no item: {body}"
         else:
             assert status == 200, f"{case}: {status} {body}"
 
@@ -328,6 +334,24 @@ def test_colliding_and_empty_keys_keep_every_value(
     per_event = _row(pipeline, "empty_keys", mid)
     unmapped = json.dumps(_unmapped(per_event), ensure_ascii=False)
     assert "dollars" in unmapped and "kanji" in unmapped, unmapped
+
+
+def test_nesting_past_the_json_parser_is_a_400_with_its_reason(
+    pipeline: Pipeline, outcome: dict[str, Any]
+) -> None:
+    body = '{"batch": [{"type": "track", "event": "Deep", "userId": "u1", "properties": '
+    body += '{"n":' * 5000 + "1" + "}" * 5000 + "}]}"
+    status, answer = post(pipeline.edge + "/v1/batch", body.encode())
+    assert status == 400 and "depth" in json.dumps(answer), answer
+
+
+def test_a_timestamp_snowflake_cannot_hold_stays_queryable_text(
+    pipeline: Pipeline, outcome: dict[str, Any]
+) -> None:
+    mid = outcome["answers"]["a timestamp Snowflake cannot hold"][2]["messageId"]
+    row = _row(pipeline, "odd_times", mid)
+    kept = [row.get("when"), *_unmapped(row).values()]
+    assert "0000-01-01T00:00:00Z" in [str(v) for v in kept], row
 
 
 def test_long_names_fit_and_keep_their_values(pipeline: Pipeline, outcome: dict[str, Any]) -> None:
