@@ -39,13 +39,13 @@ import orjson
 
 from ingest.auth import WriteKeys, key_from_authorization
 from ingest.metrics import IngestMetrics
-from ingest.ratelimit import RateLimiter
 from ingest.records import OutRecord, RequestContext, SuppressionCheck, prepare_records
 from ingest.rejections import Rejection, bad_request
 from ingest.settings import IngestSettings
 from ingest.validation import decode_body, parse_object, validate_envelope
 from ingest.webhook import verify_signature
 from runtime.health import HealthState, render
+from runtime.rate_limit import SourceRateLimiter
 from runtime.rules import Rules
 from schemas.errors import ConfigError
 from schemas.topics import HEADER_REQUEST_ID, HEADER_SOURCE
@@ -118,7 +118,7 @@ class IngestApp:
         self.routes = build_routes()
         self.keys = WriteKeys(rules)
         rates = {s.name: s.rate_limit_per_s for s in rules.sources if s.rate_limit_per_s}
-        self.limiter = RateLimiter(
+        self.limiter = SourceRateLimiter(
             rates, settings.default_rate_limit_per_s, settings.rate_limit_burst_s
         )
         self._origins = settings.origins()
