@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
@@ -33,13 +32,6 @@ SUBCOMMANDS: list[tuple[str, str, str]] = [
 ]
 
 
-def _command_module(module: str) -> object | None:
-    name = f"cli.commands.{module}"
-    if importlib.util.find_spec(name) is None:
-        return None
-    return importlib.import_module(name)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="segflow",
@@ -48,11 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module, help_text in SUBCOMMANDS:
-        mod = _command_module(module)
-        if mod is None:
-            p = sub.add_parser(name, help=f"{help_text} (not built yet)", description=help_text)
-            p.set_defaults(_run=_not_built(name))
-            continue
+        mod = importlib.import_module(f"cli.commands.{module}")
         p = sub.add_parser(
             name,
             help=help_text,
@@ -62,14 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
         mod.configure(p)  # type: ignore[attr-defined]
         p.set_defaults(_run=mod.run)  # type: ignore[attr-defined]
     return parser
-
-
-def _not_built(name: str):  # type: ignore[no-untyped-def]
-    def run(args: argparse.Namespace) -> int:
-        print(f"segflow {name}: not built yet", file=sys.stderr)
-        return 2
-
-    return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:

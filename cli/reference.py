@@ -7,7 +7,6 @@ committed file equal to what this module renders, so the documentation cannot dr
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import pkgutil
 import typing
 
@@ -30,7 +29,7 @@ ORDER = (
 
 
 def settings_classes() -> list[type[SegflowSettings]]:
-    """Every settings class: imports each `settings` module of our packages and each built
+    """Every settings class: imports each `settings` module of our packages and each
     subcommand, then walks the subclasses of SegflowSettings (new ones are found as they land)."""
     for package in PACKAGES:
         module = importlib.import_module(package)
@@ -38,8 +37,7 @@ def settings_classes() -> list[type[SegflowSettings]]:
             if info.name.rsplit(".", 1)[-1].endswith("settings"):
                 importlib.import_module(info.name)
     for _, module_name, _ in SUBCOMMANDS:
-        if importlib.util.find_spec(f"cli.commands.{module_name}") is not None:
-            importlib.import_module(f"cli.commands.{module_name}")
+        importlib.import_module(f"cli.commands.{module_name}")
     found: list[type[SegflowSettings]] = []
     pending = list(SegflowSettings.__subclasses__())
     while pending:

@@ -3,7 +3,6 @@ argument parser, so a renamed subcommand or option breaks this test, not a deplo
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -38,12 +37,9 @@ def test_every_command_line_parses(
 ) -> None:
     modules = {name: module for name, module, _ in SUBCOMMANDS}
     parser = build_parser()
-    parsed, not_built = set(), set()
+    parsed = set()
     for where, args in _command_lines(manifests, compose_model):
         assert args and args[0] in modules, f"{where}: unknown subcommand {args[:1]}"
-        if importlib.util.find_spec(f"cli.commands.{modules[args[0]]}") is None:
-            not_built.add(args[0])
-            continue
         try:
             parser.parse_args(args)
         except SystemExit:
@@ -52,5 +48,3 @@ def test_every_command_line_parses(
             )
         parsed.add(args[0])
     assert {"ingest", "process", "sink", "topics", "reverse-etl"} <= parsed
-    if not_built:
-        pytest.skip(f"all others parse; not built yet, so not checked: {sorted(not_built)}")
