@@ -28,31 +28,32 @@ name holding an email, phone or card number is replaced as a whole by ``redacted
 (:func:`redacted_name`), recorded as ``<path>:redact_name`` (``event:redact_name``); the value
 under a renamed key is then handled by the rules and the detector like any other, under its new
 path. Keys are renamed before any rule runs, so no recorded path carries the old key.
+
+What each action does to a value is in :mod:`processors.pii_values`; which fields a rule's path
+addresses, in :mod:`processors.pii_paths`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import ipaddress
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from processors.detector import CARD, EMAIL, PHONE, document_may_hold_pii, find_pii
-from runtime.rules import PiiRule, PiiRules
+from processors.pii_paths import (
+    Match,
+    Path,
+    compile_rules,
+    exact_match,
+    matches,
+    render,
+    rules_by_root,
+    star_name_match,
+)
+from processors.pii_values import Hasher, mask_value, redacted_name, truncate_ip
+from runtime.rules import PiiRules
 from schemas.errors import ConfigError
 
-MASK = "***"
-_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-_IPV4 = re.compile(rf"^{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}$")
 DOCUMENT_ROOTS = ("properties", "traits", "context", "integrations", "extra")
-_BLOCK = 64  # SHA-256 block size
-_IPAD = bytes(b ^ 0x36 for b in range(256))
-_OPAD = bytes(b ^ 0x5C for b in range(256))
 _DETECTOR_KEEP = {EMAIL: "domain", PHONE: "last4", CARD: "last4"}
 #: the record's fields that hold names rather than values: the event (a table name), a page or
 #: screen name and its category
@@ -60,203 +61,13 @@ NAME_FIELDS = ("event", "name", "category")
 REDACT_NAME = "redact_name"
 _NAMES_MAX = 65_536
 
-Path = tuple[str | int, ...]
-
-
-def normalise(value: Any) -> str:
-    """The text hashed for a value: strings trimmed, whitespace collapsed, lower-cased."""
-    if isinstance(value, str):
-        return " ".join(value.split()).lower()
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-
-
-def hash_value(value: Any, key: bytes) -> str:
-    """HMAC-SHA256 of the normalised value, as 64 hex characters."""
-    return hmac.digest(key, normalise(value).encode(), "sha256").hex()
-
-
-class Hasher:
-    """:func:`hash_value` with the key's HMAC pads hashed once (RFC 2104, as ``hmac`` does):
-    each value then costs two SHA-256 copies and updates, not a new HMAC context."""
-
-    def __init__(self, key: bytes) -> None:
-        if len(key) > _BLOCK:
-            key = hashlib.sha256(key).digest()
-        key = key.ljust(_BLOCK, b"\0")
-        self._inner = hashlib.sha256(key.translate(_IPAD))
-        self._outer = hashlib.sha256(key.translate(_OPAD))
-
-    def __call__(self, value: Any) -> str:
-        inner = self._inner.copy()
-        inner.update(normalise(value).encode())
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.hexdigest()
-
-
-def redacted_name(name: str, kind: str, key: bytes | None) -> str:
-    """The name standing for `name`, which holds PII of `kind`: ``redacted_<kind>_<8 hex>``.
-
-    The hex is the start of HMAC-SHA256(key, name) when a key is set, else of SHA-256(name).
-    The same name always gets the same stand-in, a valid snake_case column or table name, so a
-    renamed property keeps one column; two different names get different ones (the name is
-    hashed as it is, not normalised: keys differing in case must not collide in one object).
-    With the key, the 32 bits reveal nothing to anyone without it; with a plain SHA-256 someone
-    holding a list of candidate emails or numbers could confirm which one a name was, so set
-    ``SEGFLOW_PROCESS_PII_HMAC_KEY`` (rotating it renames these columns)."""
-    data = name.encode("utf-8", "surrogatepass")
-    digest = hmac.digest(key, data, "sha256") if key else hashlib.sha256(data).digest()
-    return f"redacted_{kind}_{digest[:4].hex()}"
-
-
-def mask_value(value: Any, keep: str) -> str:
-    """``***`` plus the part `keep` names: domain, last4, first1 or none."""
-    text = value if isinstance(value, str) else str(value)
-    text = text.strip()
-    if keep == "domain":
-        if "@" in text:
-            return MASK + "@" + text.rsplit("@", 1)[1].lower()
-        return MASK
-    if keep == "last4":
-        alnum = [c for c in text if c.isalnum()]
-        return MASK + "".join(alnum[-4:]) if len(alnum) > 4 else MASK
-    if keep == "first1":
-        return text[:1] + MASK if len(text) > 1 else MASK
-    return MASK
-
-
-def truncate_ip(value: Any) -> str | None:
-    """IPv4 to its /24 network address, IPv6 to its /48; None when `value` is no IP address."""
-    if not isinstance(value, str):
-        return None
-    text = value.strip()
-    if _IPV4.match(text):
-        a, b, c, _ = text.split(".")
-        return f"{a}.{b}.{c}.0"
-    try:
-        addr = ipaddress.ip_address(value.strip())
-    except ValueError:
-        return None
-    prefix = 24 if addr.version == 4 else 48
-    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False).network_address)
-
-
-@dataclass(frozen=True, slots=True)
-class _CompiledRule:
-    segments: tuple[str, ...]
-    action: str
-    keep: str
-    exact: bool
-    star_name: bool  # root.*.name: the name in any object one level below the root
-
-
-def _compile(rules: list[PiiRule]) -> list[_CompiledRule]:
-    compiled = []
-    for r in rules:
-        segments = tuple(r.path.split("."))
-        star_name = len(segments) == 3 and segments[1] == "*" and _is_name(segments[2])
-        compiled.append(_CompiledRule(segments, r.action, r.keep, "*" not in segments, star_name))
-    # exact paths first, then wildcard paths; the file order otherwise (sort is stable)
-    return sorted(compiled, key=lambda r: not r.exact)
-
-
-def _by_root(rules: list[_CompiledRule]) -> list[tuple[str, list[_CompiledRule]]]:
-    """The rules grouped by their root, in order: a root absent from an event skips them all.
-    (Paths under different roots never meet, so the order between roots does not matter.)"""
-    groups: dict[str, list[_CompiledRule]] = {}
-    for rule in rules:
-        groups.setdefault(rule.segments[0], []).append(rule)
-    return list(groups.items())
-
-
-def _render(path: Path) -> str:
-    return ".".join(str(p) for p in path)
-
-
-def _is_name(segment: str) -> bool:
-    """True for a segment that can address an object key only (not ``*``, not an index)."""
-    return segment != "*" and not segment.isdigit()
-
-
-def _star_name_match(
-    doc: dict[str, Any], segments: tuple[str, ...]
-) -> list[tuple[Any, str | int, Path]]:
-    """What :func:`_matches` finds for ``root.*.name``: `name` in the objects below the root
-    (an array below the root has indices, never names)."""
-    root, _, name = segments
-    out: list[tuple[Any, str | int, Path]] = []
-    for k, v in doc[root].items():
-        if type(v) is dict and name in v:
-            out.append((v, name, (root, k, name)))
-    return out
-
-
-def _exact_match(
-    doc: dict[str, Any], segments: tuple[str, ...]
-) -> list[tuple[Any, str | int, Path]] | None:
-    """The field an exact path names when it runs through objects only: [] when absent, None
-    when the path crosses an array (then :func:`_matches` resolves the indices)."""
-    node: Any = doc
-    for seg in segments[:-1]:
-        node = node.get(seg)
-        if type(node) is not dict:
-            return None if type(node) is list else []
-    if segments[-1] in node:
-        return [(node, segments[-1], segments)]
-    return []
-
-
-def _matches(
-    container: Any, segments: tuple[str, ...], prefix: Path
-) -> list[tuple[Any, str | int, Path]]:
-    """(parent container, key in it, concrete path) of every field `segments` addresses."""
-    frontier: list[tuple[Any, Path]] = [(container, prefix)]
-    for seg in segments[:-1]:
-        nxt: list[tuple[Any, Path]] = []
-        for node, path in frontier:
-            if isinstance(node, dict):
-                if seg == "*":
-                    nxt.extend(
-                        (v, (*path, k)) for k, v in node.items() if isinstance(v, dict | list)
-                    )
-                else:
-                    v = node.get(seg)
-                    if isinstance(v, dict | list):
-                        nxt.append((v, (*path, seg)))
-            elif isinstance(node, list):
-                if seg == "*":
-                    nxt.extend(
-                        (v, (*path, i)) for i, v in enumerate(node) if isinstance(v, dict | list)
-                    )
-                elif seg.isdigit() and int(seg) < len(node):
-                    v = node[int(seg)]
-                    if isinstance(v, dict | list):
-                        nxt.append((v, (*path, int(seg))))
-        if not nxt:
-            return []
-        frontier = nxt
-    last = segments[-1]
-    out: list[tuple[Any, str | int, Path]] = []
-    for node, path in frontier:
-        if isinstance(node, dict):
-            if last == "*":
-                out.extend((node, k, (*path, k)) for k in node)
-            elif last in node:
-                out.append((node, last, (*path, last)))
-        elif isinstance(node, list):
-            if last == "*":
-                out.extend((node, i, (*path, i)) for i in range(len(node)))
-            elif last.isdigit() and int(last) < len(node):
-                out.append((node, int(last), (*path, int(last))))
-    return out
-
 
 class Masker:
     """Applies the PII rules of the rules file to an event document, in place."""
 
     def __init__(self, pii: PiiRules, hmac_key: bytes | None, key_version: str) -> None:
-        self._rules = _compile(pii.rules)
-        self._rule_groups = _by_root(self._rules)
+        self._rules = compile_rules(pii.rules)
+        self._rule_groups = rules_by_root(self._rules)
         self._detector = pii.detector if pii.detector.enabled else None
         uses_hash = any(r.action == "hash" for r in self._rules) or (
             self._detector is not None and self._detector.action == "hash"
@@ -337,13 +148,13 @@ class Masker:
             if not doc.get(root):
                 continue  # the root (properties, traits, ...) is empty in this event
             for rule in rules:
-                found: list[tuple[Any, str | int, Path]] | None = None
+                found: list[Match] | None = None
                 if rule.exact:
-                    found = _exact_match(doc, rule.segments)
+                    found = exact_match(doc, rule.segments)
                 elif rule.star_name and type(doc[root]) is dict:
-                    found = _star_name_match(doc, rule.segments)
+                    found = star_name_match(doc, rule.segments)
                 if found is None:
-                    found = _matches(doc, rule.segments, ())
+                    found = matches(doc, rule.segments, ())
                 for parent, key, path in found:
                     if path in handled:
                         continue
@@ -353,7 +164,7 @@ class Masker:
                     action = self._act(parent, key, rule.action, rule.keep)
                     if action is not None:
                         hashed = hashed or action == "hash"
-                        entries.append(f"{_render(path)}:{action}")
+                        entries.append(f"{render(path)}:{action}")
         if self._detector is not None:
             roots = self._detector_roots if candidates is None else candidates
             if roots:
@@ -378,7 +189,7 @@ class Masker:
                 container.clear()
                 container.update(items)
                 for new in renames.values():
-                    entries.append(f"{_render((*prefix, new))}:{REDACT_NAME}")
+                    entries.append(f"{render((*prefix, new))}:{REDACT_NAME}")
         else:
             for i, v in enumerate(container):
                 if (type(v) is dict or type(v) is list) and v:
@@ -449,7 +260,7 @@ class Masker:
                         # replacing a value in place does not disturb the iteration
                         container[k] = _replace(v, findings, replace)
                         hashed = hashed or action == "hash"
-                    entries.append(f"{_render(path)}:{action}")
+                    entries.append(f"{render(path)}:{action}")
                 elif (kind is dict or kind is list) and v:
                     path = (*prefix, k)
                     if path not in handled:
