@@ -21,12 +21,12 @@ it and acks it: several awaits, allocations and locks per record. Faust's own
 than the processing itself. :class:`LeanConsumer` keeps the loop's bookkeeping (flow control,
 generation ids, read offsets, gaps, commit-every) and delivers the records of the app's
 ``batch_topics`` (the raw topics) as one list of messages per fetch to the app's ``batch_sink``
-(the processors' agent, see :mod:`processors.app`); every other record (the tables' changelogs,
-read back during recovery) goes record by record to the conductor, as Faust does. Records
-fetched while a rebalance suspends the flow are not delivered (the fetcher is about to be
-stopped; the partitions are read again from the committed offsets), and every message carries
-the consumer generation it was fetched in, so whoever processes it can drop what a rebalance
-made stale, as Faust's streams do.
+(the processors' agent, see :mod:`processors.batch_agent`); every other record (the tables'
+changelogs, read back during recovery) goes record by record to the conductor, as Faust does.
+Records fetched while a rebalance suspends the flow are not delivered (the fetcher is about to
+be stopped; the partitions are read again from the committed offsets), and every message
+carries the consumer generation it was fetched in, so whoever processes it can drop what a
+rebalance made stale, as Faust's streams do.
 
 It also asks the broker for the offsets table recovery reads the changelogs up to
 (:meth:`LeanConsumer.highwaters`): Faust's own answer under exactly-once is a cached value that is

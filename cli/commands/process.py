@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry
 
 from cli.options import add_settings_options, settings_from_args
 from processors import faust_seam
-from processors.app import ProcessorApp, TopicLayout, discover_layout
+from processors.app import ProcessorApp
+from processors.app_config import TopicLayout, discover_layout
 from processors.settings import ProcessorSettings
 from runtime.health import HealthServer, HealthState
 from runtime.logs import setup_logging

@@ -14,7 +14,8 @@ from prometheus_client import CollectorRegistry
 
 from cli.commands import process as process_command
 from processors import faust_seam
-from processors.app import ProcessorApp, TopicLayout
+from processors.app import ProcessorApp
+from processors.app_config import TopicLayout
 from processors.faust_seam import FaustSeamError, LeanConsumer, SegflowTableManager
 from processors.settings import ProcessorSettings
 from runtime.health import HealthState

@@ -1,0 +1,128 @@
+"""The agent's batch: what each record becomes (clean event, DLQ copy), counted in the metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faust.types import Message
+from prometheus_client import CollectorRegistry
+
+from processors.batch_agent import PROCESSING_FAILED
+from schemas.dlq import DlqEntry, parse_dlq_headers
+from schemas.topics import HEADER_SOURCE
+from tests.unit.processors.fakes import (
+    FakeTransactionalProducer,
+    Listed,
+    clean_ids,
+    dedupe_keys,
+    install,
+    messages,
+    processor,
+)
+
+
+def test_suppressed_users_events_are_counted_and_nothing_of_them_is_sent(tmp_path: Path) -> None:
+    async def run() -> None:
+        registry = CollectorRegistry()
+        proc = processor(tmp_path, registry, Listed({"a3", "a7"}))
+        fake = FakeTransactionalProducer()
+        install(proc, fake)
+        await proc.agent.process_batch(messages(proc, 10))
+        assert clean_ids(fake) == {f"m{i}" for i in range(10)} - {"m3", "m7"}
+        assert dedupe_keys(proc, fake) == {f"m{i}".encode() for i in range(10)} - {b"m3", b"m7"}
+        assert not any(k in (b"a3", b"a7") for _, _, k, _ in fake.sent)
+        events = "segflow_process_events_total"
+        labels = {"call_type": "track"}
+        assert registry.get_sample_value(events, {**labels, "outcome": "suppressed"}) == 2
+        assert registry.get_sample_value(events, {**labels, "outcome": "clean"}) == 8
+
+    asyncio.run(run())
+
+
+def dead_letters(proc: Any, fake: FakeTransactionalProducer) -> list[DlqEntry]:
+    out = []
+    for (topic, _, _, _), headers in zip(fake.sent, fake.headers, strict=True):
+        if topic == proc.topics.dlq:
+            entry = parse_dlq_headers(headers)
+            assert entry is not None, headers
+            out.append(entry)
+    return out
+
+
+def test_an_undecodable_record_goes_to_the_dlq_with_its_origin_and_own_headers(
+    tmp_path: Path,
+) -> None:
+    async def run() -> None:
+        registry = CollectorRegistry()
+        proc = processor(tmp_path, registry)
+        fake = FakeTransactionalProducer()
+        install(proc, fake)
+        topic = proc.topics.raw("track")
+        own = [(HEADER_SOURCE, b"web")]
+        garbage = Message(topic, 1, 7, 0.0, 0, own, b"k", b"not avro", None)
+        await proc.agent.process_batch([*messages(proc, 4), garbage])
+        assert clean_ids(fake) == {f"m{i}" for i in range(4)}
+        [entry] = dead_letters(proc, fake)
+        assert (entry.code, entry.topic, entry.partition, entry.offset) == (
+            "undecodable",
+            topic,
+            1,
+            7,
+        )
+        assert "single-object marker" in entry.reason
+        assert entry.origin == own
+        dlq = "segflow_process_dlq_total"
+        assert registry.get_sample_value(dlq, {"code": "undecodable"}) == 1
+
+    asyncio.run(run())
+
+
+def test_a_processing_failure_reaches_neither_dlq_nor_log_with_the_exceptions_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception whose text quotes the record (an email here) names only its type in the
+    DLQ reason and the log; the partition moves on."""
+
+    async def run() -> None:
+        registry = CollectorRegistry()
+        proc = processor(tmp_path, registry)
+        fake = FakeTransactionalProducer()
+        install(proc, fake)
+        process = proc.agent.pipeline.process
+        email = "".join(reversed("moc.elpmaxe@eod.enaj"))  # not in this source, as in a record
+
+        def failing(raw: Any, key: Any, partition: int, now: Any, writes: Any) -> Any:
+            if raw["messageId"] == "m2":
+                raise ValueError(f"cannot mask {email}")
+            return process(raw, key, partition, now, writes)
+
+        monkeypatch.setattr(proc.agent.pipeline, "process", failing)
+        with caplog.at_level(logging.DEBUG):
+            await proc.agent.process_batch(messages(proc, 4))
+        assert clean_ids(fake) == {"m0", "m1", "m3"}
+        [entry] = dead_letters(proc, fake)
+        assert entry.code == PROCESSING_FAILED
+        assert entry.reason.startswith("processing failed: ValueError")
+        assert email not in entry.reason
+        assert "processing failed at" in caplog.text and "ValueError" in caplog.text
+        assert email not in caplog.text
+        dlq = "segflow_process_dlq_total"
+        assert registry.get_sample_value(dlq, {"code": PROCESSING_FAILED}) == 1
+
+    asyncio.run(run())
+
+
+def test_records_fetched_before_a_rebalance_are_dropped_and_counted(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    proc = processor(tmp_path, registry)
+    batch = messages(proc, 4)
+    for i, m in enumerate(batch):
+        m.generation_id = proc.app.consumer_generation_id - (i % 2)
+    assert proc.agent.current(batch) == batch[0::2]
+    proc.app.flow_control.suspend()  # a rebalance going on: nothing is current
+    assert proc.agent.current(batch) == []
+    assert registry.get_sample_value("segflow_process_stale_records_total") == 2 + 4
