@@ -15,7 +15,8 @@ from runtime.health import HealthServer, HealthState
 from runtime.logs import setup_logging
 from runtime.rules import load_rules
 from runtime.suppressions import SuppressionList, load_suppression_list
-from sinks.snowflake.consumer import SinkConsumer, Suppressions
+from sinks.snowflake.consumer import SinkConsumer
+from sinks.snowflake.intake import Suppressions
 from sinks.snowflake.loader import LoaderOptions, SnowflakeLoader
 from sinks.snowflake.metrics import SinkMetrics
 from sinks.snowflake.settings import SinkSettings

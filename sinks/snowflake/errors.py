@@ -4,7 +4,7 @@ Retryable: lost or refused connections, timeouts, expired sessions, HTTP 5xx/429
 service, lock and transaction conflicts. Misfit: a failure a record's *data* can cause (a value
 Snowflake refuses for its column, a string or document over the LOB size, an identifier that
 does not resolve): neither retried as is nor fatal, the sink isolates the records that cause it
-and sends them to the DLQ (consumer.py, misfits.py). Fatal: everything else (SQL compilation,
+and sends them to the DLQ (isolation.py, misfits.py). Fatal: everything else (SQL compilation,
 missing objects, privileges, bad credentials, quota). All carry the table and the statement
 kind, so an operator reads *where* it failed; data errors never quote the value.
 

@@ -18,10 +18,11 @@ from runtime.rules import parse_rules
 from schemas.codec import CLEAN_EVENT, AvroCodec
 from schemas.snowflake_limits import MAX_VARCHAR_BYTES
 from schemas.topics import HEADER_ERROR_CODE, HEADER_ORIGIN_OFFSET, HEADER_ORIGIN_TOPIC
-from sinks.snowflake import consumer as consumer_module
+from sinks.snowflake import deadletters
 from sinks.snowflake.batcher import FlushBatch
 from sinks.snowflake.consumer import SinkConsumer
 from sinks.snowflake.errors import FencedError, WarehouseMisfitError
+from sinks.snowflake.flushing import FlushMode
 from sinks.snowflake.loader import FlushResult, SnowflakeLoader
 from sinks.snowflake.metrics import SinkMetrics
 from sinks.snowflake.rows import Origin, event_rows
@@ -74,15 +75,16 @@ class World:
         self.metrics = SinkMetrics(CollectorRegistry())
         settings = SinkSettings(retry_initial_s=0.01)
         self.sink = SinkConsumer(settings, parse_rules(RULES), self.loader, self.metrics)
-        self.sink.consumer = MagicMock(spec_set=Consumer)
-        self.sink.consumer.assignment.return_value = []
-        self.sink.producer = MagicMock(spec_set=Producer)
-        self.sink.producer.flush.side_effect = self._acked
+        self.kafka = MagicMock(spec_set=Consumer)
+        self.kafka.assignment.return_value = []
+        self.producer = MagicMock(spec_set=Producer)
+        self.producer.flush.side_effect = self._acked
+        self.sink.attach(self.kafka, self.producer)
         self.fetch_offset = -1
         self.fetcher = MagicMock(spec_set=Consumer)
         self.fetcher.poll.side_effect = lambda *_: message(self.fetch_offset, b"original bytes")
         self.fetcher.assign.side_effect = self._assign
-        monkeypatch.setattr(consumer_module, "Consumer", lambda conf: self.fetcher)
+        monkeypatch.setattr(deadletters, "Consumer", lambda conf: self.fetcher)
         self.sink._start([(T, 0)])
 
     def _acked(self, *_: Any) -> int:
@@ -107,15 +109,21 @@ class World:
         for off in offsets:
             rows = event_rows(record(off), Origin(T, 0, off), audit=True)
             self.sink.batcher.add(T, 0, off, rows, 100, now=0.0)
+        return self.take()
+
+    def take(self) -> FlushBatch:
         batch = self.sink.batcher.take()
         assert batch is not None
+        self.sink.progress.hand_to_flush(batch.moves())
         return batch
 
-    def settle_failed(self, batch: FlushBatch, error: Exception) -> None:
+    def settle_failed(
+        self, batch: FlushBatch, error: Exception, mode: FlushMode = FlushMode.STEADY
+    ) -> None:
         future: Future[FlushResult] = Future()
         future.set_exception(error)
-        self.sink._inflight = (batch, future)
-        self.sink._settle()
+        self.sink.flusher.inflight = (batch, future)
+        self.sink.flusher.settle(mode)
 
 
 def moves_of(world: World) -> list[tuple[str, int, int, int]]:
@@ -136,7 +144,7 @@ def test_a_refused_record_goes_to_the_dlq_and_the_rest_loads_once_in_order(
     loaded_ids = [r.message_id for b in world.loaded for r in b.rows if r.table == "tracks"]
     assert loaded_ids == [f"m{n}" for n in range(10, 18) if n != 13]
     # the refused record, read again from Kafka, to the DLQ with its origin and reason
-    (call,) = world.sink.producer.produce.call_args_list
+    (call,) = world.producer.produce.call_args_list
     headers = dict(call.kwargs["headers"])
     assert call.kwargs["value"] == b"original bytes"
     assert headers[HEADER_ORIGIN_TOPIC] == T.encode()
@@ -145,7 +153,7 @@ def test_a_refused_record_goes_to_the_dlq_and_the_rest_loads_once_in_order(
     # ... acknowledged by Kafka before any offset moved past it
     past = next(i for i, e in enumerate(world.log) if e[0] == "loaded" and e[1][0][2] == 13)
     assert world.log.index("dlq acked") < past
-    assert world.sink.consumer.commit.call_args.kwargs["offsets"][0].offset == 18
+    assert world.kafka.commit.call_args.kwargs["offsets"][0].offset == 18
     sample = world.metrics.misfits.labels("warehouse_100082")._value.get()
     assert sample == 1
 
@@ -157,12 +165,11 @@ def test_several_refused_records_of_several_partitions(monkeypatch: pytest.Monke
         for partition in (0, 1):
             rows = event_rows(record(off + 100 * partition), Origin(T, partition, off), audit=False)
             world.sink.batcher.add(T, partition, off, rows, 100, now=0.0)
-    batch = world.sink.batcher.take()
-    assert batch is not None
+    batch = world.take()
     world.settle_failed(batch, WarehouseMisfitError("refused", 100038))
     sent = sorted(
         (int(dict(c.kwargs["headers"])[HEADER_ORIGIN_OFFSET]))
-        for c in world.sink.producer.produce.call_args_list
+        for c in world.producer.produce.call_args_list
     )
     assert sent == [11, 11, 16, 16]  # one of each partition at each bad offset
     loaded = sorted(r.message_id for b in world.loaded for r in b.rows if r.table == "tracks")
@@ -188,12 +195,9 @@ def test_a_fenced_part_stops_the_rest_and_re_reads_the_partition(
 def test_a_misfit_inside_a_rebalance_is_left_for_after_it(monkeypatch: pytest.MonkeyPatch) -> None:
     world = World(monkeypatch, bad={12})
     batch = world.buffer(range(10, 14))
-    future: Future[FlushResult] = Future()
-    future.set_exception(WarehouseMisfitError("refused", 100082))
-    world.sink._inflight = (batch, future)
-    world.sink._settle(in_callback=True)
-    assert not world.loaded and not world.sink.producer.produce.called
-    assert world.sink._reseek_later == {(T, 0)}
+    world.settle_failed(batch, WarehouseMisfitError("refused", 100082), FlushMode.CALLBACK)
+    assert not world.loaded and not world.producer.produce.called
+    assert world.sink.progress.pending_reseeks() == [(T, 0)]
 
 
 def test_an_oversized_record_goes_to_the_dlq_as_it_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -202,9 +206,9 @@ def test_an_oversized_record_goes_to_the_dlq_as_it_is_read(monkeypatch: pytest.M
     codec = AvroCodec()
     big = codec.encode(CLEAN_EVENT, clean_event("track", 1, properties={"essay": essay}))
     small = codec.encode(CLEAN_EVENT, clean_event("track", 2, message_id="m2"))
-    world.sink._handle(message(10, big), 0.0)
-    world.sink._handle(message(11, small), 0.0)
-    (call,) = world.sink.producer.produce.call_args_list
+    world.sink.intake.handle(message(10, big), 0.0)
+    world.sink.intake.handle(message(11, small), 0.0)
+    (call,) = world.producer.produce.call_args_list
     assert dict(call.kwargs["headers"])[HEADER_ERROR_CODE] == b"too_large"
     assert call.kwargs["value"] == big
     batch = world.sink.batcher.take()

@@ -1,0 +1,337 @@
+"""The sink consumer's state transitions against spec'd fakes: the Kafka consumer and producer
+(`MagicMock(spec_set=...)`), and the loader (`create_autospec(SnowflakeLoader)`) over a dict that
+plays the warehouse's offsets table, compare-and-set included. What is checked is what a user
+would see: what the warehouse committed, where Kafka is told to fetch and commit, the metrics."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Any
+from unittest.mock import MagicMock, create_autospec
+
+import pytest
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from runtime.rules import parse_rules
+from schemas.codec import CLEAN_EVENT, AvroCodec
+from schemas.dlq import dlq_headers
+from schemas.errors import FatalError
+from sinks.snowflake.batcher import FlushBatch
+from sinks.snowflake.consumer import SinkConsumer
+from sinks.snowflake.errors import FencedError, WarehouseRetryableError
+from sinks.snowflake.flushing import FlushMode
+from sinks.snowflake.loader import FlushResult, SnowflakeLoader
+from sinks.snowflake.metrics import SinkMetrics
+from sinks.snowflake.progress import PartitionState
+from sinks.snowflake.rows import Origin, event_rows
+from sinks.snowflake.settings import SinkSettings
+from tests.integration.sink_support import clean_event
+
+T = "segment.events.track"
+P0, P1 = (T, 0), (T, 1)
+RULES = "sources:\n  - name: web\n    write_keys: [k1]\n"
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def record(n: int) -> dict[str, Any]:
+    return {
+        "type": "track",
+        "messageId": f"m{n}",
+        "source": "web",
+        "anonymousId": "a",
+        "event": "Order Completed",
+        "receivedAt": AT,
+        "timestamp": AT,
+        "properties": "{}",
+        "context": "{}",
+    }
+
+
+def message(offset: int, value: bytes | None, partition: int = 0, headers: Any = None) -> MagicMock:
+    msg = MagicMock(spec_set=Message)
+    msg.error.return_value = None
+    msg.topic.return_value = T
+    msg.partition.return_value = partition
+    msg.offset.return_value = offset
+    msg.value.return_value = value
+    msg.key.return_value = b"a"
+    msg.headers.return_value = headers
+    return msg
+
+
+def tps(*keys: tuple[str, int]) -> list[TopicPartition]:
+    return [TopicPartition(t, p) for t, p in keys]
+
+
+class World:
+    """A SinkConsumer wired to fakes. `warehouse` holds the stored next offset per partition;
+    a flush moves it by compare-and-set, as the real transaction does."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.warehouse: dict[tuple[str, int], int] = {}
+        self.log: list[Any] = []
+        self.failures: list[Exception] = []  # raised by the next flushes, in order
+        self.gate: threading.Event | None = None  # holds a flush in the worker until set
+        self.loader = create_autospec(SnowflakeLoader, instance=True)
+        self.loader.flush.side_effect = self._flush
+        self.loader.ensure_offsets.side_effect = self._ensure
+        self.loader.prepare.return_value = None
+        self.metrics = SinkMetrics(CollectorRegistry())
+        config = SinkSettings(retry_initial_s=0.01, retry_max_s=0.01, **settings)
+        self.sink = SinkConsumer(config, parse_rules(RULES), self.loader, self.metrics)
+        self.kafka = MagicMock(spec_set=Consumer)
+        self.kafka.assignment.return_value = []
+        self.kafka.consume.return_value = []
+        self.kafka.get_watermark_offsets.return_value = (0, 100)
+        self.kafka.incremental_unassign.side_effect = lambda p: self.log.append(("unassign", p))
+        self.producer = MagicMock(spec_set=Producer)
+        self.producer.flush.return_value = 0
+        self.sink.attach(self.kafka, self.producer)
+
+    def _ensure(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        self.log.append(("offsets read", sorted(partitions)))
+        return {tp: self.warehouse.setdefault(tp, -1) for tp in partitions}
+
+    def _flush(self, batch: FlushBatch) -> FlushResult:
+        if self.gate is not None:
+            assert self.gate.wait(5)
+        if self.failures:
+            raise self.failures.pop(0)
+        for topic, partition, expected, _new in batch.moves():
+            if self.warehouse.get((topic, partition)) != expected:
+                raise FencedError([(topic, partition)])
+        for topic, partition, _expected, new in batch.moves():
+            self.warehouse[(topic, partition)] = new
+        self.log.append(("loaded", batch.moves()))
+        return FlushResult(records=batch.records)
+
+    def assign(self, *keys: tuple[str, int]) -> None:
+        self.sink._on_assign(self.kafka, tps(*keys))
+
+    def buffer(self, key: tuple[str, int], offsets: range) -> None:
+        for off in offsets:
+            rows = event_rows(record(off), Origin(key[0], key[1], off), audit=False)
+            assert self.sink.batcher.add(key[0], key[1], off, rows, 100, now=0.0)
+
+    def loaded(self) -> list[tuple[str, int, int, int]]:
+        return [m for e in self.log if e[0] == "loaded" for m in e[1]]
+
+    def committed(self) -> list[tuple[str, int, int]]:
+        return [
+            (tp.topic, tp.partition, tp.offset)
+            for call in self.kafka.commit.call_args_list
+            for tp in call.kwargs["offsets"]
+        ]
+
+    def fetching_from(self) -> list[tuple[str, int, int]]:
+        return [
+            (tp.topic, tp.partition, tp.offset)
+            for call in self.kafka.incremental_assign.call_args_list
+            for tp in call.args[0]
+        ]
+
+    def in_flight(self) -> None:
+        """Hand what is buffered to the worker, held there until `release()`."""
+        self.gate = threading.Event()
+        self.sink.flusher.flush()
+        assert self.sink.flusher.inflight is not None
+
+    def release(self) -> None:
+        assert self.gate is not None
+        self.gate.set()
+
+
+@pytest.fixture
+def world() -> World:
+    w = World()
+    w.warehouse[P0] = 10
+    w.warehouse[P1] = 20
+    w.assign(P0, P1)
+    return w
+
+
+def test_assignment_starts_each_partition_where_the_warehouse_says(world: World) -> None:
+    assert world.fetching_from() == [(T, 0, 10), (T, 1, 20)]
+    assert world.sink.progress[P0].state is PartitionState.FETCHING
+    assert world.sink.progress[P0].stored == 10
+
+
+def test_a_flush_in_the_worker_moves_progress_and_commits_advice(world: World) -> None:
+    world.buffer(P0, range(10, 13))
+    world.in_flight()
+    assert world.sink.progress[P0].in_flight == 13
+    world.release()
+    world.sink.flusher.settle(FlushMode.STEADY)
+    assert world.warehouse[P0] == 13 and world.sink.progress[P0].stored == 13
+    assert (T, 0, 13) in world.committed()
+
+
+def test_a_revoke_mid_flush_waits_for_it_then_loads_the_rest_before_releasing(
+    world: World,
+) -> None:
+    world.buffer(P0, range(10, 13))
+    world.in_flight()
+    world.buffer(P0, range(13, 15))  # read while the warehouse works
+    world.release()
+    world.sink._on_revoke(world.kafka, tps(P0))
+    assert world.loaded() == [(T, 0, 10, 13), (T, 0, 13, 15)]
+    assert world.log[-1] == ("unassign", tps(P0))  # released only after both loaded
+    assert world.sink.progress[P0].state is PartitionState.REVOKED
+    assert world.sink.progress[P1].state is PartitionState.FETCHING
+
+
+def test_an_assignment_mid_flush_settles_it_before_reading_offsets(world: World) -> None:
+    world.buffer(P0, range(10, 12))
+    world.in_flight()
+    world.release()
+    world.assign((T, 2))
+    loaded = world.log.index(("loaded", [(T, 0, 10, 12)]))
+    assert loaded < world.log.index(("offsets read", [(T, 2)]))
+
+
+def test_a_flush_failing_in_a_rebalance_is_re_read_after_it_not_loaded_in_it(
+    world: World,
+) -> None:
+    world.buffer(P0, range(10, 12))
+    world.buffer(P1, range(20, 22))
+    world.failures.append(WarehouseRetryableError("warehouse away", 0))
+    world.in_flight()
+    world.buffer(P1, range(22, 24))  # read while the warehouse works
+    world.release()
+    world.sink._on_revoke(world.kafka, tps(P1))
+    # neither the failed batch nor the revoked partition's buffer is loaded in the callback:
+    # the buffers after a failed flush do not start at the warehouse's offsets
+    assert world.loaded() == [] and world.loader.flush.call_count == 1
+    assert world.sink.progress.pending_reseeks() == [P0]
+    assert world.sink.progress[P1].released
+    world.sink._step()  # after the callback: the kept partition is re-read from the warehouse
+    assert world.log[-2:] == [("unassign", tps(P0)), ("offsets read", [P0])]
+    assert world.fetching_from()[-1] == (T, 0, 10)
+    assert world.sink.progress[P0].state is PartitionState.FETCHING
+    assert world.sink.batcher.held(T, 0) == 0
+
+
+def test_a_fenced_flush_drops_its_batch_and_re_reads_the_other_writers_offsets(
+    world: World,
+) -> None:
+    codec = AvroCodec()
+    world.buffer(P0, range(10, 13))
+    world.in_flight()
+    world.warehouse[P0] = 11  # another instance loaded offset 10 meanwhile
+    stale = codec.encode(CLEAN_EVENT, clean_event("track", 1))
+    world.release()
+    world.sink.flusher.settle(FlushMode.STEADY)
+    assert world.loaded() == [] and world.metrics.fenced._value.get() == 1
+    assert world.log[-2:] == [("unassign", tps(P0)), ("offsets read", [P0])]
+    assert world.fetching_from()[-1] == (T, 0, 11)
+    assert world.sink.progress[P0].stored == 11
+    assert world.sink.batcher.held(T, 0) == 0
+    # a record fetched before the re-seek, still handed over in this poll, is stale (loading
+    # it would skip offsets 11 and 12)
+    world.kafka.consume.return_value = [message(13, stale)]
+    world.sink.serve(0.01)
+    assert world.sink.batcher.held(T, 0) == 0
+    world.kafka.consume.return_value = [message(11, stale)]
+    world.sink._step()  # a new poll: records are read from the new position
+    assert world.sink.batcher.held(T, 0) == 1 and not world.sink.progress.skips(P0)
+
+
+def test_a_partition_lost_while_its_flush_is_retried_is_not_loaded(world: World) -> None:
+    world.buffer(P0, range(10, 12))
+    world.buffer(P1, range(20, 22))
+    world.failures.append(WarehouseRetryableError("warehouse away", 0))
+    world.kafka.assignment.return_value = tps(P0, P1)
+
+    def lose_p1(*_: Any) -> list[Any]:
+        world.kafka.consume.side_effect = None
+        world.sink._on_lost(world.kafka, tps(P1))
+        return []
+
+    world.kafka.consume.side_effect = lose_p1  # served while the flush backs off
+    world.in_flight()
+    world.release()
+    world.sink.flusher.settle(FlushMode.STEADY)
+    assert world.loaded() == [(T, 0, 10, 12)]
+    assert world.warehouse[P1] == 20
+    assert world.sink.progress[P1].state is PartitionState.LOST
+    assert (T, 1, 22) not in world.committed()
+    world.kafka.pause.assert_called_once_with(tps(P0, P1))
+    world.kafka.resume.assert_called_once_with(tps(P0))  # the lost one stays paused
+    assert world.metrics.retries._value.get() >= 1
+
+
+def test_the_final_flush_loads_here_and_commits_synchronously(world: World) -> None:
+    world.buffer(P0, range(10, 12))
+    world.buffer(P1, range(20, 21))
+    world.sink.stop_flush()
+    assert sorted(world.loaded()) == [(T, 0, 10, 12), (T, 1, 20, 21)]
+    assert world.sink.flusher.inflight is None
+    final = world.kafka.commit.call_args_list[-1]
+    assert final.kwargs["asynchronous"] is False
+    assert sorted((tp.partition, tp.offset) for tp in final.kwargs["offsets"]) == [
+        (0, 12),
+        (1, 21),
+    ]
+
+
+def test_a_final_flush_that_keeps_failing_stops_with_nothing_committed(world: World) -> None:
+    world.buffer(P0, range(10, 12))
+    world.failures.extend(WarehouseRetryableError("warehouse away", 0) for _ in range(5))
+    with pytest.raises(FatalError, match="nothing committed"):
+        world.sink.stop_flush()
+    assert world.loaded() == [] and world.warehouse[P0] == 10
+    assert world.loader.flush.call_count == 3
+    world.kafka.pause.assert_not_called()  # a final flush does not serve the group
+
+
+def test_a_prepared_ahead_flush_is_discarded_when_its_partition_is_revoked(
+    world: World,
+) -> None:
+    prepared = MagicMock()
+    world.loader.prepare.return_value = prepared
+    world.buffer(P0, range(10, 12))
+    world.in_flight()
+    world.buffer(P0, range(12, 14))
+    world.buffer(P1, range(20, 22))
+    world.sink.flusher.prepare_ahead(now=0.0)
+    assert world.sink.flusher.ahead is not None
+    world.release()
+    world.sink._on_revoke(world.kafka, tps(P0))
+    world.sink.flusher.flush()  # the snapshot no longer matches: everything is taken afresh
+    world.sink.flusher.settle(FlushMode.STEADY)
+    prepared.discard.assert_called_once_with()
+    assert world.metrics.prepared_ahead.labels("dropped")._value.get() == 1
+    assert world.loaded() == [(T, 0, 10, 12), (T, 0, 12, 14), (T, 1, 20, 22)]
+
+
+def test_a_prepared_ahead_flush_is_taken_as_prepared(world: World) -> None:
+    prepared = MagicMock()
+    world.loader.prepare.return_value = prepared
+    world.buffer(P0, range(10, 12))
+    world.in_flight()
+    world.buffer(P0, range(12, 14))
+    world.sink.flusher.prepare_ahead(now=0.0)
+    world.release()
+    world.sink.flusher.settle(FlushMode.STEADY)
+    world.sink.flusher.flush()
+    world.sink.flusher.settle(FlushMode.STEADY)
+    (second,) = [c.args[0] for c in world.loader.flush.call_args_list[1:]]
+    assert second.prepared is prepared
+    prepared.discard.assert_not_called()
+
+
+def test_an_undecodable_record_goes_to_the_dlq_with_its_own_headers(world: World) -> None:
+    origin = [("segflow-source", b"web")]
+    world.sink.intake.handle(message(10, b"\xff not avro", headers=origin), now=0.0)
+    (call,) = world.producer.produce.call_args_list
+    headers = call.kwargs["headers"]
+    assert headers[0] == ("segflow-source", b"web")
+    reason, code = dict(headers)["segflow-error"].decode(), dict(headers)["segflow-error-code"]
+    assert headers == dlq_headers(reason, code.decode(), T, 0, 10, origin)
+    assert call.kwargs["value"] == b"\xff not avro"
+    # its partition moves on: the next flush moves the offset past it, after the DLQ ack
+    world.sink.stop_flush()
+    assert world.loaded() == [(T, 0, 10, 11)]
+    world.producer.flush.assert_any_call(30)
