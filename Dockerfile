@@ -36,6 +36,8 @@ COPY runtime/ runtime/
 COPY ingest/ ingest/
 COPY processors/ processors/
 COPY sinks/ sinks/
+COPY reverse_etl/ reverse_etl/
+COPY deletion/ deletion/
 COPY cli/ cli/
 RUN pip install --no-deps . \
     && python -m compileall -q /opt/segflow/lib \

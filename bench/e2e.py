@@ -44,7 +44,7 @@ from bench import cpu_seconds, drop_topics, peak_rss_mb, service_pids  # noqa: E
 from bench.ingest import Connection, http_request, realistic_event  # noqa: E402
 from runtime.settings import KafkaSettings, WarehouseSettings  # noqa: E402
 from runtime.topic_admin import create_topics, expected_topics  # noqa: E402
-from sinks.session import WarehouseSession  # noqa: E402
+from sinks.snowflake.session import WarehouseSession  # noqa: E402
 
 PLACEHOLDER = b"@@@@@@@@@@@@"  # 12 bytes replaced per request so every messageId is unique
 

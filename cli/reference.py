@@ -16,7 +16,7 @@ from pydantic.fields import FieldInfo
 from cli.main import SUBCOMMANDS
 from runtime.settings import SegflowSettings
 
-PACKAGES = ("runtime", "ingest", "processors", "sinks", "cli")
+PACKAGES = ("runtime", "ingest", "processors", "sinks", "reverse_etl", "deletion", "cli")
 # The shared connections first, then the pipeline's components in the order events flow.
 ORDER = (
     "KafkaSettings",

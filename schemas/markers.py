@@ -1,6 +1,6 @@
 """Markers segflow puts on the events it sends itself, so the pipeline can recognise its echo.
 
-Reverse ETL (sinks/reverse_etl) sends warehouse rows as identify/track calls to a
+Reverse ETL (reverse_etl) sends warehouse rows as identify/track calls to a
 Segment-compatible API, which may be our own edge or Segment relaying to us. Every such call
 carries
 

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 CALL_TYPES: tuple[str, ...] = ("track", "identify", "page", "screen", "group", "alias")
 
+PartitionKey = tuple[str, int]
+"""(topic, partition) as a plain key; confluent-kafka's TopicPartition is the client's object."""
+
 
 @dataclass(frozen=True)
 class Topics:

@@ -15,8 +15,8 @@ from cli.progress import Progress
 from ingest.demo import Call, DemoSettings, journeys, malformed_requests, send
 from runtime.settings import WarehouseSettings
 from schemas.errors import FatalError, SegflowError
-from sinks.session import WarehouseSession
 from sinks.snowflake.ddl import quote
+from sinks.snowflake.session import WarehouseSession
 
 DESCRIPTION = """Send realistic Segment traffic through the real Segment Python SDK to a running
 edge (`segflow up` runs one): users moving through a product, with anonymous page views and UTM

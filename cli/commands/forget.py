@@ -7,13 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cli.options import add_settings_options, settings_from_args
+from deletion import ForgetSettings, Forgetter
+from deletion.sink_progress import data_ends, stored_offsets, wait_for_sinks
 from runtime.logs import setup_logging
 from runtime.settings import KafkaSettings, ObservabilitySettings, WarehouseSettings
 from runtime.suppressions import publish_suppressions
 from schemas.errors import ConfigError
-from sinks.deletion import ForgetSettings, Forgetter
-from sinks.session import WarehouseSession
-from sinks.sink_progress import data_ends, stored_offsets, wait_for_sinks
+from sinks.snowflake.session import WarehouseSession
 
 DESCRIPTION = """Delete users' rows everywhere and keep them out.
 

@@ -22,8 +22,8 @@ from runtime.replay import (
 from runtime.settings import KafkaSettings, ObservabilitySettings, WarehouseSettings
 from schemas.errors import ConfigError
 from schemas.timestamps import parse_timestamp
-from sinks.session import WarehouseSession
-from sinks.warehouse_offsets import WarehouseOffsets
+from sinks.snowflake.session import WarehouseSession
+from sinks.snowflake.warehouse_offsets import WarehouseOffsets
 
 DESCRIPTION = """Replay for SREs.
 

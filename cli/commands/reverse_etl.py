@@ -10,13 +10,13 @@ from types import FrameType
 from prometheus_client import CollectorRegistry
 
 from cli.options import add_settings_options, settings_from_args
+from reverse_etl import ReverseEtlMetrics, ReverseEtlSettings, ReverseEtlSync
+from reverse_etl.client import RetryPolicy, SegmentApiClient
 from runtime.health import HealthServer, HealthState
 from runtime.logs import setup_logging
 from runtime.suppressions import SuppressionList, load_suppression_list
 from schemas.errors import ConfigError
-from sinks.reverse_etl import ReverseEtlMetrics, ReverseEtlSettings, ReverseEtlSync
-from sinks.reverse_etl.client import RetryPolicy, SegmentApiClient
-from sinks.session import WarehouseSession
+from sinks.snowflake.session import WarehouseSession
 
 DESCRIPTION = """Run a SQL query against the warehouse and send each row as an identify (traits)
 or track (properties) call to a Segment-compatible API, only the rows that are new or changed

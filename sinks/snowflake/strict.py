@@ -9,8 +9,9 @@ jobs and the tests behave on the emulator as they would on Snowflake.
 
 It is on when `WarehouseSettings.strict_checks` says so (``SEGFLOW_SNOWFLAKE_STRICT``; unset:
 on for the emulator account, off for a real account, which enforces the rules itself), and
-`sinks.session.login` applies it: every component that reaches the warehouse (the sink, forget,
-reverse ETL, in-process or as a subprocess) is checked, and the tests cannot go around it.
+`sinks.snowflake.session.login` applies it: every component that reaches the warehouse (the
+sink, forget, reverse ETL, in-process or as a subprocess) is checked, and the tests cannot go
+around it.
 
 Each refusal is logged at ERROR (the rule, never the value) and reported to the caller's
 `on_violation` (the sink counts `segflow_sink_strict_violations_total{rule}`), so a test sees

@@ -18,10 +18,10 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from cli.main import main
+from deletion.sink_progress import SinkBarrierError, data_ends, stored_offsets, wait_for_sinks
 from runtime.settings import KafkaSettings, WarehouseSettings
-from sinks.session import WarehouseSession
-from sinks.sink_progress import SinkBarrierError, data_ends, stored_offsets, wait_for_sinks
 from sinks.snowflake.offsets import OffsetStore
+from sinks.snowflake.session import WarehouseSession
 from tests.integration.components import warehouse
 from tests.integration.conftest import unique_name
 from tests.integration.pipeline import SOURCE, Pipeline, poll, post, running_pipeline

@@ -26,12 +26,12 @@ from schemas.topics import (
     HEADER_ORIGIN_PARTITION,
     HEADER_ORIGIN_TOPIC,
 )
-from sinks.session import WarehouseSession
 from sinks.snowflake import strict
 from sinks.snowflake.consumer import SinkConsumer
 from sinks.snowflake.ddl import create_table
 from sinks.snowflake.loader import LoaderOptions, SnowflakeLoader
 from sinks.snowflake.metrics import SinkMetrics
+from sinks.snowflake.session import WarehouseSession
 from sinks.snowflake.settings import SinkSettings
 from tests.integration.sink_support import (
     Warehouse,

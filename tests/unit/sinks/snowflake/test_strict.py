@@ -18,10 +18,10 @@ from snowflake.connector.errors import ProgrammingError
 from runtime.settings import WarehouseSettings
 from schemas.errors import FatalError
 from schemas.snowflake_limits import MAX_COLUMNS_PER_TABLE, MAX_VARCHAR_BYTES
-from sinks.session import login
 from sinks.snowflake import strict
 from sinks.snowflake.ddl import add_column, create_table, put_file
 from sinks.snowflake.errors import WarehouseMisfitError, classify
+from sinks.snowflake.session import login
 
 
 def _conn() -> tuple[Any, Any]:

@@ -1,4 +1,5 @@
-"""A warehouse connection for the operator jobs (reverse ETL, user deletion).
+"""The warehouse login every component uses (`login`: the sink's connection, the jobs), and
+`WarehouseSession`, one connection for the operator jobs (reverse ETL, deletion, replay, demo).
 
 The real snowflake-connector-python, qmark binds, every failure classified in one place
 (sinks.snowflake.errors.classify) so callers see RetryableError or FatalError naming the

@@ -12,10 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from schemas.errors import FatalError
-from sinks.session import WarehouseSession
+from schemas.topics import PartitionKey
 from sinks.snowflake.offsets import UNKNOWN, OffsetStore
-
-TopicPartitionKey = tuple[str, int]
+from sinks.snowflake.session import WarehouseSession
 
 
 class WarehouseOffsets:
@@ -27,7 +26,7 @@ class WarehouseOffsets:
     def _execute(self, sql: str, binds: Sequence[Any]) -> Any:
         return self.session.run(sql, binds, kind="offsets", table="_segflow_offsets")
 
-    def read(self, keys: Sequence[TopicPartitionKey]) -> dict[TopicPartitionKey, int | None]:
+    def read(self, keys: Sequence[PartitionKey]) -> dict[PartitionKey, int | None]:
         """The next offset the sink will load per partition; None where it has none."""
         self.session.run(self.store.create_sql(), kind="ddl", table="_segflow_offsets")
         self.store.upgrade(self._execute)

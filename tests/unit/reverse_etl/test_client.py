@@ -6,14 +6,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from schemas.errors import RetryableError
-from sinks.reverse_etl.client import (
+from reverse_etl.client import (
     ApiError,
     Response,
     RetryPolicy,
     SegmentApiClient,
     retry_after_seconds,
 )
+from schemas.errors import RetryableError
 
 
 class FakeApi:

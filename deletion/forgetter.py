@@ -1,204 +1,24 @@
-"""User deletion ("forget"): every row of a user, in every table of the source schemas, gone.
-
-The source schemas are found in the warehouse (information_schema): every schema holding a
-table segflow writes (identity_map, the call type tables, users, accounts, audit_log, its
-_segflow_ bookkeeping), so sources the rules file no longer names, or never named (events of
-an unknown source land in their own schema), are covered too. `--source` restricts it.
-
-For each user id and each source schema:
-
-1. the identifiers linked to the user are read from ``identity_map`` (rows whose
-   canonical_user_id is the user);
-2. the user is put on the suppression list (runtime.suppressions.publish_suppressions) with
-   those identifiers, *before* anything is deleted, so the edge, backfills and the sink stop
-   accepting the user's events while the rows go;
-3. in one transaction per schema and user, every table loses the rows that belong to the user
-   (see :func:`row_condition`) and ``_segflow_deletions`` gains a receipt: request id, user id,
-   how many linked identifiers, rows deleted per table, when. The receipt keeps the user id
-   (needed to audit and to lift the suppression) but never the linked identifiers' values;
-4. the sinks may still hold rows decoded before the suppression: right after publishing,
-   the topics' data ends were taken (:mod:`sinks.sink_progress`); once every sink group has
-   loaded past them (bounded: a SinkBarrierError names what is behind), the deletion runs again
-   and the late rows are added to the receipt. The sinks also drop suppressed users' rows as
-   each batch is taken, so what they load after the barrier cannot be the user's.
-
-``--unsuppress`` lifts the suppression (a tombstone) and records that in the receipts table;
-deleted rows do not come back.
-
-Which rows belong to the user: ``user_id`` or ``canonical_user_id`` is the user, or the row is
-anonymous (no user_id, no canonical user) with one of the user's linked anonymous ids; in
-``identity_map`` the identifier is one of the user's or resolves to the user; in ``users`` the
-``id`` is the user. Anonymous rows of a shared device that stitching gave to another user stay.
-"""
+"""The deletion itself: find the schemas and the user's linked identifiers, publish the
+suppression, delete in one transaction per schema and user, wait for the sinks, delete again,
+keep the receipts (the whole sequence: the package's docstring)."""
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 import orjson
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
-from runtime.settings import SegflowSettings
+from deletion.receipts import DELETIONS, RECEIPT_COLUMNS, ForgetReport, UserReceipt
+from deletion.rows import IN_CHUNK, deletable_tables, row_condition, source_schemas
 from schemas.errors import SegflowError
-from sinks.session import WarehouseSession
 from sinks.snowflake import ddl
-from sinks.snowflake.tables import ACCOUNTS, AUDIT_LOG, IDENTITY_MAP, SCHEMA_CHANGES, USERS
+from sinks.snowflake.session import WarehouseSession
+from sinks.snowflake.tables import IDENTITY_MAP
 
 logger = logging.getLogger(__name__)
-
-DELETIONS = "_segflow_deletions"
-RECEIPT_COLUMNS = {
-    "request_id": "VARCHAR",
-    "action": "VARCHAR",
-    "user_id": "VARCHAR",
-    "linked_identifiers": "NUMBER",
-    "rows_deleted": "NUMBER",
-    "tables": "VARIANT",
-    "reason": "VARCHAR",
-    "requested_at": "TIMESTAMP_TZ",
-    "completed_at": "TIMESTAMP_TZ",
-}
-_IN_CHUNK = 500  # identifiers bound in one IN (...) list
-# Tables whose presence marks a schema as one segflow loads (a source schema).
-SOURCE_TABLES: frozenset[str] = frozenset(
-    {
-        IDENTITY_MAP,
-        USERS,
-        ACCOUNTS,
-        AUDIT_LOG,
-        SCHEMA_CHANGES,
-        DELETIONS,
-        "tracks",
-        "identifies",
-        "pages",
-        "screens",
-        "groups",
-        "aliases",
-    }
-)
-
-
-class ForgetSettings(SegflowSettings):
-    """`segflow forget`: how long it waits for the sinks before its final deletion pass."""
-
-    model_config = SettingsConfigDict(env_prefix="SEGFLOW_FORGET_")
-
-    sink_wait_s: float = Field(
-        600.0, ge=0, description="Seconds to wait for the sinks to pass the suppression; 0 = none"
-    )
-    sink_groups: str = Field(
-        "", description="Sink groups to wait for, comma-separated; empty = all in _segflow_offsets"
-    )
-    control_schema: str = Field(
-        "_segflow", description="Schema of the sinks' _segflow_offsets table"
-    )
-    progress_s: float = Field(
-        10.0, gt=0, description="Seconds between progress lines while waiting"
-    )
-
-    def groups(self) -> list[str]:
-        return [g.strip() for g in self.sink_groups.split(",") if g.strip()]
-
-
-def source_schemas(tables: Iterable[tuple[str, str]]) -> list[str]:
-    """The schemas (lower case) among (schema, table) pairs that hold a table segflow loads."""
-    found = {
-        str(schema).lower()
-        for schema, table in tables
-        if str(table).lower() in SOURCE_TABLES and str(schema).upper() != "INFORMATION_SCHEMA"
-    }
-    return sorted(found)
-
-
-def _in_list(column: str, count: int) -> str:
-    return f"{ddl.quote(column)} IN ({', '.join(['?'] * count)})"
-
-
-def row_condition(
-    table: str, columns: Iterable[str], user_id: str, anonymous_ids: Sequence[str]
-) -> tuple[str, list[str]] | None:
-    """The WHERE clause (and binds) selecting the user's rows of `table`; None if it has none.
-
-    `columns` are the table's column names in lower case."""
-    cols = set(columns)
-    parts: list[str] = []
-    binds: list[str] = []
-    if table == IDENTITY_MAP:
-        # Every link that resolves to the user (its anonymous ids included), and the user's own
-        # user_id entry whoever it resolves to.
-        if "canonical_user_id" in cols:
-            parts.append(f"{ddl.quote('canonical_user_id')} = ?")
-            binds.append(user_id)
-        if "identifier" in cols and "identifier_type" in cols:
-            parts.append(f"({ddl.quote('identifier')} = ? AND {ddl.quote('identifier_type')} = ?)")
-            binds += [user_id, "user_id"]
-    elif table == USERS:
-        if "id" in cols:
-            parts.append(f"{ddl.quote('id')} = ?")
-            binds.append(user_id)
-    else:
-        for column in ("user_id", "canonical_user_id", "previous_id"):
-            if column in cols:
-                parts.append(f"{ddl.quote(column)} = ?")
-                binds.append(user_id)
-        if "anonymous_id" in cols and anonymous_ids:
-            clause = _in_list("anonymous_id", len(anonymous_ids))
-            if "user_id" in cols:
-                clause += f" AND {ddl.quote('user_id')} IS NULL"
-            if "canonical_user_id" in cols:
-                clause += f" AND {ddl.quote('canonical_user_id')} IS NULL"
-            parts.append(f"({clause})")
-            binds += list(anonymous_ids)
-        if "previous_id" in cols and anonymous_ids:
-            parts.append(_in_list("previous_id", len(anonymous_ids)))
-            binds += list(anonymous_ids)
-    if not parts:
-        return None
-    return " OR ".join(parts), binds
-
-
-def deletable_tables(layout: Mapping[str, set[str]]) -> list[str]:
-    """Tables of a schema the user's rows can be in: all but segflow's own bookkeeping."""
-    return sorted(t for t in layout if not t.startswith("_segflow"))
-
-
-@dataclass
-class UserReceipt:
-    user_id: str
-    schema: str
-    linked_identifiers: int = 0
-    tables: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def rows_deleted(self) -> int:
-        return sum(self.tables.values())
-
-
-@dataclass
-class ForgetReport:
-    request_id: str
-    receipts: list[UserReceipt] = field(default_factory=list)
-    late_rows: int = 0
-    dry_run: bool = False
-
-    def summary(self) -> str:
-        verb = "would delete" if self.dry_run else "deleted"
-        lines = []
-        for r in self.receipts:
-            detail = ", ".join(f"{t} {n}" for t, n in sorted(r.tables.items()) if n)
-            lines.append(
-                f"{r.schema}: user {r.user_id}: {verb} {r.rows_deleted} rows"
-                + (f" ({detail})" if detail else "")
-                + f", {r.linked_identifiers} linked identifiers"
-            )
-        if self.late_rows:
-            lines.append(f"{self.late_rows} rows that landed during the deletion were deleted too")
-        return "\n".join(lines) if lines else "no source schema found in the warehouse"
 
 
 Publish = Callable[[dict[str, list[str]], str, bool], None]
@@ -351,8 +171,8 @@ class Forgetter:
     ) -> None:
         statements: list[tuple[str, str, list[str]]] = []
         for table in deletable_tables(layout):
-            for chunk_start in range(0, max(1, len(anonymous_ids)), _IN_CHUNK):
-                chunk = anonymous_ids[chunk_start : chunk_start + _IN_CHUNK]
+            for chunk_start in range(0, max(1, len(anonymous_ids)), IN_CHUNK):
+                chunk = anonymous_ids[chunk_start : chunk_start + IN_CHUNK]
                 found = row_condition(table, layout[table], receipt.user_id, chunk)
                 if found is not None:
                     where, binds = found

@@ -1,12 +1,8 @@
+"""rows.py: which rows and schemas belong to a user, as WHERE clauses."""
+
 from __future__ import annotations
 
-from sinks.deletion import (
-    ForgetReport,
-    UserReceipt,
-    deletable_tables,
-    row_condition,
-    source_schemas,
-)
+from deletion.rows import deletable_tables, row_condition, source_schemas
 
 EVENT_COLUMNS = {"id", "user_id", "anonymous_id", "canonical_user_id", "event", "received_at"}
 
@@ -49,16 +45,6 @@ def test_segflow_bookkeeping_is_never_deleted_from() -> None:
         "audit_log": set(),
     }
     assert deletable_tables(layout) == ["audit_log", "tracks"]
-
-
-def test_report_lines() -> None:
-    receipt = UserReceipt("u1", "web", 2, {"tracks": 3, "pages": 0})
-    report = ForgetReport("forget-1", [receipt], late_rows=1)
-    assert report.summary() == (
-        "web: user u1: deleted 3 rows (tracks 3), 2 linked identifiers\n"
-        "1 rows that landed during the deletion were deleted too"
-    )
-    assert ForgetReport("r").summary() == "no source schema found in the warehouse"
 
 
 def test_source_schemas_are_those_holding_segflow_tables() -> None:

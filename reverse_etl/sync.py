@@ -23,14 +23,14 @@ from typing import Any, Protocol
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from reverse_etl.batches import iter_batches
+from reverse_etl.calls import CallSpec, RowCall, RowSkipped, build_call, row_to_dict
+from reverse_etl.client import SegmentApiClient
+from reverse_etl.settings import ReverseEtlSettings
+from reverse_etl.state import SyncState
 from schemas.errors import ConfigError, FatalError, RetryableError
 from schemas.timestamps import to_iso
-from sinks.reverse_etl.batches import iter_batches
-from sinks.reverse_etl.calls import CallSpec, RowCall, RowSkipped, build_call, row_to_dict
-from sinks.reverse_etl.client import SegmentApiClient
-from sinks.reverse_etl.settings import ReverseEtlSettings
-from sinks.reverse_etl.state import SyncState
-from sinks.session import WarehouseSession
+from sinks.snowflake.session import WarehouseSession
 
 logger = logging.getLogger(__name__)
 

@@ -5,8 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from schemas.markers import reverse_etl_sync
-from sinks.reverse_etl.calls import (
+from reverse_etl.calls import (
     CallSpec,
     RowSkipped,
     build_call,
@@ -15,6 +14,7 @@ from sinks.reverse_etl.calls import (
     json_value,
     row_to_dict,
 )
+from schemas.markers import reverse_etl_sync
 
 NOW = datetime(2024, 5, 1, 12, tzinfo=UTC)
 IDENTIFY = CallSpec(

@@ -19,10 +19,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from reverse_etl.calls import RowCall
 from schemas.errors import SegflowError
-from sinks.reverse_etl.calls import RowCall
-from sinks.session import WarehouseSession
 from sinks.snowflake import ddl
+from sinks.snowflake.session import WarehouseSession
 
 logger = logging.getLogger(__name__)
 

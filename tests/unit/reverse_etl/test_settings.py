@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from reverse_etl.settings import ReverseEtlSettings
+from reverse_etl.sync import call_spec
 from runtime.settings import build_settings
 from schemas.errors import ConfigError
-from sinks.reverse_etl.settings import ReverseEtlSettings
-from sinks.reverse_etl.sync import call_spec
 
 
 def test_exactly_one_query_source(tmp_path: object) -> None:

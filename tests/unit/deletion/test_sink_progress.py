@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sinks.sink_progress import SinkBarrierError, behind, groups_to_wait_for, wait_for_sinks
+from deletion.sink_progress import SinkBarrierError, behind, groups_to_wait_for, wait_for_sinks
 
 ENDS = {("e.track", 0): 10, ("e.track", 1): 0, ("identity", 0): 4}
 

@@ -21,7 +21,7 @@ version sent twice (a crash between the API's answer and the state update) is de
 downstream; rows that vanish from the query are left alone (nothing is sent for them).
 """
 
-from sinks.reverse_etl.settings import ReverseEtlSettings
-from sinks.reverse_etl.sync import ReverseEtlMetrics, ReverseEtlSync, SyncReport
+from reverse_etl.settings import ReverseEtlSettings
+from reverse_etl.sync import ReverseEtlMetrics, ReverseEtlSync, SyncReport
 
 __all__ = ["ReverseEtlMetrics", "ReverseEtlSettings", "ReverseEtlSync", "SyncReport"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from sinks.reverse_etl.calls import RowCall
+from reverse_etl.calls import RowCall
 
 # {"batch":[],"sentAt":"2024-01-01T00:00:00.000Z"}: the envelope around the events.
 ENVELOPE_BYTES = len(orjson.dumps({"batch": [], "sentAt": "2024-01-01T00:00:00.000Z"}))

@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 
 import orjson
 
-from sinks.reverse_etl.batches import ENVELOPE_BYTES, pack
-from sinks.reverse_etl.calls import CallSpec, RowCall, build_call
+from reverse_etl.batches import ENVELOPE_BYTES, pack
+from reverse_etl.calls import CallSpec, RowCall, build_call
 
 SPEC = CallSpec("s", "identify", "user_id", "anonymous_id", "user_id")
 NOW = datetime(2024, 5, 1, tzinfo=UTC)

@@ -33,13 +33,13 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from runtime.kafka_config import common_config
 from runtime.settings import KafkaSettings
 from schemas.errors import FatalError, RetryableError
-from sinks.session import WarehouseSession
+from schemas.topics import PartitionKey
 from sinks.snowflake.ddl import qualified
+from sinks.snowflake.session import WarehouseSession
 from sinks.snowflake.tables import OFFSETS
 
 logger = logging.getLogger(__name__)
 
-TP = tuple[str, int]
 FIRST_WINDOW = 1_000  # records read back from the high watermark to find the last record
 SCAN_TIMEOUT_S = 60.0  # an open transaction at a partition's end is waited for this long
 
@@ -60,7 +60,9 @@ class Lag:
 
 
 def behind(
-    ends: Mapping[TP, int], stored: Mapping[str, Mapping[TP, int]], groups: Sequence[str]
+    ends: Mapping[PartitionKey, int],
+    stored: Mapping[str, Mapping[PartitionKey, int]],
+    groups: Sequence[str],
 ) -> list[Lag]:
     """Every (group, partition) whose stored next offset is below the partition's data end."""
     out: list[Lag] = []
@@ -76,7 +78,7 @@ def behind(
 
 
 def groups_to_wait_for(
-    given: Sequence[str], stored: Mapping[str, Mapping[TP, int]], topics: Sequence[str]
+    given: Sequence[str], stored: Mapping[str, Mapping[PartitionKey, int]], topics: Sequence[str]
 ) -> list[str]:
     """The groups given, else every group with a row for one of `topics`."""
     if given:
@@ -88,7 +90,7 @@ def groups_to_wait_for(
 # -- Kafka: the data ends ---------------------------------------------------------------------
 def data_ends(
     kafka: KafkaSettings, topics: Sequence[str], *, timeout_s: float = SCAN_TIMEOUT_S
-) -> dict[TP, int]:
+) -> dict[PartitionKey, int]:
     """Per partition of `topics`, the offset after its last committed record (0 when none)."""
     conf = common_config(kafka, "forget")
     conf.update(
@@ -101,7 +103,7 @@ def data_ends(
     )
     consumer = Consumer(conf)
     try:
-        marks: dict[TP, tuple[int, int]] = {}
+        marks: dict[PartitionKey, tuple[int, int]] = {}
         for topic in topics:
             meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
             if meta is None or meta.error is not None:
@@ -130,14 +132,14 @@ def data_ends(
 
 
 def _scan(
-    consumer: Consumer, marks: Mapping[TP, tuple[int, int]], window: int, timeout_s: float
-) -> dict[TP, int]:
+    consumer: Consumer, marks: Mapping[PartitionKey, tuple[int, int]], window: int, timeout_s: float
+) -> dict[PartitionKey, int]:
     """The offset of the last committed record below each high watermark, read from
     `window` records before it (partitions with none there are left out)."""
     consumer.assign(
         [TopicPartition(t, p, max(low, high - window)) for (t, p), (low, high) in marks.items()]
     )
-    last: dict[TP, int] = {}
+    last: dict[PartitionKey, int] = {}
     pending = set(marks)
     deadline = time.monotonic() + timeout_s
     while pending and time.monotonic() < deadline:
@@ -172,7 +174,9 @@ def _scan(
 
 
 # -- the warehouse: the sinks' offsets --------------------------------------------------------
-def stored_offsets(session: WarehouseSession, control_schema: str) -> dict[str, dict[TP, int]]:
+def stored_offsets(
+    session: WarehouseSession, control_schema: str
+) -> dict[str, dict[PartitionKey, int]]:
     """group -> (topic, partition) -> next offset, from `_segflow_offsets` (empty if absent)."""
     exists = session.fetch_all(
         "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
@@ -184,7 +188,7 @@ def stored_offsets(session: WarehouseSession, control_schema: str) -> dict[str, 
         f'SELECT "CONSUMER_GROUP", "TOPIC", "PARTITION", MAX("NEXT_OFFSET") '
         f'FROM {qualified(control_schema, OFFSETS)} GROUP BY "CONSUMER_GROUP", "TOPIC", "PARTITION"'
     )
-    out: dict[str, dict[TP, int]] = {}
+    out: dict[str, dict[PartitionKey, int]] = {}
     for group, topic, partition, offset in rows:
         out.setdefault(str(group), {})[(str(topic), int(partition))] = int(offset)
     return out
@@ -195,8 +199,8 @@ class SinkBarrierError(FatalError):
 
 
 def wait_for_sinks(
-    read: Callable[[], dict[str, dict[TP, int]]],
-    ends: Mapping[TP, int],
+    read: Callable[[], dict[str, dict[PartitionKey, int]]],
+    ends: Mapping[PartitionKey, int],
     groups: Sequence[str],
     *,
     timeout_s: float,
