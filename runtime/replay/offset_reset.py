@@ -25,10 +25,10 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from runtime.kafka_config import admin_config
 from runtime.settings import KafkaSettings
 from schemas.errors import FatalError, RetryableError
+from schemas.topics import PartitionKey
 
 logger = logging.getLogger(__name__)
 
-TopicPartitionKey = tuple[str, int]
 TargetKind = Literal["timestamp", "offset", "earliest", "latest"]
 
 # Broker answers to an offset change of a group that still has members.
@@ -127,11 +127,11 @@ def parse_partition_spec(spec: str) -> tuple[str, list[int] | None]:
 
 
 def plan_resets(
-    partitions: list[TopicPartitionKey],
+    partitions: list[PartitionKey],
     target: ResetTarget,
-    bounds: dict[TopicPartitionKey, tuple[int, int]],
-    committed: dict[TopicPartitionKey, int | None],
-    by_time: dict[TopicPartitionKey, int] | None = None,
+    bounds: dict[PartitionKey, tuple[int, int]],
+    committed: dict[PartitionKey, int | None],
+    by_time: dict[PartitionKey, int] | None = None,
 ) -> list[PartitionReset]:
     """Where each partition moves. Offsets outside the log are clamped into [low, high].
 
@@ -193,13 +193,13 @@ class GroupOffsets:
         self._timeout_s = timeout_s
         self._admin = AdminClient(admin_config(kafka, "replay"))
 
-    def resolve(self, specs: list[tuple[str, list[int] | None]]) -> list[TopicPartitionKey]:
+    def resolve(self, specs: list[tuple[str, list[int] | None]]) -> list[PartitionKey]:
         """The partitions named by the specs; unknown topics or partitions are an error."""
         try:
             metadata = self._admin.list_topics(timeout=self._timeout_s)
         except KafkaException as exc:
             raise RetryableError(f"cannot read cluster metadata: {exc}") from exc
-        out: list[TopicPartitionKey] = []
+        out: list[PartitionKey] = []
         for topic, wanted in specs:
             meta = metadata.topics.get(topic)
             if meta is None or meta.error is not None:
@@ -222,31 +222,29 @@ class GroupOffsets:
             raise RetryableError(f"cannot describe consumer group {self.group}: {exc}") from exc
         return [f"{m.client_id}@{m.host} ({m.member_id})" for m in description.members]
 
-    def bounds(self, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, tuple[int, int]]:
+    def bounds(self, keys: list[PartitionKey]) -> dict[PartitionKey, tuple[int, int]]:
         """(low watermark, high watermark) of each partition."""
         low = self._list_offsets(keys, OffsetSpec.earliest())
         high = self._list_offsets(keys, OffsetSpec.latest())
         return {k: (low[k], high[k]) for k in keys}
 
-    def offsets_for_time(
-        self, keys: list[TopicPartitionKey], when_ms: int
-    ) -> dict[TopicPartitionKey, int]:
+    def offsets_for_time(self, keys: list[PartitionKey], when_ms: int) -> dict[PartitionKey, int]:
         """First offset whose timestamp is >= when_ms, -1 where every record is older."""
         return self._list_offsets(keys, OffsetSpec.for_timestamp(when_ms))
 
-    def committed(self, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int | None]:
+    def committed(self, keys: list[PartitionKey]) -> dict[PartitionKey, int | None]:
         request = ConsumerGroupTopicPartitions(self.group, [TopicPartition(t, p) for t, p in keys])
         future = self._admin.list_consumer_group_offsets([request])[self.group]
         try:
             result = future.result(timeout=self._timeout_s)
         except KafkaException as exc:
             raise RetryableError(f"cannot read offsets of group {self.group}: {exc}") from exc
-        out: dict[TopicPartitionKey, int | None] = {}
+        out: dict[PartitionKey, int | None] = {}
         for tp in result.topic_partitions or []:
             out[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
         return out
 
-    def plan(self, keys: list[TopicPartitionKey], target: ResetTarget) -> list[PartitionReset]:
+    def plan(self, keys: list[PartitionKey], target: ResetTarget) -> list[PartitionReset]:
         by_time = None
         if target.kind == "timestamp":
             by_time = self.offsets_for_time(keys, target.timestamp_ms)
@@ -299,12 +297,10 @@ class GroupOffsets:
             return True
         raise FatalError(f"resetting offsets of group {self.group}: {errors[0]}")
 
-    def _list_offsets(
-        self, keys: list[TopicPartitionKey], spec: OffsetSpec
-    ) -> dict[TopicPartitionKey, int]:
+    def _list_offsets(self, keys: list[PartitionKey], spec: OffsetSpec) -> dict[PartitionKey, int]:
         request = {TopicPartition(t, p): spec for t, p in keys}
         futures = self._admin.list_offsets(request, request_timeout=self._timeout_s)
-        out: dict[TopicPartitionKey, int] = {}
+        out: dict[PartitionKey, int] = {}
         for tp, future in futures.items():
             try:
                 out[(tp.topic, tp.partition)] = int(future.result(timeout=self._timeout_s).offset)

@@ -23,10 +23,9 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from schemas.topics import PartitionKey
 from sinks.snowflake.rows import TableRow
 from sinks.snowflake.tables import IDENTITY_MAP, USERS
-
-TopicPartition = tuple[str, int]
 
 
 @dataclass
@@ -84,7 +83,7 @@ class FlushBatch:
     def moves(self) -> list[tuple[str, int, int, int]]:
         return [(s.topic, s.partition, s.expected, s.new) for s in self.slices]
 
-    def without(self, lost: set[TopicPartition]) -> FlushBatch:
+    def without(self, lost: set[PartitionKey]) -> FlushBatch:
         """The batch minus partitions this instance no longer owns."""
         keep = [s for s in self.slices if (s.topic, s.partition) not in lost]
         if len(keep) == len(self.slices):
@@ -180,7 +179,7 @@ class Batcher:
         self.flush_bytes = flush_bytes
         self.flush_age_s = flush_age_s
         self.max_buffered_bytes = max_buffered_bytes
-        self._buffers: dict[TopicPartition, PartitionBuffer] = {}
+        self._buffers: dict[PartitionKey, PartitionBuffer] = {}
         self.total_bytes = 0
         self.total_records = 0
 
@@ -199,7 +198,7 @@ class Batcher:
     def owns(self, topic: str, partition: int) -> bool:
         return (topic, partition) in self._buffers
 
-    def owned(self) -> list[TopicPartition]:
+    def owned(self) -> list[PartitionKey]:
         return list(self._buffers)
 
     def stored(self) -> list[tuple[str, int, int]]:
@@ -265,13 +264,13 @@ class Batcher:
                 return True
         return False
 
-    def take(self, partitions: set[TopicPartition] | None = None) -> FlushBatch | None:
+    def take(self, partitions: set[PartitionKey] | None = None) -> FlushBatch | None:
         """Everything buffered (of `partitions` only, if given), as one flush; buffers restart
         where the taken ones end."""
         snapshot = self.peek(0.0, partitions)
         return None if snapshot is None else self.take_snapshot(snapshot)
 
-    def peek(self, now: float, partitions: set[TopicPartition] | None = None) -> Snapshot | None:
+    def peek(self, now: float, partitions: set[PartitionKey] | None = None) -> Snapshot | None:
         """The batch `take(partitions)` would return now, leaving the buffers as they are."""
         slices: list[PartitionSlice] = []
         rows: list[TableRow] = []

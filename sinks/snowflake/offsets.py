@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from schemas.errors import FatalError
+from schemas.topics import PartitionKey
 from sinks.snowflake.ddl import qualified, quote
 from sinks.snowflake.tables import OFFSETS
 
@@ -42,13 +43,11 @@ REPAIR_ATTEMPTS = 3
 Execute = Callable[[str, Sequence[Any]], Any]
 """Runs one statement with binds and returns the cursor."""
 
-TopicPartition = tuple[str, int]
-
 
 class DuplicateOffsetsError(FatalError):
     """Partitions with several offset rows that cannot be repaired safely."""
 
-    def __init__(self, table: str, group: str, partitions: Sequence[TopicPartition]) -> None:
+    def __init__(self, table: str, group: str, partitions: Sequence[PartitionKey]) -> None:
         named = ", ".join(f"{t}[{p}]" for t, p in sorted(partitions)[:10])
         super().__init__(
             f"{table}: consumer group {group} has several rows for {len(partitions)} partitions "
@@ -64,7 +63,7 @@ def _values(rows: int, width: int) -> str:
     return ", ".join([one] * rows)
 
 
-def _distinct(partitions: Sequence[TopicPartition]) -> list[TopicPartition]:
+def _distinct(partitions: Sequence[PartitionKey]) -> list[PartitionKey]:
     return list(dict.fromkeys((str(t), int(p)) for t, p in partitions))
 
 
@@ -148,7 +147,7 @@ class OffsetStore:
         )
 
     # -- operations on a connection ----------------------------------------------------------
-    def insert_missing(self, execute: Execute, partitions: Sequence[TopicPartition]) -> None:
+    def insert_missing(self, execute: Execute, partitions: Sequence[PartitionKey]) -> None:
         """Insert -1 rows for partitions without one (no duplicate check: see `ensure`)."""
         parts = _distinct(partitions)
         if not parts:
@@ -160,8 +159,8 @@ class OffsetStore:
         execute(self.insert_missing_sql(len(parts)), binds)
 
     def ensure(
-        self, execute: Execute, partitions: Sequence[TopicPartition]
-    ) -> dict[TopicPartition, int]:
+        self, execute: Execute, partitions: Sequence[PartitionKey]
+    ) -> dict[PartitionKey, int]:
         """Create missing rows, then return the stored next offset of every partition (the read
         repairs duplicates another session's creation made at the same time)."""
         if not partitions:
@@ -170,9 +169,7 @@ class OffsetStore:
         self.insert_missing(execute, partitions)
         return self.read(execute, partitions)
 
-    def read(
-        self, execute: Execute, partitions: Sequence[TopicPartition]
-    ) -> dict[TopicPartition, int]:
+    def read(self, execute: Execute, partitions: Sequence[PartitionKey]) -> dict[PartitionKey, int]:
         """The stored next offset per partition (-1 where none). Duplicates that agree are
         repaired; duplicates that disagree raise DuplicateOffsetsError."""
         parts = _distinct(partitions)
@@ -182,9 +179,9 @@ class OffsetStore:
         wanted = set(parts)
         for _attempt in range(REPAIR_ATTEMPTS):
             cur = execute(self.read_sql(len(topics)), [self.group_id, *topics])
-            stored: dict[TopicPartition, int] = {}
-            repair: dict[TopicPartition, int] = {}
-            conflicting: list[TopicPartition] = []
+            stored: dict[PartitionKey, int] = {}
+            repair: dict[PartitionKey, int] = {}
+            conflicting: list[PartitionKey] = []
             for t, p, count, low, high in cur.fetchall():
                 key = (str(t), int(p))
                 if key not in wanted:
