@@ -1,7 +1,7 @@
 """Decoding and validating request bodies: the edge's hot path, as pure functions.
 
 The pydantic models of ``schemas/segment.py`` are the event contract. Running them on every event
-costs ~6 µs (measured, see bench/ingest.py), so events first meet a *fast path* of plain
+costs microseconds (bench/results/ingest-hot-path.md), so events first meet a *fast path* of plain
 ``type(...) is ...`` checks that can only **accept**: whenever a value is not of the plain shape
 the fast path is sure about (a bool for an identifier, a numeric timestamp, a snake_case alias
 such as ``user_id``, any missing or odd field), it steps aside and the pydantic model decides, and

@@ -1,7 +1,8 @@
 """Compiled Avro writers and readers for segflow's flat record schemas.
 
-``fastavro.schemaless_writer`` takes ~15 µs for a raw_event record and ``schemaless_reader``
-~13 µs; every event is written by the edge and read and written again by the processors. This
+``fastavro.schemaless_writer`` and ``schemaless_reader`` take microseconds a raw_event record
+(bench/results/ingest-hot-path.md); every event is written by the edge and read and written
+again by the processors. This
 module turns a flat record schema (strings, ints, longs, timestamp-micros, booleans and doubles,
 ``["null", X]`` unions of them and arrays of strings: what segflow's schemas use) into one
 generated Python function per schema, which writes the same bytes as fastavro, framed with the

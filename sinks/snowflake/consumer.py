@@ -46,14 +46,15 @@ logger = logging.getLogger(__name__)
 
 # Young-generation threshold of the cyclic garbage collector while the sink runs. The buffers
 # hold hundreds of thousands of dicts that never form cycles; at the default (700) the collector
-# runs every few hundred decoded records and took ~40% of row building (measured: 50k records'
-# rows 1.0 s -> 0.65 s). Older generations keep their defaults, so cycles are still collected.
+# runs every few hundred decoded records and took a large share of row building (figures:
+# bench/results/sink-tuning.md). Older generations keep their defaults, so cycles are still
+# collected.
 GC_YOUNG_THRESHOLD = 50_000
 # How long a thread may hold the GIL while another waits for it (CPython's default: 5 ms). The
 # flush worker's warehouse calls (the connector's HTTP round trips, the PUT's file transfer) wait
 # for the GIL after every reply while this thread decodes records or prepares the next flush;
-# at 5 ms a PUT took ~0.7 s instead of ~0.15 s. Measured with bench/sink.py: steady state
-# ~9,000 -> ~11,000-12,000 records/s at 0.5 ms; 0.2 ms was no better.
+# at 5 ms a PUT took several times longer and the steady state was slower; 0.2 ms was no better
+# than 0.5 ms (figures: bench/results/sink-tuning.md).
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 
