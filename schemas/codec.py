@@ -6,7 +6,8 @@ version ever shipped stays in ``schemas/avro/`` (``<kind>.v<N>.avsc``), so a rec
 any of them is read by its own writer schema and resolved to the newest version of its kind.
 
 Records are written and read by functions compiled from each schema
-(:mod:`schemas.avro_compiled`: the same bytes and records as fastavro, in about half the time);
+(:mod:`schemas.avro_compiled`: the same bytes and records as fastavro, faster:
+bench/results/ingest-hot-path.md);
 fastavro serves any schema outside their subset.
 """
 

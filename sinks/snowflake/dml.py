@@ -84,8 +84,8 @@ def insert_new(
     staged under other names.
 
     An anti-join (LEFT JOIN ... IS NULL) rather than NOT EXISTS: the same rows, and engines
-    that build the join's hash table on the smaller side do so (the emulator's DuckDB: about
-    a third of the CPU of NOT EXISTS, which hashes the whole target table)."""
+    that build the join's hash table on the smaller side do so (the emulator's DuckDB, which
+    hashes the whole target table for NOT EXISTS: bench/results/sink-tuning.md)."""
     names, exprs, binds = _select_list(columns, staged, renames=renames)
     window = f" AND t.{quote(lookback_column)} >= {LOAD_TS}" if lookback else ""
     sql = (
