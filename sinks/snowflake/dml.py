@@ -6,7 +6,7 @@ too (no MERGE: the emulator cannot MERGE inside a transaction).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from sinks.snowflake.ddl import qualified, quote, sql_type, table_ref
 from sinks.snowflake.staging import SCHEMA_COLUMN, TABLE_COLUMN
@@ -39,10 +39,14 @@ def _select_list(
     staged: Mapping[str, str],
     alias: str = "s",
     renames: Mapping[str, str] | None = None,
+    value: Callable[[str, str], str] | None = None,
 ) -> tuple[list[str], list[str], int]:
     """(target columns, select expressions, number of load-time binds among them). `renames`:
-    target column -> the staged column it is loaded from, where they differ."""
-    names, exprs, binds = [], [], 0
+    target column -> the staged column it is loaded from, where they differ. `value`: (column,
+    type) -> its expression, instead of the staged value cast, for the data columns."""
+    names: list[str] = []
+    exprs: list[str] = []
+    binds = 0
     for name, typ in columns.items():
         names.append(quote(name))
         if name in LOAD_TIME_COLUMNS:
@@ -51,6 +55,8 @@ def _select_list(
         elif name == LOAD_ID_COLUMN:
             exprs.append("?")
             binds += 1
+        elif value is not None:
+            exprs.append(value(name, typ))
         else:
             source = renames.get(name, name) if renames else name
             exprs.append(_cast(f"{alias}.{quote(source)}", typ, staged.get(source)))
@@ -63,6 +69,17 @@ def _where_staged(alias: str = "s", flag: str | None = None) -> str:
     if flag is not None:
         return f"{alias}.{quote(SCHEMA_COLUMN)} = ? AND {alias}.{quote(flag)}"
     return f"{alias}.{quote(SCHEMA_COLUMN)} = ? AND {alias}.{quote(TABLE_COLUMN)} = ?"
+
+
+def _insert_select(
+    schema: str, table: str, names: list[str], exprs: list[str], staging: str, rest: str
+) -> str:
+    """INSERT INTO the table (names) SELECT exprs FROM the staging table aliased s, then `rest`
+    (joins, WHERE, QUALIFY)."""
+    return (
+        f"INSERT INTO {qualified(schema, table)} ({', '.join(names)}) "
+        f"SELECT {', '.join(exprs)} FROM {table_ref(staging)} s {rest}"
+    )
 
 
 def insert_new(
@@ -88,24 +105,18 @@ def insert_new(
     hashes the whole target table for NOT EXISTS: bench/results/sink-tuning.md)."""
     names, exprs, binds = _select_list(columns, staged, renames=renames)
     window = f" AND t.{quote(lookback_column)} >= {LOAD_TS}" if lookback else ""
-    sql = (
-        f"INSERT INTO {qualified(schema, table)} ({', '.join(names)}) "
-        f"SELECT {', '.join(exprs)} FROM {table_ref(staging)} s "
+    rest = (
         f'LEFT JOIN {qualified(schema, table)} t ON t."ID" = s."ID"{window} '
         f'WHERE {_where_staged(flag=flag)} AND t."ID" IS NULL'
     )
-    return sql, binds
+    return _insert_select(schema, table, names, exprs, staging, rest), binds
 
 
 def insert_plain(
     staging: str, schema: str, table: str, columns: Mapping[str, str], staged: Mapping[str, str]
 ) -> tuple[str, int]:
     names, exprs, binds = _select_list(columns, staged)
-    sql = (
-        f"INSERT INTO {qualified(schema, table)} ({', '.join(names)}) "
-        f"SELECT {', '.join(exprs)} FROM {table_ref(staging)} s WHERE {_where_staged()}"
-    )
-    return sql, binds
+    return _insert_select(schema, table, names, exprs, staging, f"WHERE {_where_staged()}"), binds
 
 
 def merge_insert(
@@ -114,34 +125,24 @@ def merge_insert(
     """users/accounts, step 1: insert each staged profile merged with the row it replaces
     (newer received_at wins per column, the other side fills its gaps)."""
     target = qualified(schema, table)
-    names, exprs, binds = [], [], 0
     newer = 'u."ID" IS NULL OR s."RECEIVED_AT" >= u."RECEIVED_AT"'
-    for name, typ in columns.items():
-        names.append(quote(name))
+
+    def merged(name: str, typ: str) -> str:
+        if name == "id":
+            return 's."ID"'
+        if name == "received_at":
+            return 'GREATEST(s."RECEIVED_AT", COALESCE(u."RECEIVED_AT", s."RECEIVED_AT"))'
         q = quote(name)
-        if name in LOAD_TIME_COLUMNS:
-            exprs.append(LOAD_TS)
-            binds += 1
-        elif name == LOAD_ID_COLUMN:
-            exprs.append("?")
-            binds += 1
-        elif name == "id":
-            exprs.append('s."ID"')
-        elif name == "received_at":
-            exprs.append('GREATEST(s."RECEIVED_AT", COALESCE(u."RECEIVED_AT", s."RECEIVED_AT"))')
-        else:
-            new = _cast(f"s.{q}", typ, staged.get(name))
-            exprs.append(
-                f"CASE WHEN {newer} THEN COALESCE({new}, u.{q}) ELSE COALESCE(u.{q}, {new}) END"
-            )
-    sql = (
-        f"INSERT INTO {target} ({', '.join(names)}) "
-        f"SELECT {', '.join(exprs)} FROM {table_ref(staging)} s "
+        new = _cast(f"s.{q}", typ, staged.get(name))
+        return f"CASE WHEN {newer} THEN COALESCE({new}, u.{q}) ELSE COALESCE(u.{q}, {new}) END"
+
+    names, exprs, binds = _select_list(columns, staged, value=merged)
+    rest = (
         f'LEFT JOIN {target} u ON u."ID" = s."ID" '
         f"WHERE {_where_staged()} "
         'QUALIFY ROW_NUMBER() OVER (PARTITION BY s."ID" ORDER BY u."RECEIVED_AT" DESC) = 1'
     )
-    return sql, binds
+    return _insert_select(schema, table, names, exprs, staging, rest), binds
 
 
 def delete_replaced(staging: str, schema: str, table: str) -> str:
