@@ -12,9 +12,7 @@ to `_unmapped` of a FLOAT or NUMBER column), a string is a timestamp only if it 
 years 1-9999 in UTC. Sizes are checked where a record is first seen (misfits.oversized).
 
 Caps: a table takes at most `max_columns` columns (new ones beyond go to `_unmapped`, recorded
-as ``column_limit``); a schema at most `max_tables` tables (`fold_capped_tables`: the rows of a
-per-event table beyond it are folded into their event's tracks row, their values into its
-`_unmapped`, recorded as ``table_limit``). Segment's and segflow's own tables are never capped.
+as ``column_limit``); a schema at most `max_tables` tables (caps.fold_capped_tables).
 """
 
 from __future__ import annotations
@@ -25,18 +23,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from schemas.naming import RESERVED_TABLES
 from schemas.timestamps import parse_timestamp
 from sinks.snowflake.rows import TableRow
 from sinks.snowflake.tables import (
     BOOLEAN,
     FLOAT,
     NUMBER,
-    SCHEMA_CHANGES,
     TIMESTAMP,
     VARCHAR,
     VARIANT,
-    Kind,
     fixed_columns,
 )
 
@@ -289,64 +284,6 @@ def plan(
             SchemaChange(schema, table, column, change, ctype or None, vtype or None, n, example)
         )
     return result
-
-
-TRACKS = "tracks"
-_UNCAPPED = RESERVED_TABLES | {SCHEMA_CHANGES}
-
-
-def fold_capped_tables(
-    rows: list[TableRow], known: Mapping[TableKey, Mapping[str, str]], max_tables: int
-) -> tuple[list[TableRow], list[SchemaChange]]:
-    """Rows of per-event tables a schema has no room for (it holds `max_tables` tables, counted
-    from `known` and the new tables allowed before) folded into their event's tracks row: the
-    values beyond the fixed columns go to that row's `_unmapped`. Returns the rows and one
-    ``table_limit`` change per refused table. The input rows are not changed. The count keeps a
-    place for `_segflow_schema_changes`, where the refusal is recorded."""
-    tables: dict[str, int] = {}
-    for schema, _table in known:
-        tables[schema] = tables.get(schema, 0) + 1
-    for schema in {r.schema for r in rows}:  # a place kept for where a cap is recorded
-        if (schema, SCHEMA_CHANGES) not in known:
-            tables[schema] = tables.get(schema, 0) + 1
-    allowed: dict[TableKey, bool] = {}
-    out: list[TableRow] = []
-    tracks_at: dict[tuple[str, str], int] = {}
-    refused: dict[TableKey, list[Any]] = {}
-    for row in rows:
-        key = (row.schema, row.table)
-        if row.table == TRACKS:
-            tracks_at[(row.schema, row.message_id)] = len(out)
-        ok = allowed.get(key)
-        if ok is None:
-            ok = key in known or row.table in _UNCAPPED or tables.get(row.schema, 0) < max_tables
-            if ok and key not in known:
-                tables[row.schema] = tables.get(row.schema, 0) + 1
-            allowed[key] = ok
-        if ok:
-            out.append(row)
-            continue
-        fixed = fixed_columns(row.table)
-        moved = {k: v for k, v in row.values.items() if k not in fixed and v is not None}
-        moved.update(row.unmapped or {})
-        at = tracks_at.get((row.schema, row.message_id))
-        if at is not None:
-            t = out[at]
-            unmapped = {**(t.unmapped or {}), **moved} or None
-            out[at] = TableRow(t.schema, t.table, t.kind, t.values, unmapped, t.message_id)
-        else:  # no tracks row beside it: it becomes one
-            base = fixed_columns(TRACKS)
-            values = {k: v for k, v in row.values.items() if k in base}
-            out.append(
-                TableRow(row.schema, TRACKS, Kind.APPEND, values, moved or None, row.message_id)
-            )
-        entry = refused.setdefault(key, [0, row.message_id])
-        entry[0] += 1
-    changes = [
-        SchemaChange(schema, table, "", "table_limit", None, None, n, example)
-        for (schema, table), (n, example) in refused.items()
-    ]
-    return out, changes
 
 
 _AS_IS_TYPES: dict[str, frozenset[type]] = {

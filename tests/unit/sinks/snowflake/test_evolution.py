@@ -6,7 +6,6 @@ from typing import Any
 from sinks.snowflake.evolution import (
     column_type_from_warehouse,
     fit,
-    fold_capped_tables,
     looks_like_timestamp,
     plan,
     unify,
@@ -189,25 +188,3 @@ def test_pre_flight_keeps_values_snowflake_refuses_out_of_typed_columns() -> Non
     (out,) = p.rows
     assert out.unmapped == {"at": "9999-12-31T23:30:00-05:00"}
     assert "at" not in out.values
-
-
-def test_tables_beyond_the_cap_fold_into_tracks_unmapped() -> None:
-    fixed = fixed_columns("tracks")
-    known = {("web", "tracks"): fixed, ("web", "old_event"): fixed_columns("old_event")}
-    rows = []
-    for n, event in enumerate(["old_event", "new_one", "new_two", "new_two"]):
-        mid = f"m{n}"
-        rows.append(TableRow("web", "tracks", Kind.APPEND, {"id": mid}, {"ctx": 1}, mid))
-        rows.append(TableRow("web", event, Kind.APPEND, {"id": mid, "color": "red"}, {"x": 2}, mid))
-    out, changes = fold_capped_tables(rows, known, max_tables=4)
-    tables = [r.table for r in out]
-    # old_event exists; new_one takes the third place (the fourth is kept for
-    # _segflow_schema_changes); new_two has no room
-    assert tables == ["tracks", "old_event", "tracks", "new_one", "tracks", "tracks"]
-    assert out[4].unmapped == {"ctx": 1, "color": "red", "x": 2}
-    assert rows[4].unmapped == {"ctx": 1}  # the input is not changed
-    assert [(c.table, c.change, c.occurrences) for c in changes] == [("new_two", "table_limit", 2)]
-    # Segment's own tables are never capped
-    ident = TableRow("web", "identifies", Kind.APPEND, {"id": "i"}, None, "i")
-    out, changes = fold_capped_tables([ident], known, max_tables=1)
-    assert out == [ident] and not changes

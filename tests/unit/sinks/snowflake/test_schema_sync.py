@@ -1,28 +1,24 @@
-"""The loader finishing a widening an earlier process left half done, for columns of any
+"""Schema sync finishing a widening an earlier process left half done, for columns of any
 length (a twin of a 255-character column is cut, so its column cannot be read off its name)."""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
+from unittest.mock import create_autospec
+
+from prometheus_client import CollectorRegistry
 
 from sinks.snowflake import ddl
-from sinks.snowflake.loader import SnowflakeLoader
-
-
-class Recorder:
-    """Stands in for the loader: records the statements `_repair_widenings` runs."""
-
-    def __init__(self) -> None:
-        self.sql: list[str] = []
-
-    def _run(self, sql: str, *args: Any, **kw: Any) -> None:
-        self.sql.append(sql)
+from sinks.snowflake.connection import SinkConnection
+from sinks.snowflake.metrics import SinkMetrics
+from sinks.snowflake.schema_sync import SchemaSync
 
 
 def repair(tables: dict[str, dict[str, str]]) -> list[str]:
-    recorder = Recorder()
-    SnowflakeLoader._repair_widenings(cast(Any, recorder), "web", tables)
-    return recorder.sql
+    """The statements `repair_widenings` runs, on a spec'd fake of the connection."""
+    conn: Any = create_autospec(SinkConnection, instance=True)
+    SchemaSync(conn, SinkMetrics(CollectorRegistry())).repair_widenings("web", tables)
+    return [c.args[0] for c in conn.run.call_args_list]
 
 
 def test_a_long_column_s_interrupted_widening_is_finished_on_that_column() -> None:

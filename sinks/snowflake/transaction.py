@@ -1,0 +1,204 @@
+"""A flush's warehouse transaction: its rows, upserts and offsets committed together or not at all.
+
+BEGIN, then in order:
+ 1. COPY the staged file into the staging table (stager.Stager.copy);
+ 2. insert every table's rows from the staging table: events, the audit log and schema changes
+    where their id is new within the lookback (insert-where-not-exists), misfit records as they
+    are, and the new versions of users/accounts (merged with the row they replace) and of
+    identity_map links;
+ 3. delete the users/accounts/identity_map rows those replaced (upsert by delete-insert: MERGE
+    cannot run inside a transaction on the emulator). Inserts go first, then the deletes and the
+    offsets: a client that dies inside the transaction holds row locks as short a time as it can;
+ 4. empty the staging table;
+ 5. compare-and-set the partitions' offsets (offsets.OffsetStore.compare_and_set);
+COMMIT.
+
+Abort: a failed compare-and-set (another instance moved an offset) rolls back and raises
+FencedError; any other error rolls back and propagates as it was classified (connection.run
+wraps every failure: retryable, misfit or fatal). A rollback that fails drops the connection.
+Nothing of the batch is committed on any of these paths.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from schemas.errors import SegflowError
+from sinks.snowflake import dml
+from sinks.snowflake.batcher import FlushBatch
+from sinks.snowflake.connection import SinkConnection
+from sinks.snowflake.errors import FencedError
+from sinks.snowflake.metrics import SinkMetrics, table_label
+from sinks.snowflake.offsets import OffsetStore
+from sinks.snowflake.rows import TableRow
+from sinks.snowflake.stager import StagedFlush, Stager
+from sinks.snowflake.staging import (
+    AUDIT_FLAG,
+    AUDIT_RENAMES,
+    TRACKS,
+    TRACKS_FLAG,
+    TRACKS_RENAMES,
+)
+from sinks.snowflake.tables import (
+    AUDIT_LOG,
+    LOAD_ID_COLUMN,
+    LOAD_TIME_COLUMNS,
+    Kind,
+    lookback_column,
+)
+
+logger = logging.getLogger(__name__)
+
+# tracks and audit_log rows are staged on their events' rows, flagged (staging.stage_units)
+_FLAGGED: dict[str, tuple[str, Mapping[str, str]]] = {
+    TRACKS: (TRACKS_FLAG, TRACKS_RENAMES),
+    AUDIT_LOG: (AUDIT_FLAG, AUDIT_RENAMES),
+}
+
+
+@dataclass
+class FlushResult:
+    records: int
+    rows_loaded: dict[str, int] = field(default_factory=dict)
+    statements: int = 0
+    seconds: float = 0.0
+
+
+class FlushTransaction:
+    """Runs the numbered steps of a flush's transaction on the sink's connection."""
+
+    def __init__(
+        self,
+        conn: SinkConnection,
+        stager: Stager,
+        offsets: OffsetStore,
+        metrics: SinkMetrics,
+        *,
+        lookback_hours: float = 72.0,
+    ) -> None:
+        self.conn = conn
+        self.stager = stager
+        self.offsets = offsets
+        self.metrics = metrics
+        self.lookback_hours = lookback_hours
+
+    def run(self, batch: FlushBatch, prepared: StagedFlush, now: datetime) -> FlushResult:
+        """Load `prepared` (staged already) and move `batch`'s offsets, all or nothing."""
+        result = FlushResult(records=batch.records)
+        load_ts = now.isoformat()
+        self.conn.run("BEGIN", kind="begin")
+        try:
+            if prepared.staged_rows:
+                self.stager.copy(prepared)  # 1.
+            replaced = self._insert(prepared, load_ts, result)  # 2.
+            for schema, table in replaced:  # 3.
+                self.conn.run(
+                    dml.delete_replaced(self.stager.table, schema, table),
+                    [schema, table, prepared.load_id],
+                    kind="upsert",
+                    table=table,
+                )
+            if prepared.staged_rows:
+                self.stager.empty()  # 4.
+            if not self.offsets.compare_and_set(self.conn.offsets_execute, batch.moves()):  # 5.
+                self.rollback()
+                raise FencedError([(s.topic, s.partition) for s in batch.slices])
+            self.conn.run("COMMIT", kind="commit")
+        except FencedError:
+            raise
+        except BaseException:
+            self.rollback()
+            raise
+        for table, n in result.rows_loaded.items():
+            self.metrics.rows_loaded.labels(table_label(table)).inc(n)
+        return result
+
+    def rollback(self) -> None:
+        """ROLLBACK; if that fails too, the connection is dropped (its state is unknown)."""
+        self.metrics.rollbacks.inc()
+        try:
+            self.conn.run("ROLLBACK", kind="rollback")
+        except SegflowError as exc:
+            logger.warning("rollback failed (the connection is dropped): %s", exc)
+            self.conn.drop()
+
+    def _insert(
+        self, prepared: StagedFlush, load_ts: str, result: FlushResult
+    ) -> list[tuple[str, str]]:
+        """Step 2, table by table; returns the upserted tables, whose replaced rows step 3
+        deletes."""
+        replaced: list[tuple[str, str]] = []
+        for (schema, table), rows in prepared.groups.items():
+            cols = prepared.plan.columns[(schema, table)]
+            kind = rows[0].kind
+            if kind is Kind.APPEND:
+                inserted = self._insert_new(prepared, schema, table, cols, rows, load_ts)
+            elif kind is Kind.PLAIN:
+                sql, _ = dml.insert_plain(self.stager.table, schema, table, cols, prepared.staged)
+                head = [load_ts] * sum(1 for c in cols if c in LOAD_TIME_COLUMNS)
+                cur = self.conn.run(sql, [*head, schema, table], kind="insert", table=table)
+                inserted = int(cur.rowcount or 0)
+            else:
+                staging, staged = self.stager.table, prepared.staged
+                if kind is Kind.MERGE:
+                    sql, _ = dml.merge_insert(staging, schema, table, cols, staged)
+                else:
+                    sql, _ = dml.insert_plain(staging, schema, table, cols, staged)
+                binds = [*load_binds(cols, load_ts, prepared.load_id), schema, table]
+                cur = self.conn.run(sql, binds, kind="upsert", table=table)
+                inserted = int(cur.rowcount or 0)
+                replaced.append((schema, table))
+            result.rows_loaded[table] = result.rows_loaded.get(table, 0) + inserted
+        return replaced
+
+    def _insert_new(
+        self,
+        prepared: StagedFlush,
+        schema: str,
+        table: str,
+        cols: Mapping[str, str],
+        rows: list[TableRow],
+        load_ts: str,
+    ) -> int:
+        """An append table's rows whose id it does not hold within the lookback; rows it held
+        already count as skipped."""
+        lookback = self.lookback_hours > 0
+        on = lookback_column(table)
+        flag, renames = _FLAGGED.get(table, (None, None))
+        sql, _ = dml.insert_new(
+            self.stager.table,
+            schema,
+            table,
+            cols,
+            prepared.staged,
+            lookback,
+            on,
+            flag=flag,
+            renames=renames,
+        )
+        binds: list[Any] = [load_ts] * sum(1 for c in cols if c in LOAD_TIME_COLUMNS)
+        if lookback:
+            first = min(r.values[on] for r in rows)
+            binds.append((first - timedelta(hours=self.lookback_hours)).isoformat())
+        binds += [schema] if flag else [schema, table]
+        cur = self.conn.run(sql, binds, kind="insert", table=table)
+        inserted = int(cur.rowcount or 0)
+        skipped = len(rows) - inserted
+        if skipped > 0:
+            self.metrics.rows_skipped.labels(table_label(table)).inc(skipped)
+        return inserted
+
+
+def load_binds(cols: Mapping[str, str], load_ts: str, load_id: str) -> list[Any]:
+    """Binds of the select list, in column order: load times and the load id."""
+    out: list[Any] = []
+    for name in cols:
+        if name in LOAD_TIME_COLUMNS:
+            out.append(load_ts)
+        elif name == LOAD_ID_COLUMN:
+            out.append(load_id)
+    return out
