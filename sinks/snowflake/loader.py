@@ -41,7 +41,7 @@ from sinks.snowflake.session import Connect, connect_warehouse
 from sinks.snowflake.stager import StagedFlush, Stager
 from sinks.snowflake.transaction import FlushResult, FlushTransaction
 
-__all__ = ["FlushResult", "LoaderOptions", "SnowflakeLoader", "StagedFlush"]
+__all__ = ["FlushResult", "LoaderOptions", "SnowflakeLoader"]
 
 logger = logging.getLogger(__name__)
 
