@@ -18,6 +18,7 @@ as ``column_limit``); a schema at most `max_tables` tables (caps.fold_capped_tab
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,11 +28,14 @@ from schemas.timestamps import parse_timestamp
 from sinks.snowflake.rows import TableRow
 from sinks.snowflake.tables import (
     BOOLEAN,
+    DETECTED_BY_SINK,
     FLOAT,
     NUMBER,
+    SCHEMA_CHANGES,
     TIMESTAMP,
     VARCHAR,
     VARIANT,
+    Kind,
     fixed_columns,
 )
 
@@ -145,6 +149,24 @@ class SchemaChange:
     value_type: str | None
     occurrences: int
     example_message_id: str
+
+    def row(self, detected_at: datetime) -> TableRow:
+        """The change as a row the sink loads with its flush (misfits and caps)."""
+        values = {
+            "id": uuid.uuid4().hex,
+            "detected_by": DETECTED_BY_SINK,
+            "detected_at": detected_at,
+            "table_name": self.table,
+            "column_name": self.column,
+            "change": self.change,
+            "column_type": self.column_type,
+            "value_type": self.value_type,
+            "occurrences": self.occurrences,
+            "example_message_id": self.example_message_id,
+        }
+        return TableRow(
+            self.schema, SCHEMA_CHANGES, Kind.APPEND, values, None, self.example_message_id
+        )
 
 
 @dataclass

@@ -26,7 +26,7 @@ from sinks.snowflake.connection import SinkConnection
 from sinks.snowflake.evolution import Plan, SchemaChange, column_type_from_warehouse, plan
 from sinks.snowflake.metrics import SinkMetrics
 from sinks.snowflake.rows import TableRow
-from sinks.snowflake.tables import DETECTED_BY_SINK, SCHEMA_CHANGES, Kind, fixed_columns
+from sinks.snowflake.tables import DETECTED_BY_SINK, SCHEMA_CHANGES, fixed_columns
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,8 @@ class SchemaSync:
             self.ensure_changes_table(schema)
             key = (schema, SCHEMA_CHANGES)
             p.columns[key] = {**fixed_columns(SCHEMA_CHANGES), **p.columns.get(key, {})}
-        p.rows.extend(change_rows(p.misfits, datetime.now(UTC)))
+        now = datetime.now(UTC)
+        p.rows.extend(m.row(now) for m in p.misfits)
         return p
 
     def plan_ahead(self, rows: list[TableRow]) -> Plan | None:
@@ -296,29 +297,3 @@ class SchemaSync:
                 self.max_tables_per_schema,
                 change.table,
             )
-
-
-def change_rows(changes: Sequence[SchemaChange], now: datetime) -> list[TableRow]:
-    """`_segflow_schema_changes` rows of misfits and caps, loaded with the flush."""
-    return [
-        TableRow(
-            c.schema,
-            SCHEMA_CHANGES,
-            Kind.APPEND,
-            {
-                "id": uuid.uuid4().hex,
-                "detected_by": DETECTED_BY_SINK,
-                "detected_at": now,
-                "table_name": c.table,
-                "column_name": c.column,
-                "change": c.change,
-                "column_type": c.column_type,
-                "value_type": c.value_type,
-                "occurrences": c.occurrences,
-                "example_message_id": c.example_message_id,
-            },
-            None,
-            c.example_message_id,
-        )
-        for c in changes
-    ]

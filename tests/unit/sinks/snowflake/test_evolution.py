@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sinks.snowflake.evolution import (
+    SchemaChange,
     column_type_from_warehouse,
     fit,
     looks_like_timestamp,
@@ -188,3 +189,24 @@ def test_pre_flight_keeps_values_snowflake_refuses_out_of_typed_columns() -> Non
     (out,) = p.rows
     assert out.unmapped == {"at": "9999-12-31T23:30:00-05:00"}
     assert "at" not in out.values
+
+
+def test_a_schema_change_becomes_a_row_of_the_changes_table() -> None:
+    at = datetime(2026, 1, 2, tzinfo=UTC)
+    change = SchemaChange("web", "t", "qty", "misfit", "NUMBER", "VARCHAR", 3, "m7")
+    out = change.row(at)
+    assert (out.schema, out.table, out.kind, out.message_id) == (
+        "web",
+        "_segflow_schema_changes",
+        Kind.APPEND,
+        "m7",
+    )
+    assert out.values.keys() <= fixed_columns("_segflow_schema_changes").keys()
+    assert {k: out.values[k] for k in ("table_name", "column_name", "change", "occurrences")} == {
+        "table_name": "t",
+        "column_name": "qty",
+        "change": "misfit",
+        "occurrences": 3,
+    }
+    assert out.values["detected_by"] == "sink" and out.values["detected_at"] == at
+    assert change.row(at).values["id"] != out.values["id"]
