@@ -1,8 +1,9 @@
 """Warehouse rows -> Segment identify/track calls, and the row hash the diff compares. Pure.
 
 A row's columns split into the identity columns (userId, anonymousId, the row key, the event
-name and timestamp columns) and the rest, which become ``traits`` (identify) or ``properties``
-(track). A column name Snowflake upper-cased (an unquoted alias) is lower-cased; a quoted name
+name, group id and timestamp columns) and the rest, which become ``traits`` (identify, group) or
+``properties`` (track). A group call carries the row's groupId and, as Segment requires, the
+userId or anonymousId of a member. A column name Snowflake upper-cased (an unquoted alias) is lower-cased; a quoted name
 keeps its case. VARIANT/OBJECT/ARRAY values arrive as JSON text and are sent as JSON.
 
 The messageId is derived from the sync, the row key and the row hash, so a row version that is
@@ -38,6 +39,7 @@ class CallSpec:
     key_column: str
     event: str | None = None
     event_column: str = "event"
+    group_id_column: str = "group_id"
     timestamp_column: str | None = None
     integrations: Mapping[str, Any] | None = None
 
@@ -135,6 +137,12 @@ def build_call(spec: CallSpec, row: Mapping[str, Any], sent_at: datetime) -> Row
         content["event"] = event
         if spec.event is None:
             reserved.add(spec.event_column)
+    elif spec.call == "group":
+        group_id = _text(row.get(spec.group_id_column))
+        if group_id is None:
+            raise RowSkipped("missing_group")
+        content["groupId"] = group_id
+        reserved.add(spec.group_id_column)
     when = sent_at
     if spec.timestamp_column is not None:
         reserved.add(spec.timestamp_column)
@@ -142,7 +150,7 @@ def build_call(spec: CallSpec, row: Mapping[str, Any], sent_at: datetime) -> Row
         if stamped is not None:
             content["timestamp"] = stamped
     payload = {k: v for k, v in row.items() if k not in reserved}
-    content["traits" if spec.call == "identify" else "properties"] = payload
+    content["properties" if spec.call == "track" else "traits"] = payload
     digest = row_hash(content)
     call = dict(content)
     call.setdefault("timestamp", to_iso(when))

@@ -18,7 +18,7 @@ from schemas.segment import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES
 
 
 class ReverseEtlSettings(SegflowSettings):
-    """One sync: a warehouse query whose rows become identify or track calls."""
+    """One sync: a warehouse query whose rows become identify, track or group calls."""
 
     model_config = SettingsConfigDict(env_prefix="SEGFLOW_REVERSE_ETL_")
 
@@ -27,7 +27,9 @@ class ReverseEtlSettings(SegflowSettings):
     )
     query: str | None = Field(None, description="SQL whose rows are sent (or query_file)")
     query_file: Path | None = Field(None, description="File holding the SQL to run")
-    call: Literal["identify", "track"] = Field("identify", description="Call each row becomes")
+    call: Literal["identify", "track", "group"] = Field(
+        "identify", description="Call each row becomes"
+    )
     user_id_column: str = Field("user_id", description="Column holding the userId")
     anonymous_id_column: str = Field(
         "anonymous_id", description="Column holding the anonymousId, used when present"
@@ -37,6 +39,7 @@ class ReverseEtlSettings(SegflowSettings):
     )
     event: str | None = Field(None, description="track: the event name of every row")
     event_column: str = Field("event", description="track: column holding the event name")
+    group_id_column: str = Field("group_id", description="group: column holding the groupId")
     timestamp_column: str | None = Field(
         None, description="Column holding the call's timestamp; default: the time of the sync"
     )
@@ -101,4 +104,6 @@ class ReverseEtlSettings(SegflowSettings):
 
     @property
     def row_key_column(self) -> str:
-        return self.key_column or self.user_id_column
+        if self.key_column:
+            return self.key_column
+        return self.group_id_column if self.call == "group" else self.user_id_column

@@ -125,6 +125,7 @@ def call_spec(settings: ReverseEtlSettings) -> CallSpec:
         key_column=settings.row_key_column,
         event=settings.event,
         event_column=settings.event_column,
+        group_id_column=settings.group_id_column,
         timestamp_column=settings.timestamp_column,
         integrations=integrations,
     )

@@ -18,10 +18,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from cli.main import main as segflow
 from ingest.demo import Call, send
+from schemas.codec import RAW_EVENT
+from tests.integration.components import decode_all, read_topic
 from tests.integration.pipeline import SOURCE, WRITE_KEY, Pipeline, poll, running_pipeline
 
 pytestmark = pytest.mark.integration
@@ -318,18 +321,47 @@ def test_models_match_the_scenario_and_incremental_equals_full_refresh(
 
 
 def check_churn_risk_reverse_etl(pipe: Pipeline, capsys: pytest.CaptureFixture[str]) -> None:
-    """The reverse-ETL example runs: every user of an account is sent once."""
+    """The reverse-ETL examples run: every user of an account is sent once as an identify with
+    the account's health (the churn-risk audience), every account once as a group call."""
     members = pipe.query(
         f"SELECT COUNT(*) FROM {SOURCE}_analytics.user_profiles WHERE account_id IS NOT NULL"
     )[0][0]
+    run_reverse_etl(pipe, capsys, "churn_risk", [], members)
+    accounts = pipe.query(
+        f"SELECT COUNT(DISTINCT account_id) FROM {SOURCE}_analytics.account_health"
+    )[0][0]
+    assert accounts
+    group = ["--reverse-etl-call", "group", "--reverse-etl-group-id-column", "group_id"]
+    run_reverse_etl(pipe, capsys, "account_health", group, accounts)
+
+    # the edge accepted them (`sent N`): on the raw topic, each account's group call carries its
+    # health as traits (the processors keep reverse ETL's echo out of the event tables)
+    raw = decode_all(RAW_EVENT, read_topic(pipe.bootstrap, pipe.topics.raw("group"), expected=1))
+    sent = {
+        r["groupId"]: orjson.loads(r["traits"])
+        for r in raw
+        if "account_health" in (r.get("context") or "")
+    }
+    assert len(sent) == accounts, sent.keys()
+    assert all("health_score" in t and "at_risk" in t for t in sent.values())
+
+
+def run_reverse_etl(
+    pipe: Pipeline,
+    capsys: pytest.CaptureFixture[str],
+    sync: str,
+    extra: list[str],
+    expected: int,
+) -> None:
     capsys.readouterr()
     code = segflow(
         [
             "reverse-etl",
+            *extra,
             "--reverse-etl-sync-name",
-            "churn_risk",
+            sync,
             "--reverse-etl-query-file",
-            str(REPO / "analytics" / "reverse_etl" / "churn_risk.sql"),
+            str(REPO / "analytics" / "reverse_etl" / f"{sync}.sql"),
             "--reverse-etl-api-host",
             pipe.edge,
             "--reverse-etl-write-key",
@@ -348,7 +380,7 @@ def check_churn_risk_reverse_etl(pipe: Pipeline, capsys: pytest.CaptureFixture[s
     )
     out = capsys.readouterr().out
     assert code == 0, out
-    assert f"sent {members} in" in out, out
+    assert f"sent {expected} in" in out, out
 
 
 def check_sessions(pipe: Pipeline, evs: list[Ev]) -> None:

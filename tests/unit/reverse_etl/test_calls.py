@@ -14,6 +14,7 @@ from reverse_etl.calls import (
     json_value,
     row_to_dict,
 )
+from reverse_etl.settings import ReverseEtlSettings
 from schemas.markers import reverse_etl_sync
 
 NOW = datetime(2024, 5, 1, 12, tzinfo=UTC)
@@ -92,6 +93,31 @@ def test_rows_that_cannot_be_calls(spec: CallSpec, row: dict[str, object], reaso
     with pytest.raises(RowSkipped) as info:
         build_call(spec, row, NOW)
     assert info.value.reason == reason
+
+
+GROUP = CallSpec(
+    "health", "group", "user_id", "anonymous_id", "account_id", group_id_column="account_id"
+)
+
+
+def test_group_call_carries_the_group_id_a_member_and_traits() -> None:
+    row = {"account_id": "acme", "user_id": "u1", "health_score": 42.5, "at_risk": True}
+    rc = build_call(GROUP, row, NOW)
+    assert rc.key == "acme"
+    assert rc.call["type"] == "group" and rc.call["groupId"] == "acme"
+    assert rc.call["userId"] == "u1"
+    assert rc.call["traits"] == {"health_score": 42.5, "at_risk": True}
+    assert "properties" not in rc.call
+    with pytest.raises(RowSkipped) as info:
+        spec = CallSpec("h", "group", "user_id", "anonymous_id", "k", group_id_column="account_id")
+        build_call(spec, {"k": "1", "account_id": None, "user_id": "u1"}, NOW)
+    assert info.value.reason == "missing_group"
+
+
+def test_a_group_sync_is_keyed_by_its_group_column() -> None:
+    settings = ReverseEtlSettings(call="group", group_id_column="account_id", query="select 1")
+    assert settings.row_key_column == "account_id"
+    assert ReverseEtlSettings(query="select 1").row_key_column == "user_id"
 
 
 def test_anonymous_only_rows_are_sent() -> None:
