@@ -31,13 +31,14 @@ from runtime.health import HealthState
 from runtime.kafka_config import consumer_config, producer_config
 from runtime.rules import Rules
 from schemas.errors import RetryableError
+from schemas.topics import PartitionKey
 from sinks.snowflake.batcher import Batcher
 from sinks.snowflake.deadletters import DeadLetters
 from sinks.snowflake.flushing import Flusher, FlushMode
 from sinks.snowflake.intake import RecordIntake, Suppressions
 from sinks.snowflake.loader import SnowflakeLoader
 from sinks.snowflake.metrics import SinkMetrics
-from sinks.snowflake.progress import TP, PartitionState, Progress
+from sinks.snowflake.progress import PartitionState, Progress
 from sinks.snowflake.settings import SinkSettings
 
 __all__ = ["SinkConsumer", "Suppressions"]
@@ -199,7 +200,7 @@ class SinkConsumer:
         self.flusher.settle(FlushMode.CALLBACK)
         self._start(tps)
 
-    def _start(self, tps: list[TP]) -> None:
+    def _start(self, tps: list[PartitionKey]) -> None:
         """Start fetching newly assigned partitions at the offsets the warehouse holds for
         them. While the warehouse cannot be read this waits (backing off): starting anywhere
         else could load a record twice or skip one."""
@@ -213,7 +214,7 @@ class SinkConsumer:
             self.progress.assign(tp, offset)
         self._fetch_from(stored)
 
-    def reseek(self, partitions: list[TP]) -> None:
+    def reseek(self, partitions: list[PartitionKey]) -> None:
         """Forget the partitions' buffers and restart them where the warehouse says (after a
         fenced flush: the other writer's offsets)."""
         self.flusher.settle(FlushMode.STEADY)  # the warehouse connection is needed
@@ -238,7 +239,7 @@ class SinkConsumer:
                 self.progress.forget(tp)
         self._fetch_from(stored)
 
-    def _fetch_from(self, stored: dict[TP, int]) -> None:
+    def _fetch_from(self, stored: dict[PartitionKey, int]) -> None:
         start = []
         for (topic, partition), offset in stored.items():
             self.batcher.assign(topic, partition, offset)
@@ -251,7 +252,7 @@ class SinkConsumer:
         # Kafka's committed offsets follow the warehouse even where nothing is loaded any more
         self.commit([tp for tp in start if tp.offset >= 0], asynchronous=True)
 
-    def _read_offsets(self, tps: list[TP]) -> dict[TP, int] | None:
+    def _read_offsets(self, tps: list[PartitionKey]) -> dict[PartitionKey, int] | None:
         delay = self.settings.retry_initial_s
         while True:
             try:

@@ -32,13 +32,14 @@ from confluent_kafka import TopicPartition
 
 from runtime.health import HealthState
 from schemas.errors import FatalError, RetryableError
+from schemas.topics import PartitionKey
 from sinks.snowflake.batcher import Batcher, FlushBatch, Snapshot
 from sinks.snowflake.deadletters import DeadLetters
 from sinks.snowflake.errors import FencedError, WarehouseMisfitError
 from sinks.snowflake.isolation import isolate
 from sinks.snowflake.loader import FlushResult, SnowflakeLoader
 from sinks.snowflake.metrics import SinkMetrics
-from sinks.snowflake.progress import TP, Progress
+from sinks.snowflake.progress import Progress
 from sinks.snowflake.settings import SinkSettings
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class FlushHost(Protocol):
     def serve(self, seconds: float) -> None:
         """Consume (buffering records, serving rebalance callbacks) for about `seconds`."""
 
-    def reseek(self, partitions: list[TP]) -> None:
+    def reseek(self, partitions: list[PartitionKey]) -> None:
         """Re-read `partitions` from the offsets the warehouse holds, now."""
 
     def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
@@ -155,7 +156,7 @@ class Flusher:
             self._hand_over(batch)
             self.load(batch, FlushMode.FINAL)
 
-    def flush_revoked(self, tps: set[TP]) -> None:
+    def flush_revoked(self, tps: set[PartitionKey]) -> None:
         """Inside the revoke callback: load what is held for `tps` before they are released
         (not while a batch is retried here: its partitions' buffers are dropped)."""
         if self.retrying:

@@ -35,8 +35,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from schemas.errors import FatalError
-
-TP = tuple[str, int]
+from schemas.topics import PartitionKey
 
 
 class PartitionState(Enum):
@@ -79,7 +78,7 @@ class PartitionProgress:
 
     # -- queries -----------------------------------------------------------------------------
     @property
-    def key(self) -> TP:
+    def key(self) -> PartitionKey:
         return (self.topic, self.partition)
 
     @property
@@ -166,15 +165,15 @@ class Progress:
     last flush began (a batch may still hold records of those)."""
 
     def __init__(self) -> None:
-        self._parts: dict[TP, PartitionProgress] = {}
+        self._parts: dict[PartitionKey, PartitionProgress] = {}
 
-    def get(self, tp: TP) -> PartitionProgress | None:
+    def get(self, tp: PartitionKey) -> PartitionProgress | None:
         return self._parts.get(tp)
 
-    def __getitem__(self, tp: TP) -> PartitionProgress:
+    def __getitem__(self, tp: PartitionKey) -> PartitionProgress:
         return self._parts[tp]
 
-    def assign(self, tp: TP, stored: int | None) -> PartitionProgress:
+    def assign(self, tp: PartitionKey, stored: int | None) -> PartitionProgress:
         """A partition Kafka assigned (replacing what was known of an earlier ownership)."""
         old = self._parts.get(tp)
         if old is not None and old.assigned:
@@ -182,7 +181,7 @@ class Progress:
         part = self._parts[tp] = PartitionProgress.assign(tp[0], tp[1], stored)
         return part
 
-    def release(self, tp: TP, state: PartitionState) -> None:
+    def release(self, tp: PartitionKey, state: PartitionState) -> None:
         """Revoked or lost (`state`). A partition this instance did not hold is recorded as
         released too: a batch must not load it."""
         part = self._parts.get(tp)
@@ -193,7 +192,7 @@ class Progress:
         else:
             part.revoke()
 
-    def forget(self, tp: TP) -> None:
+    def forget(self, tp: PartitionKey) -> None:
         self._parts.pop(tp, None)
 
     def forget_released(self) -> None:
@@ -205,21 +204,21 @@ class Progress:
         for part in self._parts.values():
             part.resought = False
 
-    def assigned(self) -> set[TP]:
+    def assigned(self) -> set[PartitionKey]:
         return {tp for tp, p in self._parts.items() if p.assigned}
 
-    def released(self) -> set[TP]:
+    def released(self) -> set[PartitionKey]:
         return {tp for tp, p in self._parts.items() if p.released}
 
-    def loadable(self, tps: Iterable[TP]) -> set[TP]:
+    def loadable(self, tps: Iterable[PartitionKey]) -> set[PartitionKey]:
         """Those of `tps` whose buffers a flush may take."""
         return {tp for tp in tps if (p := self._parts.get(tp)) is not None and p.loadable}
 
-    def pending_reseeks(self) -> list[TP]:
+    def pending_reseeks(self) -> list[PartitionKey]:
         """Assigned partitions waiting to be re-read from the warehouse offsets, in order."""
         return sorted(tp for tp, p in self._parts.items() if p.state is PartitionState.RESEEK)
 
-    def skips(self, tp: TP) -> bool:
+    def skips(self, tp: PartitionKey) -> bool:
         """True when records fetched for `tp` are stale (re-sought during this batch)."""
         part = self._parts.get(tp)
         return part is not None and part.resought
@@ -235,14 +234,14 @@ class Progress:
             if part is not None and part.assigned:
                 part.loaded(expected, new)
 
-    def abandon(self, tps: Iterable[TP]) -> None:
+    def abandon(self, tps: Iterable[PartitionKey]) -> None:
         """The assigned ones of `tps` wait to be re-read (see `PartitionProgress.abandon`)."""
         for tp in tps:
             part = self._parts.get(tp)
             if part is not None and part.assigned:
                 part.abandon()
 
-    def _known(self, tp: TP, what: str) -> PartitionProgress:
+    def _known(self, tp: PartitionKey, what: str) -> PartitionProgress:
         part = self._parts.get(tp)
         if part is None:
             raise ProgressError(f"{tp[0]}[{tp[1]}]: cannot {what}, it was never assigned")
