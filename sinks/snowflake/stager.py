@@ -135,7 +135,8 @@ class Stager:
 
     def empty(self) -> None:
         """Empty the staging table (inside the flush's transaction: the staged rows are never
-        written for good; the emulator's DuckDB then never checkpoints them, ~25% less work)."""
+        written for good, so the emulator's DuckDB never checkpoints them; the saving is in
+        bench/results/sink-tuning.md)."""
         self.conn.run(f"DELETE FROM {ddl.table_ref(self.table)}", kind="delete", table=self.table)
 
     def drop(self) -> None:
