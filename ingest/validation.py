@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import zlib
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -22,62 +21,9 @@ from typing import Any, NamedTuple
 import orjson
 from pydantic import ValidationError
 
+from ingest.fields import EventFields, fast_fields, identifier_text, optional_datetime
 from ingest.rejections import ItemProblem, Rejection, bad_request
-from schemas.segment import MAX_MESSAGE_ID_LENGTH, MODEL_BY_TYPE, Batch, Common
-
-# ISO-8601 shapes the fast path parses itself; anything else goes to pydantic.
-_PLAIN_DATETIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)?")
-# Python field names that pydantic also accepts (populate_by_name): leave those to the model.
-_SNAKE_NAMES = frozenset(
-    {
-        "message_id",
-        "anonymous_id",
-        "user_id",
-        "original_timestamp",
-        "sent_at",
-        "received_at",
-        "group_id",
-        "previous_id",
-    }
-)
-_CONTEXT_STR = ("ip", "locale", "timezone", "userAgent", "groupId")
-_CONTEXT_DICT = (
-    "app",
-    "device",
-    "location",
-    "network",
-    "os",
-    "page",
-    "referrer",
-    "screen",
-    "traits",
-)
-_CONTEXT_MODELS = {
-    "campaign": ("name", "source", "medium", "term", "content"),
-    "library": ("name", "version"),
-}
-_CONTEXT_SNAKE = frozenset({"group_id", "user_agent"})
-_HAS_PROPERTIES = frozenset({"track", "page", "screen"})
-_HAS_TRAITS = frozenset({"identify", "group"})
-_MAX_ID = MAX_MESSAGE_ID_LENGTH - 1
-
-
-class EventFields(NamedTuple):
-    """The typed core of a valid event; free-form maps stay in the item dict."""
-
-    type: str
-    message_id: str | None
-    anonymous_id: str | None
-    user_id: str | None
-    previous_id: str | None
-    group_id: str | None
-    event: str | None
-    name: str | None
-    category: str | None
-    timestamp: datetime | None
-    original_timestamp: datetime | None
-    sent_at: datetime | None
-    channel: str | None
+from schemas.segment import MODEL_BY_TYPE, Batch, Common
 
 
 class Envelope(NamedTuple):
@@ -149,159 +95,6 @@ def parse_object(data: bytes) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- scalars
 
 
-def _plain_datetime(value: object) -> datetime | None:
-    """A datetime for a plain ISO-8601 string; None when pydantic should decide."""
-    if type(value) is str and _PLAIN_DATETIME.fullmatch(value):
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    return None
-
-
-def _is_identifier(value: object) -> bool:
-    cls = type(value)
-    return cls is str or cls is int
-
-
-def _identifier(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _blank(value: object) -> bool:
-    return value is None or (type(value) is str and not value.strip())  # type: ignore[attr-defined]
-
-
-def _optional_str(item: dict[str, Any], key: str) -> bool:
-    value = item.get(key)
-    return value is None or type(value) is str
-
-
-def _optional_datetime(item: dict[str, Any], key: str) -> tuple[bool, datetime | None]:
-    value = item.get(key)
-    if value is None:
-        return True, None
-    parsed = _plain_datetime(value)
-    return parsed is not None, parsed
-
-
-def _plain_context(context: object) -> bool:
-    if context is None:
-        return True  # absent; an explicit null is refused by the model (checked by the caller)
-    if type(context) is not dict:
-        return False
-    get = context.get
-    for key in _CONTEXT_STR:
-        value = get(key)
-        if value is not None and type(value) is not str:
-            return False
-    for key in _CONTEXT_DICT:
-        value = get(key)
-        if value is not None and type(value) is not dict:
-            return False
-    active = get("active")
-    if active is not None and type(active) is not bool:
-        return False
-    for key, fields in _CONTEXT_MODELS.items():
-        sub = get(key)
-        if sub is None:
-            continue
-        if type(sub) is not dict:
-            return False
-        for name in fields:
-            value = sub.get(name)
-            if value is not None and type(value) is not str:
-                return False
-    return _CONTEXT_SNAKE.isdisjoint(context)
-
-
-# ---------------------------------------------------------------------------- events
-
-
-def fast_fields(item: dict[str, Any]) -> EventFields | None:
-    """Fields of an event whose every value has the plain shape; None: let pydantic decide.
-
-    Only ever returns fields for an event the pydantic model accepts with the same values.
-    """
-    call_type = item.get("type")
-    if (
-        type(call_type) is not str
-        or call_type not in MODEL_BY_TYPE
-        or not _SNAKE_NAMES.isdisjoint(item)
-    ):
-        return None
-    message_id = item.get("messageId")
-    if message_id is not None and (type(message_id) is not str or len(message_id) > _MAX_ID):
-        return None
-    anonymous_id = item.get("anonymousId")
-    user_id = item.get("userId")
-    if anonymous_id is not None and not _is_identifier(anonymous_id):
-        return None
-    if user_id is not None and not _is_identifier(user_id):
-        return None
-    if call_type == "alias":
-        previous_id = item.get("previousId")
-        if previous_id is None or user_id is None or not _is_identifier(previous_id):
-            return None
-    elif _blank(user_id) and _blank(anonymous_id):
-        return None
-    else:
-        previous_id = None
-    if not (_optional_str(item, "channel") and _plain_context(item.get("context"))):
-        return None
-    if "context" in item and item["context"] is None:
-        return None
-    integrations = item.get("integrations", _EMPTY)
-    if type(integrations) is not dict:
-        return None
-    version = item.get("version")
-    if version is not None and type(version) is not int and type(version) is not str:
-        return None
-    ok_ts, timestamp = _optional_datetime(item, "timestamp")
-    ok_ot, original = _optional_datetime(item, "originalTimestamp")
-    ok_sa, sent_at = _optional_datetime(item, "sentAt")
-    ok_ra, _ = _optional_datetime(item, "receivedAt")
-    if not (ok_ts and ok_ot and ok_sa and ok_ra):
-        return None
-    event = name = category = group_id = None
-    if call_type in _HAS_PROPERTIES and type(item.get("properties", _EMPTY)) is not dict:
-        return None
-    if call_type in _HAS_TRAITS and type(item.get("traits", _EMPTY)) is not dict:
-        return None
-    if call_type == "track":
-        event = item.get("event")
-        if type(event) is not str or not event:
-            return None
-    elif call_type == "page" or call_type == "screen":
-        name, category = item.get("name"), item.get("category")
-        if (name is not None and type(name) is not str) or (
-            category is not None and type(category) is not str
-        ):
-            return None
-    elif call_type == "group":
-        group_id = item.get("groupId")
-        if group_id is None or not _is_identifier(group_id):
-            return None
-    return EventFields(
-        call_type,
-        message_id,
-        _identifier(anonymous_id),
-        _identifier(user_id),
-        _identifier(previous_id),
-        _identifier(group_id),
-        event,
-        name,
-        category,
-        timestamp,
-        original,
-        sent_at,
-        item.get("channel"),
-    )
-
-
-_EMPTY: dict[str, Any] = {}
-
-
 def model_fields(item: dict[str, Any], index: int = 0) -> EventFields | ItemProblem:
     """Validate with the pydantic model of the event's type: the contract's own answer."""
     call_type = item.get("type")
@@ -323,10 +116,10 @@ def _fields_of(event: Common) -> EventFields:
     return EventFields(
         event.type,
         event.message_id,
-        _identifier(event.anonymous_id),
-        _identifier(event.user_id),
-        _identifier(get("previous_id")),
-        _identifier(get("group_id")),
+        identifier_text(event.anonymous_id),
+        identifier_text(event.user_id),
+        identifier_text(get("previous_id")),
+        identifier_text(get("group_id")),
         get("event"),
         get("name"),
         get("category"),
@@ -388,7 +181,7 @@ def validate_envelope(body: dict[str, Any], max_events: int) -> Envelope:
     context = body.get("context")
     integrations = body.get("integrations")
     write_key = body.get("writeKey")
-    ok_sa, sent_at = _optional_datetime(body, "sentAt")
+    ok_sa, sent_at = optional_datetime(body, "sentAt")
     plain = (
         type(items) is list
         and (context is None or type(context) is dict)
