@@ -1,4 +1,7 @@
-"""`python -m runtime.services start|stop|status|kill|fetch [kafka|emulator]`.
+"""`python -m runtime.services start|stop|status|kill|fetch [kafka|emulator] [--brokers N]`.
+
+`--brokers 3` makes `kafka` the local three-node cluster (kafka_cluster.py, 127.0.0.1:19092-4)
+instead of the single broker; `status` lists the cluster's nodes whenever they run.
 
 This entry point is the one place of the package that reads the environment:
 SEGFLOW_HOME (the repo root; default: found from the package location) and
@@ -14,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from runtime.services import emulator, kafka
+from runtime.services import emulator, kafka, kafka_cluster
 from runtime.services.process import ServiceError, ServiceStatus
 
 SERVICES = ("kafka", "emulator")
@@ -27,10 +30,46 @@ def _print(st: ServiceStatus, note: str = "") -> None:
     print(f"{st.name:<9} {state:<19} {st.address}" + (f"  ({extra})" if extra else ""))
 
 
-def run(command: str, names: list[str], home: str | None, external_kafka: str | None) -> int:
+def run_cluster(command: str, home: str | None, brokers: int) -> int:
+    """One command over the local cluster of `brokers` nodes; the exit status."""
+    cluster = kafka_cluster.cluster(home, brokers=brokers)
+    if command == "fetch":
+        print(f"kafka jars in {kafka.fetch_jars(home)}")
+        return 0
+    if command == "start":
+        started = cluster.start()
+        note = "started" if started else "already running"
+    elif command in ("stop", "kill"):
+        if command == "stop":
+            done = cluster.stop()
+        else:
+            done = any([cluster.kill_node(n.node_id) for n in cluster.nodes])
+        verb = "stopped" if command == "stop" else "killed"
+        print(f"{'kafka':<9} {'cluster ' + verb if done else 'cluster was not running (ours)'}")
+        return 0
+    else:
+        note = ""
+    statuses = cluster.status()
+    for st in statuses:
+        _print(st, note)
+    if command == "start" or all(st.ready for st in statuses):
+        print(f"bootstrap: SEGFLOW_KAFKA_BOOTSTRAP={cluster.bootstrap}")
+    return 0 if all(st.ready for st in statuses) else 1
+
+
+def run(
+    command: str,
+    names: list[str],
+    home: str | None,
+    external_kafka: str | None,
+    brokers: int = 1,
+) -> int:
     """Run one command over the named services; return the exit status."""
     ok = True
     for name in names:
+        if name == "kafka" and brokers > 1 and not external_kafka:
+            ok = run_cluster(command, home, brokers) == 0 and ok
+            continue
         if name == "kafka" and external_kafka:
             if command in ("start", "status"):
                 st = kafka.external_status(external_kafka)
@@ -52,7 +91,16 @@ def run(command: str, names: list[str], home: str | None, external_kafka: str | 
             st = module.status(home)
             _print(st)
             ok = ok and st.ready
+            if name == "kafka":
+                _print_cluster_if_running(home)
     return 0 if ok else 1
+
+
+def _print_cluster_if_running(home: str | None) -> None:
+    cluster = kafka_cluster.cluster(home)
+    if cluster.running():
+        for st in cluster.status():
+            _print(st, "cluster node")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["start", "stop", "status", "kill", "fetch"])
     parser.add_argument("services", nargs="*", choices=[*SERVICES, []], metavar="SERVICE")
     parser.add_argument("--home", default=None, help="repo root (env SEGFLOW_HOME)")
+    parser.add_argument(
+        "--brokers",
+        type=int,
+        default=1,
+        help="1: the single broker on :9092 (default); 3: the local cluster on :19092-19094",
+    )
     parser.add_argument(
         "--record",
         type=Path,
@@ -77,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "stop":
         names = list(reversed(names))
     try:
-        if args.command == "start" and args.record:
+        if args.command == "start" and args.record and args.brokers == 1:
             return _start_recording(names, home, external_kafka, args.record)
-        return run(args.command, names, home, external_kafka)
+        return run(args.command, names, home, external_kafka, args.brokers)
     except ServiceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

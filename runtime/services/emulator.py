@@ -79,6 +79,11 @@ def is_ready(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, timeout: int = 
         conn.close()
 
 
+def service(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> process.Service:
+    """The emulator on host:port, ready when the real connector runs `SELECT 1` there."""
+    return process.Service(NAME, _MARKER, host, (port,), lambda: is_ready(host, port))
+
+
 def status(
     home: str | os.PathLike[str] | None = None,
     *,
@@ -87,17 +92,7 @@ def status(
     var_dir: str | os.PathLike[str] | None = None,
 ) -> ServiceStatus:
     """Is our emulator (or any server on host:port that logs in and answers) ready?"""
-    paths = ServicePaths.at(home, var_dir)
-    pid = process.read_pid(paths.pid_file(NAME), _MARKER)
-    ready = is_ready(host, port) if pid or process.port_open(host, port) else False
-    return ServiceStatus(
-        name=NAME,
-        running=pid is not None or ready,
-        pid=pid,
-        address=f"{host}:{port}",
-        ready=ready,
-        managed=pid is not None,
-    )
+    return process.status(ServicePaths.at(home, var_dir), service(host, port))
 
 
 def start(
@@ -118,35 +113,19 @@ def start(
     that killed clients left open (fault tests that SIGKILL a warehouse client need it).
     """
     paths = ServicePaths.at(home, var_dir)
-    log_file = paths.log_file(NAME)
-    with process.lock(paths.lock_file(NAME)):
-        current = status(home, host=host, port=port, var_dir=var_dir)
-        if current.ready:
-            return False
-        if current.pid is not None:
-            process.wait_ready(
-                NAME, current.pid, lambda: is_ready(host, port), timeout=timeout, log_file=log_file
-            )
-            return False
-        if process.port_open(host, port):
-            raise process.ServiceError(
-                f"{host}:{port} is taken by a program that is not the emulator"
-            )
-        db_dir = paths.data_dir("warehouse")
+    db_dir = paths.data_dir("warehouse")
+
+    def prepare() -> list[str]:
         args = [python or sys.executable, str(_SERVER), "--host", host, "--port", str(port)]
         args += ["--db-dir", str(db_dir)]
         if idle_session_timeout_s > 0:
             args += ["--idle-session-timeout-s", str(idle_session_timeout_s)]
-        pid = process.spawn(args, log_file=log_file, pid_file=paths.pid_file(NAME), cwd=paths.root)
-        try:
-            process.wait_ready(
-                NAME, pid, lambda: is_ready(host, port), timeout=timeout, log_file=log_file
-            )
-        except process.ServiceError:
-            process.kill(pid)
-            raise
-        logger.info("emulator ready on %s:%s (pid %s), databases in %s", host, port, pid, db_dir)
-        return True
+        return args
+
+    started = process.start(paths, service(host, port), prepare, timeout=timeout)
+    if started:
+        logger.info("emulator databases in %s", db_dir)
+    return started
 
 
 def stop(
@@ -156,8 +135,7 @@ def stop(
     timeout: float = 20.0,
 ) -> bool:
     """Stop our emulator (SIGTERM, then SIGKILL after `timeout`); False if it was not running."""
-    paths = ServicePaths.at(home, var_dir)
-    return process.end(paths, NAME, _MARKER, lambda pid: process.terminate(pid, timeout=timeout))
+    return process.stop(ServicePaths.at(home, var_dir), service(), timeout=timeout)
 
 
 def kill(

@@ -2,6 +2,7 @@
 
 The jars are fetched once with Maven (kafka-pom.xml next to this file) into `.cache/kafka/lib`.
 Data lives in `var/kafka/data`, the log in `var/log/kafka.log`, the pid in `var/run/kafka.pid`.
+A `Node` is one KRaft process; `kafka_cluster.py` runs three of them from the same code.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import shutil
 import subprocess
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.services import process
@@ -26,7 +28,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9092
 DEFAULT_CONTROLLER_PORT = 9093
 JAVA_OPTS = ("-Xmx1G", "-Xms256m", "-XX:+UseG1GC", "-Djava.awt.headless=true")
-_MAIN_CLASS = "kafka.Kafka"
+MAIN_CLASS = "kafka.Kafka"
 _HERE = Path(__file__).resolve().parent
 _POM = _HERE / "kafka-pom.xml"
 _LOG4J2 = _HERE / "kafka-log4j2.properties"
@@ -88,6 +90,168 @@ def is_ready(bootstrap: str, timeout: float = 3.0) -> bool:
     return bool(metadata.brokers)
 
 
+def broker_ready(address: str, node_id: int, timeout: float = 3.0) -> bool:
+    """True when the broker at `address` answers metadata and lists itself (registered,
+    unfenced): in a cluster a broker listening is not yet a broker serving."""
+    from confluent_kafka.admin import AdminClient
+
+    host, _, port = address.rpartition(":")
+    if not process.port_open(host, int(port)):
+        return False
+    admin = AdminClient(
+        {
+            "bootstrap.servers": address,
+            "socket.connection.setup.timeout.ms": int(timeout * 1000),
+            "log_level": 0,
+        }
+    )
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except Exception:  # KafkaException: not ready yet
+        return False
+    return node_id in metadata.brokers
+
+
+@dataclass(frozen=True)
+class Node:
+    """One KRaft node (broker and controller in one process) of a local cluster."""
+
+    node_id: int
+    host: str
+    port: int
+    controller_port: int
+    name: str
+    """Names its data directory (`var/<name>`) and its pid, lock and log files."""
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def voter(self) -> str:
+        return f"{self.node_id}@{self.host}:{self.controller_port}"
+
+
+def single_node(
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    controller_port: int = DEFAULT_CONTROLLER_PORT,
+) -> Node:
+    """The one local broker of `make run` and the tests."""
+    return Node(1, host, port, controller_port, NAME)
+
+
+def node_properties(
+    node: Node, voters: list[Node], data_dir: Path, num_partitions: int
+) -> dict[str, str]:
+    """The server.properties of `node` in a cluster of `voters` (itself included).
+
+    One node: replication factor 1. Three or more: 3 replicas and `min.insync.replicas=2`
+    for every topic, the internal ones too, as production clusters run.
+    """
+    host = node.host
+    replicas = min(3, len(voters))
+    min_isr = max(1, replicas - 1)
+    internal_partitions = 12 if len(voters) == 1 else 6
+    settings = {
+        "process.roles": "broker,controller",
+        "node.id": str(node.node_id),
+        "controller.quorum.voters": ",".join(v.voter for v in voters),
+        "listeners": f"PLAINTEXT://{host}:{node.port},CONTROLLER://{host}:{node.controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{node.port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(data_dir),
+        "num.partitions": str(num_partitions),
+        "default.replication.factor": str(replicas),
+        "min.insync.replicas": str(min_isr),
+        "offsets.topic.replication.factor": str(replicas),
+        "offsets.topic.num.partitions": str(internal_partitions),
+        "transaction.state.log.replication.factor": str(replicas),
+        "transaction.state.log.min.isr": str(min_isr),
+        "transaction.state.log.num.partitions": str(internal_partitions),
+        "share.coordinator.state.topic.replication.factor": str(replicas),
+        "share.coordinator.state.topic.min.isr": str(min_isr),
+        "group.initial.rebalance.delay.ms": "0",
+        # After a SIGKILL the new incarnation can register only once the old session expired
+        # (default 9 s): a short session makes a killed broker come back in ~3 s.
+        "broker.heartbeat.interval.ms": "500",
+        "broker.session.timeout.ms": "3000",
+        "auto.create.topics.enable": "false",
+        "delete.topic.enable": "true",
+        "log.retention.hours": "168",
+        "log.segment.bytes": str(256 * 1024 * 1024),
+        "num.recovery.threads.per.data.dir": "2",
+    }
+    if len(voters) > 1:  # several JVMs on a laptop's cores: fewer threads each
+        settings.update(
+            {
+                "num.network.threads": "2",
+                "num.io.threads": "2",
+                "num.replica.fetchers": "1",
+                "background.threads": "2",
+                "log.cleaner.threads": "1",
+            }
+        )
+    return settings
+
+
+def write_properties(paths: ServicePaths, settings: dict[str, str], name: str) -> Path:
+    props = paths.data_dir(name) / "server.properties"
+    props.parent.mkdir(parents=True, exist_ok=True)
+    props.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+    return props
+
+
+def node_service(node: Node, *, cluster: bool) -> process.Service:
+    """`node` as a process: in a cluster it is ready once it is a registered broker."""
+    if cluster:
+        return process.Service(
+            node.name,
+            MAIN_CLASS,
+            node.host,
+            (node.port, node.controller_port),
+            lambda: broker_ready(node.address, node.node_id),
+        )
+    return process.Service(
+        node.name,
+        MAIN_CLASS,
+        node.host,
+        (node.port, node.controller_port),
+        lambda: is_ready(node.address),
+    )
+
+
+def node_launcher(
+    paths: ServicePaths,
+    node: Node,
+    voters: list[Node],
+    *,
+    home: str | os.PathLike[str] | None,
+    num_partitions: int,
+    cluster_id: str | None = None,
+    java_opts: tuple[str, ...] = JAVA_OPTS,
+) -> process.Launch:
+    """Prepares `node` (jars, properties, formatted storage) and returns its command line."""
+
+    def prepare() -> list[str]:
+        java = shutil.which("java")
+        if java is None:
+            raise ServiceError("java is not on PATH; Kafka needs Java 17")
+        lib = fetch_jars(home)
+        data_dir = paths.data_dir(node.name) / "data"
+        props = write_properties(
+            paths, node_properties(node, voters, data_dir, num_partitions), node.name
+        )
+        log_file = paths.log_file(node.name)
+        _format_storage(java, lib, props, data_dir, log_file, cluster_id or new_cluster_id())
+        args = [java, *java_opts, f"-Dlog4j2.configurationFile={_LOG4J2}"]
+        return [*args, "-cp", f"{lib}/*", MAIN_CLASS, str(props)]
+
+    return prepare
+
+
 def status(
     home: str | os.PathLike[str] | None = None,
     *,
@@ -96,18 +260,8 @@ def status(
     var_dir: str | os.PathLike[str] | None = None,
 ) -> ServiceStatus:
     """Is our broker (or any broker on host:port) running and answering metadata requests?"""
-    paths = ServicePaths.at(home, var_dir)
-    pid = process.read_pid(paths.pid_file(NAME), _MAIN_CLASS)
-    address = f"{host}:{port}"
-    ready = is_ready(address) if pid or process.port_open(host, port) else False
-    return ServiceStatus(
-        name=NAME,
-        running=pid is not None or ready,
-        pid=pid,
-        address=address,
-        ready=ready,
-        managed=pid is not None,
-    )
+    node = single_node(host, port)
+    return process.status(ServicePaths.at(home, var_dir), node_service(node, cluster=False))
 
 
 def external_status(bootstrap: str) -> ServiceStatus:
@@ -134,43 +288,9 @@ def start(
     Raises ServiceError (naming the log file) when it does not come up in `timeout` seconds.
     """
     paths = ServicePaths.at(home, var_dir)
-    address = f"{host}:{port}"
-    with process.lock(paths.lock_file(NAME)):
-        current = status(home, host=host, port=port, var_dir=var_dir)
-        log_file = paths.log_file(NAME)
-        if current.ready:
-            if not current.managed:
-                logger.info(
-                    "a Kafka broker not started by segflow answers on %s; using it", address
-                )
-            return False
-        if current.pid is not None:  # ours, still starting (or hung)
-            process.wait_ready(
-                NAME, current.pid, lambda: is_ready(address), timeout=timeout, log_file=log_file
-            )
-            return False
-        for p in (port, controller_port):
-            if process.port_open(host, p):
-                raise ServiceError(f"{host}:{p} is taken by another program; cannot start Kafka")
-        java = shutil.which("java")
-        if java is None:
-            raise ServiceError("java is not on PATH; Kafka needs Java 17")
-        lib = fetch_jars(home)
-        data_dir = paths.data_dir(NAME) / "data"
-        props = _write_properties(paths, data_dir, host, port, controller_port, num_partitions)
-        _format_storage(java, lib, props, data_dir, log_file)
-        args = [java, *JAVA_OPTS, f"-Dlog4j2.configurationFile={_LOG4J2}"]
-        args += ["-cp", f"{lib}/*", _MAIN_CLASS, str(props)]
-        pid = process.spawn(args, log_file=log_file, pid_file=paths.pid_file(NAME), cwd=paths.root)
-        try:
-            process.wait_ready(
-                NAME, pid, lambda: is_ready(address), timeout=timeout, log_file=log_file
-            )
-        except ServiceError:
-            process.kill(pid)
-            raise
-        logger.info("Kafka ready on %s (pid %s)", address, pid)
-        return True
+    node = single_node(host, port, controller_port)
+    prepare = node_launcher(paths, node, [node], home=home, num_partitions=num_partitions)
+    return process.start(paths, node_service(node, cluster=False), prepare, timeout=timeout)
 
 
 def stop(
@@ -181,69 +301,36 @@ def stop(
 ) -> bool:
     """Stop our broker (SIGTERM, then SIGKILL after `timeout`); False if it was not running."""
     paths = ServicePaths.at(home, var_dir)
-    return process.end(
-        paths, NAME, _MAIN_CLASS, lambda pid: process.terminate(pid, timeout=timeout)
-    )
+    return process.stop(paths, node_service(single_node(), cluster=False), timeout=timeout)
 
 
 def kill(
     home: str | os.PathLike[str] | None = None, *, var_dir: str | os.PathLike[str] | None = None
 ) -> bool:
     """SIGKILL our broker at once (fault tests); `start()` recovers its log afterwards."""
-    return process.end(ServicePaths.at(home, var_dir), NAME, _MAIN_CLASS, process.kill)
+    return process.end(ServicePaths.at(home, var_dir), NAME, MAIN_CLASS, process.kill)
 
 
-def _write_properties(
-    paths: ServicePaths,
-    data_dir: Path,
-    host: str,
-    port: int,
-    controller_port: int,
-    num_partitions: int,
-) -> Path:
-    settings = {
-        "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@{host}:{controller_port}",
-        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
-        "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "log.dirs": str(data_dir),
-        "num.partitions": str(num_partitions),
-        "default.replication.factor": "1",
-        "min.insync.replicas": "1",
-        "offsets.topic.replication.factor": "1",
-        "offsets.topic.num.partitions": "12",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "transaction.state.log.num.partitions": "12",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
-        "group.initial.rebalance.delay.ms": "0",
-        # After a SIGKILL the new incarnation can register only once the old session expired
-        # (default 9 s): a short session makes a killed broker come back in ~3 s.
-        "broker.heartbeat.interval.ms": "500",
-        "broker.session.timeout.ms": "3000",
-        "auto.create.topics.enable": "false",
-        "delete.topic.enable": "true",
-        "log.retention.hours": "168",
-        "log.segment.bytes": str(256 * 1024 * 1024),
-        "num.recovery.threads.per.data.dir": "2",
-    }
-    props = paths.data_dir(NAME) / "server.properties"
-    props.parent.mkdir(parents=True, exist_ok=True)
-    props.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
-    return props
+def cluster_id_of(data_dir: Path) -> str | None:
+    """The cluster id a formatted KRaft data directory belongs to, else None."""
+    try:
+        text = (data_dir / "meta.properties").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "cluster.id":
+            return value.strip()
+    return None
 
 
-def _format_storage(java: str, lib: Path, props: Path, data_dir: Path, log_file: Path) -> None:
-    """Format the KRaft storage on first start (a static single-voter quorum)."""
+def _format_storage(
+    java: str, lib: Path, props: Path, data_dir: Path, log_file: Path, cluster_id: str
+) -> None:
+    """Format the KRaft storage on first start (a static quorum: controller.quorum.voters)."""
     if (data_dir / "meta.properties").exists():
         return
     data_dir.mkdir(parents=True, exist_ok=True)
-    cluster_id = _new_cluster_id()
     args = [java, f"-Dlog4j2.configurationFile={_LOG4J2}", "-cp", f"{lib}/*"]
     args += ["kafka.tools.StorageTool", "format", "-c", str(props), f"--cluster-id={cluster_id}"]
     args += ["--ignore-formatted"]
@@ -257,7 +344,7 @@ def _format_storage(java: str, lib: Path, props: Path, data_dir: Path, log_file:
     logger.info("formatted Kafka storage in %s (cluster id %s)", data_dir, cluster_id)
 
 
-def _new_cluster_id() -> str:
+def new_cluster_id() -> str:
     """A Kafka Uuid string: 16 random bytes, URL-safe base64, unpadded, not starting with '-'."""
     while True:
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()

@@ -1,4 +1,9 @@
-"""Background processes of the local services: spawn, pid files, readiness, termination."""
+"""Background processes of the local services: spawn, pid files, readiness, termination.
+
+`Service` describes one local process (its name, the marker of its command line, its address
+and its readiness probe); `status`, `start`, `launch`, `stop` and `end` are the one lifecycle
+that the broker(s) and the emulator share.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +29,10 @@ PidAction = Callable[[int], None]
 """Something done to a running service's pid: terminate or kill."""
 
 
+Launch = Callable[[], Sequence[str]]
+"""Prepares a service (fetch, format, configure) and returns the command line that runs it."""
+
+
 class ServiceError(RuntimeError):
     """A local service could not be fetched, started or stopped; the message says where to look."""
 
@@ -39,6 +48,114 @@ class ServiceStatus:
     ready: bool
     managed: bool
     """True when the process was started by these scripts (we hold its pid file)."""
+
+
+@dataclass(frozen=True)
+class Service:
+    """One local service process: where it listens and how to tell it is ready."""
+
+    name: str
+    """Names its pid, lock and log files (`var/run/<name>.pid`, `var/log/<name>.log`)."""
+    marker: str
+    """A string of its command line, so a reused pid is not taken for it."""
+    host: str
+    ports: tuple[int, ...]
+    """Every port it listens on; the first is its address."""
+    ready: Callable[[], bool]
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.ports[0]}"
+
+
+def status(paths: ServicePaths, service: Service) -> ServiceStatus:
+    """Is our process (or anything that answers the probe on its address) running and ready?"""
+    pid = read_pid(paths.pid_file(service.name), service.marker)
+    ready = service.ready() if pid or port_open(service.host, service.ports[0]) else False
+    return ServiceStatus(
+        name=service.name,
+        running=pid is not None or ready,
+        pid=pid,
+        address=service.address,
+        ready=ready,
+        managed=pid is not None,
+    )
+
+
+def launch(paths: ServicePaths, service: Service, prepare: Launch) -> tuple[int | None, bool]:
+    """Spawn the service unless it is ready already; do not wait for it.
+
+    Returns (pid to wait for or None when it is ready, True when this call spawned it).
+    Raises ServiceError when one of its ports is taken by another program.
+    """
+    with lock(paths.lock_file(service.name)):
+        current = status(paths, service)
+        if current.ready:
+            if not current.managed:
+                logger.info(
+                    "%s: something not started by segflow answers on %s; using it",
+                    service.name,
+                    service.address,
+                )
+            return None, False
+        if current.pid is not None:  # ours, still starting (or hung)
+            return current.pid, False
+        for port in service.ports:
+            if port_open(service.host, port):
+                raise ServiceError(
+                    f"{service.host}:{port} is taken by another program; cannot start "
+                    f"{service.name}"
+                )
+        args = prepare()
+        pid = spawn(
+            args,
+            log_file=paths.log_file(service.name),
+            pid_file=paths.pid_file(service.name),
+            cwd=paths.root,
+        )
+        return pid, True
+
+
+def await_ready(paths: ServicePaths, service: Service, pid: int, *, timeout: float) -> None:
+    """Wait until `service` (pid) is ready; on failure kill it and raise ServiceError."""
+    try:
+        wait_ready(
+            service.name,
+            pid,
+            service.ready,
+            timeout=timeout,
+            log_file=paths.log_file(service.name),
+        )
+    except ServiceError:
+        kill(pid)
+        raise
+
+
+def start(paths: ServicePaths, service: Service, prepare: Launch, *, timeout: float) -> bool:
+    """Start `service` unless it is ready; wait until it is. True when this call started it.
+
+    Raises ServiceError (naming the log file) when it does not come up in `timeout` seconds.
+    """
+    pid, started = launch(paths, service, prepare)
+    if pid is None:
+        return False
+    if started:
+        await_ready(paths, service, pid, timeout=timeout)
+        logger.info("%s ready on %s (pid %s)", service.name, service.address, pid)
+    else:
+        wait_ready(
+            service.name,
+            pid,
+            service.ready,
+            timeout=timeout,
+            log_file=paths.log_file(service.name),
+        )
+    return started
+
+
+def stop(paths: ServicePaths, service: Service, *, timeout: float) -> bool:
+    """SIGTERM our process, SIGKILL after `timeout`; False if it was not running."""
+    return end(paths, service.name, service.marker, lambda pid: terminate(pid, timeout=timeout))
 
 
 def read_pid(pid_file: Path, marker: str) -> int | None:
