@@ -116,6 +116,25 @@ class KafkaSettings(SegflowSettings):
         return Topics(prefix=self.topic_prefix)
 
 
+class TopicSettings(SegflowSettings):
+    """How `segflow topics` replicates the topics it creates (unset: as the cluster suggests)."""
+
+    model_config = SettingsConfigDict(env_prefix="SEGFLOW_TOPICS_")
+
+    replication_factor: int | None = Field(
+        None,
+        ge=1,
+        description="Replicas of every topic; unset: 3 on a cluster of 3 or more live brokers, "
+        "else one per broker (the single local broker: 1)",
+    )
+    min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="min.insync.replicas of every topic; unset: replication factor - 1, "
+        "at least 1 (3 replicas: 2)",
+    )
+
+
 class WarehouseSettings(SegflowSettings):
     """The Snowflake connection. Defaults point at the local emulator; production sets account."""
 

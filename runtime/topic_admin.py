@@ -1,10 +1,17 @@
-"""Creating and checking segflow's topics with explicit partitions, retention and compaction."""
+"""Creating and checking segflow's topics with explicit partitions, retention, compaction and
+replication.
+
+Replication follows `TopicSettings`; left unset it follows the cluster: 3 replicas and
+`min.insync.replicas=2` on three or more live brokers, 1 and 1 on the single local broker
+(`replication_for`). Production should set both explicitly: with a broker down at creation
+time the live count is lower than the cluster's size.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
@@ -25,6 +32,35 @@ class TopicSpec:
     name: str
     partitions: int
     config: dict[str, str] = field(default_factory=dict)
+    replication_factor: int | None = None
+    """None: follow the cluster (`replication_for`)."""
+    min_insync_replicas: int | None = None
+    """None: follow the replication factor (`replication_for`)."""
+
+
+@dataclass(frozen=True)
+class Replication:
+    factor: int
+    min_insync: int
+
+
+def replication_for(
+    brokers: int, factor: int | None = None, min_insync: int | None = None
+) -> Replication:
+    """The replication of a topic on a cluster of `brokers` live brokers.
+
+    Unset factor: 3 when there are 3 or more brokers, else one per broker; unset min_insync:
+    factor - 1, at least 1. Raises FatalError when min_insync exceeds the factor (no write
+    could ever be acknowledged).
+    """
+    rf = factor if factor is not None else max(1, min(3, brokers))
+    isr = min_insync if min_insync is not None else max(1, rf - 1)
+    if isr > rf:
+        raise FatalError(
+            f"min.insync.replicas {isr} exceeds the replication factor {rf}: no acks=all write "
+            "could succeed; lower SEGFLOW_TOPICS_MIN_INSYNC_REPLICAS"
+        )
+    return Replication(rf, isr)
 
 
 def expected_topics(
@@ -32,6 +68,8 @@ def expected_topics(
     partitions: int = 12,
     raw_retention_ms: int = 3 * DAY_MS,
     clean_retention_ms: int = 14 * DAY_MS,
+    replication_factor: int | None = None,
+    min_insync_replicas: int | None = None,
 ) -> list[TopicSpec]:
     """Every topic of DESIGN.md. Raw topics keep raw PII, so their retention is short; so does
     the DLQ, which holds the raw bytes of the records the processors could not process (a raw
@@ -54,7 +92,14 @@ def expected_topics(
     specs.append(
         TopicSpec(topics.dlq, partitions, {**deleting, "retention.ms": str(raw_retention_ms)})
     )
-    return specs
+    return [
+        replace(s, replication_factor=replication_factor, min_insync_replicas=min_insync_replicas)
+        for s in specs
+    ]
+
+
+def _replication(spec: TopicSpec, brokers: int) -> Replication:
+    return replication_for(brokers, spec.replication_factor, spec.min_insync_replicas)
 
 
 def _admin(settings: KafkaSettings) -> AdminClient:
@@ -67,16 +112,20 @@ def create_topics(
     """Create the missing topics; existing ones are left alone. Returns the names created."""
     admin = _admin(settings)
     try:
-        existing = set(admin.list_topics(timeout=timeout_s).topics)
+        metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
         raise RetryableError(f"cannot reach Kafka at {settings.bootstrap}: {exc}") from exc
+    existing = set(metadata.topics)
     missing = [s for s in specs if s.name not in existing]
     if not missing:
         return []
-    futures = admin.create_topics(
-        [NewTopic(s.name, s.partitions, 1, config=s.config) for s in missing],
-        request_timeout=timeout_s,
-    )
+    brokers = len(metadata.brokers)
+    new = []
+    for s in missing:
+        rep = _replication(s, brokers)
+        config = {**s.config, "min.insync.replicas": str(rep.min_insync)}
+        new.append(NewTopic(s.name, s.partitions, rep.factor, config=config))
+    futures = admin.create_topics(new, request_timeout=timeout_s)
     created = []
     for name, fut in futures.items():
         try:
@@ -116,6 +165,7 @@ def check_topics(
     """Differences between the cluster and `specs`, one readable line each (empty: all good)."""
     admin = _admin(settings)
     metadata = admin.list_topics(timeout=timeout_s)
+    brokers = len(metadata.brokers)
     problems: list[str] = []
     present = []
     for spec in specs:
@@ -128,6 +178,11 @@ def check_topics(
             problems.append(
                 f"{spec.name}: {len(topic.partitions)} partitions, expected {spec.partitions}"
             )
+        factor = _replication(spec, brokers).factor
+        replicas = sorted({len(p.replicas) for p in topic.partitions.values()})
+        if replicas and replicas != [factor]:
+            shown = "/".join(str(r) for r in replicas)
+            problems.append(f"{spec.name}: replication factor {shown}, expected {factor}")
     if present:
         resources = [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in present]
         results = admin.describe_configs(resources, request_timeout=timeout_s)
@@ -143,7 +198,8 @@ def check_topics(
             if spec.name not in by_name:
                 continue
             actual = by_name[spec.name]
-            for key, want in spec.config.items():
+            min_insync = str(_replication(spec, brokers).min_insync)
+            for key, want in {**spec.config, "min.insync.replicas": min_insync}.items():
                 got = actual[key].value if key in actual else None
                 if got != want:
                     problems.append(f"{spec.name}: {key}={got}, expected {want}")
