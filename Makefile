@@ -5,13 +5,19 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint run services-start services-stop services-status kafka-jars
+.PHONY: venv test test-cluster lint run services-start services-stop services-status kafka-jars
 
 venv:
 	@scripts/venv.sh
 
 test:
 	@PYTEST_ARGS="$(PYTEST_ARGS)" scripts/test.sh
+
+# The three-broker cluster tests (failover, rolling restart; ~5 min): a private cluster and
+# emulator of their own, so the shared services are neither needed nor touched. CI runs it
+# after `make test`.
+test-cluster: venv kafka-jars
+	@$(VENV)/bin/pytest -m cluster $(PYTEST_ARGS)
 
 lint: venv
 	@scripts/lint.sh

@@ -3,12 +3,17 @@
 Both are started through runtime.services when not reachable (and stopped again at the end
 of the session if this session started them). Environment overrides:
 SEGFLOW_KAFKA_BOOTSTRAP (an external broker), SEGFLOW_SNOWFLAKE_HOST / SEGFLOW_SNOWFLAKE_PORT.
+
+Names the tests make (`unique_name`: topics, groups, app ids) carry this session's tag, so the
+session deletes its own topics at the end and never those of another session on the broker.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +21,15 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from runtime.services import emulator, kafka
+
+SESSION_TAG_ENV = "SEGFLOW_TEST_SESSION_TAG"
+# set once per session (the environment carries it to every module that imports it)
+SESSION_TAG = os.environ.setdefault(SESSION_TAG_ENV, uuid.uuid4().hex[:6])
+
+
+def is_session_topic(name: str, tag: str = SESSION_TAG) -> bool:
+    """True for a topic named by `unique_name` in the session tagged `tag`."""
+    return re.search(f"_{re.escape(tag)}[0-9a-f]{{6}}", name) is not None
 
 
 @pytest.fixture(scope="session")
@@ -44,11 +58,14 @@ def _topics(bootstrap: str) -> set[str]:
 def _delete_new_topics(bootstrap: str, before: set[str]) -> None:
     """Delete the topics this session made, so repeated runs do not pile partitions up on the
     local broker (each costs it file handles; ~20,000 partitions exhaust a 20,000 descriptor
-    limit). SEGFLOW_TEST_KEEP_TOPICS=1 keeps them, e.g. while another session uses the broker."""
+    limit). Only those named with this session's tag: another session running beside this one
+    keeps its topics. SEGFLOW_TEST_KEEP_TOPICS=1 keeps them all."""
     log = logging.getLogger(__name__)
     try:
-        made = [t for t in _topics(bootstrap) - before if not t.startswith("__")]
-        futures = AdminClient({"bootstrap.servers": bootstrap}).delete_topics(made) if made else {}
+        made = [t for t in _topics(bootstrap) - before if is_session_topic(t)]
+        # the client must outlive the futures: destroyed, it fails them all with _DESTROY
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        futures = admin.delete_topics(made) if made else {}
     except Exception as exc:  # cleanup is best effort (a test may have left the broker down)
         log.warning("could not list or delete the test topics: %s", exc)
         return
@@ -72,6 +89,12 @@ def warehouse_conn_params() -> Iterator[dict[str, Any]]:
     yield emulator.conn_params(host, port)
     if started:
         emulator.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "cluster: needs the local three-broker cluster (`make test-cluster`)"
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,12 +13,20 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from runtime.services import emulator
+from runtime.services import emulator, kafka, kafka_cluster
+from runtime.services.layout import ServicePaths
 
 
 def unique_name(prefix: str) -> str:
-    """A name no other test (or earlier run) uses: topics, groups, tables, schemas."""
-    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+    """A name no other test (or earlier run) uses: topics, groups, tables, schemas.
+
+    `<prefix>_<session tag, 6 hex><random, 6 hex>`: the session deletes the topics named with
+    its tag at its end (tests/conftest.py), and only those."""
+    tag = os.environ.setdefault(SESSION_TAG_ENV, uuid.uuid4().hex[:6])
+    return f"{prefix}_{tag}{uuid.uuid4().hex[:6]}"
+
+
+SESSION_TAG_ENV = "SEGFLOW_TEST_SESSION_TAG"  # tests/conftest.py sets it first
 
 
 def free_port() -> int:
@@ -44,9 +54,30 @@ def private_emulator(var_dir: Path) -> Iterator[int]:
         emulator.stop(var_dir=var_dir)
 
 
-def create_topic(bootstrap: str, name: str, partitions: int = 3) -> None:
+@pytest.fixture(scope="session")
+def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kafka_cluster.KafkaCluster]:
+    """A private three-broker KRaft cluster (combined broker+controller nodes) on free ports,
+    data in the session's temporary directory; stopped at the end of the session. The shared
+    single broker is not touched. Prints its time to ready."""
+    var_dir = tmp_path_factory.mktemp("kafka-cluster")
+    nodes = tuple(
+        kafka.Node(i, kafka.DEFAULT_HOST, free_port(), free_port(), f"kafka-{i}") for i in (1, 2, 3)
+    )
+    cluster = kafka_cluster.KafkaCluster(ServicePaths.at(None, var_dir), nodes)
+    started = time.monotonic()
+    try:
+        cluster.start()
+        kafka_cluster.wait_in_sync(cluster.bootstrap, len(nodes))
+        print(f"three-broker cluster ready in {time.monotonic() - started:.1f} s")
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = 3, replication: int = 1) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+    new = NewTopic(name, num_partitions=partitions, replication_factor=replication)
+    futures = admin.create_topics([new])
     futures[name].result(timeout=30)
 
 

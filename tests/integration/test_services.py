@@ -12,7 +12,8 @@ import pytest
 import snowflake.connector
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from runtime.services import emulator, kafka
+from runtime.services import emulator, kafka, kafka_cluster
+from runtime.services.kafka_cluster import KafkaCluster
 from tests.integration.conftest import create_topic, free_port, unique_name
 
 pytestmark = pytest.mark.integration
@@ -186,3 +187,25 @@ def test_private_broker_recovers_after_kill(tmp_path: Path) -> None:
     finally:
         kafka.stop(var_dir=tmp_path)
     assert not kafka.status(var_dir=tmp_path, port=port).running
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_cluster_nodes_stop_and_rejoin_in_sync(local_cluster: KafkaCluster) -> None:
+    statuses = local_cluster.status()
+    assert [s.name for s in statuses] == ["kafka-1", "kafka-2", "kafka-3"]
+    assert all(s.ready and s.managed for s in statuses)
+    assert len({s.address for s in statuses}) == 3
+    topic = unique_name("test.cluster")
+    create_topic(local_cluster.bootstrap, topic, partitions=3, replication=3)
+    produce(local_cluster.bootstrap, topic, [f"before-{i}".encode() for i in range(10)])
+
+    assert local_cluster.stop_node(2) is True
+    assert not local_cluster.status()[1].running
+    problems = kafka_cluster.out_of_sync(local_cluster.bootstrap, 3)
+    assert "2 of 3 brokers registered" in problems
+    produce(local_cluster.bootstrap, topic, [b"while-one-down"])  # 2 in sync: still writable
+
+    assert local_cluster.start_node(2) is True
+    kafka_cluster.wait_in_sync(local_cluster.bootstrap, 3, timeout=120)
+    assert len(consume(local_cluster.bootstrap, topic, 11)) == 11
