@@ -16,17 +16,16 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from runtime.services import emulator, kafka, kafka_cluster
 from runtime.services.layout import ServicePaths
 
+SESSION_TAG_ENV = "SEGFLOW_TEST_SESSION_TAG"  # tests/conftest.py sets it first
+_SESSION_TAG = os.environ.setdefault(SESSION_TAG_ENV, uuid.uuid4().hex[:6])
+
 
 def unique_name(prefix: str) -> str:
     """A name no other test (or earlier run) uses: topics, groups, tables, schemas.
 
     `<prefix>_<session tag, 6 hex><random, 6 hex>`: the session deletes the topics named with
     its tag at its end (tests/conftest.py), and only those."""
-    tag = os.environ.setdefault(SESSION_TAG_ENV, uuid.uuid4().hex[:6])
-    return f"{prefix}_{tag}{uuid.uuid4().hex[:6]}"
-
-
-SESSION_TAG_ENV = "SEGFLOW_TEST_SESSION_TAG"  # tests/conftest.py sets it first
+    return f"{prefix}_{_SESSION_TAG}{uuid.uuid4().hex[:6]}"
 
 
 def free_port() -> int:
