@@ -39,13 +39,16 @@ class TopicLayout:
 
     raw_partitions: int
     clean_partitions: dict[str, int]
+    raw_replication: int = 1
 
 
 def discover_layout(kafka: KafkaSettings, timeout_s: float = 30.0) -> TopicLayout:
     """Partition counts of the raw and clean topics; FatalError when they are missing or uneven.
 
     The state changelogs get the raw topics' partition count, so a partition's state, output
-    and offsets share one transaction.
+    and offsets share one transaction, and (unless set) their replication factor, so a cluster
+    that refuses writes with fewer in-sync replicas than `min.insync.replicas` keeps taking the
+    changelogs' writes.
     """
     topics = kafka.topics
     try:
@@ -62,7 +65,10 @@ def discover_layout(kafka: KafkaSettings, timeout_s: float = 30.0) -> TopicLayou
     if len(set(counts.values())) != 1:
         raise FatalError(f"raw topics must have one partition count, found {counts}")
     clean = {t: len(metadata.topics[t].partitions) for t in topics.all_clean()}
-    return TopicLayout(next(iter(counts.values())), clean)
+    replication = min(
+        len(p.replicas) for t in topics.all_raw() for p in metadata.topics[t].partitions.values()
+    )
+    return TopicLayout(next(iter(counts.values())), clean, max(1, replication))
 
 
 def build_app(settings: ProcessorSettings, layout: TopicLayout) -> SegflowApp:
@@ -81,7 +87,7 @@ def build_app(settings: ProcessorSettings, layout: TopicLayout) -> SegflowApp:
         broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
         broker_commit_every=max(10_000, s.batch_max * 4),
         topic_partitions=layout.raw_partitions,
-        topic_replication_factor=s.changelog_replication,
+        topic_replication_factor=s.changelog_replication or layout.raw_replication,
         table_standby_replicas=0,
         web_enabled=False,
         datadir=str(s.state_dir),

@@ -106,8 +106,8 @@ class ProcessorSettings(SegflowSettings):
     suppressions_wait_s: float = Field(
         30.0, ge=0, description="Seconds to wait at start for the suppression list to load"
     )
-    changelog_replication: int = Field(
-        1, ge=1, description="Replication factor of the state changelog topics"
+    changelog_replication: int | None = Field(
+        None, ge=1, description="Replication factor of the state changelogs; unset: the raw topics'"
     )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

@@ -25,6 +25,7 @@ from runtime.settings import KafkaSettings
 from runtime.topic_admin import create_topics, expected_topics
 from schemas.codec import RAW_EVENT, AvroCodec
 from schemas.topics import HEADER_SOURCE, Topics
+from tests.integration.conftest import unique_name
 
 REPO = Path(__file__).resolve().parents[2]
 CODEC = AvroCodec()
@@ -91,8 +92,8 @@ class Env:
 
 
 def make_env(bootstrap: str, tmp_path: Path, partitions: int = 3) -> Env:
-    tag = uuid.uuid4().hex[:10]
-    env = Env(bootstrap, f"tproc_{tag}.", f"tproc-{tag}", tmp_path / "state")
+    name = unique_name("tproc")  # the session deletes its topics at its end
+    env = Env(bootstrap, f"{name}.", name.replace("_", "-"), tmp_path / "state")
     kafka = KafkaSettings(bootstrap=bootstrap, topic_prefix=env.prefix)
     create_topics(kafka, expected_topics(env.topics, partitions=partitions))
     return env

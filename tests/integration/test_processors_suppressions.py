@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from runtime.settings import KafkaSettings
 from runtime.suppressions import publish_suppressions
 from runtime.topic_admin import create_topics, expected_topics
 from schemas.codec import CLEAN_EVENT, IDENTITY_LINK, SCHEMA_CHANGE
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, unique_name
 from tests.integration.processors_harness import (
     CODEC,
     Env,
@@ -157,8 +156,8 @@ def test_forgotten_users_events_leave_no_trace(kafka_bootstrap: str, tmp_path: P
 def test_a_worker_without_its_suppression_list_does_not_start(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    tag = uuid.uuid4().hex[:10]
-    env = Env(kafka_bootstrap, f"tsup_{tag}.", f"tsup-{tag}", tmp_path / "state")
+    name = unique_name("tsup")  # the session deletes its topics at its end
+    env = Env(kafka_bootstrap, f"{name}.", name.replace("_", "-"), tmp_path / "state")
     kafka = KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=env.prefix)
     specs = expected_topics(env.topics, partitions=1)
     create_topics(kafka, [s for s in specs if s.name != env.topics.suppressions])

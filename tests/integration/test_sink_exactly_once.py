@@ -16,7 +16,12 @@ from typing import Any
 import pytest
 
 from runtime.services import emulator
-from tests.integration.conftest import IDLE_SESSION_TIMEOUT_S, free_port, private_emulator
+from tests.integration.conftest import (
+    IDLE_SESSION_TIMEOUT_S,
+    free_port,
+    private_emulator,
+    unique_name,
+)
 from tests.integration.sink_support import (
     SinkProcess,
     Warehouse,
@@ -92,8 +97,8 @@ def private_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
 def ctx(
     kafka_bootstrap: str, private_warehouse: dict[str, Any], tmp_path: Path
 ) -> Iterator[dict[str, Any]]:
-    run_id = uuid.uuid4().hex[:10]
-    prefix = f"sinkeo{run_id}."
+    run_id = unique_name("sinkeo")  # the session deletes its topics at its end
+    prefix = f"{run_id}."
     c: dict[str, Any] = {
         "bootstrap": kafka_bootstrap,
         "prefix": prefix,
