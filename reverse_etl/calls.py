@@ -4,7 +4,8 @@ A row's columns split into the identity columns (userId, anonymousId, the row ke
 name, group id and timestamp columns) and the rest, which become ``traits`` (identify, group) or
 ``properties`` (track). A group call carries the row's groupId and, as Segment requires, the
 userId or anonymousId of a member. A column name Snowflake upper-cased (an unquoted alias) is
-lower-cased; a quoted name keeps its case. VARIANT/OBJECT/ARRAY values arrive as JSON text and are sent as JSON.
+lower-cased; a quoted name keeps its case. VARIANT/OBJECT/ARRAY values arrive as JSON text
+and are sent as JSON.
 
 The messageId is derived from the sync, the row key and the row hash, so a row version that is
 sent twice (a crash between the send and the state update) is deduplicated downstream.
