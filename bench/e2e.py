@@ -273,6 +273,7 @@ def main() -> int:
         "SEGFLOW_SINK_GROUP_ID": f"bench-e2e-sink-{tag}",
         "SEGFLOW_LOG_LEVEL": "WARNING",
         "SEGFLOW_ALLOW_DEV_DEFAULTS": "true",  # the embedded rules' development key
+        "SEGFLOW_SNOWFLAKE_STRICT": "false",  # the emulator's Snowflake-rules check: a test aid
     }
     log_dir = Path(tempfile.mkdtemp(prefix="segflow-bench-e2e-"))
     env["SEGFLOW_PROCESS_STATE_DIR"] = str(log_dir / "faust")

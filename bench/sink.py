@@ -255,6 +255,8 @@ def main() -> int:
             "SEGFLOW_SNOWFLAKE_LOGIN_TIMEOUT_S",
         ):
             env.pop(name, None)  # defaults, as shipped
+        # the emulator's Snowflake-rules check is a test aid, not part of what production runs
+        env["SEGFLOW_SNOWFLAKE_STRICT"] = "false"
         env.update(dict(item.split("=", 1) for item in args.set))
         log = Path(f"/tmp/segflow-bench-sink-{run_id}-{i}.log")
         print(f"sink log: {log}", flush=True)
