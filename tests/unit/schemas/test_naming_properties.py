@@ -19,6 +19,7 @@ from schemas.naming import (
     unmapped_key,
 )
 from schemas.snowflake_limits import MAX_IDENTIFIER_LENGTH
+from tests.unit.leaf_oracle import assert_leaves_kept
 from tests.unit.segment_strategies import PROPERTY_SETTINGS, free_maps, json_text, keys
 
 GENERATED = re.compile(r"[a-z0-9_]+")
@@ -73,42 +74,12 @@ def test_unmapped_keys_of_different_paths_never_meet(paths: list[tuple[str, ...]
     assert len({unmapped_key(p) for p in paths}) == len(paths)
 
 
-def leaves_kept(
-    obj: dict[str, Any], root: str, columns: dict[str, Any], unmapped: dict[str, Any]
-) -> None:
-    """Walk `obj` and look each non-null leaf up: in `unmapped` under its key path (or an
-    ancestor's), else in its own column, which no other leaf claims."""
-    claimed: set[str] = set()
-
-    def same(a: Any, b: Any) -> bool:
-        return orjson.dumps(a) == orjson.dumps(b)
-
-    def walk(node: dict[str, Any], path: tuple[str, ...], prefix: str) -> None:
-        for key, value in node.items():
-            if value is None:
-                continue
-            here = (*path, key)
-            if unmapped_key(here) in unmapped:
-                assert same(unmapped[unmapped_key(here)], value), here
-                continue
-            column = child_column(prefix, key)
-            assert column, f"{here}: no column and not in _unmapped"
-            if isinstance(value, dict):
-                walk(value, here, column)
-                continue
-            expected = orjson.dumps(value).decode() if isinstance(value, list) else value
-            assert column in columns and same(columns[column], expected), here
-            assert column not in claimed, f"{here}: column {column} holds another value too"
-            claimed.add(column)
-
-    walk(obj, (root,), "")
-    assert claimed == set(columns)  # and nothing else became a column
-
-
 @PROPERTY_SETTINGS
 @given(free_maps)
 def test_flatten_keeps_every_value_in_a_column_or_in_unmapped(obj: dict[str, Any]) -> None:
     parsed = orjson.loads(json_text(obj))  # what the sink reads
     columns, unmapped = flatten(parsed, "", ("properties",))
     assert all(valid_name(c) for c in columns)
-    leaves_kept(parsed, "properties", columns, unmapped)
+    claimed: set[str] = set()
+    assert_leaves_kept(parsed, ("properties",), "", columns, unmapped, claimed)
+    assert claimed == set(columns)  # and nothing else became a column

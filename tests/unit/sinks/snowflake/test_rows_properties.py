@@ -12,11 +12,12 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas.naming import RESERVED_COLUMNS, child_column, flatten, unmapped_key
+from schemas.naming import RESERVED_COLUMNS, child_column, flatten
 from schemas.snowflake_limits import MAX_IDENTIFIER_LENGTH
 from sinks.snowflake import ddl
 from sinks.snowflake.rows import Origin, TableRow, _spread, event_rows
 from sinks.snowflake.tables import AUDIT_LOG, fixed_columns
+from tests.unit.leaf_oracle import assert_leaves_kept
 from tests.unit.segment_strategies import PROPERTY_SETTINGS, free_maps, json_text, keys
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -85,38 +86,15 @@ def _maps_of(record: dict[str, Any], row: TableRow) -> list[str]:
     return ["context"]
 
 
-def _same(a: Any, b: Any) -> bool:
-    return orjson.dumps(a) == orjson.dumps(b)
-
-
 def assert_every_leaf_kept(record: dict[str, Any], row: TableRow) -> None:
-    """The oracle: walk the row's maps and look each non-null leaf up, in `_unmapped` under its
-    key path (or an ancestor's), else in its own column, which no other leaf and none of the
-    event's own columns claims."""
-    unmapped = row.unmapped or {}
+    """The oracle over each of the row's maps; none of the event's own columns may hold a leaf."""
     claimed = set(RESERVED_COLUMNS) | set(fixed_columns(row.table))
-
-    def walk(node: dict[str, Any], path: tuple[str, ...], prefix: str) -> None:
-        for key, value in node.items():
-            if value is None:
-                continue
-            here = (*path, key)
-            if unmapped_key(here) in unmapped:
-                assert _same(unmapped[unmapped_key(here)], value), here
-                continue
-            column = child_column(prefix, key)
-            assert column, f"{row.table}: {here} has no column and is not in _unmapped"
-            if isinstance(value, dict):
-                walk(value, here, column)
-                continue
-            expected = orjson.dumps(value).decode() if isinstance(value, list) else value
-            assert column in row.values, f"{row.table}: {here} lost"
-            assert _same(row.values[column], expected), f"{row.table}: {here} changed"
-            assert column not in claimed, f"{row.table}: {here} shares column {column}"
-            claimed.add(column)
-
     for root in _maps_of(record, row):
-        walk(orjson.loads(record[root]), (root,), "context" if root == "context" else "")
+        node = orjson.loads(record[root])
+        prefix = "context" if root == "context" else ""
+        assert_leaves_kept(
+            node, (root,), prefix, row.values, row.unmapped or {}, claimed, row.table
+        )
 
 
 @PROPERTY_SETTINGS
