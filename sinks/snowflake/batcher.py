@@ -132,8 +132,12 @@ def drop_suppressed(batch: FlushBatch, suppressed: AbstractSet[str]) -> FlushBat
     discarded."""
     if not suppressed or not batch.rows:
         return replace(batch, filtered_with=suppressed) if suppressed else batch
-    gone_ids = {r.message_id for r in batch.rows if is_suppressed_row(r, suppressed)}
-    if not gone_ids:
+    # a record's rows share its message id; a row without one (never the case for events)
+    # stands alone, so it cannot take other id-less rows with it
+    gone_ids = {
+        r.message_id for r in batch.rows if r.message_id and is_suppressed_row(r, suppressed)
+    }
+    if not gone_ids and not any(is_suppressed_row(r, suppressed) for r in batch.rows):
         return replace(batch, filtered_with=suppressed)
     keep: list[TableRow] = []
     records: set[tuple[str, object, object]] = set()

@@ -242,6 +242,21 @@ def test_a_forget_published_after_decoding_drops_the_rows_but_moves_the_offsets(
     assert batch.records == 3 and batch.suppressed == {"t": 2}
 
 
+def test_a_suppressed_row_without_a_message_id_takes_no_other_row_with_it() -> None:
+    current: set[str] = set()
+    b = Batcher(10, 10_000, 5.0, 50_000, suppressed=lambda: current)
+    b.assign("t", 0, 0)
+    gone = TableRow("web", "identity_map", Kind.REPLACE, {"identifier": "a1"}, None, "")
+    kept = TableRow("web", "identity_map", Kind.REPLACE, {"identifier": "a2"}, None, "")
+    b.add("t", 0, 0, [gone], 10, now=0.0)
+    b.add("t", 0, 1, [kept], 10, now=0.0)
+    current = {"a1"}
+    batch = b.take()
+    assert batch is not None
+    assert batch.rows == [kept]
+    assert batch.moves() == [("t", 0, 0, 2)]
+
+
 class FakePrepared:
     def __init__(self) -> None:
         self.discarded = False
