@@ -27,6 +27,7 @@ SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("reverse-etl", "reverse_etl", "send warehouse query rows as identify/track calls"),
     ("models", "models", "build, test or document the analytics models (dbt) of a source"),
     ("forget", "forget", "delete a user's rows everywhere and suppress the user"),
+    ("schema", "schema", "review recorded schema changes (drift) per source"),
     ("topics", "topics", "create and check segflow's Kafka topics"),
     ("services", "services", "start, stop or inspect the local Kafka broker and emulator"),
 ]
