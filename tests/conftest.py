@@ -29,7 +29,8 @@ SESSION_TAG = os.environ.setdefault(SESSION_TAG_ENV, uuid.uuid4().hex[:6])
 
 def is_session_topic(name: str, tag: str = SESSION_TAG) -> bool:
     """True for a topic named by `unique_name` in the session tagged `tag`."""
-    return re.search(f"_{re.escape(tag)}[0-9a-f]{{6}}", name) is not None
+    # app ids spell the name with "-" (Faust's changelog topics are `<app id>-<table>-changelog`)
+    return re.search(f"[_-]{re.escape(tag)}[0-9a-f]{{6}}", name) is not None
 
 
 @pytest.fixture(scope="session")

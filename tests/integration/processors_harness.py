@@ -180,6 +180,9 @@ class TopicReader:
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
+                # a topic the worker creates after the subscription (a state changelog) is
+                # seen within a second, not at the default five-minute metadata refresh
+                "topic.metadata.refresh.interval.ms": 1000,
             }
         )
         self.consumer.subscribe(topics)
