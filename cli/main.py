@@ -9,6 +9,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 from schemas.errors import ConfigError, FatalError, SegflowError
 
@@ -33,11 +34,22 @@ SUBCOMMANDS: list[tuple[str, str, str]] = [
 ]
 
 
+def version() -> str:
+    """The installed package's version (a source tree that was never installed: "unknown")."""
+    try:
+        return metadata.version("segflow")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="segflow",
         description="segflow: Segment events into Snowflake through Kafka, exactly once.",
         epilog="Every option also reads from the SEGFLOW_* environment variable shown beside it.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"segflow {version()}", help="print the version"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module, help_text in SUBCOMMANDS:

@@ -1,8 +1,10 @@
 """Command-line options generated from settings classes, so every option has its env twin.
 
 A field ``port`` of a class with env prefix ``SEGFLOW_INGEST_`` becomes ``--ingest-port``, reads
-``SEGFLOW_INGEST_PORT`` when not given, and shows both in ``--help``. Fields that are themselves
-settings classes (``kafka: KafkaSettings``) contribute their own options (``--kafka-bootstrap``).
+``SEGFLOW_INGEST_PORT`` when not given, and shows both in ``--help``. A boolean field becomes a
+pair, ``--reverse-etl-gzip/--no-reverse-etl-gzip`` (its env twin still takes true or false).
+Fields that are themselves settings classes (``kafka: KafkaSettings``) contribute their own
+options (``--kafka-bootstrap``).
 
 Secrets (``SecretStr`` fields) are best given as ``SEGFLOW_..._FILE`` (a file holding the value)
 or in the environment: a command line is visible to every user of the machine (``ps``). Their
@@ -41,6 +43,14 @@ def _cli_type(annotation: Any) -> bool:
     return True
 
 
+def _is_bool(annotation: Any) -> bool:
+    """True for ``bool`` and ``bool | None`` fields: they become ``--x/--no-x`` pairs."""
+    if annotation is bool:
+        return True
+    args = typing.get_args(annotation)
+    return bool(args) and {a for a in args if a is not type(None)} == {bool}
+
+
 def _dest(env: str) -> str:
     return "opt__" + env.lower()
 
@@ -68,6 +78,16 @@ def add_settings_options(parser: argparse.ArgumentParser, cls: type[SegflowSetti
                 metavar=name.upper(),
                 help=f"{description} [secret: env {env} or {env}{FILE_SUFFIX} (a file holding "
                 "it); this option is visible in ps]",
+            )
+            continue
+        if _is_bool(field.annotation):
+            # --x / --no-x; unset (None) leaves the environment variable or the default in force
+            group.add_argument(
+                flag,
+                dest=_dest(env),
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{description}{shown} [env {env}]",
             )
             continue
         if not _cli_type(field.annotation):

@@ -50,9 +50,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="FOLDER=NAME",
         help="archive folder (e.g. a Segment source id) -> source name (repeatable)",
     )
-    parser.add_argument("--dry-run", action="store_true", help="count and validate, send nothing")
     parser.add_argument(
-        "--restart", action="store_true", help="ignore the checkpoint and send every file again"
+        "--dry-run",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="count and validate, send nothing",
+    )
+    parser.add_argument(
+        "--restart",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="ignore the checkpoint and send every file again",
     )
     add_settings_options(parser, BackfillSettings)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 
 from cli.commands.query import format_table
 from cli.options import add_settings_options, settings_from_args
+from cli.output import add_output_option, to_json, wants_json
 from cli.progress import Progress
 from ingest.demo import Call, DemoSettings, journeys, malformed_requests, send
 from runtime.settings import WarehouseSettings
@@ -28,6 +30,7 @@ TABLES = ("tracks", "identifies", "users", "pages", "screens", "groups", "accoun
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    add_output_option(parser)
     add_settings_options(parser, DemoSettings)
     add_settings_options(parser, WarehouseSettings)
 
@@ -47,15 +50,16 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress("demo: sending", total=len(calls), unit="calls")
     report = send(calls, demo.edge_url, demo.write_key, on_progress=progress.advance)
     progress.finish()
+    say = (lambda line: print(line, file=sys.stderr)) if wants_json(args) else print
     if report.errors:
-        print(f"{len(report.errors)} batches failed: {report.errors[0]}")
+        say(f"{len(report.errors)} batches failed: {report.errors[0]}")
     refused = 0
     for path, body, reason in malformed_requests(demo.write_key):
         status = _post(demo.edge_url + path, body, demo.write_key)
         refused += status == 400
-        print(f"malformed ({reason}): HTTP {status}")
+        say(f"malformed ({reason}): HTTP {status}")
     unique = sum(len(ids) for ids in report.message_ids.values())
-    print(
+    say(
         f"sent {report.sent} calls ({unique} unique messageIds, {report.duplicates} duplicates), "
         f"{refused} malformed requests refused"
     )
@@ -63,7 +67,22 @@ def run(args: argparse.Namespace) -> int:
     with WarehouseSession(warehouse, "demo") as session:
         freshness = _freshness(demo, session)
         counts = [(t, _count(session, demo.source, t)) for t in TABLES]
-        print(format_table(["table", "rows"], counts))
+    if wants_json(args):
+        print(
+            to_json(
+                {
+                    "sent": report.sent,
+                    "unique_message_ids": unique,
+                    "duplicates": report.duplicates,
+                    "failed_batches": len(report.errors),
+                    "malformed_refused": refused,
+                    "rows": dict(counts),
+                    "freshness_s": None if freshness is None else round(freshness, 3),
+                }
+            )
+        )
+        return 1 if freshness is None else 0
+    print(format_table(["table", "rows"], counts))
     if freshness is None:
         print(f"freshness: the marker event was not queryable within {demo.wait_s:.0f}s")
         return 1

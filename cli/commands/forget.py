@@ -41,8 +41,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--source", action="append", default=[], help="only this source schema (repeatable)"
     )
     parser.add_argument("--reason", help="free text kept in the receipt, e.g. a ticket id")
-    parser.add_argument("--unsuppress", action="store_true", help="lift the suppression instead")
-    parser.add_argument("--dry-run", action="store_true", help="count the rows, change nothing")
+    parser.add_argument(
+        "--unsuppress",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="lift the suppression instead",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="count the rows, change nothing",
+    )
     add_settings_options(parser, ForgetSettings)
     add_settings_options(parser, KafkaSettings)
     add_settings_options(parser, WarehouseSettings)

@@ -72,7 +72,10 @@ class ModelsSettings(SegflowSettings):
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=sorted(ACTIONS), help="run, test or docs (generate)")
     parser.add_argument(
-        "--full-refresh", action="store_true", help="rebuild incremental models from scratch"
+        "--full-refresh",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="rebuild incremental models from scratch",
     )
     parser.add_argument("--select", default=None, help="dbt node selection, e.g. sessions+")
     parser.add_argument(

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cli.options import add_settings_options, settings_from_args
+from cli.output import add_output_option, records, to_json, wants_json
 from runtime.settings import WarehouseSettings
 from schemas.errors import FatalError
 
@@ -20,6 +21,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sql", help="the SQL statement to run")
     parser.add_argument("--schema", default=None, help="default schema (a source name)")
     parser.add_argument("--max-rows", type=int, default=200, help="rows to print (default 200)")
+    add_output_option(parser)
     add_settings_options(parser, WarehouseSettings)
 
 
@@ -56,12 +58,19 @@ def run(args: argparse.Namespace) -> int:
             return 1
         columns = [d[0] for d in (cur.description or [])]
         if not columns:
-            print(f"ok ({cur.rowcount} rows affected)")
+            if wants_json(args):
+                print(to_json({"rows_affected": cur.rowcount}))
+            else:
+                print(f"ok ({cur.rowcount} rows affected)")
             return 0
         rows = cur.fetchmany(args.max_rows + 1)
-        print(format_table(columns, rows[: args.max_rows]))
-        more = " (more not shown)" if len(rows) > args.max_rows else ""
-        print(f"({min(len(rows), args.max_rows)} rows{more})")
+        shown, truncated = rows[: args.max_rows], len(rows) > args.max_rows
+        if wants_json(args):
+            print(to_json({"columns": columns, "rows": records(columns, shown), "more": truncated}))
+            return 0
+        print(format_table(columns, shown))
+        more = " (more not shown)" if truncated else ""
+        print(f"({len(shown)} rows{more})")
     finally:
         conn.close()
     return 0

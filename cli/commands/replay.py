@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import re
-from dataclasses import replace
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cli.options import add_settings_options, settings_from_args
+from cli.output import add_output_option, to_json, wants_json
 from cli.progress import Progress
 from runtime.logs import setup_logging
 from runtime.replay import (
@@ -75,12 +79,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
     where = reset.add_mutually_exclusive_group(required=True)
     where.add_argument("--to-timestamp", metavar="TIME", help="first record at or after TIME")
     where.add_argument("--to-offset", type=int, metavar="N", help="absolute offset N")
-    where.add_argument("--to-earliest", action="store_true", help="the oldest retained record")
-    where.add_argument("--to-latest", action="store_true", help="the end of the log")
-    reset.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    where.add_argument(
+        "--to-earliest",
+        dest="to_end",
+        action="store_const",
+        const="earliest",
+        help="the oldest retained record",
+    )
+    where.add_argument(
+        "--to-latest",
+        dest="to_end",
+        action="store_const",
+        const="latest",
+        help="the end of the log",
+    )
+    reset.add_argument(
+        "--dry-run",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="print the plan, change nothing",
+    )
     reset.add_argument(
         "--force",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=False,
         help="do not refuse a group with live members: wait up to --wait-s for them to leave",
     )
     reset.add_argument(
@@ -88,7 +110,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     reset.add_argument(
         "--warehouse-offsets",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=False,
         help="the group is segflow's sink: move its offsets in the warehouse too (the sink "
         "seeks to those, not to Kafka's)",
     )
@@ -97,6 +120,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="_segflow",
         help="schema of the sink's _segflow_offsets table (default _segflow)",
     )
+    add_output_option(reset)
     add_settings_options(reset, KafkaSettings)
     add_settings_options(reset, WarehouseSettings)
     add_settings_options(reset, ObservabilitySettings)
@@ -109,7 +133,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--end", metavar="TIME", help="records before TIME (default: up to the current end)"
     )
     copy.add_argument("--rate", type=float, help="at most this many records a second")
-    copy.add_argument("--dry-run", action="store_true", help="print the plan and the count only")
+    copy.add_argument(
+        "--dry-run",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="print the plan and the count only",
+    )
+    add_output_option(copy)
     add_settings_options(copy, KafkaSettings)
     add_settings_options(copy, ObservabilitySettings)
 
@@ -122,7 +152,7 @@ def _target(args: argparse.Namespace) -> ResetTarget:
             return ResetTarget.at_offset(args.to_offset)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    return ResetTarget("earliest" if args.to_earliest else "latest")
+    return ResetTarget(args.to_end)
 
 
 def _run_reset(args: argparse.Namespace, kafka: KafkaSettings) -> int:
@@ -152,21 +182,44 @@ def _reset(
     plan: list[PartitionReset],
     stored: WarehouseOffsets | None,
 ) -> int:
-    print(format_reset_plan(args.group, target, plan))
+    document: dict[str, Any] = {
+        "group": args.group,
+        "target": target.describe(),
+        "current_from": "warehouse" if stored is not None else "kafka",
+        "partitions": [{**asdict(r), "re_read": r.change, "lag_after": r.lag_after} for r in plan],
+        "dry_run": args.dry_run,
+    }
+    say = _notes(args)
+    say(format_reset_plan(args.group, target, plan))
     if stored is not None:
-        print("current offsets: the sink's, from the warehouse (_segflow_offsets)")
+        say("current offsets: the sink's, from the warehouse (_segflow_offsets)")
     if args.dry_run:
         members = offsets.live_members()
+        document["live_members"] = len(members)
         if members:
-            print(f"note: the group has {len(members)} live member(s); a reset would be refused")
-        print("dry run: nothing changed")
+            say(f"note: the group has {len(members)} live member(s); a reset would be refused")
+        say("dry run: nothing changed")
+        _print_json(args, document)
         return 0
     offsets.apply(plan, force=args.force, wait_s=args.wait_s)
     if stored is not None:
         stored.move([(r.topic, r.partition, r.current, r.target) for r in plan])
     where = " (Kafka and warehouse)" if stored is not None else ""
-    print(f"reset {len(plan)} partitions of group {args.group}{where}")
+    say(f"reset {len(plan)} partitions of group {args.group}{where}")
+    _print_json(args, document)
     return 0
+
+
+def _notes(args: argparse.Namespace) -> Callable[[str], None]:
+    """Where the human-readable lines go: stdout, or stderr when stdout carries JSON."""
+    if wants_json(args):
+        return lambda line: print(line, file=sys.stderr)
+    return print
+
+
+def _print_json(args: argparse.Namespace, document: dict[str, Any]) -> None:
+    if wants_json(args):
+        print(to_json(document))
 
 
 def _run_copy(args: argparse.Namespace, kafka: KafkaSettings) -> int:
@@ -174,14 +227,26 @@ def _run_copy(args: argparse.Namespace, kafka: KafkaSettings) -> int:
     end = parse_when(args.end) if args.end else None
     copier = TopicCopier(kafka, args.from_topic, args.to_topic, rate=args.rate)
     plan = copier.plan(start, end)
-    print(format_copy_plan(args.from_topic, args.to_topic, start, end, plan))
+    document: dict[str, Any] = {
+        "from_topic": args.from_topic,
+        "to_topic": args.to_topic,
+        "start": start.isoformat(),
+        "end": end.isoformat() if end is not None else None,
+        "partitions": [{**asdict(r), "records": r.count} for r in plan],
+        "dry_run": args.dry_run,
+    }
+    say = _notes(args)
+    say(format_copy_plan(args.from_topic, args.to_topic, start, end, plan))
     if args.dry_run:
-        print("dry run: nothing copied")
+        say("dry run: nothing copied")
+        _print_json(args, document)
         return 0
     progress = Progress("replay copy", total=sum(r.count for r in plan), unit="records")
     stats = copier.run(plan, progress=progress.advance)
     progress.finish()
-    print(f"copied {stats.records} records ({stats.bytes} bytes) to {args.to_topic}")
+    say(f"copied {stats.records} records ({stats.bytes} bytes) to {args.to_topic}")
+    document.update(copied_records=stats.records, copied_bytes=stats.bytes)
+    _print_json(args, document)
     return 0
 
 

@@ -29,16 +29,20 @@ since the last sync (state in the warehouse table _segflow_reverse_etl_state).
 Once by default (a CronJob); --reverse-etl-interval-s N syncs every N seconds. Calls carry
 context.segflow.reverse_etl = <sync name> so the pipeline can drop its own echo. Users on the
 suppression list (segflow forget) are never sent: the list is read from Kafka (--kafka-...)
-before the first sync and followed (--reverse-etl-honour-suppressions false: off)."""
+before the first sync and followed (--no-reverse-etl-honour-suppressions: off)."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--dry-run", action="store_true", help="count what would be sent; send and record nothing"
+        "--dry-run",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="count what would be sent; send and record nothing",
     )
     parser.add_argument(
         "--reset-state",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=False,
         help="forget what this sync sent before, so every row is sent again",
     )
     add_settings_options(parser, ReverseEtlSettings)
