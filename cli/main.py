@@ -31,6 +31,7 @@ SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("schema", "schema", "review recorded schema changes (drift) per source"),
     ("topics", "topics", "create and check segflow's Kafka topics"),
     ("services", "services", "start, stop or inspect the local Kafka broker and emulator"),
+    ("status", "status", "check the running pipeline: health, lag, DLQ, last loads"),
 ]
 
 

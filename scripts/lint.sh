@@ -4,7 +4,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 targets=()
-for dir in schemas ingest processors sinks reverse_etl deletion runtime cli tests bench scripts deploy; do
+for dir in schemas ingest processors sinks reverse_etl deletion observe runtime cli tests bench scripts deploy; do
     if [[ -n $(find "$dir" -name '*.py' -print -quit 2>/dev/null) ]]; then targets+=("$dir"); fi
 done
 

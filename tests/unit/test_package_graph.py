@@ -1,8 +1,9 @@
 """The package map of DESIGN.md, checked: which of our packages may import which.
 
-cli sits on top; reverse_etl and deletion one floor below it (they work on the tables the sink
-writes, so they may import sinks); ingest, processors and sinks beside each other, never
-importing each other; runtime and schemas below.
+cli sits on top; reverse_etl, deletion and observe one floor below it (they work on the tables
+the sink writes, so they may import sinks; observe reads a running pipeline for status views);
+ingest, processors and sinks beside each other, never importing each other; runtime and schemas
+below.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "sinks": BASE,
     "reverse_etl": BASE | {"sinks"},
     "deletion": BASE | {"sinks"},
-    "cli": BASE | {"ingest", "processors", "sinks", "reverse_etl", "deletion"},
+    "observe": BASE | {"sinks"},
+    "cli": BASE | {"ingest", "processors", "sinks", "reverse_etl", "deletion", "observe"},
 }
 
 
