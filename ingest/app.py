@@ -7,7 +7,14 @@ Routes (POST unless noted):
 - ``/v1/t|i|p|s|g|a`` and ``/v1/b``: analytics.js (analytics-next) short paths, usually
   ``text/plain`` bodies with ``writeKey`` inside; CORS answers let a website post to the edge.
 - ``/v1/webhook``: Segment's Webhooks destination (one event per POST, see ingest/webhook.py).
+- GET ``/v1/projects/<writeKey>/settings``: the settings analytics.js loads from its ``cdnURL``
+  (ingest/browser_settings.py), for write keys the edge accepts; 404 ``unknown_write_key``
+  otherwise. Any origin may read it (``Access-Control-Allow-Origin: *``, no credentials); it
+  is cacheable for ``settings_max_age_s`` and counts as one event against the source's rate.
 - GET ``/healthz``, ``/readyz``, and ``/metrics`` unless ``admin_port`` serves it apart.
+
+Events of the Tracking API without ``context.ip`` get the client's address (ingest/client_ip.py,
+``fill_context_ip``, ``trusted_proxies``).
 
 CORS: origins as configured (``cors_origins``); a preflight (OPTIONS) answers with the fixed list
 of ``cors_allow_headers``, never an echo of what the browser asks for.
@@ -38,6 +45,8 @@ from typing import Any, Protocol
 import orjson
 
 from ingest.auth import WriteKeys, key_from_authorization
+from ingest.browser_settings import ApiBase, base_from_request, settings_document, write_key_of
+from ingest.client_ip import parse_address
 from ingest.metrics import IngestMetrics
 from ingest.records import OutRecord, RequestContext, SuppressionCheck, prepare_records
 from ingest.rejections import Rejection, bad_request
@@ -122,6 +131,9 @@ class IngestApp:
             rates, settings.default_rate_limit_per_s, settings.rate_limit_burst_s
         )
         self._origins = settings.origins()
+        self._proxies = settings.proxies()
+        self._public_base = settings.public_base()
+        self._fill_ip = settings.fill_context_ip
         self._limits = settings.limits.event_limits()
         self._preflight_headers = _preflight_headers(settings)
         self._metrics_here = settings.admin_port is None
@@ -189,6 +201,9 @@ class IngestApp:
             await _respond(send, status, body, ctype.encode(), [])
             return
         route = self.routes.get(path)
+        if route is None and path.startswith("/v1/projects/"):
+            await self._browser_settings(scope, path, method, headers, send)
+            return
         if route is None:
             await _respond_json(
                 send,
@@ -210,7 +225,70 @@ class IngestApp:
             )
             self.metrics.request(route.endpoint, 405, 0.0)
             return
-        await self._ingest(route, headers, receive, send, cors)
+        client_ip = self._client_ip(scope) if self._fill_ip and route.kind != "webhook" else None
+        await self._ingest(route, headers, receive, send, cors, client_ip)
+
+    def _client_ip(self, scope: Scope) -> str | None:
+        """The address of the client behind the request (ingest/client_ip.py)."""
+        peer = scope.get("client")
+        host = peer[0] if peer else None
+        if not self._proxies:
+            return self._proxies.client(host, [])
+        forwarded = [
+            v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"x-forwarded-for"
+        ]
+        return self._proxies.client(host, forwarded)
+
+    # ----------------------------------------------------------------- analytics.js settings
+
+    async def _browser_settings(
+        self, scope: Scope, path: str, method: str, headers: dict[str, str], send: Send
+    ) -> None:
+        started = time.perf_counter()
+        cors = [(b"access-control-allow-origin", b"*")]
+        if method == "OPTIONS":
+            await _respond(send, 204, b"", b"text/plain", cors + _SETTINGS_PREFLIGHT)
+            return
+        status, payload, extra = self._settings_answer(scope, path, method, headers)
+        await _respond_json(send, status, payload, cors + extra)
+        self.metrics.request("settings", status, time.perf_counter() - started)
+
+    def _settings_answer(
+        self, scope: Scope, path: str, method: str, headers: dict[str, str]
+    ) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]]:
+        no_store = [(b"cache-control", b"no-store")]
+        key = write_key_of(path)
+        source = self.keys.known(key) if key is not None else None
+        if key is None or source is None:
+            reason = "no such endpoint" if key is None else "the write key is not known here"
+            code = "not_found" if key is None else "unknown_write_key"
+            return 404, {"success": False, "code": code, "message": reason}, no_store
+        if method != "GET":
+            body = {"success": False, "code": "method_not_allowed", "message": "use GET"}
+            return 405, body, [*no_store, (b"allow", b"GET, OPTIONS")]
+        if self.limiter.enabled:
+            wait = self.limiter.retry_after(source.name, 1)
+            if wait is not None:
+                body = Rejection(429, "rate_limited", f"retry in {wait} s").body()
+                return 429, body, [*no_store, (b"retry-after", str(wait).encode())]
+        base = self._public_base or self._request_base(scope, headers)
+        if base is None:
+            message = "the Host header is not a plain host[:port]; set SEGFLOW_INGEST_PUBLIC_URL"
+            return 400, bad_request("invalid_host", message).body(), no_store
+        max_age = f"public, max-age={self.settings.settings_max_age_s}".encode()
+        return 200, settings_document(key, base), [(b"cache-control", max_age)]
+
+    def _request_base(self, scope: Scope, headers: dict[str, str]) -> ApiBase | None:
+        """The edge as this request reached it: Host, and the scheme (a trusted proxy's
+        X-Forwarded-Proto, else the connection's)."""
+        protocol = str(scope.get("scheme", "http"))
+        forwarded_proto = headers.get("x-forwarded-proto")
+        peer = scope.get("client")
+        if forwarded_proto and peer and self._proxies:
+            address = parse_address(peer[0])
+            if address is not None and self._proxies.trusts(address):
+                protocol = forwarded_proto.split(",")[0].strip().lower()
+        return base_from_request(headers.get("host"), protocol)
 
     # ----------------------------------------------------------------- ingest
 
@@ -221,6 +299,7 @@ class IngestApp:
         receive: Receive,
         send: Send,
         cors: list[tuple[bytes, bytes]],
+        client_ip: str | None = None,
     ) -> None:
         started = time.perf_counter()
         request_id = _request_id(headers.get("x-request-id"))
@@ -229,7 +308,7 @@ class IngestApp:
         status = 200
         try:
             try:
-                await self._handle(route, headers, receive, request_id, out_headers)
+                await self._handle(route, headers, receive, request_id, out_headers, client_ip)
             except _ItemsRefused as refused:
                 items = refused.items
                 raise refused.rejection from None
@@ -257,6 +336,7 @@ class IngestApp:
         receive: Receive,
         request_id: str,
         out_headers: list[tuple[bytes, bytes]],
+        client_ip: str | None = None,
     ) -> None:
         settings = self.settings
         limit = settings.max_batch_bytes if route.kind == "batch" else settings.max_event_bytes
@@ -283,6 +363,7 @@ class IngestApp:
                 check_event_size=len(data) > settings.max_event_bytes,
                 max_event_bytes=settings.max_event_bytes,
                 limits=self._limits,
+                client_ip=client_ip,
             )
         else:
             items = [body]
@@ -293,6 +374,7 @@ class IngestApp:
                 trust_timestamp=route.kind == "webhook",
                 max_event_bytes=settings.max_event_bytes,
                 limits=self._limits,
+                client_ip=client_ip,
             )
         try:
             if self.limiter.enabled:
@@ -363,6 +445,12 @@ def _preflight_headers(settings: IngestSettings) -> list[tuple[bytes, bytes]]:
         (b"access-control-allow-headers", ", ".join(names).encode()),
         (b"access-control-max-age", str(settings.cors_max_age_s).encode()),
     ]
+
+
+_SETTINGS_PREFLIGHT = [
+    (b"access-control-allow-methods", b"GET, OPTIONS"),
+    (b"access-control-max-age", b"86400"),
+]
 
 
 class _ItemsRefused(Exception):

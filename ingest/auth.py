@@ -50,5 +50,9 @@ class WriteKeys:
             raise Rejection(401, "unknown_write_key", "the write key is not known to this edge")
         return source
 
+    def known(self, key: str) -> SourceRule | None:
+        """The source of `key`; None when the edge does not accept it."""
+        return self._sources.get(key)
+
     def by_name(self, name: str) -> SourceRule | None:
         return next((s for s in self._sources.values() if s.name == name), None)

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from schemas.topics import CALL_TYPES
 
-ENDPOINTS = (*CALL_TYPES, "batch", "webhook", "other")
+ENDPOINTS = (*CALL_TYPES, "batch", "webhook", "settings", "other")
 EVENT_OUTCOMES = (
     "accepted",
     "invalid",

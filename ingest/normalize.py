@@ -15,6 +15,12 @@ Rules, as Segment applies them:
   example ``version``, ``_metadata``, a ``name`` on a track, Segment's own ``receivedAt`` on a
   webhook event) go to ``extra`` so nothing is lost; a client's ``receivedAt`` is replaced by the
   edge's, and the ``writeKey`` (a credential) is never stored.
+- ``context.ip``: an event without one gets the address of the client that sent the request
+  (ingest/client_ip.py), as Segment and RudderStack do, on every event of a batch. A ``context``
+  that has the key ``ip`` keeps it, whatever its value: an address the client chose, or
+  ``null`` (or a placeholder such as ``"0.0.0.0"``) for a client that does not want its address
+  recorded. Events relayed by the Webhooks destination are not filled (the sender is Segment,
+  not the user's device). The processors' PII rules then apply (the default rules truncate it).
 - Key: the most anonymous identifier (alias: previousId, else anonymousId, else userId).
 """
 
@@ -137,6 +143,16 @@ def extra_fields(
     return extra
 
 
+def with_client_ip(context: Any, client_ip: str) -> Any:
+    """`context` with ``ip`` set to `client_ip` unless it has the key (a new dict; the batch's
+    context may be shared by all items)."""
+    if context is None:
+        return {"ip": client_ip}
+    if type(context) is dict and "ip" not in context:
+        return {**context, "ip": client_ip}
+    return context
+
+
 def to_raw_record(
     item: dict[str, Any],
     fields: EventFields,
@@ -145,8 +161,12 @@ def to_raw_record(
     batch_sent_at: datetime | None = None,
     *,
     trust_timestamp: bool = False,
+    client_ip: str | None = None,
 ) -> dict[str, Any]:
-    """The raw_event (v2) record of one validated event. `received_at` must be aware UTC."""
+    """The raw_event (v2) record of one validated event. `received_at` must be aware UTC.
+
+    `client_ip`: the request's client, set as ``context.ip`` when the event has none.
+    """
     call_type = fields.type
     sent_at = utc(fields.sent_at) or batch_sent_at
     if trust_timestamp:
@@ -158,6 +178,9 @@ def to_raw_record(
     has_properties = call_type == "track" or call_type == "page" or call_type == "screen"
     has_traits = call_type == "identify" or call_type == "group"
     extra = extra_fields(item, call_type, keep_received_at=trust_timestamp)
+    context = item.get("context")
+    if client_ip is not None:
+        context = with_client_ip(context, client_ip)
     return {
         "type": call_type,
         "messageId": fields.message_id or new_message_id(),
@@ -175,7 +198,7 @@ def to_raw_record(
         "timestamp": timestamp,
         "properties": _json(item.get("properties")) if has_properties else _EMPTY_JSON,
         "traits": _json(item.get("traits")) if has_traits else _EMPTY_JSON,
-        "context": _json(item.get("context")),
+        "context": _json(context),
         "integrations": _json(item.get("integrations")),
         "channel": fields.channel,
         "extra": _json(extra) if extra else _EMPTY_JSON,
@@ -191,11 +214,18 @@ def record_or_problem(
     batch_sent_at: datetime | None,
     *,
     trust_timestamp: bool = False,
+    client_ip: str | None = None,
 ) -> dict[str, Any] | ItemProblem:
     """to_raw_record, with times that cannot be represented reported as the item's problem."""
     try:
         return to_raw_record(
-            item, fields, source, received_at, batch_sent_at, trust_timestamp=trust_timestamp
+            item,
+            fields,
+            source,
+            received_at,
+            batch_sent_at,
+            trust_timestamp=trust_timestamp,
+            client_ip=client_ip,
         )
     except (OverflowError, ValueError) as exc:
         return ItemProblem(

@@ -64,6 +64,7 @@ class RequestContext:
     integrations: dict[str, Any] | None = None
     call_type: str | None = None  # set by single-event paths (/v1/track): overrides `type`
     trust_timestamp: bool = False  # webhook events: Segment corrected `timestamp` already
+    client_ip: str | None = None  # set as context.ip on events without one
     check_event_size: bool = False  # the body is larger than one event may be
     max_event_bytes: int = 32 * 1024
     limits: EventLimits = DEFAULT_LIMITS
@@ -123,6 +124,7 @@ def prepare_records(
             ctx.received_at,
             ctx.sent_at,
             trust_timestamp=ctx.trust_timestamp,
+            client_ip=ctx.client_ip,
         )
         if type(record) is ItemProblem:
             problems.append(record)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from ingest.browser_settings import ApiBase, parse_public_url
+from ingest.client_ip import TrustedProxies, parse_networks
 from runtime.settings import KafkaSettings, ObservabilitySettings, SegflowSettings
 from schemas.segment import (
     MAX_BATCH_BYTES,
@@ -152,10 +154,48 @@ class IngestSettings(SegflowSettings):
         30.0, ge=0, description="Seconds to wait at start for the suppression list to load"
     )
     check_topics: bool = Field(True, description="Refuse to start when the raw topics are missing")
+    fill_context_ip: bool = Field(
+        True, description="Set context.ip to the client's address on events that carry none"
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="CIDRs of proxies whose X-Forwarded-For is believed, comma-separated; "
+        "empty = none (the socket peer is the client)",
+    )
+    settings_max_age_s: int = Field(
+        300, ge=0, description="Seconds browsers and caches may keep the analytics.js settings"
+    )
+    public_url: str | None = Field(
+        None,
+        description="The edge's URL as browsers reach it (https://host[:port][/prefix]), for "
+        "the analytics.js settings; unset = the request's Host",
+    )
 
     limits: EventLimitsSettings = Field(default_factory=EventLimitsSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            parse_public_url(value)
+            return value
+        return None
+
+    def proxies(self) -> TrustedProxies:
+        """The trusted proxies as the edge checks them."""
+        return TrustedProxies(parse_networks(self.trusted_proxies))
+
+    def public_base(self) -> ApiBase | None:
+        """Where browsers send events, from public_url; None when unset."""
+        return parse_public_url(self.public_url) if self.public_url else None
 
     def origins(self) -> frozenset[str]:
         """The allowed CORS origins as a set ("*" means any)."""

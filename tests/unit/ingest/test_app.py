@@ -104,6 +104,8 @@ def call(
     key: str | None = "wk",
     chunks: list[bytes] | None = None,
     stall: bool = False,
+    client: tuple[str, int] | None = None,
+    header_list: list[tuple[str, str]] | None = None,
 ) -> Response:
     raw = orjson.dumps(body) if isinstance(body, dict) else (body or b"")
     hdrs = dict(headers or {})
@@ -129,7 +131,11 @@ def call(
         "type": "http",
         "method": method,
         "path": path,
-        "headers": [(k.lower().encode(), v.encode()) for k, v in hdrs.items()],
+        "headers": [
+            (k.lower().encode(), v.encode()) for k, v in [*hdrs.items(), *(header_list or [])]
+        ],
+        "client": client,
+        "scheme": "http",
     }
     asyncio.run(app(scope, receive, send))
     start = sent[0]
@@ -547,3 +553,141 @@ def test_metrics_and_health_on_the_same_app() -> None:
     assert call(app, "/readyz", method="GET", key=None).status == 503  # not started yet
     app.health.set_ready(True)
     assert call(app, "/readyz", method="GET", key=None).status == 200
+
+
+# ------------------------------------------------------------------ context.ip
+
+
+def test_events_without_context_ip_get_the_peer_address_on_every_route() -> None:
+    app, sink, _ = make_app()
+    peer = ("203.0.113.9", 50123)
+    spoof = [("x-forwarded-for", "198.51.100.66")]  # from an untrusted peer: ignored
+    batch = {
+        "batch": [
+            {"type": "track", "userId": "u", "event": "a"},
+            {"type": "identify", "userId": "u", "context": {"ip": "192.0.2.1"}},
+            {"type": "page", "userId": "u", "context": {"locale": "de"}},
+        ],
+        "context": {"library": {"name": "analytics-python"}},
+    }
+    assert call(app, "/v1/batch", batch, client=peer, header_list=spoof).status == 200
+    assert call(app, "/v1/t", TRACK, client=("::ffff:203.0.113.9", 1)).status == 200
+    contexts = [orjson.loads(r["context"]) for r in decoded(sink)]
+    assert contexts == [
+        {"library": {"name": "analytics-python"}, "ip": "203.0.113.9"},
+        {"library": {"name": "analytics-python"}, "ip": "192.0.2.1"},  # the client's own
+        {"library": {"name": "analytics-python"}, "locale": "de", "ip": "203.0.113.9"},
+        {"ip": "203.0.113.9"},
+    ]
+
+
+def test_behind_a_trusted_proxy_the_forwarded_client_is_used() -> None:
+    app, sink, _ = make_app(trusted_proxies="10.0.0.0/8")
+    proxy = ("10.1.2.3", 40000)
+    xff = [("x-forwarded-for", "6.6.6.6, 2001:db8:1:2::5"), ("x-forwarded-for", "10.9.9.9")]
+    assert call(app, "/v1/track", TRACK, client=proxy, header_list=xff).status == 200
+    garbage = [("x-forwarded-for", "<script>")]  # never a 400 or a 500: the client is unknown
+    assert call(app, "/v1/track", TRACK, client=proxy, header_list=garbage).status == 200
+    first, second = decoded(sink)
+    assert orjson.loads(first["context"]) == {"ip": "2001:db8:1:2::5"}
+    assert orjson.loads(second["context"]) == {}
+
+
+def test_context_ip_is_not_filled_when_turned_off_or_on_webhooks() -> None:
+    app, sink, _ = make_app(fill_context_ip=False)
+    assert call(app, "/v1/track", TRACK, client=("203.0.113.9", 1)).status == 200
+    hooks, hook_sink, _ = make_app()
+    event = {**TRACK, "type": "track", "writeKey": "hook-key"}
+    assert call(hooks, "/v1/webhook", event, key=None, client=("54.1.2.3", 1)).status == 200
+    assert orjson.loads(decoded(sink)[0]["context"]) == {}
+    assert orjson.loads(decoded(hook_sink)[0]["context"]) == {}  # Segment's server, not a user
+
+
+# ------------------------------------------------------------------ analytics.js settings
+
+
+def test_the_settings_of_a_known_write_key_point_analytics_js_at_the_edge() -> None:
+    app, _, registry = make_app()
+    resp = call(
+        app,
+        "/v1/projects/wk/settings",
+        method="GET",
+        key=None,
+        headers={"host": "Edge.Example:8088", "origin": "https://shop.example"},
+    )
+    assert resp.status == 200
+    assert resp.headers["access-control-allow-origin"] == "*"
+    assert "access-control-allow-credentials" not in resp.headers
+    assert resp.headers["cache-control"] == "public, max-age=300"
+    doc = resp.json()
+    segment = doc["integrations"]["Segment.io"]
+    assert (segment["apiKey"], segment["apiHost"], segment["protocol"]) == (
+        "wk",
+        "edge.example:8088/v1",
+        "http",
+    )
+    assert list(doc["integrations"]) == ["Segment.io"]  # no device-mode destinations
+    assert doc["metrics"]["sampleRate"] == 0  # no telemetry to Segment
+    assert doc["remotePlugins"] == [] and doc["enabledMiddleware"] == {}
+    assert doc["middlewareSettings"] == {} and doc["edgeFunction"] == {}
+    assert doc["analyticsNextEnabled"] is True and "track" in doc["plan"]
+    labels = {"endpoint": "settings", "outcome": "accepted"}
+    assert registry.get_sample_value("segflow_ingest_requests_total", labels) == 1
+
+
+def test_the_public_url_wins_over_the_host_header() -> None:
+    app, _, _ = make_app(public_url="https://events.example.com/segment/")
+    resp = call(app, "/v1/projects/wk/settings", method="GET", key=None, headers={"host": "evil"})
+    segment = resp.json()["integrations"]["Segment.io"]
+    assert (segment["apiHost"], segment["protocol"]) == ("events.example.com/segment/v1", "https")
+
+
+def test_the_protocol_comes_from_a_trusted_proxy_only() -> None:
+    headers = {"host": "edge.example", "x-forwarded-proto": "https"}
+    trusting, _, _ = make_app(trusted_proxies="10.0.0.0/8")
+    for client, protocol in ((("10.0.0.5", 1), "https"), (("203.0.113.1", 1), "http")):
+        resp = call(
+            trusting,
+            "/v1/projects/wk/settings",
+            method="GET",
+            key=None,
+            headers=headers,
+            client=client,
+        )
+        assert resp.json()["integrations"]["Segment.io"]["protocol"] == protocol
+
+
+@pytest.mark.parametrize("host", ["evil.example/x", "a b", "", "edge.example:80:80", "é.example"])
+def test_a_host_header_that_is_not_a_plain_host_gets_400(host: str) -> None:
+    app, _, _ = make_app()
+    headers = {"host": host} if host else {}
+    resp = call(app, "/v1/projects/wk/settings", method="GET", key=None, headers=headers)
+    assert (resp.status, resp.json()["code"]) == (400, "invalid_host")
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/projects/nope/settings", "/v1/projects//settings", "/v1/projects/wk/other"]
+)
+def test_unknown_write_keys_and_paths_get_404(path: str) -> None:
+    app, _, registry = make_app()
+    resp = call(app, path, method="GET", key=None, headers={"host": "edge.example"})
+    assert resp.status == 404 and resp.json()["success"] is False
+    assert resp.headers["cache-control"] == "no-store"
+    assert "wk" not in resp.body.decode()
+    labels = {"endpoint": "settings", "outcome": "not_found"}
+    assert registry.get_sample_value("segflow_ingest_requests_total", labels) == 1
+
+
+def test_settings_preflight_method_and_rate_limit() -> None:
+    app, _, _ = make_app()
+    pre = call(app, "/v1/projects/wk/settings", method="OPTIONS", key=None)
+    assert pre.status == 204 and pre.headers["access-control-allow-methods"] == "GET, OPTIONS"
+    post = call(app, "/v1/projects/wk/settings", method="POST", key=None)
+    assert (post.status, post.headers["allow"]) == (405, "GET, OPTIONS")
+    slow, _, _ = make_app(rate_limit_burst_s=0.2)  # "slow": 10 events/s, a bucket of 2
+    statuses = [
+        call(slow, "/v1/projects/slow-key/settings", method="GET", key=None, headers={"host": "h"})
+        for _ in range(3)
+    ]
+    assert [r.status for r in statuses] == [200, 200, 429]
+    assert statuses[2].headers["retry-after"]

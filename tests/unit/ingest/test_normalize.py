@@ -174,3 +174,18 @@ def test_webhook_events_keep_segments_received_at_in_extra() -> None:
         "receivedAt": "2024-05-01T10:00:01Z"
     }
     assert extra_fields(item, "track") == {}
+
+
+def test_the_client_ip_fills_context_ip_only_where_there_is_none() -> None:
+    ip = "203.0.113.7"
+    bare = raw({"type": "track", "userId": "u", "event": "e"}, client_ip=ip)
+    assert orjson.loads(bare["context"]) == {"ip": ip}
+    shared = {"locale": "en"}
+    rec = raw({"type": "track", "userId": "u", "event": "e", "context": shared}, client_ip=ip)
+    assert orjson.loads(rec["context"]) == {"locale": "en", "ip": ip}
+    assert shared == {"locale": "en"}  # a batch's context, shared by its items, is not changed
+    for own in ("198.51.100.1", "0.0.0.0", None):  # the client's own value, or its opt-out
+        item = {"type": "track", "userId": "u", "event": "e", "context": {"ip": own}}
+        assert orjson.loads(raw(item, client_ip=ip)["context"]) == {"ip": own}
+    unknown = raw({"type": "track", "userId": "u", "event": "e"})
+    assert unknown["context"] == "{}"
