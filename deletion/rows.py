@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from deletion.receipts import DELETIONS
 from sinks.snowflake import ddl
 from sinks.snowflake.tables import ACCOUNTS, AUDIT_LOG, IDENTITY_MAP, SCHEMA_CHANGES, USERS
+from sinks.snowflake.views import VIEWS
 
 IN_CHUNK = 500  # identifiers bound in one IN (...) list
 # Tables whose presence marks a schema as one segflow loads (a source schema).
@@ -92,5 +93,6 @@ def row_condition(
 
 
 def deletable_tables(layout: Mapping[str, set[str]]) -> list[str]:
-    """Tables of a schema the user's rows can be in: all but segflow's own bookkeeping."""
-    return sorted(t for t in layout if not t.startswith("_segflow"))
+    """Tables of a schema the user's rows can be in: all but segflow's own bookkeeping and its
+    views (which hold no rows of their own)."""
+    return sorted(t for t in layout if not t.startswith("_segflow") and t not in VIEWS)

@@ -85,6 +85,7 @@ RESERVED_TABLES: frozenset[str] = frozenset(
         "accounts",
         "aliases",
         "identity_map",
+        "identified_events",
         "audit_log",
     }
 )

@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             max_columns_per_table=settings.max_columns_per_table,
             max_tables_per_schema=settings.max_tables_per_schema,
             stage_dir=settings.stage_dir,
+            identity_max_hops=settings.identity_max_hops,
         ),
         metrics,
     )

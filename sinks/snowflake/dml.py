@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from sinks.snowflake.ddl import qualified, quote, sql_type, table_ref
 from sinks.snowflake.staging import SCHEMA_COLUMN, TABLE_COLUMN
 from sinks.snowflake.tables import (
+    IDENTITY_MAP,
     LOAD_ID_COLUMN,
     LOAD_TIME_COLUMNS,
     TIMESTAMP,
@@ -155,6 +156,32 @@ def delete_replaced(staging: str, schema: str, table: str) -> str:
         f"DELETE FROM {qualified(schema, table)} t USING "
         f"(SELECT DISTINCT {cols} FROM {table_ref(staging)} s WHERE {_where_staged()}) k "
         f"WHERE {on} AND t.{quote(LOAD_ID_COLUMN)} IS DISTINCT FROM ?"
+    )
+
+
+def select_links(schema: str, count: int) -> str:
+    """identity_map: the links (rows naming another user) of `count` identifiers (binds).
+    Columns: identifier, identifier_type, canonical_user_id, linked_at."""
+    ids = ", ".join(["?"] * count)
+    return (
+        'SELECT "IDENTIFIER", "IDENTIFIER_TYPE", "CANONICAL_USER_ID", "LINKED_AT" '
+        f"FROM {qualified(schema, IDENTITY_MAP)} "
+        f'WHERE "IDENTIFIER" IN ({ids}) AND "CANONICAL_USER_ID" IS NOT NULL '
+        'AND "CANONICAL_USER_ID" <> "IDENTIFIER"'
+    )
+
+
+def repoint_users(schema: str, count: int) -> str:
+    """identity_map: every row whose canonical user is one of `count` users names that user's
+    final user instead, its updated_at the load time. One UPDATE ... FROM a VALUES list of
+    (user, final user) pairs, each user once. Binds: the load time, then the pairs."""
+    pairs = ", ".join(["(?, ?)"] * count)
+    return (
+        f'UPDATE {qualified(schema, IDENTITY_MAP)} t SET "CANONICAL_USER_ID" = m."FINAL_USER_ID", '
+        f'"UPDATED_AT" = {LOAD_TS} '
+        'FROM (SELECT column1 AS "USER_ID", column2 AS "FINAL_USER_ID" '
+        f"FROM VALUES {pairs}) m "
+        'WHERE t."CANONICAL_USER_ID" = m."USER_ID"'
     )
 
 

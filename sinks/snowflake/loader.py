@@ -8,8 +8,11 @@
 - stager.py (`Stager`, `StagedFlush`): the flush's Parquet file (prepared ahead where the
   layouts allow: the batch's `prepared`), the staging table and the PUT, outside the transaction
   as well (they only touch this process's staging table);
+- views.py (`IdentityViews`): each source schema's `identified_events` view, (re)made before
+  the transaction when the schema's tables change;
 - transaction.py (`FlushTransaction`): BEGIN; COPY; rows, users/accounts and identity_map
-  upserts; the staging table emptied; the offsets compare-and-set; COMMIT.
+  upserts, identity chains resolved; the staging table emptied; the offsets compare-and-set;
+  COMMIT.
 
 Any error rolls back and is classified (errors.classify) into retryable, misfit or fatal; a
 failed compare-and-set raises FencedError after the rollback. A retryable error drops the
@@ -33,6 +36,7 @@ from schemas.errors import SegflowError
 from sinks.snowflake.batcher import FlushBatch
 from sinks.snowflake.connection import SinkConnection
 from sinks.snowflake.errors import FencedError, WarehouseMisfitError, WarehouseRetryableError
+from sinks.snowflake.identity_chains import DEFAULT_MAX_HOPS
 from sinks.snowflake.metrics import SinkMetrics, table_label
 from sinks.snowflake.offsets import OffsetStore
 from sinks.snowflake.rows import collapse, first_per_id
@@ -40,6 +44,7 @@ from sinks.snowflake.schema_sync import SchemaSync
 from sinks.snowflake.session import Connect, connect_warehouse
 from sinks.snowflake.stager import StagedFlush, Stager
 from sinks.snowflake.transaction import FlushResult, FlushTransaction
+from sinks.snowflake.views import IdentityViews
 
 __all__ = ["FlushResult", "LoaderOptions", "SnowflakeLoader"]
 
@@ -55,6 +60,7 @@ class LoaderOptions:
     max_tables_per_schema: int = 500
     stage_dir: str | None = None
     staging_max_age_h: float = 24.0
+    identity_max_hops: int = DEFAULT_MAX_HOPS
 
 
 class SnowflakeLoader:
@@ -83,6 +89,7 @@ class SnowflakeLoader:
             self.conn, options.control_schema, stage_dir=Path(tempfile.gettempdir())
         )
         self.transaction = FlushTransaction(self.conn, self.stager, self.offsets, metrics)
+        self.views = IdentityViews(self.conn)
         self.options = options
 
     @property
@@ -99,6 +106,7 @@ class SnowflakeLoader:
         self.stager.stage_dir = Path(options.stage_dir or tempfile.gettempdir())
         self.stager.staging_max_age_h = options.staging_max_age_h
         self.transaction.lookback_hours = options.lookback_hours
+        self.transaction.chains.max_hops = options.identity_max_hops
 
     @property
     def staging(self) -> str:
@@ -120,6 +128,7 @@ class SnowflakeLoader:
         """What was known about the warehouse goes with a dropped connection."""
         self.schemas.reset()
         self.stager.reset()
+        self.views.reset()
 
     # -- offsets -----------------------------------------------------------------------------
     def ensure_offsets(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
@@ -193,6 +202,8 @@ class SnowflakeLoader:
                 self.metrics.rows_skipped.labels(table_label(table)).inc(n)
             if prepared.staged_rows:
                 self.stager.stage(prepared)
+            for schema in sorted({s for s, _ in prepared.groups}):
+                self.views.ensure(schema, self.schemas.layout(schema))
             started = self._phase("stage", started)
             result = self.transaction.run(batch, prepared, datetime.now(UTC))
             self._phase("transaction", started)

@@ -81,6 +81,12 @@ class SinkSettings(SegflowSettings):
     stage_dir: str | None = Field(
         None, description="Directory for the Parquet files of flushes; default: system temp"
     )
+    identity_max_hops: int = Field(
+        16,
+        ge=1,
+        le=1000,
+        description="Links an identity chain is followed per flush to re-point identity_map rows",
+    )
     honour_suppressions: bool = Field(
         True, description="Read segment.suppressions and drop suppressed users' rows"
     )

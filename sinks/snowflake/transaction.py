@@ -9,6 +9,8 @@ BEGIN, then in order:
  3. delete the users/accounts/identity_map rows those replaced (upsert by delete-insert: MERGE
     cannot run inside a transaction on the emulator). Inserts go first, then the deletes and the
     offsets: a client that dies inside the transaction holds row locks as short a time as it can;
+    then, in a schema that got identity links, the chains they touch are resolved: every
+    identity_map row re-pointed at its final user (identity_chains.py);
  4. empty the staging table;
  5. compare-and-set the partitions' offsets (offsets.OffsetStore.compare_and_set);
 COMMIT.
@@ -32,6 +34,7 @@ from sinks.snowflake import dml
 from sinks.snowflake.batcher import FlushBatch
 from sinks.snowflake.connection import SinkConnection
 from sinks.snowflake.errors import FencedError
+from sinks.snowflake.identity_chains import DEFAULT_MAX_HOPS, IdentityChains
 from sinks.snowflake.metrics import SinkMetrics, table_label
 from sinks.snowflake.offsets import OffsetStore
 from sinks.snowflake.rows import TableRow
@@ -45,6 +48,7 @@ from sinks.snowflake.staging import (
 )
 from sinks.snowflake.tables import (
     AUDIT_LOG,
+    IDENTITY_MAP,
     LOAD_ID_COLUMN,
     LOAD_TIME_COLUMNS,
     Kind,
@@ -79,12 +83,14 @@ class FlushTransaction:
         metrics: SinkMetrics,
         *,
         lookback_hours: float = 72.0,
+        identity_max_hops: int = DEFAULT_MAX_HOPS,
     ) -> None:
         self.conn = conn
         self.stager = stager
         self.offsets = offsets
         self.metrics = metrics
         self.lookback_hours = lookback_hours
+        self.chains = IdentityChains(conn, max_hops=identity_max_hops)
 
     def run(self, batch: FlushBatch, prepared: StagedFlush, now: datetime) -> FlushResult:
         """Load `prepared` (staged already) and move `batch`'s offsets, all or nothing."""
@@ -102,6 +108,13 @@ class FlushTransaction:
                     kind="upsert",
                     table=table,
                 )
+            for schema, table in replaced:  # 3. (the chains)
+                if table == IDENTITY_MAP:
+                    links = [
+                        (str(r.values["identifier"]), str(r.values["canonical_user_id"]))
+                        for r in prepared.groups[(schema, table)]
+                    ]
+                    self.chains.run(schema, links, load_ts)
             if prepared.staged_rows:
                 self.stager.empty()  # 4.
             if not self.offsets.compare_and_set(self.conn.offsets_execute, batch.moves()):  # 5.

@@ -43,6 +43,7 @@ def test_segflow_bookkeeping_is_never_deleted_from() -> None:
         "_segflow_deletions": set(),
         "_segflow_schema_changes": set(),
         "audit_log": set(),
+        "identified_events": {"user_id", "anonymous_id"},  # the sink's view: no rows of its own
     }
     assert deletable_tables(layout) == ["audit_log", "tracks"]
 

@@ -126,6 +126,7 @@ COMMITTED = [
     "DELETE users",  # 3. the rows the upserts replaced
     "DELETE accounts",
     "DELETE identity_map",
+    "SELECT",  # the chains of the new link: the links of its identifier and user (none here)
     STAGING,  # 4. the staging table emptied
     "UPDATE",  # 5. the offsets compare-and-set, and its duplicate check
     "SELECT",
@@ -169,6 +170,7 @@ def test_a_batch_with_nothing_staged_only_moves_its_offsets(world: World) -> Non
         'INSERT INTO "WEB"."TRACKS"',
         'INSERT INTO "WEB"."USERS"',
         'DELETE FROM "WEB"."IDENTITY_MAP"',
+        'SELECT "IDENTIFIER", "IDENTIFIER_TYPE"',  # the identity chains' read
         'UPDATE "_SEGFLOW"."_SEGFLOW_OFFSETS"',
     ],
 )
