@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from observe.status import EXIT_HEALTHY, EXIT_UNHEALTHY, PipelineStatus
+from observe.status import EXIT_HEALTHY, EXIT_UNHEALTHY, SCHEMA_CHANGES_SHOWN, PipelineStatus
 
 # Tables listed on the screen (most recently loaded first); JSON lists them all.
 TABLES_SHOWN = 12
@@ -104,6 +104,23 @@ def render(status: PipelineStatus) -> str:
             lines += _table(rows)
         if len(loaded) > TABLES_SHOWN:
             lines.append(f"  ... {len(loaded) - TABLES_SHOWN} more (--output json lists all)")
+
+    changes = status.schema_changes
+    if changes is not None:
+        sightings = sum(c.occurrences for c in changes)
+        lines += ["", f"schema changes (24 h)  {len(changes)} ({sightings} sightings)"]
+        lines += _table(
+            [
+                [
+                    _when(c.last_seen),
+                    f"{c.schema}.{c.table}",
+                    c.column,
+                    c.change,
+                    c.value_type or "",
+                ]
+                for c in changes[:SCHEMA_CHANGES_SHOWN]
+            ]
+        )
 
     suppressed = "-" if status.suppressed_users is None else str(status.suppressed_users)
     lines += ["", f"suppressed users  {suppressed}"]

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -39,9 +39,10 @@ from observe.deadletters import (
 )
 from observe.lag import GroupLag, read_end_offsets, read_group_lag
 from observe.settings import StatusSettings
-from observe.warehouse import TableLoad, table_loads
+from observe.warehouse import SessionCursor, TableLoad, table_loads
 from runtime.kafka_config import admin_config, common_config
 from runtime.suppressions import SuppressionList
+from sinks.snowflake.schema_review import ChangeSummary, summarize_changes
 from sinks.snowflake.session import WarehouseSession
 
 # librdkafka's own lines (a broker down, retries) go to this logger: the status reports the
@@ -49,6 +50,9 @@ from sinks.snowflake.session import WarehouseSession
 KAFKA_LOGGER = "observe.kafka"
 
 EXIT_HEALTHY, EXIT_UNHEALTHY, EXIT_UNKNOWN = 0, 1, 2
+# Schema changes counted over this window; the newest few are listed.
+SCHEMA_CHANGES_WINDOW = timedelta(hours=24)
+SCHEMA_CHANGES_SHOWN = 5
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class PipelineStatus:
     groups: tuple[GroupLag, ...] = ()
     dlq: DlqStatus | None = None
     tables: tuple[TableLoad, ...] | None = None
+    schema_changes: tuple[ChangeSummary, ...] | None = None
     suppressed_users: int | None = None
     problems: list[str] = field(default_factory=list)
     unchecked: list[str] = field(default_factory=list)
@@ -98,6 +103,16 @@ class PipelineStatus:
             "groups": [g.to_dict() for g in self.groups],
             "dlq": None if self.dlq is None else self.dlq.to_dict(),
             "tables": None if self.tables is None else [t.to_dict(now) for t in self.tables],
+            "schema_changes": (
+                None
+                if self.schema_changes is None
+                else {
+                    "window_hours": SCHEMA_CHANGES_WINDOW.total_seconds() / 3600,
+                    "count": len(self.schema_changes),
+                    "occurrences": sum(c.occurrences for c in self.schema_changes),
+                    "newest": [c.as_json() for c in self.schema_changes[:SCHEMA_CHANGES_SHOWN]],
+                }
+            ),
             "suppressed_users": self.suppressed_users,
         }
 
@@ -211,7 +226,7 @@ def collect(
         for name, url in (components or default_components(settings)).items()
     ]
     warehouse = (
-        _Task("warehouse", lambda: _warehouse_part(settings, budget))
+        _Task("warehouse", lambda: _warehouse_part(settings, budget, now()))
         if settings.warehouse_check
         else None
     )
@@ -229,10 +244,11 @@ def collect(
         parts = _KafkaParts()
     unchecked += parts.unchecked
     tables: tuple[TableLoad, ...] | None = None
+    changes: tuple[ChangeSummary, ...] | None = None
     if warehouse is not None:
         value, why = warehouse.outcome(deadline)
         if why is None:
-            tables = tuple(value)
+            tables, changes = value
         else:
             unchecked.append(why)
     checked_at = now()
@@ -243,6 +259,7 @@ def collect(
         groups=parts.groups,
         dlq=parts.dlq,
         tables=tables,
+        schema_changes=changes,
         suppressed_users=parts.suppressed_users,
         problems=judge(
             components_found, parts.groups, parts.dlq, tables, Thresholds.of(settings), checked_at
@@ -362,10 +379,15 @@ def count_suppressed(settings: StatusSettings, deadline: float) -> int:
         suppressions.stop()
 
 
-def _warehouse_part(settings: StatusSettings, budget: float) -> list[TableLoad]:
+def _warehouse_part(
+    settings: StatusSettings, budget: float, now: datetime
+) -> tuple[tuple[TableLoad, ...], tuple[ChangeSummary, ...]]:
+    """Each table's last load, and the schema changes of the last 24 hours (newest first)."""
     timeout = max(1, int(budget))
     warehouse = settings.warehouse.model_copy(
         update={"login_timeout_s": timeout, "network_timeout_s": timeout}
     )
     with WarehouseSession(warehouse, "status", create_database=False) as session:
-        return table_loads(session.fetch_all, settings.control_schema)
+        tables = table_loads(session.fetch_all, settings.control_schema)
+        changes = summarize_changes(SessionCursor(session), since=SCHEMA_CHANGES_WINDOW, now=now)
+    return tuple(tables), tuple(changes)

@@ -1,4 +1,5 @@
-"""What the warehouse says of the pipeline: the last load of each table the sink writes.
+"""What the warehouse says of the pipeline: the last load of each table the sink writes, and
+the schema changes recorded lately (sinks.snowflake.schema_review).
 
 Every table the sink loads carries ``loaded_at`` (set at load time) and most ``received_at``:
 one INFORMATION_SCHEMA query finds them, then one UNION ALL of MAX() per batch of tables reads
@@ -23,6 +24,28 @@ EVENT_TIME_COLUMN = "RECEIVED_AT"
 
 class Run(Protocol):
     def __call__(self, sql: str, binds: Sequence[Any] = ..., *, kind: str = ...) -> list[Any]: ...
+
+
+class Statements(Protocol):
+    def run(
+        self, sql: str, binds: Sequence[Any] = ..., *, kind: str, table: str | None = ...
+    ) -> Any: ...
+
+
+class SessionCursor:
+    """The DB-API cursor `schema_review.summarize_changes` asks for, over a session's `run`
+    (so its statements are classified and strict-checked like ours)."""
+
+    def __init__(self, session: Statements) -> None:
+        self._session = session
+        self._cursor: Any = None
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> SessionCursor:
+        self._cursor = self._session.run(sql, params or (), kind="select")
+        return self
+
+    def fetchall(self) -> list[Any]:
+        return [] if self._cursor is None else list(self._cursor.fetchall())
 
 
 @dataclass(frozen=True)
