@@ -3,30 +3,50 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import secrets
 import signal
 import sys
+from dataclasses import dataclass
 from types import FrameType
 
 from cli.options import add_settings_options, settings_from_args
+from ingest.settings import IngestSettings
+from processors.settings import ProcessorSettings
 from runtime.logs import setup_logging
-from runtime.rules import load_rules
+from runtime.rules import Rules, load_rules
 from runtime.services import emulator
 from runtime.services import kafka as local_kafka
 from runtime.services.layout import ServicePaths
-from runtime.settings import KafkaSettings, ObservabilitySettings, WarehouseSettings
+from runtime.settings import (
+    KafkaSettings,
+    ObservabilitySettings,
+    WarehouseSettings,
+    build_settings,
+)
 from runtime.supervisor import ChildSpec, Supervisor
 from runtime.topic_admin import create_topics, expected_topics
+from schemas.errors import ConfigError
+from sinks.snowflake.settings import SinkSettings
 
 DESCRIPTION = """Run the whole pipeline on this machine: start the local Kafka broker and the
 Snowflake emulator unless external ones are configured, create the topics, then run the edge, a
-processor worker and a sink as child processes (logs prefixed by component; a dead child is
-restarted and reported). Ctrl-C stops everything it started.
+processor worker, a sink (and the web console, where this version has it) as child processes. It
+prints one line per component when its /readyz answers, then where to send events, where the
+health, metrics and console are, and how to stop. A dead child is restarted and reported; Ctrl-C
+stops everything it started.
+
+The children log WARNING and above (prefixed by component); --verbose, or a --log-level given
+explicitly, brings back their INFO lines (group joins, partition lists, recovery tables).
 
 This is local development: the children run with SEGFLOW_ALLOW_DEV_DEFAULTS=true (unless set
 otherwise), so the edge accepts the embedded rules' public write keys, with a WARNING."""
 
 COMPONENTS = ("ingest", "process", "sink")
+# The web console joins the children when this version has its command.
+CONSOLE_MODULE = "cli.commands.console"
+EMULATOR_EXTRA = "local"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -34,9 +54,67 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ingest-port", type=int, default=None, help="edge port [env SEGFLOW_INGEST_PORT]"
     )
+    parser.add_argument(
+        "--verbose",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="show the components' INFO lines too (default: WARNING and above)",
+    )
     add_settings_options(parser, ObservabilitySettings)
     add_settings_options(parser, KafkaSettings)
     add_settings_options(parser, WarehouseSettings)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where a person reaches the running pipeline (all on this machine)."""
+
+    edge: str
+    health: dict[str, str]
+    metrics: dict[str, str]
+    console: str | None
+
+
+def _local(host: str) -> str:
+    """A URL host for an address a server binds to (any address: this machine's loopback)."""
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::", "[::]") else host
+
+
+def endpoints(
+    ingest: IngestSettings,
+    process: ProcessorSettings,
+    sink: SinkSettings,
+    console: tuple[str, int] | None,
+) -> Endpoints:
+    """The components' URLs as their settings place them; port 0 (any) has no known URL."""
+    edge = f"http://{_local(ingest.host)}:{ingest.port}"
+    if ingest.admin_port is not None:
+        admin = f"http://{_local(ingest.admin_host)}:{ingest.admin_port}"
+    else:
+        admin = edge
+    bases = {
+        "ingest": admin if ingest.port and ingest.admin_port != 0 else None,
+        "process": f"http://{_local(process.metrics_host)}:{process.metrics_port}"
+        if process.metrics_port
+        else None,
+        "sink": f"http://{_local(sink.metrics_host)}:{sink.metrics_port}"
+        if sink.metrics_port
+        else None,
+    }
+    known = {name: base for name, base in bases.items() if base is not None}
+    return Endpoints(
+        edge=edge,
+        health={name: base + "/readyz" for name, base in known.items()},
+        metrics={name: base + "/metrics" for name, base in known.items()},
+        console=f"http://{_local(console[0])}:{console[1]}" if console else None,
+    )
+
+
+def child_log_level(obs: ObservabilitySettings, verbose: bool) -> str:
+    """WARNING for the children unless asked for more (--verbose, or --log-level given)."""
+    if verbose or "log_level" in obs.model_fields_set:
+        return obs.log_level
+    return "WARNING"
 
 
 def _local_pii_key(paths: ServicePaths) -> str:
@@ -49,39 +127,92 @@ def _local_pii_key(paths: ServicePaths) -> str:
     return key_file.read_text().strip()
 
 
+def _console_address() -> tuple[str, int] | None:
+    """(host, port) of the web console when this version has it, else None."""
+    if importlib.util.find_spec(CONSOLE_MODULE) is None:
+        return None
+    from observe.console.settings import ConsoleSettings
+
+    console = build_settings(ConsoleSettings)
+    return console.host, console.port
+
+
+def _require_emulator() -> None:
+    if importlib.util.find_spec("fakesnow") is None:
+        raise ConfigError(
+            "the local Snowflake emulator is not installed: install the extra "
+            f"(pip install 'segflow[{EMULATOR_EXTRA}]', which make venv does), or point "
+            "SEGFLOW_SNOWFLAKE_ACCOUNT (and its credentials) at a Snowflake account"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     obs = settings_from_args(ObservabilitySettings, args)
     kafka = settings_from_args(KafkaSettings, args)
     warehouse = settings_from_args(WarehouseSettings, args)
-    setup_logging("up", obs.log_level, "text")
+    level = child_log_level(obs, args.verbose)
+    setup_logging("up", level, "text")
     rules = load_rules(obs.rules_file)  # a bad rules file stops here, before anything starts
     paths = ServicePaths.at()
 
-    started: list[str] = []
-    if "bootstrap" not in kafka.model_fields_set:
-        print("starting the local Kafka broker (first start fetches its jars once) ...")
-        if local_kafka.start():
-            started.append("kafka")
-    host, port, _ = warehouse.endpoint
-    if warehouse.is_emulator and host in ("127.0.0.1", "localhost"):
-        print("starting the local Snowflake emulator ...")
-        if emulator.start(port=port or emulator.DEFAULT_PORT):
-            started.append("emulator")
-    created = create_topics(kafka, expected_topics(kafka.topics, partitions=args.partitions))
-    print(f"topics ready ({len(created)} created)")
-
-    env = {"SEGFLOW_KAFKA_BOOTSTRAP": kafka.bootstrap}
+    env = {"SEGFLOW_KAFKA_BOOTSTRAP": kafka.bootstrap, "SEGFLOW_LOG_LEVEL": level}
     if "log_format" not in obs.model_fields_set:
         env["SEGFLOW_LOG_FORMAT"] = "text"  # a person reads these lines, prefixed by component
     if args.ingest_port:
         env["SEGFLOW_INGEST_PORT"] = str(args.ingest_port)
-    env.setdefault("SEGFLOW_PROCESS_PII_HMAC_KEY", _local_pii_key(paths))
+    pii_key = _local_pii_key(paths)
     # Local development: the embedded rules' public write keys may serve (the edge warns).
     allow = obs.allow_dev_defaults if "allow_dev_defaults" in obs.model_fields_set else True
     env["SEGFLOW_ALLOW_DEV_DEFAULTS"] = "true" if allow else "false"
+    # the children's settings, as they will build them: where each one answers
+    ingest = build_settings(IngestSettings, port=args.ingest_port)
+    process = build_settings(
+        ProcessorSettings,
+        **({} if _env_has_pii_key() else {"pii_hmac_key": pii_key}),
+    )
+    sink = build_settings(SinkSettings)
+    if not _env_has_pii_key():
+        env["SEGFLOW_PROCESS_PII_HMAC_KEY"] = pii_key
+    console = _console_address()
+    urls = endpoints(ingest, process, sink, console)
+
+    host, port, _ = warehouse.endpoint
+    local_emulator = warehouse.is_emulator and host in ("127.0.0.1", "localhost")
+    if local_emulator:
+        _require_emulator()
+    started: list[str] = []
+    if "bootstrap" not in kafka.model_fields_set:
+        print("starting the local Kafka broker (its first start fetches the jars once) ...")
+        if local_kafka.start():
+            started.append("kafka")
+    print(f"kafka ready     {kafka.bootstrap}")
+    if local_emulator:
+        if emulator.start(port=port or emulator.DEFAULT_PORT):
+            started.append("emulator")
+        print(f"warehouse ready {host}:{port} (the local Snowflake emulator)")
+    else:
+        print(f"warehouse       {warehouse.account} (external)")
+    created = create_topics(kafka, expected_topics(kafka.topics, partitions=args.partitions))
+    print(f"topics ready    {len(created)} created, prefix {kafka.topic_prefix or '(none)'}")
+
     specs = [
-        ChildSpec(name, [sys.executable, "-m", "cli.main", name], env=env) for name in COMPONENTS
+        ChildSpec(
+            name,
+            [sys.executable, "-m", "cli.main", name],
+            env=env,
+            ready_url=urls.health.get(name),
+        )
+        for name in COMPONENTS
     ]
+    if console is not None:
+        specs.append(
+            ChildSpec(
+                "console",
+                [sys.executable, "-m", "cli.main", "console"],
+                env={**env, **_status_env(urls)},
+                ready_url=urls.console,
+            )
+        )
     supervisor = Supervisor(specs)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -92,10 +223,13 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     supervisor.start()
-    _banner(args.ingest_port or 8088, rules.sources[0].write_keys[0], rules.sources[0].name)
     try:
-        supervisor.run_until_stopped()
-        print("\nstopping ...")
+        supervisor.run_until_stopped(
+            on_all_ready=lambda: supervisor.write(
+                closing_block(urls, rules, allow and obs.rules_file is None, level)
+            )
+        )
+        print("\nstopping ...", flush=True)
     finally:
         supervisor.stop()
         for name in reversed(started):
@@ -104,18 +238,50 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _banner(port: int, write_key: str, source: str) -> None:
-    print(
-        f"""
-segflow is running.
-  send events:   curl -u {write_key}: -H 'Content-Type: application/json' \\
-                   -d '{{"userId":"u1","event":"Signed Up","properties":{{"plan":"pro"}}}}' \\
-                   http://127.0.0.1:{port}/v1/track
-  or any Segment SDK with its host set to http://127.0.0.1:{port} and write key {write_key}
-  demo traffic:  .venv/bin/segflow demo
-  query:         .venv/bin/segflow query "select event, count(*) from {source}.tracks group by 1"
-  metrics:       http://127.0.0.1:{port}/metrics
-  stop:          Ctrl-C
-""",
-        flush=True,
+def _env_has_pii_key() -> bool:
+    return any(
+        os.environ.get(name)
+        for name in ("SEGFLOW_PROCESS_PII_HMAC_KEY", "SEGFLOW_PROCESS_PII_HMAC_KEY_FILE")
     )
+
+
+def _status_env(urls: Endpoints) -> dict[str, str]:
+    """Where the console finds the components it shows (its SEGFLOW_STATUS_* settings)."""
+    names = {"ingest": "EDGE", "process": "PROCESSORS", "sink": "SINK"}
+    return {
+        f"SEGFLOW_STATUS_{names[name]}_URL": url.removesuffix("/readyz")
+        for name, url in urls.health.items()
+    }
+
+
+def closing_block(urls: Endpoints, rules: Rules, dev_keys: bool, level: str) -> str:
+    """What a person needs once everything is ready: where to send, look and stop."""
+    source = rules.sources[0]
+    if dev_keys:
+        key, about = source.write_keys[0], "the embedded rules' public development key"
+    else:
+        key, about = "<write key>", "one of its write keys in your rules file"
+    width = max((len(n) for n in urls.health), default=0)
+    health = "\n".join(
+        f"    {name:<{width}}  {url}   {urls.metrics[name]}" for name, url in urls.health.items()
+    )
+    console = (
+        f"  console:    {urls.console}"
+        if urls.console
+        else "  console:    not in this version (segflow status shows the pipeline's state)"
+    )
+    logs = "WARNING and above (--verbose: everything)" if level == "WARNING" else level
+    return f"""
+segflow is running.
+  edge:       {urls.edge}  (Segment Tracking API; any Segment SDK with this host)
+  write key:  {key}  (source {source.name}: {about})
+  try:        curl -u {key}: -H 'Content-Type: application/json' \\
+                -d '{{"userId":"u1","event":"Signed Up"}}' {urls.edge}/v1/track
+              segflow demo
+  query:      segflow query "select event, count(*) from {source.name}.tracks group by 1"
+  health and metrics:
+{health}
+{console}
+  logs:       {logs}
+  stop:       Ctrl-C
+"""

@@ -1,5 +1,5 @@
-"""`segflow up` as a person runs it: the pipeline comes up, events land, a dead component is
-restarted, Ctrl-C stops everything."""
+"""`segflow up` as a person runs it: short output (one line per component when it is ready, then
+the closing block), events land, a dead component is restarted, Ctrl-C stops everything."""
 
 from __future__ import annotations
 
@@ -58,9 +58,21 @@ def test_up_runs_restarts_and_stops(
     reader.start()
     out = lambda: "".join(lines)  # noqa: E731
     try:
-        poll(lambda: "segflow is running" in out(), 60, "the banner")
-        assert f"http://127.0.0.1:{port}/v1/track" in out()
-        poll(lambda: "Uvicorn running" in out(), 60, "the edge")
+        poll(lambda: "stop:       Ctrl-C" in out(), 90, "the closing block")
+        before, _, block = out().partition("segflow is running.")
+        # a person reads it: no partition lists or library chatter before the block
+        assert len(before.splitlines()) < 40 and len(before.encode()) < 4096, before
+        for line in ("kafka ready", "warehouse ready", "topics ready"):
+            assert line in before, before
+        for name, metrics_port in (
+            ("ingest", port),
+            ("process", int(env["SEGFLOW_PROCESS_METRICS_PORT"])),
+            ("sink", int(env["SEGFLOW_SINK_METRICS_PORT"])),
+        ):
+            assert re.search(rf"segflow \| {name} ready \([\d.]+s\)", before), before
+            assert f"http://127.0.0.1:{metrics_port}/metrics" in block
+        assert "Highwater" not in out() and "TopicPartition(" not in out()
+        assert f"http://127.0.0.1:{port}/v1/track" in block and "console:" in block
         calls = list(journeys(3, seed=5, duplicate_fraction=0, late_fraction=0))
         report = poll(lambda: _send_ok(calls, port), 60, "the edge to accept events")
         tracks = len(report.message_ids["track"])
