@@ -32,6 +32,7 @@ SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("topics", "topics", "create and check segflow's Kafka topics"),
     ("services", "services", "start, stop or inspect the local Kafka broker and emulator"),
     ("status", "status", "check the running pipeline: health, lag, DLQ, last loads"),
+    ("tail", "tail", "print a live sample of the events passing (clean topics, masked)"),
     ("console", "console", "serve the read-only web console: live events, pipeline, DLQ"),
 ]
 

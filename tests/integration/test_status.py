@@ -1,4 +1,5 @@
-"""`segflow status` against the real broker and the emulator, checked against Kafka's own tools.
+"""`segflow status` and `segflow tail` against the real broker and the emulator; status checked
+against Kafka's own tools.
 
 One set of topics, groups and a warehouse database serves the module: records on a clean topic,
 offsets committed for two groups at known positions (one partition never committed), DLQ records
@@ -27,11 +28,12 @@ from cli.main import main
 from runtime.health import HealthServer, HealthState
 from runtime.services import kafka as local_kafka
 from runtime.settings import WarehouseSettings
-from schemas.codec import SUPPRESSION, AvroCodec
+from schemas.codec import RAW_EVENT, SUPPRESSION, AvroCodec
 from schemas.dlq import dlq_headers
 from schemas.topics import Topics
 from sinks.snowflake.session import WarehouseSession
 from tests.integration.conftest import create_topic, free_port, unique_name
+from tests.integration.sink_support import clean_event, encode_event
 
 pytestmark = pytest.mark.integration
 
@@ -267,3 +269,38 @@ def test_status_screen_and_an_unreachable_broker(
     # the edge is ready and nothing else could be checked: health unknown
     assert status["unchecked"][0].startswith("kafka: no answer from 127.0.0.1:")
     assert code == 2 and status["problems"] == []
+
+
+@pytest.mark.timeout(60)
+def test_tail_shows_the_filtered_clean_events_and_raw_only_when_asked(
+    pipeline: Pipeline, capfd: pytest.CaptureFixture[str]
+) -> None:
+    topics = pipeline.topics
+    create_topic(pipeline.bootstrap, topics.raw("track"), partitions=1)
+    producer = Producer({"bootstrap.servers": pipeline.bootstrap})
+    wanted = {"Order Completed": "web", "Order Refunded": "web", "Order Shipped": "ios"}
+    for n, (event, source) in enumerate(wanted.items()):
+        key, value = encode_event(clean_event("track", n, event=event, source=source))
+        producer.produce(topics.clean("track"), key=key, value=value, partition=1)
+    raw = clean_event("track", 9, event="Order Completed", properties={"email": "jane@example.com"})
+    raw_fields = {f["name"] for f in AvroCodec().versions[RAW_EVENT][-1].schema["fields"]}
+    raw_value = AvroCodec().encode(RAW_EVENT, {k: v for k, v in raw.items() if k in raw_fields})
+    producer.produce(topics.raw("track"), value=raw_value)
+    assert producer.flush(10) == 0
+
+    kafka = ["--kafka-bootstrap", pipeline.bootstrap, "--kafka-topic-prefix", topics.prefix]
+    filters = ["--source", "web", "--event", "order", "--type", "track", "--from-beginning"]
+    assert main(["tail", *kafka, *filters, "--limit", "2", "--output", "json"]) == 0
+    out, err = capfd.readouterr()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(ln["record"]["event"], ln["record"]["source"]) for ln in lines] == [
+        ("Order Completed", "web"),
+        ("Order Refunded", "web"),
+    ]
+    assert all(ln["topic"] == topics.clean("track") for ln in lines)
+    assert "jane" not in out and "PII" not in err  # clean: no warning
+
+    assert main(["tail", *kafka, "--raw", "--from-beginning", "--limit", "1"]) == 0
+    out, err = capfd.readouterr()
+    assert "before PII masking" in err
+    assert "Order Completed" in out and "email=jane@example.com" in out  # raw is raw
