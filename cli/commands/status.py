@@ -9,6 +9,7 @@ import sys
 import time
 
 from cli.options import add_settings_options, settings_from_args
+from cli.output import add_output_option
 from ingest.settings import IngestSettings
 from observe.report import render
 from observe.settings import StatusSettings
@@ -37,9 +38,7 @@ QUIET_LOGGERS = (KAFKA_LOGGER, "snowflake.connector", "urllib3")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--output", choices=["table", "json"], default="table", help="table (default) or json"
-    )
+    add_output_option(parser)
     parser.add_argument(
         "--component",
         action="append",

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from cli.options import add_settings_options, settings_from_args
+from cli.output import OUTPUT_FORMATS
 from observe.feed import EventSummary, FeedFilter, LiveFeed
 from observe.tail import RAW_WARNING, event_json, event_line, follow
 from runtime.settings import KafkaSettings
@@ -28,22 +29,30 @@ EVERYTHING = 10**15  # "records before the end" that reaches back to each partit
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", default="", help="only events of this source (exact)")
-    parser.add_argument("--type", default="", choices=["", *CALL_TYPES], help="only this call type")
+    parser.add_argument("--type", default=None, choices=CALL_TYPES, help="only this call type")
     parser.add_argument(
         "--event", default="", help="only events whose event or page/screen name contains this"
     )
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument(
-        "--clean", action="store_true", help="read the clean topics, PII masked (the default)"
-    )
-    which.add_argument(
+    parser.add_argument(
         "--raw",
-        action="store_true",
-        help="read the raw topics instead: events as sent, with unmasked personal data",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="read the raw topics instead of the clean ones: events as sent, with unmasked "
+        "personal data (a warning on stderr says so)",
+    )
+    parser.add_argument(
+        "--clean",
+        dest="raw",
+        action="store_const",
+        const=False,
+        help="read the clean topics, PII masked: the default (same as --no-raw)",
     )
     parser.add_argument("--limit", type=int, default=None, help="stop after this many events")
     parser.add_argument(
-        "--output", choices=["text", "json"], default="text", help="text lines or JSON lines"
+        "--output",
+        choices=OUTPUT_FORMATS,
+        default="table",
+        help="table: one aligned line per event (default); json: one JSON object per line",
     )
     start = parser.add_mutually_exclusive_group()
     start.add_argument(
@@ -54,7 +63,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="start N records before the end of each partition (default: only new events)",
     )
     start.add_argument(
-        "--from-beginning", action="store_true", help="start at the beginning of each partition"
+        "--from-beginning",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="start at the beginning of each partition",
     )
     add_settings_options(parser, KafkaSettings)
 
@@ -73,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         raw=args.raw,
         include_dlq=False,
     )
-    flt = FeedFilter(source=args.source, call_type=args.type, event=args.event)
+    flt = FeedFilter(source=args.source, call_type=args.type or "", event=args.event)
 
     def emit(summary: EventSummary, record: dict[str, Any] | None) -> None:
         line = event_json(summary, record) if args.output == "json" else event_line(summary, record)
