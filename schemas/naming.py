@@ -14,12 +14,17 @@
   names, fitted. Every component names through these functions, so a name is cut identically
   everywhere.
 - A value gets no column of its own, and goes to ``_unmapped``, when its key normalises to
-  nothing (``"$$$"``, ``"日本"``, ``""``), when its column is one segflow writes itself
-  (`RESERVED_COLUMNS`), or when an earlier key of the same event took the column (``"a b"``,
-  ``"a-b"``, ``"A_B"`` all name ``a_b``: the first in the object's order wins). There it is keyed
-  by its original key path from the map's root (`unmapped_key`: ``properties.a-b``, keys
-  joined with ``.``, a ``.`` or ``\\`` inside a key escaped with ``\\``), so two values never
-  share a key and none overwrites another. `flatten` is the reference of these rules.
+  nothing (``"$$$"``, ``"日本"``, ``""``), when its column is reserved on the table it is written
+  to (`ReservedColumns`: the table's fixed columns, the names segflow writes itself and, on a
+  table holding an event's context, every ``context_*`` name), or when an earlier key of the
+  same event took the column (``"a b"``, ``"a-b"``, ``"A_B"`` all name ``a_b``: the first in the
+  object's order wins). Reserved names are per table, as in Segment's layout: a trait called
+  ``name`` is a column of identifies, users, groups and accounts, while ``name`` and
+  ``category`` of pages and screens are the call's own. In ``_unmapped`` a value is keyed by its
+  original key path from the map's root (`unmapped_key`: ``properties.a-b``, keys joined with
+  ``.``, a ``.`` or ``\\`` inside a key escaped with ``\\``; `parse_unmapped_key` reverses it),
+  so two values never share a key and none overwrites another. `flatten` is the reference of
+  these rules.
 - Segment's 512-character cut of string values (a Redshift VARCHAR(512) limit) is available as
   ``cut_text`` but off by default on Snowflake, whose VARCHAR holds 16 MB.
 """
@@ -29,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -43,35 +49,33 @@ _ACRONYM = re.compile(r"(?<=[A-Z])(?=[A-Z][a-z])")
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 
-# Columns segflow itself writes; a property or trait mapping onto one of them is not a column
-# of its own and goes to `_unmapped` instead, so it can never overwrite the event's own data.
-RESERVED_COLUMNS: frozenset[str] = frozenset(
-    {
-        "id",
-        "anonymous_id",
-        "user_id",
-        "received_at",
-        "sent_at",
-        "timestamp",
-        "original_timestamp",
-        "uuid_ts",
-        "loaded_at",
-        "event",
-        "event_text",
-        "name",
-        "category",
-        "group_id",
-        "previous_id",
-        "channel",
-        "canonical_user_id",
-        "_unmapped",
-        "_masked_fields",
-        "_pii_key_version",
-        "_segflow_topic",
-        "_segflow_partition",
-        "_segflow_offset",
-    }
+OWNED_PREFIX = "_segflow"
+"""Every name starting so is segflow's own, on every table."""
+SEGFLOW_COLUMNS: frozenset[str] = frozenset(
+    {"_unmapped", "_masked_fields", "_pii_key_version", "canonical_user_id", "uuid_ts", "loaded_at"}
 )
+"""Names segflow writes on some table: no property or trait takes one, on any table."""
+CONTEXT_PREFIX = "context_"
+"""The flattened context's columns: on a table holding them, no property or trait takes one."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReservedColumns:
+    """The names no property or trait may take on one table (its own columns): `names`, and
+    every name starting with one of `prefixes`. A value mapping onto one goes to ``_unmapped``,
+    so it never overwrites the event's own data. Built per table layout (the sink's
+    ``sinks.snowflake.tables.reserved_columns``), never per event."""
+
+    names: frozenset[str]
+    prefixes: tuple[str, ...] = (OWNED_PREFIX,)
+
+    def __contains__(self, column: str) -> bool:
+        return column in self.names or column.startswith(self.prefixes)
+
+
+NOTHING_RESERVED = ReservedColumns(frozenset(), ())
+"""For maps whose columns nothing else writes (an event's context: all ``context_*``)."""
+
 
 # Tables with a fixed meaning; a track event whose slug equals one of them gets `_event` appended.
 RESERVED_TABLES: frozenset[str] = frozenset(
@@ -154,17 +158,13 @@ def path_column(path: str) -> str:
     """Column for a dotted path of nested keys (``context.app.version`` ->
     ``context_app_version``), as `flatten` names it; ``""`` when a key of it normalises to
     nothing."""
-    column = ""
-    for part in path.split("."):
-        column = child_column(column, part)
-        if not column:
-            return ""
-    return column
+    return key_path_column(path.split("."))
 
 
 def is_owned_column(column: str) -> bool:
-    """True for a name segflow writes itself: no property, trait or context key may take it."""
-    return column in RESERVED_COLUMNS or column.startswith("_segflow")
+    """True for a name segflow writes itself on any table (`SEGFLOW_COLUMNS`, ``_segflow*``);
+    a table reserves these and its own fixed columns (`ReservedColumns`)."""
+    return column in SEGFLOW_COLUMNS or column.startswith(OWNED_PREFIX)
 
 
 def unmapped_key(path: Iterable[str]) -> str:
@@ -174,20 +174,51 @@ def unmapped_key(path: Iterable[str]) -> str:
     return ".".join(p.replace("\\", "\\\\").replace(".", "\\.") for p in path)
 
 
+def parse_unmapped_key(key: str) -> tuple[str, ...]:
+    """The key path an `_unmapped` key was made from (`unmapped_key` reversed):
+    ``properties.a\\.b`` -> ``("properties", "a.b")``."""
+    parts: list[str] = []
+    current: list[str] = []
+    chars = iter(key)
+    for ch in chars:
+        if ch == "\\":
+            current.append(next(chars, ""))
+        elif ch == ".":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return tuple(parts)
+
+
+def key_path_column(path: Iterable[str]) -> str:
+    """The column `flatten` names for a value at key path `path` below a map's root (``("a",
+    "b")`` -> ``a_b``); ``""`` when a key of it normalises to nothing."""
+    column = ""
+    for part in path:
+        column = child_column(column, part)
+        if not column:
+            return ""
+    return column
+
+
 def flatten(
     obj: Mapping[str, Any],
     prefix: str = "",
     root: tuple[str, ...] = (),
     taken: Collection[str] = (),
+    *,
+    reserved: ReservedColumns,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The reference of the mapping rules: `obj` -> (columns, unmapped).
 
     Nested objects flatten with ``_`` (``{"app": {"version": "1"}}`` under prefix ``context``
     gives column ``context_app_version``); arrays become JSON strings; nulls and empty objects
-    give nothing. A value whose key normalises to nothing, whose column segflow owns, or whose
-    column is in `taken` or was taken by an earlier key goes to unmapped as it is, under
-    ``unmapped_key(root + its key path)``. (The sink's fast path, ``sinks.snowflake.rows``, is
-    checked against this.)
+    give nothing. A value whose key normalises to nothing, whose column is `reserved` on the
+    table written, or whose column is in `taken` or was taken by an earlier key goes to
+    unmapped as it is, under ``unmapped_key(root + its key path)``. (The sink's fast path,
+    ``sinks.snowflake.rows``, is checked against this.)
     """
     columns: dict[str, Any] = {}
     unmapped: dict[str, Any] = {}
@@ -203,7 +234,7 @@ def flatten(
                 unmapped[unmapped_key(here)] = value
             elif isinstance(value, Mapping):
                 walk(value, column, here)
-            elif is_owned_column(column) or column in taken_set or column in columns:
+            elif column in reserved or column in taken_set or column in columns:
                 unmapped[unmapped_key(here)] = value
             elif isinstance(value, list | tuple):
                 columns[column] = orjson.dumps(value).decode()

@@ -38,6 +38,7 @@ from sinks.snowflake.connection import SinkConnection
 from sinks.snowflake.errors import FencedError, WarehouseMisfitError, WarehouseRetryableError
 from sinks.snowflake.identity_chains import DEFAULT_MAX_HOPS
 from sinks.snowflake.metrics import SinkMetrics, table_label
+from sinks.snowflake.migrations import LayoutMigration
 from sinks.snowflake.offsets import OffsetStore
 from sinks.snowflake.rows import collapse, first_per_id
 from sinks.snowflake.schema_sync import SchemaSync
@@ -85,6 +86,7 @@ class SnowflakeLoader:
             on_drop=self._forget_session,
         )
         self.schemas = SchemaSync(self.conn, metrics)
+        self.layout = LayoutMigration(self.conn, self.schemas, options.control_schema)
         self.stager = Stager(
             self.conn, options.control_schema, stage_dir=Path(tempfile.gettempdir())
         )
@@ -115,8 +117,10 @@ class SnowflakeLoader:
 
     # -- connection --------------------------------------------------------------------------
     def connect(self) -> None:
-        """Open the connection and make sure the control schema, stage and offsets exist."""
+        """Open the connection and make sure the control schema, stage and offsets exist;
+        the first time, bring the warehouse's schemas to the current layout (migrations.py)."""
         self.conn.open()
+        self.layout.ensure()
 
     def close(self) -> None:
         if not self.conn.is_open:

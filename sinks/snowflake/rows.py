@@ -5,9 +5,12 @@ groups, aliases), a row in the per-event table for a track, a users/accounts row
 and group calls with an id, and an audit_log row holding the full (masked) payload. Context is
 flattened into ``context_*`` columns, properties and traits into snake_case columns, named by
 `schemas.naming` (every name fits Snowflake's 255 characters). A value that gets no column (its
-key normalises to nothing, its column is one segflow writes itself, or an earlier key of the
-event took it) goes to ``_unmapped`` under its original key path (``properties.a-b``, see
-`schemas.naming.unmapped_key`), so no value is dropped or overwritten.
+key normalises to nothing, its column is reserved on the table written: `tables.reserved_columns`,
+or an earlier key of the event took it) goes to ``_unmapped`` under its original key path
+(``properties.a-b``, see `schemas.naming.unmapped_key`), so no value is dropped or overwritten.
+Reserved names are per table: an identify's trait ``name`` fills identifies.name and users.name,
+a group's groups.name and accounts.name; a page's property ``name`` stays in ``_unmapped`` (the
+page's ``name`` column holds the call's name).
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from typing import Any
 import orjson
 
 from schemas.naming import (
+    NOTHING_RESERVED,
+    ReservedColumns,
     child_column,
     event_table_name,
-    is_owned_column,
     path_column,
     snake_case,
     unmapped_key,
@@ -36,6 +40,7 @@ from sinks.snowflake.tables import (
     USERS,
     Kind,
     kind_of,
+    reserved_columns,
 )
 
 CALL_TABLES = {
@@ -98,25 +103,53 @@ def _json_map(text: str | None) -> tuple[dict[str, Any], Any]:
 
 
 _SCALARS = frozenset({str, int, float, bool})
-# prefix -> key -> (column, whether segflow owns that name); bounded, names repeat endlessly
-_COLUMNS: dict[str, dict[str, tuple[str, bool]]] = {}
 _COLUMNS_MAX = 200_000
 _column_count = 0
 
+# prefix -> key -> (column, whether the table reserves that name); bounded, names repeat endlessly
+_Names = dict[str, dict[str, tuple[str, bool]]]
 
-def _column(prefix: str, key: str) -> tuple[str, bool]:
+
+class _Namer:
+    """The column names of one table layout, cached: its reserved set decides `own`."""
+
+    __slots__ = ("columns", "reserved")
+
+    def __init__(self, reserved: ReservedColumns) -> None:
+        self.reserved = reserved
+        self.columns: _Names = {}
+
+
+def _column(namer: _Namer, prefix: str, key: str) -> tuple[str, bool]:
     """The column of `key` under `prefix` (``""``: none), as schemas.naming.flatten names it,
-    and whether it is a name segflow writes itself (cached)."""
+    and whether the namer's table reserves that name (cached)."""
     global _column_count
-    by_key = _COLUMNS.get(prefix)
+    by_key = namer.columns.get(prefix)
     cached = by_key.get(key) if by_key is not None else None
     if cached is None:
         column = child_column(prefix, key)
-        cached = (column, is_owned_column(column))
+        cached = (column, column in namer.reserved)
         if _column_count < _COLUMNS_MAX:
-            _COLUMNS.setdefault(prefix, {})[key] = cached
+            namer.columns.setdefault(prefix, {})[key] = cached
             _column_count += 1
     return cached
+
+
+def _namer(table: str) -> _Namer:
+    return _Namer(reserved_columns(table))
+
+
+# One namer per table layout a map is spread into; the context's columns are all context_*,
+# which only an earlier key of the same context can take (nothing is reserved for them).
+_CONTEXT_NAMER = _Namer(NOTHING_RESERVED)
+_EVENT_NAMER = _namer("tracks")
+_CALL_NAMERS = {
+    "page": _namer("pages"),
+    "screen": _namer("screens"),
+    "identify": _namer("identifies"),
+    "group": _namer("groups"),
+}
+_PROFILE_NAMERS = {"identify": _namer(USERS), "group": _namer(ACCOUNTS)}
 
 
 # A key path as a chain of (parent, key) pairs, the root's parent None: a nested object costs
@@ -134,24 +167,29 @@ def _unmapped_key(path: _Path, key: str) -> str:
 
 
 def _spread(
-    target: dict[str, Any], obj: dict[str, Any], prefix: str, unmapped: dict[str, Any], path: _Path
+    target: dict[str, Any],
+    obj: dict[str, Any],
+    prefix: str,
+    unmapped: dict[str, Any],
+    path: _Path,
+    namer: _Namer,
 ) -> None:
-    """Flatten `obj`, found at `path` of its event (``(None, "properties")``), into `target`:
-    schemas.naming.flatten's rules without a generator per level. A value without a column of
-    its own (empty name, a name segflow owns, a name already in `target`) goes to `unmapped`,
-    as it is, under its key path."""
-    by_key = _COLUMNS.get(prefix) or {}
+    """Flatten `obj`, found at `path` of its event (``(None, "properties")``), into `target`,
+    a row of the table `namer` names for: schemas.naming.flatten's rules without a generator
+    per level. A value without a column of its own (empty name, a name the table reserves, a
+    name already in `target`) goes to `unmapped`, as it is, under its key path."""
+    by_key = namer.columns.get(prefix) or {}
     for key, value in obj.items():
         if value is None:
             continue
         entry = by_key.get(key)
-        column, own = entry if entry is not None else _column(prefix, str(key))
+        column, own = entry if entry is not None else _column(namer, prefix, str(key))
         if not column:
             unmapped[_unmapped_key(path, key)] = value
             continue
         if type(value) not in _SCALARS:
             if isinstance(value, dict):
-                _spread(target, value, column, unmapped, (path, key))
+                _spread(target, value, column, unmapped, (path, key), namer)
                 continue
             if not (own or column in target) and isinstance(value, list | tuple):
                 target[column] = orjson.dumps(value).decode()
@@ -192,7 +230,7 @@ def event_rows(record: dict[str, Any], origin: Origin, *, audit: bool) -> list[T
         "_segflow_offset": origin.offset,
     }
     ctx_unmapped: dict[str, Any] = {}
-    _spread(base, context, "context", ctx_unmapped, _CONTEXT)
+    _spread(base, context, "context", ctx_unmapped, _CONTEXT, _CONTEXT_NAMER)
     unmapped = _json_object(record.get("unmapped"))
     unmapped.update(ctx_unmapped)
     rows: list[TableRow] = []
@@ -206,26 +244,26 @@ def event_rows(record: dict[str, Any], origin: Origin, *, audit: bool) -> list[T
         rows.append(TableRow(schema, "tracks", Kind.APPEND, base, ctx_unmapped or None, mid))
         values = dict(base)
         own = dict(unmapped)
-        _spread(values, props, "", own, _PROPERTIES)
+        _spread(values, props, "", own, _PROPERTIES, _EVENT_NAMER)
         per_event = event_table_name(name)
         rows.append(TableRow(schema, per_event, Kind.APPEND, values, own or None, mid))
     elif call in ("page", "screen"):
         base["name"] = record.get("name")
         base["category"] = record.get("category")
         props, payload_maps["properties"] = _json_map(record.get("properties"))
-        _spread(base, props, "", unmapped, _PROPERTIES)
+        _spread(base, props, "", unmapped, _PROPERTIES, _CALL_NAMERS[call])
         rows.append(TableRow(schema, str(table), Kind.APPEND, base, unmapped or None, mid))
     elif call in ("identify", "group"):
         traits, payload_maps["traits"] = _json_map(record.get("traits"))
         profile_id = record.get("userId") if call == "identify" else record.get("groupId")
         if call == "group":
             base["group_id"] = record.get("groupId")
-        _spread(base, traits, "", unmapped, _TRAITS)
+        _spread(base, traits, "", unmapped, _TRAITS, _CALL_NAMERS[call])
         rows.append(TableRow(schema, str(table), Kind.APPEND, base, unmapped or None, mid))
         if profile_id:
             profile: dict[str, Any] = {"id": profile_id, "received_at": record["receivedAt"]}
             own = {}
-            _spread(profile, traits, "", own, _TRAITS)
+            _spread(profile, traits, "", own, _TRAITS, _PROFILE_NAMERS[call])
             target = USERS if call == "identify" else ACCOUNTS
             rows.append(TableRow(schema, target, Kind.MERGE, profile, own or None, mid))
     elif call == "alias":

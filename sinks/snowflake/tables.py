@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from schemas.naming import CONTEXT_PREFIX, OWNED_PREFIX, SEGFLOW_COLUMNS, ReservedColumns
+
 VARCHAR, NUMBER, FLOAT, BOOLEAN, TIMESTAMP, VARIANT = (
     "VARCHAR",
     "NUMBER",
@@ -142,6 +144,31 @@ def fixed_columns(table: str) -> dict[str, str]:
         cols = _EVENT_TABLE
     _FIXED_CACHE[table] = cols
     return cols
+
+
+_RESERVED_CACHE: dict[str, ReservedColumns] = {}
+
+
+def layout_of(table: str) -> str:
+    """The table whose layout `table` has: itself for Segment's and segflow's own tables,
+    ``tracks`` for a per-event table."""
+    return table if table in _SPECIAL or table in _EXTRA else "tracks"
+
+
+def reserved_columns(table: str) -> ReservedColumns:
+    """The names no property or trait may take on `table`: its fixed columns, the names
+    segflow writes anywhere (`schemas.naming.SEGFLOW_COLUMNS`, ``_segflow*``) and, on an event
+    table (which holds the event's flattened context), every ``context_*`` name. So a trait
+    ``name`` is a column of identifies, groups, users and accounts, while pages and screens
+    keep ``name`` and ``category`` for the call's own, and tracks ``event`` and
+    ``event_text``."""
+    layout = layout_of(table)
+    cached = _RESERVED_CACHE.get(layout)
+    if cached is None:
+        prefixes = (OWNED_PREFIX,) if layout in _SPECIAL else (OWNED_PREFIX, CONTEXT_PREFIX)
+        names = frozenset(fixed_columns(layout)) | SEGFLOW_COLUMNS
+        cached = _RESERVED_CACHE[layout] = ReservedColumns(names, prefixes)
+    return cached
 
 
 def kind_of(table: str) -> Kind:

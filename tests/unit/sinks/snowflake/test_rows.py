@@ -169,8 +169,8 @@ def test_collapse_keeps_latest_traits_and_older_ones_where_missing() -> None:
 
 
 def test_spread_names_columns_as_the_naming_module_flattens() -> None:
-    from schemas.naming import flatten
-    from sinks.snowflake.rows import _spread
+    from schemas.naming import NOTHING_RESERVED, flatten
+    from sinks.snowflake.rows import _CONTEXT_NAMER, _spread
 
     obj = {
         "appName": "x",
@@ -182,8 +182,8 @@ def test_spread_names_columns_as_the_naming_module_flattens() -> None:
     }
     target: dict[str, Any] = {}
     unmapped: dict[str, Any] = {}
-    _spread(target, obj, "context", unmapped, (None, "context"))
-    assert (target, unmapped) == flatten(obj, "context", ("context",))
+    _spread(target, obj, "context", unmapped, (None, "context"), _CONTEXT_NAMER)
+    assert (target, unmapped) == flatten(obj, "context", ("context",), reserved=NOTHING_RESERVED)
     assert unmapped == {"context.": 5, "context.foo bar baz": "r"}
 
 
@@ -337,3 +337,77 @@ def test_first_per_id_keeps_the_earliest_record_of_an_id_in_place() -> None:
     assert [r.table for r in kept[3:5]] == ["pages", "audit_log"]
     assert [r.table for r in kept[5:]] == ["identifies", "users", "users"]  # merges collapse
     assert dropped == {"tracks": 2, "order_completed": 2, "audit_log": 2, "identifies": 1}
+
+
+def test_a_name_trait_is_a_column_of_identifies_and_users() -> None:
+    """Reserved names are per table: an identify's `name` is the person's, a column of both."""
+    traits = {"name": "Ada Lovelace", "category": "vip", "event": "x", "plan": "pro"}
+    identifies, users = event_rows(
+        record("identify", traits=orjson.dumps(traits).decode()), ORIGIN, audit=False
+    )
+    for row in (identifies, users):
+        assert row.values["name"] == "Ada Lovelace", row.table
+        assert row.values["category"] == "vip" and row.values["event"] == "x"
+        assert row.unmapped is None, row.table
+
+
+def test_a_name_trait_is_a_column_of_groups_and_accounts() -> None:
+    traits = {"name": "Initech", "employees": 40, "group_id": "spoof"}
+    groups, accounts = event_rows(
+        record("group", groupId="g-1", traits=orjson.dumps(traits).decode()), ORIGIN, audit=False
+    )
+    assert groups.values["name"] == accounts.values["name"] == "Initech"
+    assert groups.values["group_id"] == "g-1"  # the group's own column keeps its id
+    assert groups.unmapped == {"traits.group_id": "spoof"}
+    assert accounts.values["group_id"] == "spoof" and accounts.unmapped is None
+
+
+def test_users_reserve_only_their_own_and_segflows_columns() -> None:
+    traits = {"user_id": "t", "id": "clash", "received_at": "r", "uuid_ts": "v"}
+    _, users = event_rows(
+        record("identify", traits=orjson.dumps(traits).decode()), ORIGIN, audit=False
+    )
+    assert users.values["id"] == "u-1" and users.values["user_id"] == "t"
+    assert users.unmapped == {
+        "traits.id": "clash",
+        "traits.received_at": "r",
+        "traits.uuid_ts": "v",
+    }
+
+
+def test_a_page_keeps_its_own_name_and_category() -> None:
+    props = {"name": "spoof", "category": "c", "title": "T", "event": "e"}
+    [page] = event_rows(
+        record("page", name="Home", category="Docs", properties=orjson.dumps(props).decode()),
+        ORIGIN,
+        audit=False,
+    )
+    assert page.values["name"] == "Home" and page.values["category"] == "Docs"
+    assert page.values["title"] == "T" and page.values["event"] == "e"
+    assert page.unmapped == {"properties.name": "spoof", "properties.category": "c"}
+
+
+def test_track_properties_keep_event_and_may_take_name() -> None:
+    props = {"event": "spoof", "event_text": "t", "name": "Widget", "category": "toys"}
+    _, per_event = _track(props)
+    assert per_event.values["event"] == "order_completed"
+    assert per_event.values["name"] == "Widget" and per_event.values["category"] == "toys"
+    assert per_event.unmapped == {"properties.event": "spoof", "properties.event_text": "t"}
+
+
+def test_a_property_never_takes_a_context_column() -> None:
+    """context_* columns are the context's, even where this event's context lacks the key."""
+    props = {"context_campaign_name": "x", "context": {"ip": "9.9.9.9"}, "contexts": 1}
+    tracks, per_event = _track(props)
+    assert tracks.values["context_ip"] == "1.2.3.0"
+    assert "context_campaign_name" not in per_event.values
+    assert per_event.values["context_ip"] == "1.2.3.0" and per_event.values["contexts"] == 1
+    assert per_event.unmapped == {
+        "properties.context_campaign_name": "x",
+        "properties.context.ip": "9.9.9.9",
+    }
+    identifies, users = event_rows(
+        record("identify", traits='{"context_x": 1}'), ORIGIN, audit=False
+    )
+    assert identifies.unmapped == {"traits.context_x": 1}
+    assert users.values["context_x"] == 1  # users hold no context

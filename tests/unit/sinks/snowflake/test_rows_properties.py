@@ -12,11 +12,11 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas.naming import RESERVED_COLUMNS, child_column, flatten
+from schemas.naming import child_column, flatten
 from schemas.snowflake_limits import MAX_IDENTIFIER_LENGTH
 from sinks.snowflake import ddl
-from sinks.snowflake.rows import Origin, TableRow, _spread, event_rows
-from sinks.snowflake.tables import AUDIT_LOG, fixed_columns
+from sinks.snowflake.rows import Origin, TableRow, _Namer, _spread, event_rows
+from sinks.snowflake.tables import AUDIT_LOG, fixed_columns, reserved_columns
 from tests.unit.leaf_oracle import assert_leaves_kept
 from tests.unit.segment_strategies import PROPERTY_SETTINGS, free_maps, json_text, keys
 
@@ -87,14 +87,19 @@ def _maps_of(record: dict[str, Any], row: TableRow) -> list[str]:
 
 
 def assert_every_leaf_kept(record: dict[str, Any], row: TableRow) -> None:
-    """The oracle over each of the row's maps; none of the event's own columns may hold a leaf."""
-    claimed = set(RESERVED_COLUMNS) | set(fixed_columns(row.table))
+    """The oracle over each of the row's maps; none of the table's reserved columns may hold a
+    property or trait."""
+    reserved = reserved_columns(row.table)
+    claimed = set(reserved.names) | set(fixed_columns(row.table))
     for root in _maps_of(record, row):
         node = orjson.loads(record[root])
         prefix = "context" if root == "context" else ""
+        before = set(claimed)
         assert_leaves_kept(
             node, (root,), prefix, row.values, row.unmapped or {}, claimed, row.table
         )
+        if root != "context":
+            assert not any(c in reserved for c in claimed - before), (row.table, root)
 
 
 @PROPERTY_SETTINGS
@@ -113,18 +118,28 @@ def test_every_name_fits_and_every_value_is_kept(record: dict[str, Any]) -> None
             assert_every_leaf_kept(record, row)
 
 
+_NAMERS = {t: _Namer(reserved_columns(t)) for t in ("tracks", "pages", "identifies", "users")}
+
+
 @PROPERTY_SETTINGS
 @given(
-    free_maps, st.sampled_from(["", "context"]), st.sets(keys.map(lambda k: child_column("", k)))
+    free_maps,
+    st.sampled_from(["", "context"]),
+    st.sets(keys.map(lambda k: child_column("", k))),
+    st.sampled_from(sorted(_NAMERS)),
 )
 def test_the_fast_path_maps_as_the_reference(
-    obj: dict[str, Any], prefix: str, taken: set[str]
+    obj: dict[str, Any], prefix: str, taken: set[str], table: str
 ) -> None:
-    """rows._spread (cached, no generator per level) against schemas.naming.flatten."""
+    """rows._spread (cached per table layout, no generator per level) against
+    schemas.naming.flatten with the same table's reserved names."""
     parsed = orjson.loads(json_text(obj))
     target = dict.fromkeys(taken - {""}, "taken")
     unmapped: dict[str, Any] = {}
-    _spread(target, parsed, prefix, unmapped, (None, "properties"))
-    columns, reference_unmapped = flatten(parsed, prefix, ("properties",), taken - {""})
+    namer = _NAMERS[table]
+    _spread(target, parsed, prefix, unmapped, (None, "properties"), namer)
+    columns, reference_unmapped = flatten(
+        parsed, prefix, ("properties",), taken - {""}, reserved=namer.reserved
+    )
     assert {k: v for k, v in target.items() if k not in taken} == columns
     assert unmapped == reference_unmapped
