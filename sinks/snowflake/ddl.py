@@ -10,12 +10,29 @@ from collections.abc import Collection, Mapping
 
 from schemas.naming import cut_identifier, fit_identifier
 from schemas.snowflake_limits import MAX_IDENTIFIER_LENGTH
-from sinks.snowflake.tables import NUMBER
+from sinks.snowflake.tables import BOOLEAN, FLOAT, NUMBER, TIMESTAMP, VARCHAR
 
-# A widening's twin is the column's name and this suffix. No generated column ends so (snake
-# case never makes "__" before a letter), so a twin is told by its suffix alone.
+# A widening adds a twin of the new type (the column's name and WIDEN_SUFFIX) and sets the old
+# column aside under the column's name and RETIRED_SUFFIX until its values are copied. No
+# generated column ends so (snake case never makes "__" before a letter), so both are told by
+# their suffix alone. The suffixes have the same length, so a name is cut the same way for both.
 WIDEN_SUFFIX = "__segflow_widened"
+RETIRED_SUFFIX = "__segflow_retired"
 _TWIN_ROOM = MAX_IDENTIFIER_LENGTH - len(WIDEN_SUFFIX)
+assert len(RETIRED_SUFFIX) == len(WIDEN_SUFFIX)
+
+_TS_TEXT = 'YYYY-MM-DD"T"HH24:MI:SS.FF3'
+WIDEN_CASTS: dict[tuple[str, str], str] = {
+    (NUMBER, FLOAT): "{src}::FLOAT",
+    (NUMBER, VARCHAR): "{src}::VARCHAR",
+    (FLOAT, VARCHAR): "{src}::VARCHAR",
+    (BOOLEAN, VARCHAR): "IFF({src}, 'true', 'false')",
+    (TIMESTAMP, VARCHAR): f"TO_VARCHAR(CONVERT_TIMEZONE('UTC', {{src}}), '{_TS_TEXT}') || 'Z'",
+}
+"""The ladder's steps (evolution.LADDER) -> how a value of the old type is written in the new:
+integers as their digits; floats as the warehouse prints them; booleans `true` / `false` (as
+the sink writes JSON booleans into text columns); timestamps in UTC as ISO 8601 with
+milliseconds and `Z` (`2026-01-05T12:00:00.123Z`, the form Segment's libraries send)."""
 
 
 def quote(name: str) -> str:
@@ -53,45 +70,76 @@ def add_column(schema: str, table: str, column: str, column_type: str) -> str:
     )
 
 
+def _aside(column: str, suffix: str) -> str:
+    if len(column) < _TWIN_ROOM:
+        return column + suffix
+    return cut_identifier(column, _TWIN_ROOM) + suffix
+
+
 def twin_name(column: str) -> str:
-    """The FLOAT twin a widening of `column` adds: `column` and `WIDEN_SUFFIX`, at most 254
+    """The twin a widening of `column` adds: `column` and `WIDEN_SUFFIX`, at most 254
     characters; a column too long for that is cut with a hash of its name first (then the twin
     is exactly 255 characters long, which is how a cut twin is told from one that is not)."""
-    if len(column) < _TWIN_ROOM:
-        return column + WIDEN_SUFFIX
-    return cut_identifier(column, _TWIN_ROOM) + WIDEN_SUFFIX
+    return _aside(column, WIDEN_SUFFIX)
 
 
-def widened_column(twin: str, columns: Collection[str]) -> str | None:
-    """The column a twin found in a table was made for, or None. A twin that was not cut names
-    it (the name before the suffix); a cut twin is matched against the table's `columns`, so
-    it is None when its column is gone (a widening interrupted between its drop and its rename
-    of a column of over 237 characters: the name cannot be told from the twin)."""
-    if not twin.endswith(WIDEN_SUFFIX):
+def retired_name(column: str) -> str:
+    """The name a widening gives the old column while its values are copied (as `twin_name`,
+    with `RETIRED_SUFFIX`)."""
+    return _aside(column, RETIRED_SUFFIX)
+
+
+def widened_column(name: str, columns: Collection[str]) -> str | None:
+    """The column a twin or retired column found in a table belongs to, or None. A name that
+    was not cut tells it (the name before the suffix); a cut one is matched against the
+    table's `columns`, so it is None when its column is not there (a widening interrupted
+    between its two renames of a column of over 237 characters: the name cannot be told)."""
+    suffix = next((s for s in (WIDEN_SUFFIX, RETIRED_SUFFIX) if name.endswith(s)), None)
+    if suffix is None:
         return None
-    if len(twin) < MAX_IDENTIFIER_LENGTH:
-        return twin[: -len(WIDEN_SUFFIX)]
-    return next((c for c in columns if c != twin and twin_name(c) == twin), None)
+    if len(name) < MAX_IDENTIFIER_LENGTH:
+        return name[: -len(suffix)]
+    return next((c for c in columns if c != name and _aside(c, suffix) == name), None)
 
 
-def widen_steps(schema: str, table: str, column: str) -> list[str]:
-    """NUMBER -> FLOAT. Snowflake cannot change a column's type from NUMBER to FLOAT, so: add a
-    FLOAT twin (`twin_name`), copy, drop the old column, rename the twin. Every step is safe to
-    redo, so an interrupted widening finishes on the next attempt (the loader's
-    `_repair_widenings`, which finds the column by `widened_column`)."""
+def widen_cast(source: str, target: str, expr: str) -> str:
+    """`expr`, a value of type `source`, as a value of type `target` (the ladder's cast; the
+    warehouse's own cast for a pair off the ladder, as-is for the same type)."""
+    if source == target:
+        return expr
+    template = WIDEN_CASTS.get((source, target))
+    if template is None:
+        return f"{expr}::{sql_type(target)}"
+    return template.format(src=expr)
+
+
+# The steps of a widening, by index (resuming starts at one of them).
+ADD, COPY, RETIRE, SWAP, CATCH_UP, DROP = range(6)
+
+
+def widen_steps(
+    schema: str, table: str, column: str, source: str = NUMBER, target: str = FLOAT
+) -> list[str]:
+    """`column` from `source` to `target`. Snowflake cannot change a column's type (only a
+    VARCHAR's length or a NUMBER's precision) and DDL commits by itself, so the column is
+    rebuilt in steps that are each safe to redo: add a twin of the new type, copy the values
+    into it, set the old column aside (`retired_name`), give the twin the column's name, copy
+    what was written into the old column between the copy and the renames, drop the old
+    column. The column is missing only between the two renames; a writer never writes into a
+    column that is dropped before its values are copied. An interrupted widening is finished
+    from the step the table's layout shows (widening.resume_steps)."""
     t = qualified(schema, table)
-    twin = quote(twin_name(column))
+    col, twin, old = quote(column), quote(twin_name(column)), quote(retired_name(column))
     return [
-        f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {twin} FLOAT",
-        f"UPDATE {t} SET {twin} = {quote(column)}::FLOAT WHERE {twin} IS NULL",
-        f"ALTER TABLE {t} DROP COLUMN IF EXISTS {quote(column)}",
-        f"ALTER TABLE {t} RENAME COLUMN {twin} TO {quote(column)}",
+        f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {twin} {sql_type(target)}",
+        f"UPDATE {t} SET {twin} = {widen_cast(source, target, col)} "
+        f"WHERE {twin} IS NULL AND {col} IS NOT NULL",
+        f"ALTER TABLE {t} RENAME COLUMN {col} TO {old}",
+        f"ALTER TABLE {t} RENAME COLUMN {twin} TO {col}",
+        f"UPDATE {t} SET {col} = {widen_cast(source, target, old)} "
+        f"WHERE {col} IS NULL AND {old} IS NOT NULL",
+        f"ALTER TABLE {t} DROP COLUMN IF EXISTS {old}",
     ]
-
-
-def finish_widen(schema: str, table: str, column: str) -> str:
-    """The last step alone: a twin left behind after its original was dropped."""
-    return widen_steps(schema, table, column)[-1]
 
 
 def staging_table(schema: str, name: str) -> str:

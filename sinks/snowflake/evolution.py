@@ -1,10 +1,11 @@
 """Column typing and schema evolution, as pure functions.
 
 Every value is typed (``value_type``); a new column takes the type of its values in the batch
-(``unify``); a value meets an existing column with ``fit``: it fits, it widens the column
-(integer -> float), or it is a misfit that goes to ``_unmapped``. ``plan`` applies these rules to
-all rows of a flush against the known table layouts and returns what to create, add, widen and
-record, plus the rows as they will be written. Nothing here does I/O.
+(``unify``); a value meets an existing column with ``fit``: it fits, it widens the column along
+the ladder (``LADDER``: integer -> float -> string; boolean and timestamp -> string), or it is a
+misfit that goes to ``_unmapped`` (objects, non-finite floats, columns off the ladder). ``plan``
+applies these rules to all rows of a flush against the known table layouts and returns what to
+create, add, widen and record, plus the rows as they will be written. Nothing here does I/O.
 
 Typing is also the pre-flight against Snowflake's limits (schemas.snowflake_limits) for what
 fits `_unmapped`: integers beyond 38 digits are typed FLOAT, non-finite floats VARCHAR (they go
@@ -77,6 +78,36 @@ def value_type(value: Any) -> str | None:
     return VARIANT
 
 
+LADDER: dict[str, str] = {NUMBER: FLOAT, FLOAT: VARCHAR, BOOLEAN: VARCHAR, TIMESTAMP: VARCHAR}
+"""The type a column widens to next. VARCHAR is the top; VARIANT and types we do not write
+(``OTHER``) never widen. How each step writes the old values: ddl.WIDEN_CASTS."""
+
+_SCALARS = frozenset({NUMBER, FLOAT, BOOLEAN, TIMESTAMP, VARCHAR})
+
+
+def _holds(column_type: str, vtype: str) -> bool:
+    return column_type in (VARCHAR, vtype) or (column_type == FLOAT and vtype == NUMBER)
+
+
+def widen_target(column_type: str, vtype: str) -> str | None:
+    """The first type up the ladder from `column_type` that holds a value of `vtype`, or None
+    (the column holds it already, is off the ladder, or the value is not a scalar)."""
+    if vtype not in _SCALARS or _holds(column_type, vtype):
+        return None
+    step = LADDER.get(column_type)
+    while step is not None and not _holds(step, vtype):
+        step = LADDER.get(step)
+    return step
+
+
+def on_ladder(source: str, target: str) -> bool:
+    """Is `target` above `source` on the ladder?"""
+    step = LADDER.get(source)
+    while step is not None and step != target:
+        step = LADDER.get(step)
+    return step is not None
+
+
 def unify(a: str, b: str) -> str:
     """The type of a new column whose values in one batch have types a and b."""
     if a == b:
@@ -88,13 +119,9 @@ def unify(a: str, b: str) -> str:
 
 def fit(column_type: str, vtype: str) -> Fit:
     """Can a value of type `vtype` go into a column of `column_type`?"""
-    if column_type in (VARCHAR, VARIANT) or column_type == vtype:
+    if column_type == VARIANT or _holds(column_type, vtype):
         return "ok"
-    if column_type == FLOAT and vtype == NUMBER:
-        return "ok"
-    if column_type == NUMBER and vtype == FLOAT:
-        return "widen"
-    return "misfit"
+    return "widen" if widen_target(column_type, vtype) is not None else "misfit"
 
 
 def fits_as_is(column_type: str, value: Any) -> bool:
@@ -149,6 +176,7 @@ class SchemaChange:
     value_type: str | None
     occurrences: int
     example_message_id: str
+    previous_type: str | None = None  # a widened column's type before
 
     def row(self, detected_at: datetime) -> TableRow:
         """The change as a row the sink loads with its flush (misfits and caps)."""
@@ -163,10 +191,24 @@ class SchemaChange:
             "value_type": self.value_type,
             "occurrences": self.occurrences,
             "example_message_id": self.example_message_id,
+            "previous_type": self.previous_type,
         }
         return TableRow(
             self.schema, SCHEMA_CHANGES, Kind.APPEND, values, None, self.example_message_id
         )
+
+
+@dataclass
+class Widening:
+    """A column a flush widens: its type in the layout the plan read, the type it needs, and
+    the values that need it (their number and first message id; `value_type` the last one's
+    type)."""
+
+    source: str
+    target: str
+    value_type: str
+    occurrences: int
+    example_message_id: str
 
 
 @dataclass
@@ -175,7 +217,7 @@ class Plan:
 
     create_tables: dict[TableKey, dict[str, str]] = field(default_factory=dict)
     add_columns: dict[TableKey, dict[str, str]] = field(default_factory=dict)
-    widen_columns: dict[TableKey, set[str]] = field(default_factory=dict)
+    widen_columns: dict[TableKey, dict[str, Widening]] = field(default_factory=dict)
     misfits: list[SchemaChange] = field(default_factory=list)
     rows: list[TableRow] = field(default_factory=list)
     columns: dict[TableKey, dict[str, str]] = field(default_factory=dict)
@@ -186,7 +228,8 @@ class Plan:
         return bool(self.create_tables or self.add_columns or self.widen_columns)
 
     def ddl_changes(self) -> list[SchemaChange]:
-        """Added and widened columns, as schema-change records (example ids not tracked)."""
+        """Added columns, as schema-change records (example ids not tracked). Widenings are
+        recorded by who carries them out (schema_sync: another sink may have done one)."""
         out = []
         for (schema, table), cols in self.add_columns.items():
             for col, typ in cols.items():
@@ -196,9 +239,6 @@ class Plan:
             for col, typ in cols.items():
                 if col not in fixed:
                     out.append(SchemaChange(schema, table, col, "column_added", typ, typ, 1, ""))
-        for (schema, table), names in self.widen_columns.items():
-            for col in names:
-                out.append(SchemaChange(schema, table, col, "column_widened", FLOAT, FLOAT, 1, ""))
         return out
 
 
@@ -210,7 +250,8 @@ def plan(
     """Type every dynamic value of `rows` against `known` table layouts (missing = new table).
 
     Values that do not fit their column are moved into the row's `unmapped` (the input rows are
-    not changed: such rows are copied). Integer columns that meet floats are widened.
+    not changed: such rows are copied). A column that meets a value it cannot hold is widened
+    up the ladder to the first type that holds every value of the flush.
     """
     rows = rows if isinstance(rows, list) else list(rows)
     as_is = _tables_as_is(rows, known)
@@ -245,6 +286,7 @@ def plan(
             continue
         new_cols = new_of.get(key)
         creating = key in result.create_tables
+        widened = result.widen_columns.get(key)
         moved: dict[str, Any] | None = None
         for name, value in row.values.items():
             if value is None or name in fixed:
@@ -254,12 +296,18 @@ def plan(
                 ctype is not None
                 and not creating
                 and (new_cols is None or name not in new_cols)
+                and (widened is None or name not in widened)
                 and fits_as_is(ctype, value)
             ):
                 continue  # the steady state: an existing column and a value of its type
             vtype = value_type(value)
             if vtype is None:
                 continue
+            if widened is not None and ctype is not None and name in widened:
+                w = widened[name]
+                if fit(w.source, vtype) != "ok":  # one more value the old type cannot hold
+                    w.occurrences += 1
+                    w.value_type = vtype
             if ctype is None:
                 if len(cols) >= max_columns:
                     moved = moved or {}
@@ -285,9 +333,17 @@ def plan(
             verdict = fit(ctype, vtype)
             if verdict == "ok":
                 continue
-            if verdict == "widen":
-                result.widen_columns.setdefault(key, set()).add(name)
-                cols[name] = FLOAT
+            if verdict == "widen" and (vtype != VARCHAR or type(value) is str):
+                target = widen_target(ctype, vtype)
+                assert target is not None
+                if widened is None:
+                    widened = result.widen_columns[key] = {}
+                prior = widened.get(name)
+                if prior is None:  # counted here; a further widening was counted above
+                    widened[name] = Widening(ctype, target, vtype, 1, row.message_id)
+                else:
+                    prior.target = target
+                cols[name] = target
                 continue
             moved = moved or {}
             moved[name] = value

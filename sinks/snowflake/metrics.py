@@ -118,6 +118,12 @@ class SinkMetrics:
             ["change"],
             registry=registry,
         )
+        self.widenings = Counter(
+            "segflow_sink_columns_widened_total",
+            "Columns this sink widened up the type ladder, by type before and after",
+            ["from_type", "to_type"],
+            registry=registry,
+        )
         self.misfits = Counter(
             "segflow_sink_misfit_records_total",
             "Records the warehouse refused for their data (or that cannot fit it), sent to the "

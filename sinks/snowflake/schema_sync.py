@@ -5,7 +5,8 @@ asks for on the sink's connection. DDL commits by itself in Snowflake, so it run
 flush's transaction and is safe to repeat: new schemas and tables, added and widened columns,
 recorded in `_segflow_schema_changes` right away. Layouts read from INFORMATION_SCHEMA are cached
 per schema; `generation` moves whenever one may have changed (a plan applied, the cache reset),
-so a flush prepared ahead against an older layout is planned again.
+so a flush prepared ahead against an older layout is planned again. A widening (`widen`, also
+for other commands) reads its table's layout afresh first: it is never planned on a stale one.
 
 Caps: the first time a table or schema reaches its cap in this process, a warning is logged and
 `segflow_sink_caps_hit_total{cap}` counts it (the alert); every flush it affects records a
@@ -20,13 +21,21 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from schemas.errors import SegflowError
 from sinks.snowflake import ddl
 from sinks.snowflake.caps import fold_capped_tables
 from sinks.snowflake.connection import SinkConnection
-from sinks.snowflake.evolution import Plan, SchemaChange, column_type_from_warehouse, plan
+from sinks.snowflake.evolution import (
+    Plan,
+    SchemaChange,
+    column_type_from_warehouse,
+    on_ladder,
+    plan,
+)
 from sinks.snowflake.metrics import SinkMetrics
 from sinks.snowflake.rows import TableRow
 from sinks.snowflake.tables import DETECTED_BY_SINK, SCHEMA_CHANGES, fixed_columns
+from sinks.snowflake.widening import finished, is_leftover, resume_steps
 
 logger = logging.getLogger(__name__)
 
@@ -139,20 +148,48 @@ class SchemaSync:
         return tables
 
     def repair_widenings(self, schema: str, tables: dict[str, Columns]) -> None:
-        """Finish a widening an earlier process left half done."""
+        """Finish every widening an earlier process (or another sink) left half done."""
         for table, cols in tables.items():
-            for name in [c for c in cols if c.endswith(ddl.WIDEN_SUFFIX)]:
-                column = ddl.widened_column(name, cols)
-                if column is None:  # a cut twin whose column is gone: its name is unknown
-                    msg = "%s.%s: widening twin %s of an unknown column left; rename it by hand"
-                    logger.error(msg, schema, table, name)
+            if not any(map(is_leftover, cols)):
+                continue
+            for resume in resume_steps(schema, table, cols):
+                if resume.column is None:
+                    msg = "%s.%s: widening leftover %s of an unknown column; rename it by hand"
+                    logger.error(msg, schema, table, resume.leftover)
                     continue
-                steps = ddl.widen_steps(schema, table, column)
-                for sql in steps if column in cols else steps[-1:]:
+                for sql in resume.steps:
                     self.conn.run(sql, kind="ddl", table=table)
-                cols.pop(name)
-                cols[column] = "FLOAT"
-                logger.warning("finished widening %s.%s.%s to FLOAT", schema, table, column)
+                finished(cols, resume)
+                logger.warning(
+                    "finished widening %s.%s.%s to %s", schema, table, resume.column, resume.target
+                )
+
+    def widen(self, schema: str, table: str, column: str, target: str) -> str | None:
+        """Widen `column` of `table` to `target` (a type above its own on evolution.LADDER),
+        keeping its name and every value (ddl.widen_steps). The table's layout is read afresh
+        first (finishing any widening left half done), so a widening another sink did is seen
+        and not done twice; a step that fails because another sink widens the same column at
+        the same moment is forgiven once the layout shows the column widened. Returns the
+        column's type before, or None when there was nothing to widen."""
+        self._forget(schema)
+        cols = (self.layout(schema) or {}).get(table, {})
+        source = cols.get(column)
+        if source is None or not on_ladder(source, target):
+            return None
+        try:
+            for sql in ddl.widen_steps(schema, table, column, source, target):
+                self.conn.run(sql, kind="ddl", table=table)
+        except SegflowError:
+            self._forget(schema)
+            if (self.layout(schema) or {}).get(table, {}).get(column) != target:
+                raise
+            logger.warning("%s.%s.%s was widened by another sink", schema, table, column)
+            return None
+        finally:
+            self._forget(schema)
+        self.metrics.widenings.labels(source, target).inc()
+        logger.info("widened %s.%s.%s from %s to %s", schema, table, column, source, target)
+        return source
 
     def _forget(self, schema: str) -> None:
         """Read a schema's layout again next time (it changed)."""
@@ -182,7 +219,6 @@ class SchemaSync:
         """Run the plan's DDL and record it; then forget the layouts it touched."""
         run = self.conn.run
         touched = {s for s, _ in p.create_tables} | {s for s, _ in p.add_columns}
-        touched |= {s for s, _ in p.widen_columns}
         for schema in {s for s, _ in p.create_tables}:
             if self._layouts.get(schema) is None:
                 run(ddl.create_schema(schema), kind="ddl")
@@ -191,11 +227,24 @@ class SchemaSync:
         for (schema, table), cols in p.add_columns.items():
             for name, typ in cols.items():
                 run(ddl.add_column(schema, table, name, typ), kind="ddl", table=table)
-        for (schema, table), names in p.widen_columns.items():
-            for name in sorted(names):
-                for sql in ddl.widen_steps(schema, table, name):
-                    run(sql, kind="ddl", table=table)
         changes = p.ddl_changes()
+        for (schema, table), widenings in p.widen_columns.items():
+            for name, w in sorted(widenings.items()):
+                source = self.widen(schema, table, name, w.target)
+                if source is not None:
+                    changes.append(
+                        SchemaChange(
+                            schema,
+                            table,
+                            name,
+                            "column_widened",
+                            w.target,
+                            w.value_type,
+                            w.occurrences,
+                            w.example_message_id,
+                            source,
+                        )
+                    )
         self._record_changes(changes)
         for change in changes:
             self.metrics.schema_changes.labels(change.change).inc()
@@ -259,14 +308,16 @@ class SchemaSync:
                     c.example_message_id,
                     uuid.uuid4().hex,
                     DETECTED_BY_SINK,
+                    c.previous_type,
                 ]
-            one = "(" + ", ".join(["?"] * 10) + ")"
+            one = "(" + ", ".join(["?"] * 11) + ")"
             self.conn.run(
                 f'INSERT INTO {ddl.qualified(schema, SCHEMA_CHANGES)} ("DETECTED_AT", '
                 '"TABLE_NAME", "COLUMN_NAME", "CHANGE", "COLUMN_TYPE", "VALUE_TYPE", '
-                '"OCCURRENCES", "EXAMPLE_MESSAGE_ID", "ID", "DETECTED_BY") '
+                '"OCCURRENCES", "EXAMPLE_MESSAGE_ID", "ID", "DETECTED_BY", "PREVIOUS_TYPE") '
                 "SELECT column1::TIMESTAMP_TZ, column2, column3, column4, column5, column6, "
-                "column7, column8, column9, column10 FROM VALUES " + ", ".join([one] * len(items)),
+                "column7, column8, column9, column10, column11 FROM VALUES "
+                + ", ".join([one] * len(items)),
                 binds,
                 kind="insert",
                 table=SCHEMA_CHANGES,

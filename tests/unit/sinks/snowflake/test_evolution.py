@@ -4,13 +4,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sinks.snowflake.evolution import (
+    LADDER,
     SchemaChange,
+    Widening,
     column_type_from_warehouse,
     fit,
     looks_like_timestamp,
+    on_ladder,
     plan,
     unify,
     value_type,
+    widen_target,
 )
 from sinks.snowflake.rows import TableRow
 from sinks.snowflake.tables import Kind, fixed_columns
@@ -37,9 +41,12 @@ def test_fit_and_unify() -> None:
     assert fit("VARCHAR", "NUMBER") == "ok"
     assert fit("FLOAT", "NUMBER") == "ok"
     assert fit("NUMBER", "FLOAT") == "widen"
-    assert fit("NUMBER", "VARCHAR") == "misfit"
-    assert fit("BOOLEAN", "NUMBER") == "misfit"
-    assert fit("TIMESTAMP_TZ", "VARCHAR") == "misfit"
+    assert fit("NUMBER", "VARCHAR") == "widen"
+    assert fit("BOOLEAN", "NUMBER") == "widen"
+    assert fit("TIMESTAMP_TZ", "VARCHAR") == "widen"
+    assert fit("VARIANT", "NUMBER") == "ok"
+    assert fit("OTHER", "VARCHAR") == "misfit"  # a DATE column someone else made
+    assert fit("NUMBER", "VARIANT") == "misfit"  # objects keep going to _unmapped
     assert unify("NUMBER", "FLOAT") == "FLOAT"
     assert unify("BOOLEAN", "VARCHAR") == "VARCHAR"
     assert column_type_from_warehouse("TEXT", None) == "VARCHAR"
@@ -64,24 +71,77 @@ def test_existing_table_adds_widens_and_moves_misfits() -> None:
             **fixed_columns("order_completed"),
             "qty": "NUMBER",
             "paid": "BOOLEAN",
+            "day": "OTHER",
         }
     }
-    rows = [row(mid="m1", qty=2.5, paid="yes", note="hi"), row(mid="m2", paid=False)]
+    rows = [
+        row(mid="m1", qty=2.5, paid="yes", note="hi", day="monday"),
+        row(mid="m2", paid=False),
+    ]
     p = plan(rows, known)
     key = ("web", "order_completed")
     assert p.add_columns == {key: {"note": "VARCHAR"}}
-    assert p.widen_columns == {key: {"qty"}}
-    assert p.columns[key]["qty"] == "FLOAT"
+    assert p.widen_columns == {
+        key: {
+            "qty": Widening("NUMBER", "FLOAT", "FLOAT", 1, "m1"),
+            "paid": Widening("BOOLEAN", "VARCHAR", "VARCHAR", 1, "m1"),
+        }
+    }
+    assert p.columns[key]["qty"] == "FLOAT" and p.columns[key]["paid"] == "VARCHAR"
     assert [
         (m.column, m.change, m.column_type, m.value_type, m.occurrences, m.example_message_id)
         for m in p.misfits
-    ] == [("paid", "misfit", "BOOLEAN", "VARCHAR", 1, "m1")]
+    ] == [("day", "misfit", "OTHER", "VARCHAR", 1, "m1")]
     moved = p.rows[0]
-    assert "paid" not in moved.values and moved.unmapped == {"paid": "yes"}
-    assert rows[0].values["paid"] == "yes"  # the input rows are not changed
+    assert moved.values["paid"] == "yes" and moved.values["qty"] == 2.5
+    assert "day" not in moved.values and moved.unmapped == {"day": "monday"}
+    assert rows[0].values["day"] == "monday"  # the input rows are not changed
     assert p.rows[1] is rows[1]
     changes = {(c.column, c.change) for c in p.ddl_changes()}
-    assert changes == {("note", "column_added"), ("qty", "column_widened")}
+    assert changes == {("note", "column_added")}  # widenings are recorded where they run
+
+
+def test_the_ladder_climbs_to_the_first_type_holding_every_value_of_the_flush() -> None:
+    assert LADDER == {
+        "NUMBER": "FLOAT",
+        "FLOAT": "VARCHAR",
+        "BOOLEAN": "VARCHAR",
+        "TIMESTAMP_TZ": "VARCHAR",
+    }
+    assert widen_target("NUMBER", "FLOAT") == "FLOAT"
+    assert widen_target("NUMBER", "VARCHAR") == "VARCHAR"  # past FLOAT in one widening
+    assert widen_target("NUMBER", "BOOLEAN") == "VARCHAR"
+    assert widen_target("FLOAT", "TIMESTAMP_TZ") == "VARCHAR"
+    assert widen_target("FLOAT", "NUMBER") is None  # fits already
+    assert widen_target("VARIANT", "NUMBER") is None and widen_target("OTHER", "NUMBER") is None
+    assert on_ladder("NUMBER", "VARCHAR") and on_ladder("BOOLEAN", "VARCHAR")
+    assert not on_ladder("VARCHAR", "FLOAT") and not on_ladder("BOOLEAN", "FLOAT")
+    assert not on_ladder("NUMBER", "NUMBER")
+
+    known = {("web", "t"): {**fixed_columns("t"), "n": "NUMBER", "f": "FLOAT"}}
+    rows = [
+        row(table="t", mid="m1", n=1, f=1.5),
+        row(table="t", mid="m2", n=1.5, f=float("nan")),
+        row(table="t", mid="m3", n="abc"),
+        row(table="t", mid="m4", n=2.5),
+        row(table="t", mid="m5", n=3),
+    ]
+    p = plan(rows, known)
+    # 1.5, "abc" and 2.5 need more than NUMBER; the column goes to VARCHAR in one widening
+    assert p.widen_columns == {("web", "t"): {"n": Widening("NUMBER", "VARCHAR", "FLOAT", 3, "m2")}}
+    assert [r.values.get("n") for r in p.rows] == [1, 1.5, "abc", 2.5, 3]
+    # a non-finite float is no reason to widen: it stays a misfit
+    assert [(m.column, m.value_type) for m in p.misfits] == [("f", "VARCHAR")]
+    assert p.rows[1].unmapped == {"f": rows[1].values["f"]}
+
+
+def test_a_widened_column_takes_every_later_scalar_and_objects_stay_unmapped() -> None:
+    known = {("web", "t"): {**fixed_columns("t"), "s": "VARCHAR", "b": "BOOLEAN"}}
+    rows = [row(table="t", s=1, b={"x": 1}), row(table="t", mid="m2", s=True, b=[1])]
+    p = plan(rows, known)
+    assert not p.widen_columns
+    assert [r.values.get("s") for r in p.rows] == [1, True]
+    assert [r.unmapped for r in p.rows] == [{"b": {"x": 1}}, {"b": [1]}]
 
 
 def test_column_limit_sends_new_properties_to_unmapped() -> None:
@@ -187,8 +247,12 @@ def test_pre_flight_keeps_values_snowflake_refuses_out_of_typed_columns() -> Non
     known = {("web", "order_completed"): {**fixed_columns("order_completed"), "at": "TIMESTAMP_TZ"}}
     p = plan([row(at="9999-12-31T23:30:00-05:00", amount=float("nan"))], known)
     (out,) = p.rows
-    assert out.unmapped == {"at": "9999-12-31T23:30:00-05:00"}
-    assert "at" not in out.values
+    # such a string is text: the timestamp column widens to VARCHAR and keeps it as sent
+    assert out.values["at"] == "9999-12-31T23:30:00-05:00" and not out.unmapped
+    assert p.widen_columns[("web", "order_completed")]["at"].target == "VARCHAR"
+    known[("web", "order_completed")]["n"] = "FLOAT"
+    (out,) = plan([row(n=float("inf"))], known).rows
+    assert out.unmapped == {"n": float("inf")} and "n" not in out.values
 
 
 def test_a_schema_change_becomes_a_row_of_the_changes_table() -> None:

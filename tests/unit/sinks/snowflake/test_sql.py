@@ -18,11 +18,12 @@ def test_identifiers_are_upper_case_and_quoted() -> None:
     )
 
 
-def test_widening_is_add_copy_drop_rename() -> None:
+def test_widening_is_add_copy_set_aside_rename_catch_up_drop() -> None:
     steps = ddl.widen_steps("web", "t", "qty")
-    assert [s.split()[0] for s in steps] == ["ALTER", "UPDATE", "ALTER", "ALTER"]
+    assert [s.split()[0] for s in steps] == ["ALTER", "UPDATE", "ALTER", "ALTER", "UPDATE", "ALTER"]
     assert 'ADD COLUMN IF NOT EXISTS "QTY__SEGFLOW_WIDENED" FLOAT' in steps[0]
-    assert steps[-1].endswith('RENAME COLUMN "QTY__SEGFLOW_WIDENED" TO "QTY"')
+    assert steps[ddl.SWAP].endswith('RENAME COLUMN "QTY__SEGFLOW_WIDENED" TO "QTY"')
+    assert steps[-1].endswith('DROP COLUMN IF EXISTS "QTY__SEGFLOW_RETIRED"')
 
 
 def test_insert_new_checks_ids_within_the_lookback_and_casts_staged_text() -> None:
