@@ -7,9 +7,10 @@ Two lines of defence, both pure functions here (the consumer carries them out):
    value too large for its column would go to `_unmapped`, which has the same limit), so the
    record goes to the DLQ with reason ``too_large`` at once. The exact check only runs for
    records whose encoded size could reach the limit at all, so it costs nothing in practice.
-   Values that fit no typed column but fit `_unmapped` (numbers beyond 38 digits, timestamps
-   outside years 1-9999, non-finite floats) are moved there by schema evolution
-   (evolution.value_type / fit).
+   Values Snowflake would refuse in a typed column are typed so that they never reach one
+   (evolution.value_type): numbers beyond 38 digits are floats, timestamps outside years
+   1-9999 are text, and a column that meets them widens up the ladder (evolution.LADDER);
+   non-finite floats, objects and values for columns off the ladder go to `_unmapped`.
 
 2. The misfit path, for what only the warehouse finds (errors.WarehouseMisfitError): the failed
    flush is split (`split`) and each part loaded in order, offsets moving with the rows in each
