@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from runtime.services import emulator
 from runtime.settings import WarehouseSettings
 from sinks.snowflake import migrations, rows
 from sinks.snowflake.batcher import FlushBatch, PartitionSlice
 from sinks.snowflake.loader import LoaderOptions, SnowflakeLoader
 from sinks.snowflake.metrics import SinkMetrics
 from sinks.snowflake.rows import Origin, event_rows
-from tests.integration.sink_support import Warehouse, clean_event
+from tests.integration.sink_support import clean_event
 
 pytestmark = pytest.mark.integration
 
@@ -27,15 +28,26 @@ TOPIC = "layout.events"
 
 
 class Loads:
-    """One database, loaders of one group, flushes of clean events into partition 0."""
+    """One database, loaders of one group, flushes of clean events into partition 0, and one
+    connection of the test's own for its queries."""
 
     def __init__(self, source: str) -> None:
+        import snowflake.connector
+
         self.database = f"SINK_LAYOUT_{uuid.uuid4().hex[:10].upper()}"
         self.settings = WarehouseSettings(database=self.database, network_timeout_s=20)
         self.source = source
         self.expected = -1
         self.records = 0
-        self.wh = Warehouse(self.database)
+        params = emulator.conn_params(timeout=20)
+        self.conn = snowflake.connector.connect(paramstyle="qmark", **params)
+        self.query(f'CREATE DATABASE IF NOT EXISTS "{self.database}"')
+        self.query(f'USE DATABASE "{self.database}"')
+
+    def query(self, sql: str, binds: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        cur = self.conn.cursor()
+        cur.execute(sql, binds)
+        return list(cur.fetchall())
 
     def loader(self) -> tuple[SnowflakeLoader, CollectorRegistry]:
         registry = CollectorRegistry()
@@ -59,7 +71,7 @@ class Loads:
     def rows(self, table: str, *columns: str) -> dict[str, tuple[Any, ...]]:
         """id -> the columns (`_unmapped` parsed) of every row of `table`."""
         cols = ", ".join(f'"{c.upper()}"' for c in columns)
-        found = self.wh.query(f'SELECT "ID", {cols} FROM "{self.source.upper()}"."{table.upper()}"')
+        found = self.query(f'SELECT "ID", {cols} FROM "{self.source.upper()}"."{table.upper()}"')
         out: dict[str, tuple[Any, ...]] = {}
         for ident, *values in found:
             assert ident not in out, f"{table}: {ident} twice"
@@ -110,6 +122,7 @@ def test_a_name_trait_fills_identifies_users_groups_and_accounts(
     assert loads.rows("item_viewed", "name", "event") == {"t1": ("Lamp", "item_viewed")}
     assert _strict_violations(registry) == 0
     loader.close()
+    loads.conn.close()
 
 
 def _previous_layout(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -145,7 +158,7 @@ def test_a_warehouse_of_the_previous_layout_is_upgraded_in_place_once(
         )
         loader.close()
     # the first layout kept such a value under the column's name itself
-    loads.wh.query(
+    loads.query(
         'UPDATE "LEGACY"."IDENTIFIES" SET "_UNMAPPED" = PARSE_JSON(?) WHERE "ID" = ?',
         ['{"name": "Bare"}', "i5"],
     )
@@ -178,7 +191,7 @@ def test_a_warehouse_of_the_previous_layout_is_upgraded_in_place_once(
     assert after["accounts"] == {"acme": ("Acme", None)}
     assert after["pages"] == {"p1": ("Home", {"properties.name": "spoof"})}
     assert after["item_viewed"] == {"t1": ("Lamp", None)}
-    changes = loads.wh.query(
+    changes = loads.query(
         'SELECT "TABLE_NAME", "COLUMN_NAME", "COLUMN_TYPE", "OCCURRENCES" '
         'FROM "LEGACY"."_SEGFLOW_SCHEMA_CHANGES" WHERE "CHANGE" = ? ORDER BY 1',
         [migrations.LAYOUT_MIGRATED],
@@ -199,11 +212,12 @@ def test_a_warehouse_of_the_previous_layout_is_upgraded_in_place_once(
     layouts = loader.layout._source_schemas()
     assert loader.layout.migrate_schema("legacy", layouts["legacy"]) == []
     assert {t: loads.rows(t, "name", "_unmapped") for t in before} == after
-    assert loads.wh.query(
+    assert loads.query(
         'SELECT COUNT(*) FROM "LEGACY"."_SEGFLOW_SCHEMA_CHANGES" WHERE "CHANGE" = ?',
         [migrations.LAYOUT_MIGRATED],
     ) == [(5,)]
-    assert loads.wh.query('SELECT "SCHEMA_NAME", "VERSION" FROM "_SEGFLOW"."_SEGFLOW_LAYOUT"') == [
+    assert loads.query('SELECT "SCHEMA_NAME", "VERSION" FROM "_SEGFLOW"."_SEGFLOW_LAYOUT"') == [
         ("legacy", migrations.LAYOUT_VERSION)
     ]
     loader.close()
+    loads.conn.close()
