@@ -157,12 +157,34 @@ class SchemaSync:
                     msg = "%s.%s: widening leftover %s of an unknown column; rename it by hand"
                     logger.error(msg, schema, table, resume.leftover)
                     continue
-                for sql in resume.steps:
-                    self.conn.run(sql, kind="ddl", table=table)
+                try:
+                    for sql in resume.steps:
+                        self.conn.run(sql, kind="ddl", table=table)
+                except SegflowError:
+                    # another sink finishing the same widening at the same moment won the race
+                    now = self._columns_now(schema, table)
+                    left = [n for n in now if ddl.widened_column(n, now) == resume.column]
+                    if left or resume.column not in now:
+                        raise
+                    cols.clear()
+                    cols.update(now)
+                    logger.warning(
+                        "%s.%s.%s: widening finished by another sink", schema, table, resume.column
+                    )
+                    continue
                 finished(cols, resume)
                 logger.warning(
                     "finished widening %s.%s.%s to %s", schema, table, resume.column, resume.target
                 )
+
+    def _columns_now(self, schema: str, table: str) -> Columns:
+        """A table's columns as the warehouse has them now (not cached, not repaired)."""
+        cur = self.conn.run(ddl.columns_query(), [schema.upper()], kind="select")
+        return {
+            str(column).lower(): column_type_from_warehouse(str(data_type), scale)
+            for t, column, data_type, scale in cur.fetchall()
+            if str(t).lower() == table
+        }
 
     def widen(self, schema: str, table: str, column: str, target: str) -> str | None:
         """Widen `column` of `table` to `target` (a type above its own on evolution.LADDER),

@@ -219,3 +219,26 @@ def test_a_planned_widening_is_carried_out_and_recorded_with_both_types() -> Non
     assert binds[1:8] == ["t", "qty", "column_widened", "VARCHAR", "VARCHAR", 3, "m"]
     assert binds[-1] == "NUMBER"
     assert samples(registry, "segflow_sink_schema_changes_total") == {("column_widened",): 1}
+
+
+def test_two_sinks_finishing_the_same_widening_both_go_on() -> None:
+    steps = ddl.widen_steps("web", "t", "qty", "NUMBER", "VARCHAR")
+    wh = Warehouse({"t": {"id": "VARCHAR", "qty": "NUMBER"}})
+    for sql in steps[: ddl.SWAP]:
+        wh.run(sql, kind="ddl", table="t")
+    run = wh.run
+
+    def other_sink_first(sql: str, binds: Any = (), **kw: Any) -> Any:
+        if sql == steps[ddl.SWAP]:  # the other sink ran the rest meanwhile
+            wh.tables["t"] = {"id": "VARCHAR", "qty": "VARCHAR"}
+        return run(sql, binds, **kw)
+
+    wh.conn.run.side_effect = other_sink_first
+    assert sync(wh)[0].layout("web") == {"t": {"id": "VARCHAR", "qty": "VARCHAR"}}
+    # a step failing while the widening is still unfinished is raised
+    wh = Warehouse({"t": {"qty": "NUMBER"}})
+    for sql in steps[: ddl.SWAP]:
+        wh.run(sql, kind="ddl", table="t")
+    wh.fail_at = steps[ddl.CATCH_UP]
+    with pytest.raises(WarehouseMisfitError):
+        sync(wh)[0].layout("web")
