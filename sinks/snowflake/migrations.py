@@ -463,7 +463,8 @@ class LayoutMigration:
         for p in plans:
             for column, ctype in p.add.items():
                 run(ddl.add_column(schema, p.table, column, ctype), kind="ddl", table=p.table)
-        self.schemas.ensure_changes_table(schema)
+        if any(p.moves for p in plans):
+            self.schemas.ensure_changes_table(schema)
         layout = ddl.qualified(self.control_schema, LAYOUT_TABLE)
         out: list[Migrated] = []
         run("BEGIN", kind="transaction")

@@ -194,3 +194,21 @@ def test_a_plan_is_moves_per_row() -> None:
     plan = TablePlan("t", {"name": ["traits.name"]})
     plan.moves.append(RowMove(("a",), None, {"name": "A"}, None))
     assert plan.moved() == Counter({"name": 1})
+
+
+def test_the_upgrade_runs_once_per_process_and_skips_upgraded_schemas() -> None:
+    sent: list[str] = []
+
+    def run(sql: str, binds: Any = (), *, kind: str, table: str | None = None) -> _Cursor:
+        sent.append(sql)
+        if sql.startswith('SELECT "SCHEMA_NAME"'):
+            return _Cursor([("web",)])
+        if "information_schema.columns" in sql:
+            return _Cursor([("WEB", "USERS", "_UNMAPPED", "VARIANT", None)])
+        return _Cursor([])
+
+    conn = MagicMock()
+    conn.run.side_effect = run
+    migration = LayoutMigration(conn, MagicMock(), "_segflow")
+    assert migration.ensure() == [] and migration.ensure() == []
+    assert len(sent) == 3  # the version table, the versions, the layouts: nothing per schema
