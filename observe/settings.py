@@ -57,7 +57,8 @@ class StatusSettings(SegflowSettings):
         "unset: not judged (a quiet source is not a fault)",
     )
     warehouse_check: bool = Field(
-        True, description="Read last loads, schema changes and deletions from the warehouse"
+        True,
+        description="Read each table's last load and the recent schema changes from the warehouse",
     )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
