@@ -159,28 +159,31 @@ def delete_replaced(staging: str, schema: str, table: str) -> str:
     )
 
 
-def select_links(schema: str, count: int) -> str:
-    """identity_map: the links (rows naming another user) of `count` identifiers (binds).
-    Columns: identifier, identifier_type, canonical_user_id, linked_at."""
-    ids = ", ".join(["?"] * count)
+# The rows of a JSON array bound as one string: one short statement, whatever the count (Snowflake
+# parses a list of thousands of binds, and the emulator far slower still).
+_JSON_ROWS = "TABLE(FLATTEN(INPUT => PARSE_JSON(?))) f"
+
+
+def select_links(schema: str) -> str:
+    """identity_map: the links (rows naming another user) of the identifiers in a JSON array
+    (one bind). Columns: identifier, identifier_type, canonical_user_id, linked_at."""
     return (
         'SELECT "IDENTIFIER", "IDENTIFIER_TYPE", "CANONICAL_USER_ID", "LINKED_AT" '
         f"FROM {qualified(schema, IDENTITY_MAP)} "
-        f'WHERE "IDENTIFIER" IN ({ids}) AND "CANONICAL_USER_ID" IS NOT NULL '
-        'AND "CANONICAL_USER_ID" <> "IDENTIFIER"'
+        f'WHERE "IDENTIFIER" IN (SELECT f.value::VARCHAR FROM {_JSON_ROWS}) '
+        'AND "CANONICAL_USER_ID" IS NOT NULL AND "CANONICAL_USER_ID" <> "IDENTIFIER"'
     )
 
 
-def repoint_users(schema: str, count: int) -> str:
-    """identity_map: every row whose canonical user is one of `count` users names that user's
-    final user instead, its updated_at the load time. One UPDATE ... FROM a VALUES list of
-    (user, final user) pairs, each user once. Binds: the load time, then the pairs."""
-    pairs = ", ".join(["(?, ?)"] * count)
+def repoint_users(schema: str) -> str:
+    """identity_map: every row whose canonical user is one of a JSON array's [user, final
+    user] pairs (each user once) names the final user instead, its updated_at the load time.
+    One UPDATE ... FROM. Binds: the load time, the pairs' JSON."""
     return (
         f'UPDATE {qualified(schema, IDENTITY_MAP)} t SET "CANONICAL_USER_ID" = m."FINAL_USER_ID", '
         f'"UPDATED_AT" = {LOAD_TS} '
-        'FROM (SELECT column1 AS "USER_ID", column2 AS "FINAL_USER_ID" '
-        f"FROM VALUES {pairs}) m "
+        'FROM (SELECT f.value[0]::VARCHAR AS "USER_ID", f.value[1]::VARCHAR AS "FINAL_USER_ID" '
+        f"FROM {_JSON_ROWS}) m "
         'WHERE t."CANONICAL_USER_ID" = m."USER_ID"'
     )
 

@@ -23,8 +23,10 @@ The rules (pure functions here; `IdentityChains` runs them on the flush's connec
   (`max_user_ids_per_anonymous_id`) still decides which links exist at all.
 
 Which users are looked at: the identifiers and users of the flush's new links, then the users
-their stored links lead to, round by round (at most `max_hops` rounds): the map was final before
-the flush, so only chains through a new link can have changed.
+their stored links lead to, round by round (at most `max_hops` rounds; usually two, the second
+finding nothing): the map was final before the flush, so only chains through a new link can
+have changed. Identifiers travel as one JSON array bind per statement (`dml.select_links`,
+`dml.repoint_users`), so a flush of thousands of links is a few short statements.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from sinks.snowflake import dml
 from sinks.snowflake.connection import SinkConnection
 from sinks.snowflake.tables import IDENTITY_MAP
@@ -42,8 +46,9 @@ from sinks.snowflake.tables import IDENTITY_MAP
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_HOPS = 16
-CHUNK = 500
-"""Identifiers (or user pairs) bound in one statement."""
+CHUNK = 5000
+"""Identifiers (or user pairs) in one statement's JSON bind (well below 16 MB at the longest
+identifiers the edge accepts)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,19 +177,19 @@ class IdentityChains:
         moved = 0
         pairs = sorted(res.remap.items())
         for part in chunks(pairs):
-            sql = dml.repoint_users(schema, len(part))
-            binds: list[Any] = [load_ts]
-            for old, new in part:
-                binds += [old, new]
-            cur = self.conn.run(sql, binds, kind="identity", table=IDENTITY_MAP)
+            binds = [load_ts, orjson.dumps(part).decode()]
+            cur = self.conn.run(
+                dml.repoint_users(schema), binds, kind="identity", table=IDENTITY_MAP
+            )
             moved += int(cur.rowcount or 0)
         return moved
 
     def _read(self, schema: str, identifiers: Sequence[str]) -> list[StoredLink]:
         out: list[StoredLink] = []
         for part in chunks(identifiers):
+            binds = [orjson.dumps(list(part)).decode()]
             cur = self.conn.run(
-                dml.select_links(schema, len(part)), list(part), kind="identity", table=IDENTITY_MAP
+                dml.select_links(schema), binds, kind="identity", table=IDENTITY_MAP
             )
             for identifier, identifier_type, user_id, linked_at in cur.fetchall():
                 out.append(

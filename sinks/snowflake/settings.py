@@ -84,7 +84,7 @@ class SinkSettings(SegflowSettings):
     identity_max_hops: int = Field(
         16,
         ge=1,
-        le=1000,
+        le=100,
         description="Links an identity chain is followed per flush to re-point identity_map rows",
     )
     honour_suppressions: bool = Field(

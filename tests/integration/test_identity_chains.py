@@ -105,37 +105,24 @@ def ctx(kafka_bootstrap: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     assert not refused, "statements Snowflake would refuse:\n" + "\n".join(refused[:20])
 
 
-def identity_of(wh: Warehouse, identifier: str, kind: str) -> str | None:
-    rows = wh.try_query(
-        "SELECT canonical_user_id FROM web.identity_map "
-        "WHERE identifier = ? AND identifier_type = ?",
-        [identifier, kind],
-    )
-    return str(rows[0][0]) if rows else None
-
-
-def resolved(wh: Warehouse, message_id: str) -> str | None:
-    rows = wh.try_query(
-        "SELECT resolved_user_id FROM web.identified_events WHERE id = ?", [message_id]
-    )
-    return None if not rows or rows[0][0] is None else str(rows[0][0])
-
-
-def settles(wh: Warehouse, expected: dict[tuple[str, str], str], pages: dict[str, str]) -> None:
+def settles(wh: Warehouse, expected: dict[tuple[str, str], str], events: dict[str, str]) -> None:
     """Poll until identity_map holds `expected` ((identifier, type) -> user) and the view
-    resolves each message id of `pages` to its user (a call's links may land in several
+    resolves each message id of `events` to its user (a call's links may land in several
     flushes: they are keyed by identifier, so they can be in different partitions)."""
 
-    def now() -> tuple[dict[tuple[str, str], str | None], dict[str, str | None]]:
-        return (
-            {k: identity_of(wh, *k) for k in expected},
-            {m: resolved(wh, m) for m in pages},
+    def now() -> tuple[dict[tuple[str, str], Any], dict[str, Any]]:
+        links = wh.try_query(
+            "SELECT identifier, identifier_type, canonical_user_id FROM web.identity_map"
         )
+        rows = wh.try_query("SELECT id, resolved_user_id FROM web.identified_events")
+        have = {(str(i), str(t)): u for i, t, u in links}
+        resolved = {str(m): u for m, u in rows}
+        return {k: have.get(k) for k in expected}, {m: resolved.get(m) for m in events}
 
     try:
-        poll_until(lambda: now() == (expected, pages), 60, "identities resolved")
+        poll_until(lambda: now() == (expected, events), 60, "identities resolved")
     except AssertionError:
-        assert now() == (expected, pages)  # shows what differs
+        assert now() == (expected, events)  # shows what differs
         raise
 
 

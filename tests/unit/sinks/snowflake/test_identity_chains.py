@@ -4,11 +4,12 @@ sink's connection that keeps an identity_map in memory)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest.mock import MagicMock, create_autospec
+
+import orjson
 
 from sinks.snowflake import dml
 from sinks.snowflake.connection import SinkConnection
@@ -85,14 +86,15 @@ def test_resolution_only_re_points_users_it_never_adds_a_link() -> None:
 # -- the statements ---------------------------------------------------------------------------
 
 
-def test_the_statements_are_set_based_and_bind_every_value() -> None:
-    sql = dml.select_links("web", 3)
-    assert sql.count("?") == 3 and 'FROM "WEB"."IDENTITY_MAP"' in sql
+def test_the_statements_are_set_based_with_the_values_in_one_json_bind() -> None:
+    sql = dml.select_links("web")
+    assert sql.count("?") == 1 and 'FROM "WEB"."IDENTITY_MAP"' in sql
+    assert "IN (SELECT f.value::VARCHAR FROM TABLE(FLATTEN(INPUT => PARSE_JSON(?))) f)" in sql
     assert '"CANONICAL_USER_ID" <> "IDENTIFIER"' in sql
-    update = dml.repoint_users("web", 2)
+    update = dml.repoint_users("web")
     assert update.startswith('UPDATE "WEB"."IDENTITY_MAP" t SET "CANONICAL_USER_ID" = m.')
-    assert "FROM (SELECT column1" in update and update.count("(?, ?)") == 2
-    assert update.count("?") == 1 + 2 * 2  # the load time, then the pairs
+    assert 'f.value[0]::VARCHAR AS "USER_ID", f.value[1]::VARCHAR AS "FINAL_USER_ID"' in update
+    assert update.count("?") == 2  # the load time, the pairs
     assert 'WHERE t."CANONICAL_USER_ID" = m."USER_ID"' in update
     assert "MERGE" not in update  # the emulator cannot MERGE in a transaction
 
@@ -108,15 +110,14 @@ class MemoryMap:
         self.statements.append(sql.split()[0])
         cur = MagicMock()
         if sql.startswith("SELECT"):
-            asked = set(binds)
+            assert sql == dml.select_links("web") and len(binds) == 1
+            asked = set(orjson.loads(binds[0]))
             cur.fetchall.return_value = [
                 tuple(r) for r in self.rows if r[0] in asked and r[2] != r[0]
             ]
         else:
-            assert sql.startswith("UPDATE") and len(re.findall(r"\(\?, \?\)", sql)) * 2 == len(
-                binds[1:]
-            )
-            remap = dict(zip(binds[1::2], binds[2::2], strict=True))
+            assert sql == dml.repoint_users("web") and len(binds) == 2
+            remap = dict(orjson.loads(binds[1]))
             moved = [r for r in self.rows if r[2] in remap]
             for r in moved:
                 r[2] = remap[r[2]]
