@@ -21,6 +21,8 @@ them into its column, as layout 2 would have loaded it:
   (``layout_migrated``, with the number of rows) and the schema's layout version in
   `_segflow_layout` of the control schema.
 
+A schema whose upgrade fails (a warehouse error other than a passing one) is rolled back and
+logged, and loading goes on: its old rows stay as they were until the next start tries again.
 The version row makes the upgrade run once per schema; two sinks starting at once both move
 nothing twice (a row whose column is set is skipped) and a sink loading meanwhile writes layout
 2 rows, which the upgrade does not touch. A sink of the previous version still loading after the
@@ -39,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from schemas.errors import SegflowError
 from schemas.naming import (
     OWNED_PREFIX,
     ReservedColumns,
@@ -48,6 +51,7 @@ from schemas.naming import (
 )
 from sinks.snowflake import ddl
 from sinks.snowflake.connection import SinkConnection
+from sinks.snowflake.errors import WarehouseRetryableError
 from sinks.snowflake.evolution import column_type_from_warehouse, looks_like_timestamp
 from sinks.snowflake.schema_sync import SchemaSync
 from sinks.snowflake.tables import (
@@ -393,8 +397,20 @@ class LayoutMigration:
         }
         out: list[Migrated] = []
         for schema, tables in sorted(self._source_schemas().items()):
-            if schema not in done:
+            if schema in done:
+                continue
+            try:
                 out += self.migrate_schema(schema, tables)
+            except WarehouseRetryableError:
+                raise
+            except SegflowError as exc:  # the old rows stay as they are; loading goes on
+                logger.error(
+                    "upgrade of schema %s to warehouse layout %d failed, its rows are unchanged "
+                    "and loading goes on; it is tried again at the next start: %s",
+                    schema,
+                    LAYOUT_VERSION,
+                    exc,
+                )
         return out
 
     def _source_schemas(self) -> dict[str, dict[str, Columns]]:
@@ -463,6 +479,8 @@ class LayoutMigration:
         for p in plans:
             for column, ctype in p.add.items():
                 run(ddl.add_column(schema, p.table, column, ctype), kind="ddl", table=p.table)
+        if any(p.add for p in plans):
+            plans = self._replan_if_changed(schema, plans)
         if any(p.moves for p in plans):
             self.schemas.ensure_changes_table(schema)
         layout = ddl.qualified(self.control_schema, LAYOUT_TABLE)
@@ -509,6 +527,23 @@ class LayoutMigration:
                 m.kept,
             )
         logger.info("schema %s upgraded to warehouse layout %d", schema, LAYOUT_VERSION)
+        return out
+
+    def _replan_if_changed(self, schema: str, plans: list[TablePlan]) -> list[TablePlan]:
+        """Plans again a table whose added column someone else (a sink loading meanwhile)
+        made first, with another type."""
+        cur = self.conn.run(ddl.columns_query(), [schema.upper()], kind="select")
+        actual: dict[str, Columns] = {}
+        for table, column, data_type, scale in cur.fetchall():
+            cols = actual.setdefault(str(table).lower(), {})
+            cols[str(column).lower()] = column_type_from_warehouse(str(data_type), scale)
+        out = []
+        for p in plans:
+            now = actual.get(p.table, {})
+            if all(now.get(c) == t for c, t in p.add.items()):
+                out.append(p)
+            else:
+                out += self.plan(schema, {p.table: now})
         return out
 
     def _move(self, schema: str, p: TablePlan, columns: Columns) -> list[Migrated]:

@@ -6,6 +6,7 @@ from unittest.mock import MagicMock
 
 import pytest
 
+from sinks.snowflake.errors import WarehouseFatalError
 from sinks.snowflake.migrations import (
     LAYOUT_1_RESERVED,
     LayoutMigration,
@@ -212,3 +213,32 @@ def test_the_upgrade_runs_once_per_process_and_skips_upgraded_schemas() -> None:
     migration = LayoutMigration(conn, MagicMock(), "_segflow")
     assert migration.ensure() == [] and migration.ensure() == []
     assert len(sent) == 3  # the version table, the versions, the layouts: nothing per schema
+
+
+def test_a_schema_whose_upgrade_fails_is_rolled_back_and_loading_goes_on() -> None:
+    sent: list[str] = []
+
+    def run(sql: str, binds: Any = (), *, kind: str, table: str | None = None) -> _Cursor:
+        sent.append(sql)
+        if "information_schema.columns c" in sql:
+            cols = [("WEB", "USERS", c.upper(), "TEXT", None) for c in fixed_columns("users")]
+            return _Cursor(cols)
+        if "LATERAL FLATTEN" in sql:
+            return _Cursor([("traits.name",)])
+        if sql.startswith('SELECT "ID"'):
+            return _Cursor([("u1", "L1", '{"traits.name": "Ada"}')])
+        if "information_schema.columns" in sql:  # after the column was added
+            return _Cursor(
+                [("USERS", c.upper(), "TEXT", None) for c in [*fixed_columns("users"), "name"]]
+            )
+        if "COUNT(*)" in sql:
+            return _Cursor([(0,)])
+        if sql.startswith("UPDATE"):
+            raise WarehouseFatalError("refused")
+        return _Cursor([])
+
+    conn = MagicMock()
+    conn.run.side_effect = run
+    migration = LayoutMigration(conn, MagicMock(max_columns_per_table=1000), "_segflow")
+    assert migration.ensure() == [] and migration.done
+    assert sent[-1] == "ROLLBACK" and any(s.startswith("UPDATE") for s in sent)
