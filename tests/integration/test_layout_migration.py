@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from runtime.services import emulator
 from runtime.settings import WarehouseSettings
-from sinks.snowflake import migrations, rows
+from sinks.snowflake import layout_upgrade, migrations, rows
 from sinks.snowflake.batcher import FlushBatch, PartitionSlice
 from sinks.snowflake.loader import LoaderOptions, SnowflakeLoader
 from sinks.snowflake.metrics import SinkMetrics
@@ -127,7 +127,7 @@ def test_a_name_trait_fills_identifies_users_groups_and_accounts(
 
 def _previous_layout(monkeypatch: pytest.MonkeyPatch) -> None:
     """Map rows as the previous layout did: one reserved set on every table."""
-    old = rows._Namer(migrations.LAYOUT_1_RESERVED)
+    old = rows._Namer(layout_upgrade.LAYOUT_1_RESERVED)
     monkeypatch.setattr(rows, "_EVENT_NAMER", old)
     monkeypatch.setattr(rows, "_CALL_NAMERS", dict.fromkeys(rows._CALL_NAMERS, old))
     monkeypatch.setattr(rows, "_PROFILE_NAMERS", dict.fromkeys(rows._PROFILE_NAMERS, old))
