@@ -29,6 +29,7 @@ SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("models", "models", "build, test or document the analytics models (dbt) of a source"),
     ("forget", "forget", "delete a user's rows everywhere and suppress the user"),
     ("schema", "schema", "review recorded schema changes (drift) per source"),
+    ("promote", "promote", "move a key out of _unmapped into a typed column, with history"),
     ("topics", "topics", "create and check segflow's Kafka topics"),
     ("services", "services", "start, stop or inspect the local Kafka broker and emulator"),
     ("status", "status", "check the running pipeline: health, lag, DLQ, last loads"),

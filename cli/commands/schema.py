@@ -7,10 +7,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import orjson
-
 from cli.commands.query import format_table
 from cli.options import add_settings_options, settings_from_args
+from cli.output import add_output_option, to_json, wants_json
 from runtime.settings import WarehouseSettings
 from schemas.errors import ConfigError
 from sinks.snowflake.ddl import quote
@@ -26,7 +25,7 @@ _segflow_schema_changes table: new tables and columns, widenings, misfits (value
 _unmapped because they do not fit their column), caps reached, promotions, and the processors'
 new properties and type changes. One line per table, column, kind of change, types and stage,
 with the number of occurrences, the first and last sighting and an example message id, the
-most recent first. --output json prints one JSON object a line (JSON Lines) for scripts."""
+most recent first. --output json prints them as one JSON array for scripts."""
 
 _HEADER = ("last_seen", "first_seen", "schema", "table", "column", "change", "type", "by", "n")
 
@@ -49,12 +48,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="only changes seen this recently: a number and s, m, h, d or w (e.g. 90m, 24h, "
         "7d); default: all",
     )
-    changes.add_argument(
-        "--output",
-        choices=("table", "json"),
-        default="table",
-        help="a table for people (default) or JSON Lines for scripts",
-    )
+    add_output_option(changes)
     add_settings_options(changes, WarehouseSettings)
 
 
@@ -83,9 +77,9 @@ def render_table(items: Sequence[ChangeSummary]) -> str:
     return f"{format_table(_HEADER, rows)}\n({len(items)} kinds of change)"
 
 
-def render_json_lines(items: Sequence[ChangeSummary]) -> str:
-    """One JSON object a line (the fields of ChangeSummary)."""
-    return "\n".join(orjson.dumps(s.as_json()).decode() for s in items)
+def render_json(items: Sequence[ChangeSummary]) -> str:
+    """One JSON array of objects (the fields of ChangeSummary)."""
+    return to_json([s.as_json() for s in items])
 
 
 @contextmanager
@@ -115,9 +109,8 @@ def run(args: argparse.Namespace) -> int:
             items = summarize_changes(cur, schemas=schemas, since=since)
         except Exception as exc:
             raise classify(exc, statement="select") from exc
-    if args.output == "json":
-        if items:
-            print(render_json_lines(items))
+    if wants_json(args):
+        print(render_json(items))
     else:
         print(render_table(items))
     return 0

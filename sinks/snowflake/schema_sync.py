@@ -16,6 +16,7 @@ Caps: the first time a table or schema reaches its cap in this process, a warnin
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -33,6 +34,12 @@ from sinks.snowflake.evolution import (
     plan,
 )
 from sinks.snowflake.metrics import SinkMetrics
+from sinks.snowflake.promotions import (
+    LAYOUT_MAX_AGE_S,
+    Promotions,
+    apply_promotions,
+    read_promotions,
+)
 from sinks.snowflake.rows import TableRow
 from sinks.snowflake.tables import DETECTED_BY_SINK, SCHEMA_CHANGES, fixed_columns
 from sinks.snowflake.widening import finished, is_leftover, resume_steps
@@ -68,6 +75,9 @@ class SchemaSync:
         self._layouts: dict[str, dict[str, Columns]] = {}
         self._changes_ready: set[str] = set()  # schemas whose _segflow_schema_changes is current
         self._caps_hit: set[tuple[str, str, str]] = set()  # (change, schema, table) alerted
+        self.promotions: Promotions = {}  # read with the layouts (sinks/snowflake/promotions.py)
+        self.layout_max_age_s = LAYOUT_MAX_AGE_S  # layouts older are read again
+        self._read_at: dict[str, float] = {}
 
     def reset(self) -> None:
         """Read every layout again before the next flush (the session was dropped, or the
@@ -118,6 +128,7 @@ class SchemaSync:
 
     def _plan(self, rows: list[TableRow], known: Mapping[TableKey, Mapping[str, str]]) -> Plan:
         """evolution.plan within the caps: rows of tables a schema has no room for folded."""
+        rows = apply_promotions(rows, self.promotions)
         rows, capped = fold_capped_tables(rows, known, self.max_tables_per_schema)
         p = plan(rows, known, self.max_columns_per_table)
         p.misfits.extend(capped)
@@ -135,13 +146,17 @@ class SchemaSync:
     def layout(self, schema: str) -> dict[str, Columns] | None:
         """Tables and columns of a schema (None if the schema has none of our tables)."""
         if schema in self._layouts:
-            return self._layouts[schema]
+            if not self._stale(schema):
+                return self._layouts[schema]
+            self._forget(schema)  # read again: columns and promotions others made
         cur = self.conn.run(ddl.columns_query(), [schema.upper()], kind="select")
         tables: dict[str, Columns] = {}
         for table, column, data_type, scale in cur.fetchall():
             cols = tables.setdefault(str(table).lower(), {})
             cols[str(column).lower()] = column_type_from_warehouse(str(data_type), scale)
         self.repair_widenings(schema, tables)
+        self.promotions[schema] = read_promotions(self.conn.run, schema, tables)
+        self._read_at[schema] = time.monotonic()
         if not tables:
             return None
         self._layouts[schema] = tables
@@ -213,6 +228,9 @@ class SchemaSync:
         logger.info("widened %s.%s.%s from %s to %s", schema, table, column, source, target)
         return source
 
+    def _stale(self, schema: str) -> bool:
+        return time.monotonic() - self._read_at.get(schema, 0.0) > self.layout_max_age_s
+
     def _forget(self, schema: str) -> None:
         """Read a schema's layout again next time (it changed)."""
         self.generation += 1
@@ -230,7 +248,7 @@ class SchemaSync:
         known: dict[TableKey, Columns] = {}
         for schema in {r.schema for r in rows}:
             layout = self._layouts.get(schema)
-            if layout is None:
+            if layout is None or self._stale(schema):
                 return None
             for table, cols in layout.items():
                 known[(schema, table)] = cols

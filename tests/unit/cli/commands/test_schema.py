@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from cli.commands.schema import render_json_lines, render_table
+from cli.commands.schema import render_json, render_table
 from cli.main import main
 from sinks.snowflake.schema_review import ChangeSummary
 
@@ -24,10 +24,11 @@ def test_table_shows_the_type_conflict_and_counts() -> None:
     assert lines[-1] == "(2 kinds of change)"
 
 
-def test_json_lines_one_object_a_line() -> None:
-    lines = render_json_lines(ITEMS).splitlines()
-    assert [orjson.loads(x)["change"] for x in lines] == ["misfit", "column_added"]
-    assert orjson.loads(lines[0])["first_seen"] == "2026-01-02T03:04:05+00:00"
+def test_json_is_one_array_of_objects() -> None:
+    items = orjson.loads(render_json(ITEMS))
+    assert [x["change"] for x in items] == ["misfit", "column_added"]
+    assert items[0]["first_seen"] == "2026-01-02T03:04:05+00:00"
+    assert orjson.loads(render_json([])) == []
 
 
 def test_bad_since_is_a_configuration_error(capsys: pytest.CaptureFixture[str]) -> None:
