@@ -353,7 +353,7 @@ def schema_change_row(change: dict[str, Any], origin: Origin) -> TableRow:
         "detected_at": change["detectedAt"],
         "detected_by": DETECTED_BY_PROCESSORS,
         "table_name": table,
-        "column_name": path_column(path) or "_unmapped",
+        "column_name": _change_column(table, path),
         "change": change["change"],
         "previous_type": change.get("previousType"),
         "value_type": change["newType"],
@@ -370,6 +370,13 @@ def schema_change_row(change: dict[str, Any], origin: Origin) -> TableRow:
     return TableRow(
         schema_name(change.get("source")), SCHEMA_CHANGES, Kind.APPEND, values, None, mid
     )
+
+
+def _change_column(table: str, path: str) -> str:
+    """The column a reported field lands on in `table`: ``_unmapped`` when its name is empty or
+    the table reserves it (a page's property ``name``)."""
+    column = path_column(path)
+    return column if column and column not in reserved_columns(table) else "_unmapped"
 
 
 def _default(value: Any) -> Any:

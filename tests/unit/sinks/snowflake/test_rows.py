@@ -318,6 +318,13 @@ def test_schema_change_rows_name_table_column_and_stage() -> None:
     assert long_key.values["column_name"] in per_event.values
     empty = schema_change_row({**change, "field": "properties.$$$"}, origin)
     assert empty.values["column_name"] == "_unmapped"
+    # a name the table reserves lands in _unmapped there, and is a column where it is not
+    page = schema_change_row({**change, "callType": "page", "field": "properties.name"}, origin)
+    assert (page.values["table_name"], page.values["column_name"]) == ("pages", "_unmapped")
+    name = schema_change_row(
+        {**change, "callType": "identify", "event": None, "field": "traits.name"}, origin
+    )
+    assert name.values["column_name"] == "name"
 
 
 def test_first_per_id_keeps_the_earliest_record_of_an_id_in_place() -> None:
