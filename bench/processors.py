@@ -21,8 +21,11 @@
    `--suppressed N` puts N other users on the suppression list first, so the worker checks
    every event against a non-empty list.
 
-Ends with `RESULT events_per_s=<n> ceiling_per_s=<n> ratio=<r>` (the ceiling is the bare loop),
-after a line `CODEC_CEILING events_per_s=<n> ratio=<r>` against the codec loop.
+Ends with `RESULT events_per_s=<n> ceiling_per_s=<n> ratio=<r> codec_per_s=<n>
+ratio_to_codec=<r> cpu_us_per_event=<n> codec_cpu_us_per_event=<n> cpu_ratio_to_codec=<r>
+peak_rss_mb=<n>`: `ratio` against the bare loop, `ratio_to_codec` against the codec loop (rates,
+same run), `cpu_ratio_to_codec` the codec loop's CPU per event over the worker's (the figure
+least moved by others sharing the machine).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +51,7 @@ sys.path.insert(0, str(REPO))
 
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
-from bench import cpu_seconds, drop_topics, peak_rss_mb  # noqa: E402
+from bench import cpu_seconds, drop_topics, peak_rss_mb, thread_cpu_seconds  # noqa: E402
 from runtime.settings import KafkaSettings  # noqa: E402
 from runtime.suppressions import publish_suppressions  # noqa: E402
 from runtime.topic_admin import TopicSpec, create_topics, expected_topics  # noqa: E402
@@ -110,11 +114,18 @@ def committed(bootstrap: str, group: str, topics: list[str], partitions: int) ->
 
 
 def wait_committed(
-    bootstrap: str, group: str, topics: list[str], partitions: int, total: int, pid: int
-) -> tuple[float, float, int, float, float]:
-    """(t_first, t_last, events between them, CPU seconds between them, peak RSS MB) from
-    polling the group's offsets."""
-    first_t, first_n, first_cpu, rss = None, 0, 0.0, 0.0
+    bootstrap: str,
+    group: str,
+    topics: list[str],
+    partitions: int,
+    total: int,
+    pid: int,
+    on_first: Callable[[], None] | None = None,
+) -> tuple[float, float, int, float, float, float]:
+    """(t_first, t_last, events between them, CPU seconds between them, the main thread's CPU
+    seconds between them, peak RSS MB) from polling the group's offsets; `on_first` is called
+    when the first offsets are committed."""
+    first_t, first_n, first_cpu, first_main, rss = None, 0, 0.0, 0.0, 0.0
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         n = committed(bootstrap, group, topics, partitions)
@@ -123,9 +134,13 @@ def wait_committed(
         rss = max(rss, peak_rss_mb(pid))
         if n > 0 and first_t is None:
             first_t, first_n, first_cpu = now, n, cpu
+            first_main = thread_cpu_seconds(pid).get(pid, 0.0)
+            if on_first is not None:
+                on_first()
         if n >= total:
             assert first_t is not None
-            return first_t, now, n - first_n, cpu - first_cpu, rss
+            main = thread_cpu_seconds(pid).get(pid, 0.0) - first_main
+            return first_t, now, n - first_n, cpu - first_cpu, main, rss
         time.sleep(0.1)
     raise SystemExit(f"timed out: {committed(bootstrap, group, topics, partitions)}/{total}")
 
@@ -216,8 +231,10 @@ def run_bare(
     return int(seen) / float(elapsed), float(cpu) / int(seen) * 1e6, rss
 
 
-def summarize_samples(path: Path, top: int = 25) -> None:
-    """Print where the worker's main thread spent its samples (py-spy raw format)."""
+def summarize_samples(path: Path, main_us: float, top: int = 25) -> None:
+    """Print where the worker's main thread spent its samples (py-spy raw format), in shares
+    and in µs per event (`main_us`, the main thread's CPU per event from /proc, spread over its
+    samples: py-spy takes a thread waiting in C code for busy)."""
     threads: dict[str, int] = {}
     own: dict[str, int] = {}
     inclusive: dict[str, int] = {}
@@ -239,15 +256,16 @@ def summarize_samples(path: Path, top: int = 25) -> None:
             own[names[-1]] = own.get(names[-1], 0) + n
         for name in set(names):
             inclusive[name] = inclusive.get(name, 0) + n
+    us = main_us / max(main_total, 1)  # µs per event that one main-thread sample stands for
     print(f"py-spy samples (non-idle) per thread: {threads}")
-    print(f"main thread: own time, top {top}")
+    print(f"main thread: own time, top {top} (share of the main thread, µs per event)")
     for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
-        print(f"  {100 * n / max(main_total, 1):5.1f}%  {name}")
+        print(f"  {100 * n / max(main_total, 1):5.1f}% {n * us:5.1f} µs  {name}")
     print("main thread: inclusive time of segflow's and the clients' functions")
-    ours = ("processors/", "schemas/", "aiokafka/", "faust/", "prometheus_client/")
+    ours = ("processors/", "schemas/", "aiokafka/", "faust/", "prometheus_client/", "mode/")
     shown = [kv for kv in inclusive.items() if any(o in kv[0] for o in ours)]
     for name, n in sorted(shown, key=lambda kv: -kv[1])[: top * 2]:
-        print(f"  {100 * n / max(main_total, 1):5.1f}%  {name}")
+        print(f"  {100 * n / max(main_total, 1):5.1f}% {n * us:5.1f} µs  {name}")
 
 
 def main() -> None:
@@ -294,11 +312,12 @@ def main() -> None:
     print(f"produced {total} raw records in {time.monotonic() - t0:.1f}s")
 
     ceilings: dict[str, float] = {}
+    ceiling_cpu: dict[str, float] = {}
     for mode in ("bare", "codec"):
         rate_, cpu_, rss_ = run_bare(
             bootstrap, topics.all_raw(), f"{bare_out}-{mode}", total, mode, args.compression
         )
-        ceilings[mode] = rate_
+        ceilings[mode], ceiling_cpu[mode] = rate_, cpu_
         print(
             f"{mode} aiokafka loop: {rate_:,.0f} events/s, {cpu_:.0f} µs CPU/event, "
             f"peak RSS {rss_:.0f} MB"
@@ -332,18 +351,28 @@ def main() -> None:
     if args.sample and not Path(spy).exists():
         raise SystemExit("--sample needs py-spy on PATH (pip install py-spy)")
     worker = subprocess.Popen(cmd, env=env, cwd=repo)
-    sampler = None
+    sampler: subprocess.Popen[bytes] | None = None
     samples = state / "samples.txt"
-    if args.sample:
+
+    def start_sampler() -> None:
+        """py-spy from the first committed offsets on: the steady state, not the start-up."""
+        nonlocal sampler
         spy_args = ["--format", "raw", "--threads", "--rate", "200", "--output", str(samples)]
         sampler = subprocess.Popen(
             [spy, "record", "--pid", str(worker.pid), *spy_args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+
     try:
-        t_first, t_last, n, cpu, rss = wait_committed(
-            bootstrap, app_id, topics.all_raw(), args.partitions, total, worker.pid
+        t_first, t_last, n, cpu, main_cpu, rss = wait_committed(
+            bootstrap,
+            app_id,
+            topics.all_raw(),
+            args.partitions,
+            total,
+            worker.pid,
+            start_sampler if args.sample else None,
         )
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -351,20 +380,28 @@ def main() -> None:
         if sampler is not None:
             sampler.wait(60)
     rate = n / max(t_last - t_first, 1e-9)
+    cpu_us = cpu / max(n, 1) * 1e6
+    main_us = main_cpu / max(n, 1) * 1e6
     guarantee = env.get("SEGFLOW_PROCESS_PROCESSING_GUARANTEE", "exactly_once")
     print(
         f"segflow process ({guarantee}, all stages, {args.compression}, from {repo}): "
-        f"{rate:,.0f} events/s, {cpu / max(n, 1) * 1e6:.0f} µs CPU/event, peak RSS {rss:.0f} MB"
+        f"{rate:,.0f} events/s, {cpu_us:.0f} µs CPU/event ({main_us:.0f} µs in its main thread), "
+        f"peak RSS {rss:.0f} MB"
     )
     if args.profile and prof.exists():
         stats = pstats.Stats(str(prof))
         stats.sort_stats("tottime").print_stats(25)
     if sampler is not None and samples.exists():
-        summarize_samples(samples)
+        summarize_samples(samples, main_us)
     drop_topics(bootstrap, [f"bench_{tag}.", app_id])
-    codec_ceiling = ceilings["codec"]
-    print(f"CODEC_CEILING events_per_s={codec_ceiling:.0f} ratio={rate / codec_ceiling:.2f}")
-    print(f"RESULT events_per_s={rate:.0f} ceiling_per_s={ceiling:.0f} ratio={rate / ceiling:.2f}")
+    codec_ceiling, codec_cpu = ceilings["codec"], ceiling_cpu["codec"]
+    print(
+        f"RESULT events_per_s={rate:.0f} ceiling_per_s={ceiling:.0f} ratio={rate / ceiling:.2f} "
+        f"codec_per_s={codec_ceiling:.0f} ratio_to_codec={rate / codec_ceiling:.2f} "
+        f"cpu_us_per_event={cpu_us:.0f} main_thread_us_per_event={main_us:.0f} "
+        f"codec_cpu_us_per_event={codec_cpu:.0f} "
+        f"cpu_ratio_to_codec={codec_cpu / max(cpu_us, 1e-9):.2f} peak_rss_mb={rss:.0f}"
+    )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,13 @@
 3. loads a smaller sample the naive way webhook-and-upsert flows do: every row with its own
    INSERT, every users/accounts/identity row with its own DELETE + INSERT upsert, each event
    its own transaction (autocommit), into the same tables;
-4. prints both and their ratios, and ends with the RESULT line.
+4. the emulator's own ceiling on the same data (bench/copy_ceiling.py): every Parquet file the
+   sink staged in the steady state, kept as it was written, loaded again with a bare PUT + COPY
+   + INSERT a file and no segflow logic, into the same tables; table rows/s of that;
+5. prints them and their ratios, and ends with `RESULT rows_per_s=<n> naive_rows_per_s=<n>
+   statements_per_million=<n> naive_statements_per_million=<n> copy_rows_per_s=<n>
+   ratio_to_copy=<r> sink_cpu_us_per_record=<n> peak_rss_mb=<n>` (`ratio_to_copy`: the sink's
+   steady table rows/s over the bare load's).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import random
 import re
+import shutil
 import sys
 import time
 import uuid
@@ -32,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench import cpu_seconds, drop_topics, peak_rss_mb, service_pids  # noqa: E402
+from bench.copy_ceiling import FileKeeper, load_bare  # noqa: E402
 from runtime.services import emulator  # noqa: E402
 from sinks.snowflake import ddl  # noqa: E402
 from sinks.snowflake.rows import Origin, TableRow, event_rows  # noqa: E402
@@ -238,6 +246,10 @@ def main() -> int:
     del records, by_call
 
     ports = [free_port() for _ in range(args.instances)]
+    work = Path(f"/tmp/segflow-bench-sink-{run_id}")
+    (work / "stage").mkdir(parents=True)
+    (work / "kept").mkdir()
+    keeper = FileKeeper(work / "stage", work / "kept").start()
     sinks: list[SinkProcess] = []
     for i, port in enumerate(ports):
         env = sink_env(
@@ -247,6 +259,7 @@ def main() -> int:
             f"bench-{run_id}",
             SEGFLOW_SINK_METRICS_PORT=str(port),
             SEGFLOW_LOG_LEVEL=args.log_level,
+            SEGFLOW_SINK_STAGE_DIR=str(work / "stage"),
         )
         for name in (
             "SEGFLOW_SINK_FLUSH_AGE_S",
@@ -298,6 +311,7 @@ def main() -> int:
     finally:
         for sink in sinks:
             sink.stop()
+        keeper.stop()
         drop_topics(args.bootstrap, [prefix])
     statements = m.get("segflow_sink_statements_total", 0)
     rows = m.get("segflow_sink_rows_loaded_total", 0)
@@ -318,6 +332,8 @@ def main() -> int:
             f"  {name:<10} {used:6.1f} s = {used / steady_s:4.2f} cores, "
             f"{used / steady_records * 1e6:5.0f} us per record"
         )
+    sink_us = sum(cpu[n] - steady[3][n] for n in cpu if n.startswith("sink")) / steady_records
+    sink_us *= 1e6
     print(f"naive loader on {args.naive_events} records ...", flush=True)
     sample = make_records(args.naive_events, seed=11)
     naive_s, naive_statements, naive_rows = naive_load(database, sample)
@@ -326,6 +342,32 @@ def main() -> int:
 
     wh = Warehouse(database)
     loaded = wh.query('SELECT COUNT(*) FROM "WEB"."AUDIT_LOG"')[0][0]
+    kept = [path for at, path in keeper.files if at >= steady[0]]
+    print(f"bare PUT + COPY + INSERT of the {len(kept)} files staged in the steady state ...")
+    emulator_cpu = {n: cpu_seconds(pid) for n, pid in services.items() if n == "emulator"}
+    try:
+        bare = load_bare(database, kept)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    copy_rows_per_s = bare.rows / max(bare.seconds, 1e-9)
+    copy_emulator_us = {
+        n: (cpu_seconds(services[n]) - c0) / max(bare.rows, 1) * 1e6
+        for n, c0 in emulator_cpu.items()
+    }
+    sink_emulator_us = {
+        n: (cpu[n] - steady[3][n]) / max(rows - steady[2], 1) * 1e6 for n in copy_emulator_us
+    }
+    print(
+        f"bare load: {bare.rows:,} table rows in {bare.seconds:.1f} s = "
+        f"{copy_rows_per_s:,.0f} rows/s, {bare.statements} statements "
+        f"({len(keeper.files)} of {flushes:.0f} flush files kept); by kind: "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in bare.by_kind.items())
+    )
+    for n, us in copy_emulator_us.items():
+        print(
+            f"{n} CPU per table row: {us:.0f} us in the bare load, "
+            f"{sink_emulator_us[n]:.0f} us in the sink's steady state"
+        )
     print()
     print(
         f"sink:  {args.events} records in {seconds:.1f} s = {records_per_s:,.0f} records/s = "
@@ -355,7 +397,14 @@ def main() -> int:
     print(
         f"RESULT rows_per_s={steady_rows_per_s:.0f} naive_rows_per_s={naive_rows_per_s:.0f} "
         f"statements_per_million={per_million:.0f} "
-        f"naive_statements_per_million={naive_per_million:.0f}"
+        f"naive_statements_per_million={naive_per_million:.0f} "
+        f"copy_rows_per_s={copy_rows_per_s:.0f} "
+        f"ratio_to_copy={steady_rows_per_s / max(copy_rows_per_s, 1e-9):.2f} "
+        + "".join(
+            f"{n}_cpu_ratio_to_copy={copy_emulator_us[n] / max(sink_emulator_us[n], 1e-9):.2f} "
+            for n in copy_emulator_us
+        )
+        + f"sink_cpu_us_per_record={sink_us:.0f} peak_rss_mb={rss:.0f}"
     )
     return 0
 
