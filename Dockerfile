@@ -38,6 +38,7 @@ COPY processors/ processors/
 COPY sinks/ sinks/
 COPY reverse_etl/ reverse_etl/
 COPY deletion/ deletion/
+COPY observe/ observe/
 COPY cli/ cli/
 RUN pip install --no-deps . \
     && python -m compileall -q /opt/segflow/lib \
