@@ -34,7 +34,7 @@ settings (SEGFLOW_PROCESS_APP_ID, SEGFLOW_SINK_GROUP_ID, SEGFLOW_INGEST_PORT, ..
 here."""
 
 # The libraries' own lines (connection retries, broker down) would repeat what the screen says.
-QUIET_LOGGERS = (KAFKA_LOGGER, "snowflake.connector", "urllib3")
+QUIET_LOGGERS = (KAFKA_LOGGER, "snowflake.connector", "urllib3", "runtime.suppressions")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
