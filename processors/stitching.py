@@ -14,6 +14,14 @@ Ordering: call types travel in separate topics, so a track processed before the 
 links its anonymousId carries no canonical id (or the previous one); the warehouse identity map,
 fed from segment.identity, resolves such rows after the fact.
 
+Chains are not followed here: identify X -> A keeps X's entry in X's partition, alias A -> B
+lands in A's, so X's events keep resolving to A (events keyed by A itself do resolve to B, through
+A's entry). Following an entry of another identifier would read another key's state, which is
+only in this partition by the chance of hashing: results would then depend on the partition
+count. The sink resolves chains in the warehouse instead (identity_map names each identifier's
+final user; a source's identified_events view reads it), so ``canonical_user_id`` on a clean
+event is the user as known when the event passed.
+
 Guard rails: blocked values (empty, "null", "undefined", ... compared trimmed and lower-cased)
 never link; an identifier already linked to ``max_user_ids`` distinct userIds (a shared device)
 gets no further links (``refused="shared_device"``), its existing link stays.

@@ -20,7 +20,8 @@ resolution.
 The sink creates the view before a flush's transaction (DDL commits by itself) the first time a
 process writes the schema, and again whenever one of those tables or identity_map appears:
 `CREATE OR REPLACE VIEW`, idempotent; the SQL is derived from the schema's layout, so columns an
-older table lacks read as NULL.
+older table lacks read as NULL. A view the warehouse refuses (a role without CREATE VIEW) is
+logged as an error and loading goes on: the view serves analysts, the data does not need it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from collections.abc import Mapping
 
 from sinks.snowflake.connection import SinkConnection
 from sinks.snowflake.ddl import qualified, quote
+from sinks.snowflake.errors import WarehouseFatalError, WarehouseMisfitError
 from sinks.snowflake.tables import IDENTITY_MAP, TIMESTAMP, VARCHAR
 
 logger = logging.getLogger(__name__)
@@ -136,7 +138,18 @@ class IdentityViews:
         sql = identified_events_sql(schema, layout or {})
         if sql is None or self._made.get(schema) == sql:
             return False
-        self.conn.run(sql, kind="ddl", table=IDENTIFIED_EVENTS)
-        self._made[schema] = sql
+        self._made[schema] = sql  # tried once per session, made or not
+        try:
+            self.conn.run(sql, kind="ddl", table=IDENTIFIED_EVENTS)
+        except (WarehouseFatalError, WarehouseMisfitError) as exc:
+            # the view serves analysts; loading goes on without it (retried in a new session)
+            logger.error(
+                "could not make the view %s.%s, loading goes on without it (does the sink's "
+                "role have CREATE VIEW on the schema?): %s",
+                schema,
+                IDENTIFIED_EVENTS,
+                exc,
+            )
+            return False
         logger.info("view %s.%s made", schema, IDENTIFIED_EVENTS)
         return True

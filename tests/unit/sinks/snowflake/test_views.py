@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from unittest.mock import create_autospec
 
+import pytest
+
 from sinks.snowflake.connection import SinkConnection
+from sinks.snowflake.errors import WarehouseFatalError, WarehouseRetryableError
 from sinks.snowflake.tables import fixed_columns
 from sinks.snowflake.views import EVENT_TABLES, IdentityViews, identified_events_sql
 
@@ -74,3 +77,18 @@ def test_the_sink_makes_the_view_once_and_again_when_the_tables_change() -> None
     sqls = [c.args[0] for c in conn.run.call_args_list]
     assert len(sqls) == 4 and all(s.startswith("CREATE OR REPLACE VIEW") for s in sqls)
     assert all(c.kwargs["kind"] == "ddl" for c in conn.run.call_args_list)
+
+
+def test_a_view_the_warehouse_refuses_does_not_stop_loading(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    conn = create_autospec(SinkConnection, instance=True)
+    conn.run.side_effect = WarehouseFatalError("Insufficient privileges (003001)")
+    views = IdentityViews(conn)
+    assert not views.ensure("web", layout("pages"))
+    assert "could not make the view web.identified_events" in caplog.text
+    assert not views.ensure("web", layout("pages"))  # not tried again in this session
+    assert conn.run.call_count == 1
+    conn.run.side_effect = WarehouseRetryableError("connection lost")
+    with pytest.raises(WarehouseRetryableError):  # a broken session is the loader's to handle
+        views.ensure("web", layout("pages", "tracks"))
