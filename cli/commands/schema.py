@@ -74,7 +74,7 @@ def render_table(items: Sequence[ChangeSummary]) -> str:
         )
         for s in items
     ]
-    return f"{format_table(_HEADER, rows)}\n({len(items)} kinds of change)"
+    return f"{format_table(_HEADER, rows)}\n({len(items)} listed)"
 
 
 def render_json(items: Sequence[ChangeSummary]) -> str:

@@ -219,8 +219,6 @@ class Promoter:
         if not plan.column_exists:
             self.await_column(plan)
         report.moved = self.move(plan, rows)
-        if report.moved:
-            self.progress(f"moved {report.moved} rows into {plan.column}")
         if self.settings.grace_s > 0:
             promoted_at = self.promoted_at(schema, table, key)
             for _ in range(self.settings.max_sweeps):

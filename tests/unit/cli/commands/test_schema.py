@@ -21,7 +21,7 @@ def test_table_shows_the_type_conflict_and_counts() -> None:
     assert lines[0].split(" | ")[0].strip() == "last_seen"
     assert "VARCHAR -> NUMBER" in lines[2] and lines[2].rstrip().endswith("5")
     assert "| NUMBER " in lines[3]
-    assert lines[-1] == "(2 kinds of change)"
+    assert lines[-1] == "(2 listed)"
 
 
 def test_json_is_one_array_of_objects() -> None:
