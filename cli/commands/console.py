@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import socket
+import threading
 from datetime import timedelta
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -81,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     obs = settings_from_args(ObservabilitySettings, args)
     setup_logging("console", obs.log_level, obs.log_format)
     check_exposure(settings)
-    app = create_app(build_state(settings, status, obs))
+    state = build_state(settings, status, obs)
+    app = create_app(state)
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -91,5 +94,17 @@ def run(args: argparse.Namespace) -> int:
     where = "" if is_loopback(settings.host) else " (token required)"
     print(f"segflow console: http://{shown}:{port}/{where}", flush=True)
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
-    uvicorn.Server(config).run(sockets=[sock])
+    ConsoleServer(config, state.closing).run(sockets=[sock])
     return 0
+
+
+class ConsoleServer(uvicorn.Server):
+    """uvicorn's server that, asked to stop, first tells the live streams to end."""
+
+    def __init__(self, config: uvicorn.Config, closing: threading.Event) -> None:
+        super().__init__(config)
+        self._closing = closing
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._closing.set()
+        super().handle_exit(sig, frame)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -92,6 +93,8 @@ class ConsoleState:
     status: Snapshot = field(default_factory=Snapshot)
     schema: Snapshot = field(default_factory=Snapshot)
     streams: int = 0
+    # set when the server is asked to stop: open streams end, so shutdown needs no timeout
+    closing: threading.Event = field(default_factory=threading.Event)
 
 
 def _filter(request: Request) -> FeedFilter:
@@ -166,7 +169,7 @@ async def _stream(state: ConsoleState, flt: FeedFilter) -> AsyncGenerator[str, N
     quiet_since = time.monotonic()
     try:
         yield "retry: 2000\n\n"
-        while True:
+        while not state.closing.is_set():
             found = ring.since(last, flt, UPDATE_LIMIT)
             newest = ring.last_seq
             if found:

@@ -130,7 +130,8 @@ class TokenMiddleware:
         given = [v for k, v in query if k == "token"]
         if given and self.check.token_ok(given[-1]):
             rest = urlencode([(k, v) for k, v in query if k != "token"])
-            location = (path + ("?" + rest if rest else "")).encode()
+            here = "/" + path.lstrip("/")  # never "//host": a redirect stays on this site
+            location = (here + ("?" + rest if rest else "")).encode()
             secure = scope.get("scheme") == "https"
             await _answer(
                 send_secured,

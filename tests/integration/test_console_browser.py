@@ -156,7 +156,10 @@ def stack(
             "topics": Topics(prefix),
         }
     finally:
-        for comp in reversed(started):
+        for comp in started:  # all at once: each one's shutdown overlaps the others'
+            if comp.proc.poll() is None:
+                comp.proc.terminate()
+        for comp in started:
             comp.stop()
 
 

@@ -183,6 +183,7 @@ def test_the_token_in_the_url_becomes_a_session_cookie_and_leaves_the_url() -> N
     app = create_app(state(TOKEN), background=False)
     status, headers, _ = call(app, f"/?token={TOKEN}&x=1")
     assert status == 303 and headers["location"] == "/?x=1"
+    assert call(app, f"//evil.example.com?token={TOKEN}")[1]["location"] == "/evil.example.com"
     cookie = headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and TOKEN not in cookie
     value = cookie.split(";")[0]
