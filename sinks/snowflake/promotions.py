@@ -17,14 +17,18 @@ plan of one promotion (`plan_promotion`), the registry's layout and the SQL text
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from schemas.errors import SegflowError
 from schemas.naming import child_column, snake_case
+from schemas.snowflake_limits import MAX_COLUMNS_PER_TABLE
 from schemas.timestamps import parse_timestamp
 from sinks.snowflake import ddl
+from sinks.snowflake.errors import WarehouseRetryableError
 from sinks.snowflake.evolution import fit, value_type
 from sinks.snowflake.rows import TableRow
 from sinks.snowflake.staging import to_text
@@ -37,6 +41,8 @@ from sinks.snowflake.tables import (
     VARIANT,
     fixed_columns,
 )
+
+logger = logging.getLogger(__name__)
 
 PROMOTIONS = "_segflow_promotions"
 """The registry table of a source schema: one row per promoted (table, key)."""
@@ -281,6 +287,11 @@ def plan_promotion(
                 "its type first or choose another column with --column"
             )
         ctype = existing
+    elif len(columns) >= MAX_COLUMNS_PER_TABLE:
+        raise PromotionError(
+            f"{schema}.{table} has {len(columns)} columns, the most a table may have "
+            f"({MAX_COLUMNS_PER_TABLE}): promote into an existing column with --column"
+        )
     elif registered is not None:
         ctype = registered.column_type
     else:
@@ -372,16 +383,26 @@ def read_promotions(
     if PROMOTIONS not in tables:
         return {}
     cur = run(registry_query(schema), kind="select", table=PROMOTIONS)
-    entries = registry_entries(cur.fetchall())
-    for table, promotions in entries.items():
+    out: dict[str, list[Promotion]] = {}
+    for table, promotions in registry_entries(cur.fetchall()).items():
         cols = tables.get(table)
         if cols is None:
             continue
         for p in promotions:
             if p.column not in cols:
-                run(ddl.add_column(schema, table, p.column, p.column_type), kind="ddl", table=table)
+                try:
+                    sql = ddl.add_column(schema, table, p.column, p.column_type)
+                    run(sql, kind="ddl", table=table)
+                except WarehouseRetryableError:
+                    raise
+                except SegflowError as exc:  # never stop loading for it: the key stays put
+                    logger.warning(
+                        "promoted column %s.%s.%s not added: %s", schema, table, p.column, exc
+                    )
+                    continue
                 cols[p.column] = p.column_type
-    return entries
+            out.setdefault(table, []).append(p)
+    return out
 
 
 def registry_entries(rows: Iterable[tuple[Any, ...]]) -> dict[str, list[Promotion]]:
