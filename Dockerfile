@@ -1,9 +1,12 @@
 # syntax=docker/dockerfile:1
 #
 # One image for every `segflow` subcommand: ingest, process, sink, topics, backfill, reverse-etl,
-# and the local Snowflake emulator (python -m runtime.services.emulator_server) for docker-compose.
+# console. The default target (runtime) is the production image: the dependencies of
+# requirements/production.lock and the s3 extra, nothing else. The target `local` adds the local
+# Snowflake emulator (python -m runtime.services.emulator_server) for docker-compose.
 #
 #   docker build -t segflow:dev .
+#   docker build --target local -t segflow:local .
 #   docker run --rm segflow:dev --help
 #
 # The container runs as uid/gid 10001 and works with a read-only root filesystem: the only
@@ -14,7 +17,7 @@
 # Debian 12: the apt pins below (tini) are bookworm versions.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# --- build: a virtualenv with the dependencies, then the project itself ------------------------
+# --- build: a virtualenv with the locked dependencies, then the project itself --------------
 FROM ${PYTHON_IMAGE} AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
@@ -25,12 +28,12 @@ RUN python -m venv /opt/segflow
 ENV PATH=/opt/segflow/bin:$PATH
 WORKDIR /src
 
-# Dependencies first, from pyproject.toml alone, so that a code change reuses this layer.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['s3']))" > requirements.txt \
-    && pip install --requirement requirements.txt
+# Dependencies first, from the lock file alone (every package pinned and hash-checked: what
+# production runs, no emulator, no dev or test tools), so that a code change reuses this layer.
+COPY requirements/production.lock requirements/
+RUN pip install --require-hashes --requirement requirements/production.lock
 
-COPY README.md* ./
+COPY pyproject.toml README.md* ./
 COPY schemas/ schemas/
 COPY runtime/ runtime/
 COPY ingest/ ingest/
@@ -44,8 +47,15 @@ RUN pip install --no-deps . \
     && python -m compileall -q /opt/segflow/lib \
     && segflow --help > /dev/null
 
+# --- build-local: the same plus the local extra (the Snowflake emulator), for docker-compose --
+FROM build AS build-local
+COPY requirements/local.lock requirements/
+RUN pip install --require-hashes --requirement requirements/local.lock \
+    && python -m compileall -q /opt/segflow/lib \
+    && python -c "import fakesnow.server"
+
 # --- runtime: the slim base, tini as PID 1, the virtualenv, a non-root user --------------------
-FROM ${PYTHON_IMAGE} AS runtime
+FROM ${PYTHON_IMAGE} AS runtime-base
 
 ARG SEGFLOW_UID=10001
 RUN apt-get update \
@@ -56,8 +66,6 @@ RUN apt-get update \
         --home-dir /var/lib/segflow --shell /usr/sbin/nologin segflow \
     && install --directory --owner segflow --group segflow --mode 0750 \
         /var/lib/segflow /var/lib/segflow/processors /var/lib/segflow/warehouse
-
-COPY --from=build /opt/segflow /opt/segflow
 
 # Nothing is written outside /tmp and /var/lib/segflow: no .pyc files (compiled at build time),
 # caches of the Snowflake connector and of other libraries under /tmp.
@@ -78,3 +86,11 @@ CMD ["--help"]
 LABEL org.opencontainers.image.title="segflow" \
       org.opencontainers.image.description="Segment events into Snowflake through Kafka, exactly once" \
       org.opencontainers.image.licenses="Apache-2.0"
+
+# --- local: the image docker-compose builds (target: local), with the emulator ---------------
+FROM runtime-base AS local
+COPY --from=build-local /opt/segflow /opt/segflow
+
+# --- runtime (the default target): production, nothing but what production runs -------------
+FROM runtime-base AS runtime
+COPY --from=build /opt/segflow /opt/segflow

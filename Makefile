@@ -5,10 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-cluster lint run services-start services-stop services-status kafka-jars
+.PHONY: venv lock test test-cluster lint run services-start services-stop services-status kafka-jars
 
 venv:
 	@scripts/venv.sh
+
+# Rewrite requirements/*.lock from pyproject.toml (uv, pinned with hashes); commit them together.
+lock:
+	@scripts/lock.sh
 
 test:
 	@PYTEST_ARGS="$(PYTEST_ARGS)" scripts/test.sh

@@ -20,6 +20,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from runtime.settings import SegflowSettings
+from schemas.errors import ConfigError
 
 FEATURES = ["Dashboard Viewed", "Report Exported", "Filter Applied", "Invite Sent", "Search Run"]
 PLANS = ["free", "starter", "pro", "enterprise"]
@@ -198,7 +199,13 @@ def send(
     upload_size: int = 100,
 ) -> SendReport:
     """Send calls through the Segment Python SDK (batched /v1/batch posts, as in production)."""
-    from segment.analytics.client import Client
+    try:
+        from segment.analytics.client import Client
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            "the demo sends through the Segment Python SDK, which is not installed: "
+            "pip install 'segflow[local]' (make venv installs it)"
+        ) from exc
 
     report = SendReport()
 

@@ -11,8 +11,9 @@ from runtime.services import emulator, kafka_cluster
 from runtime.services import kafka as local_kafka
 from runtime.services.__main__ import SERVICES
 from runtime.services.__main__ import run as run_services
-from runtime.services.process import ServiceStatus
+from runtime.services.process import ServiceError, ServiceStatus
 from runtime.settings import KafkaSettings
+from schemas.errors import FatalError
 
 DESCRIPTION = """Start, stop or inspect the local development services: an Apache Kafka 4.x
 KRaft broker on 127.0.0.1:9092 (jars fetched once from Maven Central into .cache/) and the local
@@ -69,4 +70,7 @@ def run(args: argparse.Namespace) -> int:
         return 0 if all(st.ready for st in found) else 1
     if args.action == "stop":
         names.reverse()
-    return run_services(args.action, names, args.home, external, args.brokers)
+    try:
+        return run_services(args.action, names, args.home, external, args.brokers)
+    except ServiceError as exc:
+        raise FatalError(str(exc)) from exc

@@ -7,6 +7,7 @@ Databases live in `var/warehouse/<NAME>.db`, the log in `var/log/emulator.log`, 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
@@ -112,6 +113,11 @@ def start(
     `idle_session_timeout_s` > 0 closes sessions unused that long, rolling back transactions
     that killed clients left open (fault tests that SIGKILL a warehouse client need it).
     """
+    if python is None and importlib.util.find_spec("fakesnow") is None:
+        raise process.ServiceError(
+            "the local Snowflake emulator (fakesnow) is not installed: "
+            "pip install 'segflow[local]' (make venv installs it)"
+        )
     paths = ServicePaths.at(home, var_dir)
     db_dir = paths.data_dir("warehouse")
 

@@ -56,7 +56,7 @@ def test_image_runs_segflow_as_the_charts_non_root_user() -> None:
     (entrypoint,) = [args for word, args in instructions if word == "ENTRYPOINT"]
     assert entrypoint.endswith('"segflow"]')
     stages = [args for word, args in instructions if word == "FROM"]
-    assert len(stages) == 2 and stages[0].endswith("AS build"), "multi-stage build"
+    assert stages[0].endswith("AS build") and stages[-1].endswith("AS runtime"), "multi-stage"
     uid = next(
         args for word, args in instructions if word == "ARG" and args.startswith("SEGFLOW_UID")
     )
@@ -66,3 +66,36 @@ def test_image_runs_segflow_as_the_charts_non_root_user() -> None:
     assert int(uid.split("=")[1]) == values["podSecurityContext"]["runAsUser"] != 0
     env = " ".join(args for word, args in instructions if word == "ENV")
     assert "PYTHONDONTWRITEBYTECODE=1" in env, "no .pyc writes on a read-only root"
+
+
+def _stages() -> dict[str, list[tuple[str, str]]]:
+    """Stage name -> its instructions (FROM included)."""
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for word, args in _instructions():
+        if word == "FROM":
+            current = []
+            stages[args.split()[-1]] = current
+        current.append((word, args))
+    return stages
+
+
+def test_the_default_image_installs_the_production_lock_only() -> None:
+    """The last stage (what `docker build .` makes) copies the build stage's virtualenv, which
+    installed requirements/production.lock hash-checked and the project without dependencies;
+    the emulator (requirements/local.lock) reaches only the `local` target."""
+    stages = _stages()
+    assert list(stages)[-1] == "runtime"
+    copies = {
+        name: [a for w, a in body if w == "COPY" and a.startswith("--from=")]
+        for name, body in stages.items()
+    }
+    assert copies["runtime"] == ["--from=build /opt/segflow /opt/segflow"]
+    assert copies["local"] == ["--from=build-local /opt/segflow /opt/segflow"]
+    build = " ".join(a for w, a in stages["build"] if w == "RUN")
+    assert "--require-hashes --requirement requirements/production.lock" in build
+    assert "pip install --no-deps ." in build
+    assert "local.lock" not in build and "dev.lock" not in build and "[" not in build
+    local = " ".join(a for w, a in stages["build-local"] if w == "RUN")
+    assert "--require-hashes --requirement requirements/local.lock" in local
+    assert (ROOT / "requirements" / "production.lock").exists()
