@@ -8,9 +8,9 @@ Everything comes from registries this project reaches, pinned:
 - Kubernetes JSON schemas: the `kubernetes-validate` wheel on PyPI ships them per Kubernetes
   version; they are rewritten into kubeconform's standalone-strict layout (every `$ref` resolved
   inside the file), so kubeconform runs offline.
-- CRD schemas: KEDA's ScaledObject and the Prometheus Operator's ServiceMonitor, from the
-  CustomResourceDefinitions shipped in their Go modules (`go mod download`), converted the way
-  kubeconform's openapi2jsonschema does it.
+- CRD schemas: KEDA's ScaledObject and the Prometheus Operator's ServiceMonitor and
+  PrometheusRule, from the CustomResourceDefinitions shipped in their Go modules
+  (`go mod download`), converted the way kubeconform's openapi2jsonschema does it.
 
     python deploy/tools.py          # install what is missing, print where everything is
 
@@ -64,7 +64,10 @@ _CRDS = {
     ),
     "prometheus-operator": (
         f"github.com/prometheus-operator/prometheus-operator@{PROMETHEUS_OPERATOR_VERSION}",
-        ["example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml"],
+        [
+            "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml",
+            "example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml",
+        ],
     ),
 }
 
@@ -320,7 +323,8 @@ def crd_schemas(crd: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _install_crd_schemas() -> Path:
     target = SCHEMAS / "crds"
-    stamp_version = f"keda {KEDA_VERSION} prometheus-operator {PROMETHEUS_OPERATOR_VERSION}"
+    crds = " ".join(sorted(rel.rsplit("/", 1)[-1] for _, rels in _CRDS.values() for rel in rels))
+    stamp_version = f"keda {KEDA_VERSION} prometheus-operator {PROMETHEUS_OPERATOR_VERSION} {crds}"
     if _current(target, stamp_version):
         return target
     SCHEMAS.mkdir(parents=True, exist_ok=True)

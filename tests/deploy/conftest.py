@@ -123,11 +123,13 @@ def manifests(render: Callable[[str], str]) -> Callable[[str], list[dict[str, An
 
 
 def pod_specs(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    """(kind/name, pod spec) of every Deployment, Job and CronJob."""
+    """(kind/name, pod spec) of every Pod (the `helm test` one), Deployment, Job and CronJob."""
     found = []
     for obj in objects:
         kind, name = obj["kind"], obj["metadata"]["name"]
-        if kind in ("Deployment", "Job"):
+        if kind == "Pod":
+            found.append((f"{kind}/{name}", obj["spec"]))
+        elif kind in ("Deployment", "Job"):
             found.append((f"{kind}/{name}", obj["spec"]["template"]["spec"]))
         elif kind == "CronJob":
             found.append((f"{kind}/{name}", obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]))

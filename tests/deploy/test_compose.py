@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.deploy.conftest import COMPOSE_FILE, load_compose
+from tests.deploy.conftest import COMPOSE_FILE, DASHBOARD, load_compose
 
 
 @pytest.fixture()
@@ -16,8 +17,20 @@ def compose(compose_model: dict[str, Any]) -> dict[str, Any]:
     return compose_model
 
 
+MONITORING = ("prometheus", "grafana")
+NOT_SEGFLOW = ("kafka", *MONITORING)
+
+
 def test_compose_file_matches_the_specification(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"kafka", "topics", "emulator", "ingest", "process", "sink"}
+    assert set(compose["services"]) == {
+        "kafka",
+        "topics",
+        "emulator",
+        "ingest",
+        "process",
+        "sink",
+        *MONITORING,
+    }
 
 
 def test_the_specification_check_rejects_an_unknown_key(tools: Any, tmp_path: Path) -> None:
@@ -42,7 +55,7 @@ def test_references_between_services_resolve(compose: dict[str, Any]) -> None:
 
 def test_segflow_containers_run_like_in_kubernetes(compose: dict[str, Any]) -> None:
     """Same image, read-only root, /tmp writable, the pipeline starts after its topics exist."""
-    segflow = {n: s for n, s in compose["services"].items() if n != "kafka"}
+    segflow = {n: s for n, s in compose["services"].items() if n not in NOT_SEGFLOW}
     images = {s["image"] for s in segflow.values()}
     assert len(images) == 1
     for name, service in segflow.items():
@@ -74,9 +87,57 @@ def test_compose_is_local_development_and_says_so(compose: dict[str, Any]) -> No
     for name, service in compose["services"].items():
         for port in service.get("ports", []):
             assert port["host_ip"] == "127.0.0.1", f"{name} publishes {port} beyond localhost"
-        if name in ("kafka", "emulator"):
+        if name in ("emulator", *NOT_SEGFLOW):
             continue
         assert service["environment"]["SEGFLOW_ALLOW_DEV_DEFAULTS"] == "true", name
     ingest = compose["services"]["ingest"]
     admin = ingest["environment"]["SEGFLOW_INGEST_ADMIN_PORT"]
     assert f"127.0.0.1:{admin}/readyz" in " ".join(ingest["healthcheck"]["test"])
+
+
+def test_images_are_pinned(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        if "build" in service:
+            assert service["build"]["target"] == "local", name  # the image with the emulator
+            continue
+        image = service["image"]
+        repository, _, tag = image.rpartition(":")
+        assert repository and tag and tag != "latest" and "$" not in image, f"{name}: {image}"
+
+
+def test_prometheus_scrapes_every_component_and_grafana_shows_the_dashboard(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    mounts = {
+        name: {m["target"]: Path(m["source"]) for m in s.get("volumes", []) if m["type"] == "bind"}
+        for name, s in services.items()
+    }
+    config = yaml.safe_load(mounts["prometheus"]["/etc/prometheus/prometheus.yml"].read_text())
+    targets = {
+        target
+        for job in config["scrape_configs"]
+        for static in job["static_configs"]
+        for target in static["targets"]
+    }
+    env = {name: services[name]["environment"] for name in ("ingest", "process", "sink")}
+    assert targets == {
+        f"ingest:{env['ingest']['SEGFLOW_INGEST_ADMIN_PORT']}",
+        f"process:{env['process']['SEGFLOW_PROCESS_METRICS_PORT']}",
+        f"sink:{env['sink']['SEGFLOW_SINK_METRICS_PORT']}",
+    }
+    grafana = mounts["grafana"]
+    provisioning = grafana["/etc/grafana/provisioning"]
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert source["type"] == "prometheus" and source["isDefault"] is True
+    assert source["url"] == "http://prometheus:9090"
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "segflow.yml").read_text())[
+        "providers"
+    ]
+    dashboards = provider["options"]["path"]
+    assert grafana[f"{dashboards}/segflow.json"] == DASHBOARD
+    assert "9090" in str(services["prometheus"]["ports"]) and "3000" in str(
+        services["grafana"]["ports"]
+    )
