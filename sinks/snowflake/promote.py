@@ -104,6 +104,9 @@ class PromoteReport:
     moved: int = 0
     swept: list[int] = field(default_factory=list)
     left: int = 0
+    """Rows still holding the key that could move (a sink still behind): exit status 1."""
+    kept: int = 0
+    """Rows still holding the key that stays: the column holds a value there, or it misfits."""
     dry_run: bool = False
 
     def summary(self) -> list[str]:
@@ -121,8 +124,11 @@ class PromoteReport:
             lines.append(f"swept after the grace: {', '.join(map(str, self.swept))} rows")
         if self.left:
             lines.append(f"{self.left} rows still hold {p.key} in _unmapped")
-        if p.stays:
-            lines.append(f"{p.stays} values stay in _unmapped (occupied column or misfit)")
+        if self.kept:
+            lines.append(
+                f"{self.kept} rows keep {p.key} in _unmapped (the column holds a value there, or "
+                "the value does not fit its type)"
+            )
         return lines
 
 
@@ -233,6 +239,7 @@ class Promoter:
                 promoted_at = self.now()  # a sink was still behind: give it another grace
         left = self.scan(schema, table, key, plan.column, True)
         report.left = sum(1 for _, u, o in left if self._movable(plan, u, o))
+        report.kept = len(left) - report.left
         return report
 
     def prepare(self, plan: PromotionPlan, layout: dict[str, dict[str, str]]) -> None:

@@ -114,7 +114,7 @@ def test_history_and_rows_a_stale_sink_loads_are_moved_and_recorded() -> None:
 
     job, slept = promoter(table, grace_s=2.0, on_sleep=stale_sink)
     report = job.promote("web", "plan_chosen", KEY, column="a_b_text")
-    assert (report.moved, report.swept, report.left) == (3, [1, 0], 0)
+    assert (report.moved, report.swept, report.left, report.kept) == (3, [1, 0], 0, 0)
     assert {i: r["a_b_text"] for i, r in table.rows.items()} == {
         "h0": "v0",
         "h1": "v1",
@@ -153,6 +153,13 @@ def test_a_run_again_has_nothing_to_move_and_a_dry_run_changes_nothing() -> None
     again = job.promote("web", "plan_chosen", KEY)  # the registry names the column
     assert again.moved == 0
     assert again.summary()[0].startswith("nothing left to move")
+    # a row whose column got a value while its key stayed (a profile merged by a sink still
+    # on the old mapping) is reported, not overwritten
+    table.rows["h0"]["_unmapped"] = {KEY: "newer"}
+    kept = job.promote("web", "plan_chosen", KEY)
+    assert (kept.moved, kept.left, kept.kept) == (0, 0, 1)
+    assert table.rows["h0"]["a_b_text"] == "v0"
+    assert "1 rows keep properties.a-b in _unmapped" in kept.summary()[-1]
 
 
 def test_refusals_change_nothing() -> None:
