@@ -14,7 +14,7 @@ import pytest
 from pydantic import SecretStr
 
 from cli.commands.replay import parse_when
-from cli.main import build_parser
+from cli.main import build_parser, main
 from observe.console.app import ConsoleState, _stream, create_app
 from observe.console.auth import COOKIE, TokenCheck
 from observe.console.dlq import replay_ranges
@@ -43,6 +43,14 @@ def test_an_exposed_console_without_a_token_refuses_to_start(host: str) -> None:
     with pytest.raises(ConfigError, match="SEGFLOW_CONSOLE_TOKEN"):
         check_exposure(ConsoleSettings(host=host))
     check_exposure(ConsoleSettings(host=host, token=SecretStr(TOKEN)))
+
+
+def test_segflow_console_refuses_an_exposed_host_without_a_token(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SEGFLOW_CONSOLE_TOKEN", raising=False)
+    assert main(["console", "--console-host", "0.0.0.0"]) == 78
+    assert "SEGFLOW_CONSOLE_TOKEN is required" in capsys.readouterr().err
 
 
 def test_a_short_token_is_refused() -> None:
