@@ -80,6 +80,7 @@ def browser() -> Iterator[Any]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    before = os.environ.get("SE_OFFLINE")
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never download anything
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
@@ -93,6 +94,10 @@ def browser() -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+        if before is None:
+            os.environ.pop("SE_OFFLINE", None)
+        else:
+            os.environ["SE_OFFLINE"] = before
 
 
 def http_ready(url: str) -> Callable[[], bool]:
