@@ -13,6 +13,7 @@ from types import FrameType
 
 from cli.options import add_settings_options, settings_from_args
 from ingest.settings import IngestSettings
+from observe.console.settings import ConsoleSettings
 from processors.settings import ProcessorSettings
 from runtime.logs import setup_logging
 from runtime.rules import Rules, load_rules
@@ -32,10 +33,10 @@ from sinks.snowflake.settings import SinkSettings
 
 DESCRIPTION = """Run the whole pipeline on this machine: start the local Kafka broker and the
 Snowflake emulator unless external ones are configured, create the topics, then run the edge, a
-processor worker, a sink (and the web console, where this version has it) as child processes. It
-prints one line per component when its /readyz answers, then where to send events, where the
-health, metrics and console are, and how to stop. A dead child is restarted and reported; Ctrl-C
-stops everything it started.
+processor worker, a sink and the web console as child processes. It prints one line per
+component when its /readyz answers, then where to send events, where the health, metrics and
+console are, and how to stop. A dead child is restarted and reported; Ctrl-C stops everything
+it started.
 
 The children log WARNING and above (prefixed by component); --verbose, or a --log-level given
 explicitly, brings back their INFO lines (group joins, partition lists, recovery tables).
@@ -44,8 +45,6 @@ This is local development: the children run with SEGFLOW_ALLOW_DEV_DEFAULTS=true
 otherwise), so the edge accepts the embedded rules' public write keys, with a WARNING."""
 
 COMPONENTS = ("ingest", "process", "sink")
-# The web console joins the children when this version has its command.
-CONSOLE_MODULE = "cli.commands.console"
 EMULATOR_EXTRA = "local"
 
 
@@ -127,12 +126,8 @@ def _local_pii_key(paths: ServicePaths) -> str:
     return key_file.read_text().strip()
 
 
-def _console_address() -> tuple[str, int] | None:
-    """(host, port) of the web console when this version has it, else None."""
-    if importlib.util.find_spec(CONSOLE_MODULE) is None:
-        return None
-    from observe.console.settings import ConsoleSettings
-
+def _console_address() -> tuple[str, int]:
+    """(host, port) the web console will serve on (its SEGFLOW_CONSOLE_* settings)."""
     console = build_settings(ConsoleSettings)
     return console.host, console.port
 
@@ -173,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     sink = build_settings(SinkSettings)
     if not _env_has_pii_key():
         env["SEGFLOW_PROCESS_PII_HMAC_KEY"] = pii_key
-    console = _console_address()
+    console: tuple[str, int] | None = _console_address()
     urls = endpoints(ingest, process, sink, console)
 
     host, port, _ = warehouse.endpoint
@@ -209,8 +204,8 @@ def run(args: argparse.Namespace) -> int:
             ChildSpec(
                 "console",
                 [sys.executable, "-m", "cli.main", "console"],
-                env={**env, **_status_env(urls)},
-                ready_url=urls.console,
+                env={**env, **_status_env(urls, process.app_id, sink.group_id)},
+                ready_url=f"{urls.console}/healthz",
             )
         )
     supervisor = Supervisor(specs)
@@ -245,13 +240,16 @@ def _env_has_pii_key() -> bool:
     )
 
 
-def _status_env(urls: Endpoints) -> dict[str, str]:
+def _status_env(urls: Endpoints, processors_group: str, sink_group: str) -> dict[str, str]:
     """Where the console finds the components it shows (its SEGFLOW_STATUS_* settings)."""
     names = {"ingest": "EDGE", "process": "PROCESSORS", "sink": "SINK"}
-    return {
+    env = {
         f"SEGFLOW_STATUS_{names[name]}_URL": url.removesuffix("/readyz")
         for name, url in urls.health.items()
     }
+    env["SEGFLOW_STATUS_PROCESSORS_GROUP"] = processors_group
+    env["SEGFLOW_STATUS_SINK_GROUP"] = sink_group
+    return env
 
 
 def closing_block(urls: Endpoints, rules: Rules, dev_keys: bool, level: str) -> str:

@@ -41,6 +41,7 @@ def test_up_runs_restarts_and_stops(
         "SEGFLOW_SINK_METRICS_PORT": str(free_port()),
         "SEGFLOW_SINK_GROUP_ID": unique_name("up-sink"),
         "SEGFLOW_SINK_FLUSH_AGE_S": "0.5",
+        "SEGFLOW_CONSOLE_PORT": str(free_port()),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "up", "--ingest-port", str(port), "--partitions", "2"],
@@ -71,8 +72,10 @@ def test_up_runs_restarts_and_stops(
         ):
             assert re.search(rf"segflow \| {name} ready \([\d.]+s\)", before), before
             assert f"http://127.0.0.1:{metrics_port}/metrics" in block
+        console = f"http://127.0.0.1:{env['SEGFLOW_CONSOLE_PORT']}"
+        assert re.search(rf"segflow \| console ready \([\d.]+s\)  {console}/healthz", before)
         assert "Highwater" not in out() and "TopicPartition(" not in out()
-        assert f"http://127.0.0.1:{port}/v1/track" in block and "console:" in block
+        assert f"http://127.0.0.1:{port}/v1/track" in block and f"console:    {console}" in block
         calls = list(journeys(3, seed=5, duplicate_fraction=0, late_fraction=0))
         report = poll(lambda: _send_ok(calls, port), 60, "the edge to accept events")
         tracks = len(report.message_ids["track"])
