@@ -9,11 +9,12 @@ identity_map. Columns:
     processors stitched the event to when it passed), resolved_user_id, timestamp,
     received_at, table_name (the table the row is in).
 
-resolved_user_id: the user identity_map resolves the event's identifier to (its user_id, else
-its anonymous_id), else the user identity_map resolves its canonical_user_id to, else its
-canonical_user_id, else its user_id, else NULL (an anonymous visitor never identified). The sink
-keeps identity_map final through alias chains (identity_chains.py), and a view reads it at query
-time, so rows loaded before a link resolve through it as soon as the link is loaded. Where an
+resolved_user_id: the event's identifier (its user_id, else its anonymous_id) looked up in
+identity_map, else its canonical_user_id; that user looked up once more (a chain the sink has
+not finished: one longer than the hop bound, or an identity map written before chains were
+resolved); else its user_id; else NULL (an anonymous visitor never identified). The sink keeps
+identity_map final through alias chains (identity_chains.py), and a view reads it at query time,
+so rows loaded before a link resolve through it as soon as the link is loaded. Where an
 identifier has several rows (one per identifier type), the newest link counts, as in the chain
 resolution.
 
@@ -106,7 +107,7 @@ def identified_events_sql(schema: str, layout: Mapping[str, Mapping[str, str]]) 
             'FROM "EVENTS" e'
         )
     resolved = (
-        'COALESCE(k."CANONICAL_USER_ID", c."CANONICAL_USER_ID", e."CANONICAL_USER_ID", e."USER_ID")'
+        'COALESCE(c."CANONICAL_USER_ID", k."CANONICAL_USER_ID", e."CANONICAL_USER_ID", e."USER_ID")'
     )
     identities = (
         f'SELECT "IDENTIFIER", "CANONICAL_USER_ID" FROM {qualified(schema, IDENTITY_MAP)} '
@@ -118,7 +119,8 @@ def identified_events_sql(schema: str, layout: Mapping[str, Mapping[str, str]]) 
         f"SELECT {cols.format(resolved=resolved)} "
         'FROM "EVENTS" e LEFT JOIN "IDENTITIES" k '
         'ON k."IDENTIFIER" = COALESCE(e."USER_ID", e."ANONYMOUS_ID") '
-        'LEFT JOIN "IDENTITIES" c ON c."IDENTIFIER" = e."CANONICAL_USER_ID"'
+        'LEFT JOIN "IDENTITIES" c '
+        'ON c."IDENTIFIER" = COALESCE(k."CANONICAL_USER_ID", e."CANONICAL_USER_ID")'
     )
 
 

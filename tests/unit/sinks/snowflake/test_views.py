@@ -25,12 +25,13 @@ def test_the_view_unions_the_event_tables_present_and_resolves_through_identity_
     assert sql.count("UNION ALL") == 1
     assert "'track' AS \"TYPE\"" in sql and "'pages' AS \"TABLE_NAME\"" in sql
     assert 'COALESCE("EVENT_TEXT", "EVENT")::VARCHAR AS "EVENT"' in sql  # the name as sent
-    # the identifier's user first, then the user the processors' canonical id resolves to
+    # the identifier's user (else the processors' stitch), looked up once more
     assert (
-        'COALESCE(k."CANONICAL_USER_ID", c."CANONICAL_USER_ID", e."CANONICAL_USER_ID", '
+        'COALESCE(c."CANONICAL_USER_ID", k."CANONICAL_USER_ID", e."CANONICAL_USER_ID", '
         'e."USER_ID") AS "RESOLVED_USER_ID"' in sql
     )
     assert 'k."IDENTIFIER" = COALESCE(e."USER_ID", e."ANONYMOUS_ID")' in sql
+    assert 'c."IDENTIFIER" = COALESCE(k."CANONICAL_USER_ID", e."CANONICAL_USER_ID")' in sql
     # one row per identifier: a link before a row naming itself, the newest link first
     assert 'PARTITION BY "IDENTIFIER" ORDER BY CASE WHEN' in sql
     assert '"LINKED_AT" DESC NULLS LAST' in sql
