@@ -7,7 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -153,6 +155,35 @@ def test_a_flush_commits_rows_upserts_identity_links_and_offsets_in_its_order(
         "identity_map",
     }
     assert world.rollbacks() == 0 and world.conn.is_open
+
+
+def test_links_that_move_users_re_point_them_inside_the_transaction(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new link anon-1 -> u1 meets a stored u1 -> u2: the chain step reads the links of
+    anon-1 and u1, then of u2 (none), and moves every row of anon-1 and u1 to u2, before the
+    offsets move."""
+    answer = world.fake._answer
+
+    def stored(sql: str, binds: list[Any]) -> tuple[int, list[Any]]:
+        if sql.startswith('SELECT "IDENTIFIER"'):
+            asked = set(orjson.loads(binds[0]))
+            links = [("anon-1", "anonymous_id", "u1", NOW), ("u1", "previous_id", "u2", NOW)]
+            return 0, [link for link in links if link[0] in asked]
+        return answer(sql, binds)
+
+    monkeypatch.setattr(world.fake, "_answer", stored)
+    rows = flush_rows()
+    world.flush(batch_of(rows), staged(world, rows))
+    chain = ["SELECT", "SELECT", "UPDATE"]
+    at = COMMITTED.index("SELECT")
+    assert world.ran() == COMMITTED[:at] + chain + COMMITTED[at + 1 :]
+    update = next(s for s in world.fake.statements if s.startswith('UPDATE "WEB"'))
+    assert update.startswith('UPDATE "WEB"."IDENTITY_MAP" t SET "CANONICAL_USER_ID"')
+    moved = world.fake.connections[0].cursor.return_value.execute.call_args_list
+    binds = next(c.args[1] for c in moved if c.args[0] == update)
+    assert binds[0] == NOW.isoformat()
+    assert orjson.loads(binds[1]) == [["anon-1", "u2"], ["u1", "u2"]]
 
 
 def test_a_batch_with_nothing_staged_only_moves_its_offsets(world: World) -> None:
