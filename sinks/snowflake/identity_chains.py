@@ -23,9 +23,11 @@ The rules (pure functions here; `IdentityChains` runs them on the flush's connec
   (`max_user_ids_per_anonymous_id`) still decides which links exist at all.
 
 Two sink instances: each flush deletes the identity_map rows its links replace before its chain
-step, and Snowflake does not run UPDATE/DELETE statements on one table in parallel (a later one
-waits for the earlier's transaction to end), so a chain step reads the links other instances
-committed before it. The `identified_events` view looks each user up once more besides.
+step; Snowflake's DELETE and UPDATE statements hold locks that generally keep others on the same
+table waiting until their transaction ends (docs.snowflake.com, "Transactions": resource
+locking), and its statements read what was committed before they began (read committed), so a
+chain step reads the links other instances committed before it. The `identified_events` view
+looks each user up once more besides.
 
 Which users are looked at: the identifiers and users of the flush's new links, then the users
 their stored links lead to, round by round (at most `max_hops` rounds; usually two, the second
