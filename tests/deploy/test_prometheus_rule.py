@@ -5,7 +5,11 @@ asks every component's /readyz through its metrics Service."""
 
 from __future__ import annotations
 
+import http.server
 import re
+import subprocess
+import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -124,3 +128,41 @@ def _comp(url: str) -> str:
     return next(
         c for c in ("ingest", "process", "sink") if host.endswith(("-" + c, c + "-metrics"))
     )
+
+
+def test_the_test_pods_script_passes_only_when_every_url_is_ready(tools: Any) -> None:
+    proc = run_helm(
+        tools,
+        *template_args(
+            VALUES_FILES["development"],
+            "1.27.0",
+            "--set",
+            "helmTest.timeoutSeconds=1",
+            "--show-only",
+            "templates/tests/readyz.yaml",
+        ),
+    )
+    assert proc.returncode == 0, proc.stderr
+    (container,) = yaml.safe_load(proc.stdout)["spec"]["containers"]
+    assert container["command"] == ["python", "-c"]
+    script = container["args"][0]
+
+    class Ready(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/readyz" else 503)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ready)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        ok = subprocess.run([sys.executable, "-c", script, f"{base}/readyz"], timeout=30)
+        bad = subprocess.run(
+            [sys.executable, "-c", script, f"{base}/readyz", f"{base}/not-ready"], timeout=30
+        )
+    finally:
+        server.shutdown()
+    assert (ok.returncode, bad.returncode) == (0, 1)
