@@ -1,7 +1,7 @@
 """The edge's Prometheus metrics, built on an injected registry.
 
 - ``segflow_ingest_requests_total{endpoint, outcome}``: HTTP requests; outcome is accepted,
-  invalid, unauthorized, rate_limited, unavailable or not_found.
+  invalid, unauthorized, rate_limited, unavailable (503), error (any other 5xx) or not_found.
 - ``segflow_ingest_events_total{call_type, outcome}``: events; outcome is accepted, invalid,
   suppressed, rate_limited, unavailable or unauthorized.
 - ``segflow_ingest_request_duration_seconds{endpoint}``: request latency, body read to answer.
@@ -39,6 +39,8 @@ def outcome_of(status: int) -> str:
         return "rate_limited"
     if status == 503:
         return "unavailable"
+    if status >= 500:
+        return "error"
     if status in (404, 405):
         return "not_found"
     return "invalid"
