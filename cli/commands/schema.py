@@ -53,6 +53,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _type(s: ChangeSummary) -> str:
+    if s.previous_type and s.column_type:  # a widening: the column's type before and after
+        return f"{s.previous_type} -> {s.column_type}"
     if s.column_type and s.value_type and s.column_type != s.value_type:
         return f"{s.value_type} -> {s.column_type}"
     return s.column_type or s.value_type or ""

@@ -46,6 +46,7 @@ class ChangeSummary:
     first_seen: datetime
     last_seen: datetime
     example_message_id: str | None
+    previous_type: str | None = None  # a widening's type before (`column_type` is after)
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-ready dict (timestamps as ISO-8601 UTC)."""
@@ -61,11 +62,21 @@ class ChangeSummary:
             "first_seen": self.first_seen.isoformat(),
             "last_seen": self.last_seen.isoformat(),
             "example_message_id": self.example_message_id,
+            "previous_type": self.previous_type,
         }
 
 
-# grouped, in this order; detected_by came later (older tables lack it: read as NULL)
-_GROUPED = ("table_name", "column_name", "change", "column_type", "value_type", "detected_by")
+# grouped, in this order; detected_by and previous_type came later (older tables lack them:
+# read as NULL)
+_GROUPED = (
+    "table_name",
+    "column_name",
+    "change",
+    "column_type",
+    "value_type",
+    "detected_by",
+    "previous_type",
+)
 _REQUIRED = frozenset({"table_name", "column_name", "change", "detected_at"})
 
 _SINCE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
@@ -136,7 +147,7 @@ def _text(value: Any) -> str | None:
 def summaries(schema: str, rows: Sequence[Sequence[Any]]) -> list[ChangeSummary]:
     """The rows of one schema's `summary_query` as summaries."""
     out = []
-    for table, column, change, ctype, vtype, by, n, first, last, example in rows:
+    for table, column, change, ctype, vtype, by, previous, n, first, last, example in rows:
         out.append(
             ChangeSummary(
                 schema=schema,
@@ -150,6 +161,7 @@ def summaries(schema: str, rows: Sequence[Sequence[Any]]) -> list[ChangeSummary]
                 first_seen=_utc(first),
                 last_seen=_utc(last),
                 example_message_id=_text(example) or None,
+                previous_type=_text(previous),
             )
         )
     return out

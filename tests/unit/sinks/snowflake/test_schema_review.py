@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from cli.commands.schema import _type
 from sinks.snowflake.schema_review import (
     ChangeSummary,
     changes_tables,
@@ -27,6 +28,7 @@ ALL = frozenset(
         "occurrences",
         "example_message_id",
         "detected_by",
+        "previous_type",
     }
 )
 
@@ -94,7 +96,20 @@ def test_summaries_are_merged_across_schemas_newest_first() -> None:
         {
             "information_schema": layout,
             '"WEB"."_SEGFLOW_SCHEMA_CHANGES"': [
-                ("tracks", "plan", "misfit", "NUMBER", "VARCHAR", "sink", 7, T0, T0, "m1"),
+                ("tracks", "plan", "misfit", "NUMBER", "VARCHAR", "sink", None, 7, T0, T0, "m1"),
+                (
+                    "tracks",
+                    "paid",
+                    "column_widened",
+                    "VARCHAR",
+                    "BOOLEAN",
+                    "sink",
+                    "BOOLEAN",
+                    1,
+                    T0,
+                    T0,
+                    "m2",
+                ),
             ],
             '"APP"."_SEGFLOW_SCHEMA_CHANGES"': [
                 (
@@ -104,6 +119,7 @@ def test_summaries_are_merged_across_schemas_newest_first() -> None:
                     "NUMBER",
                     "NUMBER",
                     "sink",
+                    None,
                     1,
                     T0,
                     "2026-01-03 00:00:00+00:00",
@@ -113,10 +129,17 @@ def test_summaries_are_merged_across_schemas_newest_first() -> None:
         }
     )
     out = summarize_changes(cur, since=timedelta(hours=24), now=T0)
-    assert [s.schema for s in out] == ["app", "web"]
-    assert out[1] == ChangeSummary(
+    assert [s.schema for s in out] == ["app", "web", "web"]
+    assert out[2] == ChangeSummary(
         "web", "tracks", "plan", "misfit", "NUMBER", "VARCHAR", "sink", 7, T0, T0, "m1"
     )
+    widened = out[1]
+    assert (widened.change, widened.previous_type, widened.column_type) == (
+        "column_widened",
+        "BOOLEAN",
+        "VARCHAR",
+    )
+    assert _type(widened) == "BOOLEAN -> VARCHAR"
     assert out[0].last_seen == datetime(2026, 1, 3, tzinfo=UTC)
     # one listing query, then one query per schema, each bound to the cut-off
     assert len(cur.calls) == 3
