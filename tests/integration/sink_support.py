@@ -329,3 +329,58 @@ def poll_until(check: Callable[[], T], timeout: float, what: str, interval: floa
         time.sleep(interval)
         last = check()
     return last
+
+
+class TrackLoads:
+    """One fresh database and loaders of one group flushing track events named `event` into
+    partition 0 of `topic`, straight through the real loader (no broker): the harness of the
+    tests of naming and widening, which only need what the loader does with rows."""
+
+    def __init__(self, name: str, event: str) -> None:
+        from runtime.settings import WarehouseSettings
+
+        self.topic, self.event = f"{name}.track", event
+        self.table = event.upper()
+        self.database = f"SINK_{name.upper()}_{uuid.uuid4().hex[:10].upper()}"
+        self.settings = WarehouseSettings(database=self.database, network_timeout_s=20)
+        self.expected = -1  # the partition's stored next offset (-1: none yet)
+        self.records = 0
+        self.wh = Warehouse(self.database)
+
+    def loader(self) -> tuple[Any, Any]:
+        """A new loader (SnowflakeLoader) and the registry of its metrics."""
+        from prometheus_client import CollectorRegistry
+
+        from sinks.snowflake.loader import LoaderOptions, SnowflakeLoader
+        from sinks.snowflake.metrics import SinkMetrics
+
+        registry = CollectorRegistry()
+        metrics = SinkMetrics(registry)
+        return SnowflakeLoader(self.settings, LoaderOptions(group_id="g"), metrics), registry
+
+    def flush(self, loader: Any, props: list[dict[str, Any]]) -> list[str]:
+        """One flush of a track event per properties dict; their message ids, in order."""
+        from sinks.snowflake.batcher import FlushBatch, PartitionSlice
+        from sinks.snowflake.rows import Origin, event_rows
+
+        first = self.records
+        loader.ensure_offsets([(self.topic, 0)])
+        rows, ids = [], []
+        for i, p in enumerate(props):
+            mid = f"{self.event.lower()}-{uuid.uuid4().hex}"
+            ids.append(mid)
+            rec = clean_event("track", first + i, message_id=mid, properties=p, event=self.event)
+            rows += event_rows(rec, Origin(self.topic, 0, first + i), audit=False)
+        new = first + len(props)
+        moves = [PartitionSlice(self.topic, 0, self.expected, new, len(props))]
+        loader.flush(FlushBatch(moves, rows, len(props), 0))
+        self.expected, self.records = new, new
+        return ids
+
+    def columns(self) -> dict[str, str]:
+        """The event table's columns (lower case) and their types."""
+        rows = self.wh.query(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            f"WHERE table_schema = 'WEB' AND table_name = '{self.table}'"
+        )
+        return {str(name).lower(): str(typ) for name, typ in rows}

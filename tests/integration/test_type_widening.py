@@ -6,62 +6,23 @@ a widening stopped between its renames is finished by the next loader."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from runtime.settings import WarehouseSettings
 from sinks.snowflake import ddl
-from sinks.snowflake.batcher import FlushBatch, PartitionSlice
-from sinks.snowflake.loader import LoaderOptions, SnowflakeLoader
-from sinks.snowflake.metrics import SinkMetrics
-from sinks.snowflake.rows import Origin, event_rows
-from tests.integration.sink_support import Warehouse, clean_event
+from tests.integration.sink_support import TrackLoads
 
 pytestmark = pytest.mark.integration
 
-TOPIC = "widen.track"
 
-
-class Loads:
+class Loads(TrackLoads):
     """One database; loaders of one group flushing track events ("Widen") into partition 0."""
 
     def __init__(self) -> None:
-        self.database = f"SINK_WIDEN_{uuid.uuid4().hex[:10].upper()}"
-        self.settings = WarehouseSettings(database=self.database, network_timeout_s=20)
-        self.expected = -1  # the partition's stored next offset (-1: none yet)
-        self.records = 0
-        self.wh = Warehouse(self.database)
-
-    def loader(self) -> tuple[SnowflakeLoader, CollectorRegistry]:
-        registry = CollectorRegistry()
-        metrics = SinkMetrics(registry)
-        return SnowflakeLoader(self.settings, LoaderOptions(group_id="g"), metrics), registry
-
-    def flush(self, loader: SnowflakeLoader, props: list[dict[str, Any]]) -> list[str]:
-        first = self.records
-        loader.ensure_offsets([(TOPIC, 0)])
-        rows, ids = [], []
-        for i, p in enumerate(props):
-            mid = f"widen-{uuid.uuid4().hex}"
-            ids.append(mid)
-            rec = clean_event("track", first + i, message_id=mid, properties=p, event="Widen")
-            rows += event_rows(rec, Origin(TOPIC, 0, first + i), audit=False)
-        new = first + len(props)
-        moves = [PartitionSlice(TOPIC, 0, self.expected, new, len(props))]
-        loader.flush(FlushBatch(moves, rows, len(props), 0))
-        self.expected, self.records = new, new
-        return ids
-
-    def columns(self) -> dict[str, str]:
-        rows = self.wh.query(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = 'WEB' AND table_name = 'WIDEN'"
-        )
-        return {str(name).lower(): str(typ) for name, typ in rows}
+        super().__init__("widen", "Widen")
 
     def values(self, ids: list[str], expr: str) -> list[Any]:
         """`expr` of each row, in the order of `ids`."""
