@@ -3,7 +3,8 @@ the sinks keep loading.
 
 1. Read the table's layout and the schema's `_segflow_promotions` registry; scan the rows
    holding the key (their id, their `_unmapped` as JSON text, whether the target column holds
-   a value); plan (promotions.plan_promotion). A dry run stops here.
+   a value; only rows with the key, `GET` in SQL); plan (promotions.plan_promotion, counting
+   values by type). A dry run stops here.
 2. Create the registry and `_segflow_schema_changes` if missing (DDL commits by itself in
    Snowflake, so it comes first and is safe to repeat) and register the promotion. Running
    sinks read the registry with their layouts (at most `promotions.LAYOUT_MAX_AGE_S` old), add
@@ -13,16 +14,20 @@ the sinks keep loading.
    transactions: ALTER from another session while a sink's transaction writes the table is
    harmless in Snowflake (DDL is not isolated there) but aborts that transaction on the
    emulator.
-3. Stage the new values and `_unmapped` documents (computed here: the emulator lacks
-   OBJECT_DELETE, and the text cast into the column is the sink's own, staging.to_text) in a
-   staging table of the control schema, then one transaction: an UPDATE of the rows still as
-   they were read (`_unmapped` unchanged, column empty) and a ``promoted`` row in
+3. Scan again, before registering (the rows as planned), and stage the new values and
+   `_unmapped` documents (computed here: the emulator lacks OBJECT_DELETE, and the text cast
+   into the column is the sink's own, staging.to_text) in a staging table of the control
+   schema; then, once the column exists, one transaction: an UPDATE of the rows still as they
+   were read (`_unmapped` unchanged, column empty) and a ``promoted`` row in
    `_segflow_schema_changes` with the count. A row changed between scan and update (another
    promotion of the same table) is found again by a new scan.
 4. A flush a sink planned before it read the registry may still load the key into
    `_unmapped`: `grace_s` after the registration (longer than the layout refresh and a flush)
    promote sweeps again (scan and step 3), and again after another grace while a sweep still
    finds rows, at most `max_sweeps` times; rows left then are reported (exit status 1).
+
+Every scan reads `page_rows` rows at a time and stages a page before it reads the next: the
+process holds one page (and counters), whatever the size of the table.
 
 Running it again finds nothing left to move and says so (it still honours the grace of an
 earlier run that was interrupted). Values never appear in logs or messages, only counts.
@@ -34,7 +39,8 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -67,7 +73,7 @@ from sinks.snowflake.promotions import (
     scan_query,
     value_kind,
 )
-from sinks.snowflake.session import WarehouseSession
+from sinks.snowflake.session import WarehouseSession, fetch_pages
 from sinks.snowflake.tables import SCHEMA_CHANGES, fixed_columns
 
 logger = logging.getLogger(__name__)
@@ -93,6 +99,11 @@ class PromoteSettings(SegflowSettings):
     )
     max_sweeps: int = Field(
         5, ge=1, description="Sweeps (each after a grace) while rows loaded meanwhile turn up"
+    )
+    page_rows: int = Field(
+        10_000,
+        ge=1,
+        description="Rows read from the warehouse at a time: what bounds promote's memory",
     )
 
 
@@ -133,6 +144,16 @@ class PromoteReport:
 
 
 Row = tuple[str, str, bool]  # id, _unmapped as JSON text, target column holds a value
+
+
+@dataclass
+class Staged:
+    """A staging table holding the rows a backfill moves (created with its first row)."""
+
+    table: str
+    rows: int = 0
+    kinds: set[str] = field(default_factory=set)
+    example: str = ""
 
 
 class Promoter:
@@ -179,11 +200,25 @@ class Promoter:
             return value if value.tzinfo else value.replace(tzinfo=UTC)
         return datetime.fromisoformat(str(value))
 
-    def scan(self, schema: str, table: str, key: str, column: str, exists: bool) -> list[Row]:
+    def scan(
+        self, schema: str, table: str, key: str, column: str, exists: bool
+    ) -> Iterator[list[Row]]:
+        """The rows holding the key, `page_rows` at a time: one page is held, never them all."""
         cur = self.session.run(
             scan_query(schema, table, column, exists), [key], kind="select", table=table
         )
-        return [(str(i), str(u), bool(o)) for i, u, o in cur.fetchall()]
+        for page in fetch_pages(cur, self.settings.page_rows, table=table):
+            yield [(str(i), str(u), bool(o)) for i, u, o in page]
+
+    def values(
+        self, schema: str, table: str, key: str, column: str, exists: bool
+    ) -> Iterator[tuple[Any, bool]]:
+        """The key's values (and whether the column holds one there), read page by page."""
+        for page in self.scan(schema, table, key, column, exists):
+            for _, doc, occupied in page:
+                value = load_unmapped(doc).get(key)
+                if value is not None:
+                    yield value, occupied
 
     # -- the job -----------------------------------------------------------------------------
     def promote(
@@ -205,13 +240,12 @@ class Promoter:
         registered = self.registered(schema, table, key) if PROMOTIONS in layout else None
         target = column or (registered.column if registered else default_column(key))
         exists = bool(target) and target in cols
-        rows = self.scan(schema, table, key, target, exists) if target else []
         plan = plan_promotion(
             schema=schema,
             table=table,
             key=key,
             columns=cols,
-            values=[(v, o) for _, u, o in rows if (v := load_unmapped(u).get(key)) is not None],
+            values=self.values(schema, table, key, target, exists) if target else (),
             registered=registered,
             column=column,
             column_type=column_type,
@@ -220,11 +254,12 @@ class Promoter:
         if dry_run:
             return report
         self.prepare(plan, layout)
-        if registered is None:
-            self._register(plan)  # running sinks add the column and write the key into it
-        if not plan.column_exists:
-            self.await_column(plan)
-        report.moved = self.move(plan, rows)
+        with self.staged(plan, exists) as staged:  # the rows as planned
+            if registered is None:
+                self._register(plan)  # running sinks add the column and write the key into it
+            if not plan.column_exists:
+                self.await_column(plan)
+            report.moved = self.move(plan, staged)
         if self.settings.grace_s > 0:
             promoted_at = self.promoted_at(schema, table, key)
             for _ in range(self.settings.max_sweeps):
@@ -237,9 +272,12 @@ class Promoter:
                 if moved == 0:
                     break
                 promoted_at = self.now()  # a sink was still behind: give it another grace
-        left = self.scan(schema, table, key, plan.column, True)
-        report.left = sum(1 for _, u, o in left if self._movable(plan, u, o))
-        report.kept = len(left) - report.left
+        for page in self.scan(schema, table, key, plan.column, True):
+            for _, doc, occupied in page:
+                if self._movable(plan, doc, occupied):
+                    report.left += 1
+                else:
+                    report.kept += 1
         return report
 
     def prepare(self, plan: PromotionPlan, layout: dict[str, dict[str, str]]) -> None:
@@ -272,10 +310,10 @@ class Promoter:
         """Move what rows loaded meanwhile hold of the key; rescan while rows change under it."""
         total = 0
         for _ in range(_RESCANS):
-            rows = self.scan(plan.schema, plan.table, plan.key, plan.column, True)
-            if not any(self._movable(plan, u, o) for _, u, o in rows):
-                break
-            total += self.move(plan, rows)
+            with self.staged(plan, True) as staged:
+                if not staged.rows:
+                    break
+                total += self.move(plan, staged)
         return total
 
     @staticmethod
@@ -283,48 +321,64 @@ class Promoter:
         value = load_unmapped(unmapped).get(plan.key)
         return not occupied and value is not None and fits(plan.column_type, value)
 
-    def move(self, plan: PromotionPlan, rows: Sequence[Row]) -> int:
+    @contextmanager
+    def staged(self, plan: PromotionPlan, exists: bool) -> Iterator[Staged]:
+        """Scan the rows holding the key and stage those that can move, a page at a time (one
+        page is held, never the table); the staging table is dropped on leaving."""
+        out = Staged(staging_name(self.settings.control_schema))  # a sink sweeps it if left
+        run = self.session.run
+        try:
+            for page in self.scan(plan.schema, plan.table, plan.key, plan.column, exists):
+                binds: list[Any] = []
+                for ident, old, occupied in page:
+                    doc = load_unmapped(old)
+                    value = doc.get(plan.key)
+                    if occupied or value is None or not fits(plan.column_type, value):
+                        continue
+                    out.kinds.add(value_kind(value))
+                    del doc[plan.key]
+                    binds += [ident, old, dump_unmapped(doc), cell_text(value, plan.column_type)]
+                if not binds:
+                    continue
+                if not out.rows:
+                    run(ddl.create_schema(self.settings.control_schema), kind="ddl")
+                    run(ddl.create_staging(out.table, STAGING_COLUMNS), kind="ddl")
+                    out.example = str(binds[0])
+                self._stage(out.table, binds)
+                out.rows += len(binds) // 4
+            yield out
+        finally:
+            if out.rows:
+                run(f"DROP TABLE IF EXISTS {ddl.table_ref(out.table)}", kind="ddl")
+
+    def _stage(self, staging: str, binds: list[Any]) -> None:
+        """One page's rows (4 binds each) into the staging table, `_STAGE_ROWS` a statement."""
+        for i in range(0, len(binds), 4 * _STAGE_ROWS):
+            chunk = binds[i : i + 4 * _STAGE_ROWS]
+            values = ", ".join(["(?, ?, ?, ?)"] * (len(chunk) // 4))
+            self.session.run(
+                f"INSERT INTO {ddl.table_ref(staging)} "
+                f"SELECT column1, column2, column3, column4 FROM VALUES {values}",
+                chunk,
+                kind="insert",
+            )
+
+    def move(self, plan: PromotionPlan, staged: Staged) -> int:
         """One transaction: the staged rows' values into the column, the key out of their
         `_unmapped`, and the record of it. Returns the rows moved."""
-        staged: list[Any] = []
-        kinds: list[str] = []
-        for ident, old, occupied in rows:
-            doc = load_unmapped(old)
-            value = doc.get(plan.key)
-            if occupied or value is None or not fits(plan.column_type, value):
-                continue
-            kinds.append(value_kind(value))
-            del doc[plan.key]
-            staged += [ident, old, dump_unmapped(doc), cell_text(value, plan.column_type)]
-        if not staged:
+        if not staged.rows:
             return 0
-        staging = staging_name(self.settings.control_schema)  # a sink sweeps it if left
-        run = self.session.run
-        run(ddl.create_schema(self.settings.control_schema), kind="ddl")
-        run(ddl.create_staging(staging, STAGING_COLUMNS), kind="ddl")
-        try:
-            for i in range(0, len(staged), 4 * _STAGE_ROWS):
-                chunk = staged[i : i + 4 * _STAGE_ROWS]
-                values = ", ".join(["(?, ?, ?, ?)"] * (len(chunk) // 4))
-                run(
-                    f"INSERT INTO {ddl.table_ref(staging)} "
-                    f"SELECT column1, column2, column3, column4 FROM VALUES {values}",
-                    chunk,
-                    kind="insert",
-                )
-            with self.session.transaction():
-                cur = run(
-                    backfill_statement(
-                        plan.schema, plan.table, staging, plan.column, plan.column_type
-                    ),
-                    kind="update",
-                    table=plan.table,
-                )
-                moved = max(int(cur.rowcount or 0), 0)
-                if moved:
-                    self._record(plan, moved, infer_type(kinds), str(staged[0]))
-        finally:
-            run(f"DROP TABLE IF EXISTS {ddl.table_ref(staging)}", kind="ddl")
+        with self.session.transaction():
+            cur = self.session.run(
+                backfill_statement(
+                    plan.schema, plan.table, staged.table, plan.column, plan.column_type
+                ),
+                kind="update",
+                table=plan.table,
+            )
+            moved = max(int(cur.rowcount or 0), 0)
+            if moved:
+                self._record(plan, moved, infer_type(staged.kinds), staged.example)
         return moved
 
     def _register(self, plan: PromotionPlan) -> None:

@@ -261,7 +261,8 @@ def plan_promotion(
     """The plan of promoting `key` of `table` (whose layout is `columns`: name -> type) from
     the key's `values` (each with whether its row's target column already holds a value);
     `column` and `column_type` as asked (None: the registry's, else the naming rules' column
-    and the narrowest type of the values). Raises PromotionError when it cannot be made."""
+    and the narrowest type of the values). `values` is read once and counted, never held, so
+    it may stream a table of any size. Raises PromotionError when it cannot be made."""
     if registered is not None:
         if column is not None and column != registered.column:
             raise PromotionError(
@@ -272,8 +273,10 @@ def plan_promotion(
     problem = column_problem(target, table)
     if problem is not None:
         raise PromotionError(f"{key} of {schema}.{table}: {problem}")
-    pairs = list(values)
-    kinds = Counter(value_kind(v) for v, _ in pairs)
+    tally: Counter[tuple[str, bool]] = Counter((value_kind(v), bool(o)) for v, o in values)
+    kinds: Counter[str] = Counter()
+    for (kind, _), n in tally.items():
+        kinds[kind] += n
     existing = columns.get(target)
     if existing is not None:
         if existing not in TYPES:
@@ -298,11 +301,17 @@ def plan_promotion(
         ctype = column_type or infer_type(kinds)
     if column_type is not None and column_type not in TYPES:
         raise PromotionError(f"type {column_type}: expected one of {', '.join(TYPES)}")
-    misfits = Counter(value_kind(v) for v, occupied in pairs if not occupied and not fits(ctype, v))
-    occupied = sum(1 for _, o in pairs if o)
-    movable = sum(1 for v, o in pairs if not o and fits(ctype, v))
+    misfits: Counter[str] = Counter()
+    occupied = movable = 0
+    for (kind, taken), n in tally.items():
+        if taken:
+            occupied += n
+        elif fit(ctype, kind) == "ok":
+            movable += n
+        else:
+            misfits[kind] += n
     if registered is None:
-        if not pairs:
+        if not tally:
             raise PromotionError(f"no row of {schema}.{table} holds {key} in _unmapped")
         if misfits:
             listed = ", ".join(f"{n} {k}" for k, n in sorted(misfits.items()))
@@ -313,7 +322,7 @@ def plan_promotion(
         if occupied:
             raise PromotionError(
                 f"column {target} of {schema}.{table} already holds a value in {occupied} of the "
-                f"{len(pairs)} rows with {key} (a name collision?): choose another with --column"
+                f"{kinds.total()} rows with {key} (a name collision?): choose another with --column"
             )
     return PromotionPlan(
         schema=schema,

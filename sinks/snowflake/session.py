@@ -56,6 +56,21 @@ def login(
     return conn, database
 
 
+def fetch_pages(
+    cur: Any, page_rows: int, *, kind: str = "select", table: str | None = None
+) -> Iterator[list[Any]]:
+    """A cursor's rows, at most `page_rows` at a time (`fetchmany`: the caller holds one page,
+    never the whole result); fetch failures classified as `run`'s are."""
+    while True:
+        try:
+            page = list(cur.fetchmany(page_rows))
+        except Exception as exc:
+            raise classify(exc, statement=kind, table=table) from exc
+        if not page:
+            return
+        yield page
+
+
 class WarehouseSession:
     """One connection; `run` executes a statement and wraps any failure."""
 

@@ -23,10 +23,12 @@ from prometheus_client import CollectorRegistry
 from cli.main import main
 from runtime.rules import parse_rules
 from runtime.settings import KafkaSettings, WarehouseSettings
+from sinks.snowflake import ddl
 from sinks.snowflake.consumer import SinkConsumer
 from sinks.snowflake.loader import LoaderOptions, SnowflakeLoader
 from sinks.snowflake.metrics import SinkMetrics
 from sinks.snowflake.settings import SinkSettings
+from sinks.snowflake.tables import fixed_columns
 from tests.integration.sink_support import (
     Warehouse,
     clean_event,
@@ -158,3 +160,40 @@ def test_promote_moves_history_and_live_rows_while_the_sink_loads(
     # every row moved by promote is counted (the rest the sink wrote directly)
     assert HISTORY <= promoted[0]["occurrences"] < len(sent)
     print(f"promote scenario: {len(sent)} events, {time.monotonic() - started:.1f} s")
+
+
+def test_promote_pages_through_a_table_larger_than_a_page(
+    warehouse_conn_params: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No sink: a table of the history only, read 4 rows at a time (strict checks on)."""
+    database = f"PROMOTE_PAGES_{uuid.uuid4().hex[:10].upper()}"
+    wh = Warehouse(database)
+    wh.query('CREATE SCHEMA IF NOT EXISTS "WEB"')
+    wh.query(ddl.create_table("web", "plan_chosen", fixed_columns("plan_chosen")))
+    rows = 11
+    docs = [orjson.dumps({"properties.a-b": f"v-{i}", "k": i}).decode() for i in range(rows)]
+    wh.query(
+        'INSERT INTO "WEB"."PLAN_CHOSEN" ("ID", "_UNMAPPED") SELECT column1, PARSE_JSON(column2) '
+        "FROM VALUES " + ", ".join(["(?, ?)"] * rows),
+        [b for i, doc in enumerate(docs) for b in (f"h-{i}", doc)],
+    )
+    args = ["promote", "--source", "web", "--table", "plan_chosen", "--key", "properties.a-b"]
+    args += ["--column", "a_b_text", "--promote-grace-s", "0", "--promote-page-rows", "4"]
+    assert main([*args, "--snowflake-database", database]) == 0
+    assert f"moved {rows} rows' properties.a-b" in capsys.readouterr().out
+    found = wh.query('SELECT "ID", "A_B_TEXT", TO_JSON("_UNMAPPED") FROM "WEB"."PLAN_CHOSEN"')
+    assert sorted((mid, value, orjson.loads(doc)) for mid, value, doc in found) == sorted(
+        (f"h-{i}", f"v-{i}", {"k": i}) for i in range(rows)
+    )
+    assert wh.query(
+        'SELECT "OCCURRENCES" FROM "WEB"."_SEGFLOW_SCHEMA_CHANGES" WHERE "CHANGE" = ?',
+        ["promoted"],
+    ) == [(rows,)]
+    # the staging table is gone
+    assert not [
+        t
+        for (t,) in wh.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = '_SEGFLOW'"
+        )
+        if t.upper().startswith("_SEGFLOW_STAGING_")
+    ]

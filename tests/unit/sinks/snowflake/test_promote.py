@@ -38,7 +38,14 @@ class Table:
     def run(self, sql: str, binds: Any = (), *, kind: str = "", table: str | None = None) -> Any:
         self.statements.append(sql)
         cur = MagicMock()
-        cur.fetchall.return_value = self.answer(sql, list(binds or []), cur)
+        rows = self.answer(sql, list(binds or []), cur)
+        cur.fetchall.return_value = list(rows)
+
+        def fetchmany(size: int) -> list[Any]:
+            page, rows[:] = rows[:size], rows[size:]
+            return page
+
+        cur.fetchmany.side_effect = fetchmany
         return cur
 
     def fetch_all(self, sql: str, binds: Any = (), *, kind: str = "select") -> list[Any]:
@@ -87,7 +94,9 @@ class Table:
         return moved
 
 
-def promoter(table: Table, grace_s: float, on_sleep: Any = None) -> tuple[Promoter, list[float]]:
+def promoter(
+    table: Table, grace_s: float, on_sleep: Any = None, page_rows: int = 10_000
+) -> tuple[Promoter, list[float]]:
     session = create_autospec(WarehouseSession, instance=True)
     session.run.side_effect = table.run
     session.fetch_all.side_effect = table.fetch_all
@@ -99,7 +108,7 @@ def promoter(table: Table, grace_s: float, on_sleep: Any = None) -> tuple[Promot
         if on_sleep is not None:
             on_sleep(len(slept))
 
-    settings = PromoteSettings(grace_s=grace_s)
+    settings = PromoteSettings(grace_s=grace_s, page_rows=page_rows)
     return Promoter(session, settings, sleep=sleep, now=lambda: table.now), slept
 
 
@@ -171,3 +180,42 @@ def test_refusals_change_nothing() -> None:
     with pytest.raises(PromotionError, match=r"no table web\.nope"):
         job.promote("web", "nope", KEY)
     assert not any(s.startswith(("INSERT", "UPDATE", "ALTER", "CREATE")) for s in table.statements)
+
+
+def test_scans_read_a_page_at_a_time_and_stage_it_before_reading_the_next() -> None:
+    """Memory is bounded by the page, not the table: no scan is fetched whole, and a page's
+    rows are in the staging table before the next page is read."""
+    table = Table()
+    for i in range(11):
+        table.add(f"h{i}", f"v{i}")
+    scans: list[list[int]] = []  # per scan, per page read: rows read and not staged yet
+    run = table.run
+
+    def paged_run(sql: str, binds: Any = (), **kw: Any) -> Any:
+        cur = run(sql, binds, **kw)
+        if sql.startswith('SELECT "ID", "DOC"'):
+            cur.fetchall.side_effect = AssertionError("a scan fetched whole")
+            fetch, read, staged_before = cur.fetchmany.side_effect, [0], len(table.staged)
+            held: list[int] = []
+            scans.append(held)
+
+            def fetchmany(size: int) -> list[Any]:
+                assert size == 4
+                held.append(read[0] - (len(table.staged) - staged_before) // 4)
+                page: list[Any] = fetch(size)
+                read[0] += len(page)
+                return page
+
+            cur.fetchmany.side_effect = fetchmany
+        return cur
+
+    job, _ = promoter(table, grace_s=0.0, page_rows=4)
+    job.session.run.side_effect = paged_run  # type: ignore[attr-defined]
+    report = job.promote("web", "plan_chosen", KEY, column="a_b_text")
+    assert (report.moved, report.left, report.kept) == (11, 0, 0)
+    assert [r["a_b_text"] for r in table.rows.values()] == [f"v{i}" for i in range(11)]
+    assert all(r["_unmapped"] == {"other": 1} for r in table.rows.values())
+    # plan, stage, what is left: 11 rows in pages of 4 (4, 4, 3, then none); the staging scan
+    # staged each page before it read the next
+    assert [len(held) for held in scans] == [4, 4, 1]
+    assert scans[1] == [0, 0, 0, 0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Iterator
 from typing import Any
 from unittest.mock import MagicMock
 
@@ -141,6 +143,28 @@ def test_a_collision_losers_default_column_is_refused_and_another_planned() -> N
         0,
     )
     assert "column     a_b_text VARCHAR (added)" in p.describe()
+
+
+class _Doc(dict[str, Any]):
+    """A value whose copies still alive can be counted (weak references)."""
+
+
+def test_a_plan_counts_the_values_it_reads_and_holds_none_of_them() -> None:
+    alive: list[weakref.ref[_Doc]] = []
+    most = 0
+
+    def values() -> Iterator[tuple[Any, bool]]:
+        nonlocal most
+        for i in range(1_000):
+            most = max(most, sum(r() is not None for r in alive[-50:]))
+            doc = _Doc(n=i)
+            alive.append(weakref.ref(doc))
+            yield doc, False
+            del doc
+
+    p = plan(values=values(), column="a_b_text")
+    assert (p.movable, p.occupied, p.kinds) == (1_000, 0, {"VARCHAR": 1_000})
+    assert most <= 1  # each value is dropped once counted: any table plans in constant memory
 
 
 def test_values_that_do_not_fit_the_asked_type_are_refused_with_counts() -> None:
