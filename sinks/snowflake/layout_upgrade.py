@@ -4,7 +4,8 @@ Layout 1 reserved one set of names on every table (`LAYOUT_1_RESERVED`); layout 
 per table (`tables.reserved_columns`), so some values layout 1 kept in ``_unmapped`` now have a
 column (`freed_columns`). Layout 1 kept such a value under its key path (``traits.name``;
 ``traits.Name`` for another key naming the same column) and, before that, under the column's
-name itself (``name``). `plan_table` decides, from a table's rows, what moves where:
+name itself (``name``). What moves where, decided from a table's rows (ordered by identity, so
+that they can stream: `count_kinds` over them gives `plan_types`, then `row_move` per row):
 
 - per row and column the first candidate key present wins (the key spelled as the column, then
   other spellings in key order, then the bare column name; `candidates`), the others stay;
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,9 +205,42 @@ def plan_row(
     return moved, rest
 
 
+Row = tuple[tuple[Any, ...], str | None, Mapping[str, Any]]
+"""A row as read: its identity, its load id (or None), its `_unmapped`."""
+
+
+def distinct_rows(rows: Iterable[Row]) -> Iterator[tuple[Row, bool]]:
+    """Rows ordered by identity, each identity once (its first copy), with whether all its
+    copies (an event loaded twice) agree. Holds one row, so the rows may stream."""
+    current: Row | None = None
+    same = True
+    for row in rows:
+        if current is not None and row[0] == current[0]:
+            same = same and row[2] == current[2]
+            continue
+        if current is not None:
+            yield current, same
+        current, same = row, True
+    if current is not None:
+        yield current, same
+
+
+def count_kinds(
+    kinds: Mapping[str, Counter[str]], keys_of: Mapping[str, Sequence[str]], row: Row
+) -> None:
+    """Add a row's values to the counts of kinds per column (its first candidate key each)."""
+    unmapped = row[2]
+    for column, keys in keys_of.items():
+        key = next((k for k in keys if k in unmapped), None)
+        kind = value_kind(unmapped[key]) if key is not None else None
+        if kind is not None:
+            kinds[column][kind] += 1
+
+
 @dataclass
 class TablePlan:
-    """The upgrade of one table: candidate keys per column, column types, the rows' moves."""
+    """The upgrade of one table: candidate keys per column, column types (those of `add` are
+    new), and, when planned from rows held (`plan_table`), the rows' moves and what stays."""
 
     table: str
     keys_of: dict[str, list[str]]
@@ -219,52 +253,69 @@ class TablePlan:
         return Counter(c for m in self.moves for c in m.values)
 
 
-def plan_table(
+def plan_types(
     table: str,
     columns: Mapping[str, str],
     keys_of: dict[str, list[str]],
-    rows: Iterable[tuple[tuple[Any, ...], str | None, Mapping[str, Any]]],
+    kinds: Mapping[str, Counter[str]],
     max_columns: int,
 ) -> TablePlan:
-    """The moves of a table whose layout is `columns`, from its rows (identity, load id,
-    `_unmapped`). Columns missing get the type of their values; a table at its column cap
-    takes no new column (those values stay)."""
+    """The types of a table whose layout is `columns` from the kinds of its values per column
+    (`count_kinds`): an existing column keeps its own, a missing one takes its values' type; a
+    table at its column cap takes no new column (those values stay)."""
     plan = TablePlan(table, keys_of)
-    seen: dict[tuple[Any, ...], Mapping[str, Any] | None] = {}
-    read: list[tuple[tuple[Any, ...], str | None, Mapping[str, Any]]] = []
-    kinds: dict[str, Counter[str]] = {c: Counter() for c in keys_of}
-    for identity, load_id, unmapped in rows:
-        if identity in seen:  # one event loaded twice: one update serves both copies
-            if seen[identity] != unmapped:
-                seen[identity] = None  # copies that differ: which to write is unknown
-            continue
-        seen[identity] = unmapped
-        read.append((identity, load_id, unmapped))
-        for column, keys in keys_of.items():
-            key = next((k for k in keys if k in unmapped), None)
-            kind = value_kind(unmapped[key]) if key is not None else None
-            if kind is not None:
-                kinds[column][kind] += 1
     room = max_columns - len(columns)
     for column in sorted(keys_of):
         if column in columns:
             plan.types[column] = columns[column]
             continue
-        ctype = new_column_type(kinds[column])
+        ctype = new_column_type(kinds.get(column, Counter()))
         if ctype is None or room <= 0:
             continue
         plan.types[column] = plan.add[column] = ctype
         room -= 1
-    for identity, load_id, unmapped in read:
-        if seen[identity] is None:
-            plan.kept.update(c for c, ks in keys_of.items() if any(k in unmapped for k in ks))
-            continue
-        moved, rest = plan_row(unmapped, keys_of, plan.types)
-        for column, keys in keys_of.items():
-            if column not in moved and any(k in unmapped for k in keys):
-                plan.kept[column] += 1
-        if moved:
-            plan.moves.append(RowMove(identity, load_id, moved, rest or None))
+    return plan
+
+
+def row_move(
+    row: Row,
+    same: bool,
+    keys_of: Mapping[str, Sequence[str]],
+    types: Mapping[str, str],
+    kept: Counter[str],
+) -> RowMove | None:
+    """The move of one distinct row (None: nothing moves); counts in `kept` the columns whose
+    value stays. Copies that differ (`same` false) move nothing."""
+    identity, load_id, unmapped = row
+    if not same:  # which copy to write is unknown
+        kept.update(c for c, ks in keys_of.items() if any(k in unmapped for k in ks))
+        return None
+    moved, rest = plan_row(unmapped, keys_of, types)
+    for column, keys in keys_of.items():
+        if column not in moved and any(k in unmapped for k in keys):
+            kept[column] += 1
+    return RowMove(identity, load_id, moved, rest or None) if moved else None
+
+
+def plan_table(
+    table: str,
+    columns: Mapping[str, str],
+    keys_of: dict[str, list[str]],
+    rows: Iterable[Row],
+    max_columns: int,
+) -> TablePlan:
+    """The whole plan of a table from rows held in memory, ordered by identity (copies
+    adjacent): `plan_types`, then `row_move` per distinct row. migrations.py runs the same
+    steps over rows it streams, holding none of them."""
+    held = list(rows)
+    kinds: dict[str, Counter[str]] = {c: Counter() for c in keys_of}
+    for row, _ in distinct_rows(held):
+        count_kinds(kinds, keys_of, row)
+    plan = plan_types(table, columns, keys_of, kinds, max_columns)
+    for row, same in distinct_rows(held):
+        move = row_move(row, same, keys_of, plan.types, plan.kept)
+        if move is not None:
+            plan.moves.append(move)
     return plan
 
 

@@ -6,11 +6,13 @@ on every table, so a trait ``name`` of an identify or group, a property ``name``
 their columns, as planned by layout_upgrade.py, for every source schema not yet at
 `LAYOUT_VERSION`:
 
-- a table's candidate keys are read first (the distinct keys of its ``_unmapped``), then the
-  rows holding one; the plan's new columns are added (DDL commits by itself);
-- then one transaction per source schema moves the values (``UPDATE ... FROM VALUES``: the
-  column set and the rewritten ``_unmapped``, only where the column is still NULL and, on users
-  and accounts, the row is the one read, by its ``_segflow_load_id``), records each moved
+- a table's candidate keys are read first (the distinct keys of its ``_unmapped``), then, when
+  a column is new, the rows holding one, to count its values' types; the plan's new columns
+  are added (DDL commits by itself);
+- then one transaction per source schema reads those rows again and moves the values
+  (``UPDATE ... FROM VALUES``: the column set and the rewritten ``_unmapped``, only where the
+  column is still NULL and, on users and accounts, the row is the one read, by its
+  ``_segflow_load_id``), records each moved
   column in ``_segflow_schema_changes`` (``layout_migrated``, with the number of rows) and the
   schema's layout version in `_segflow_layout` of the control schema.
 
@@ -21,7 +23,10 @@ nothing twice (a row whose column is set is skipped) and a sink loading meanwhil
 2 rows, which the upgrade does not touch. A sink of the previous version still loading after the
 upgrade writes layout 1 rows that stay as they are: stop those first. Snowflake's OBJECT_DELETE
 would rewrite ``_unmapped`` in SQL, but the emulator lacks it, so the object is rewritten here
-(read, and written back whole).
+(read, and written back whole). Rows are read only where they hold a candidate key (``GET`` in
+SQL), ordered by identity (copies adjacent), `page_rows` at a time, and moves are sent before
+more than a page of them is pending: memory is bounded by `PAGE_ROWS` and the size of one
+``_unmapped``, never by the size of the table.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import json
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,18 +47,24 @@ from sinks.snowflake.errors import WarehouseRetryableError
 from sinks.snowflake.evolution import column_type_from_warehouse
 from sinks.snowflake.layout_upgrade import (
     Columns,
+    Row,
     RowMove,
     TablePlan,
     bind_text,
     candidates,
+    count_kinds,
+    distinct_rows,
     freed_columns,
     identity_columns,
     json_text,
+    key_column,
     map_root,
-    plan_table,
+    plan_types,
+    row_move,
     update_sql,
 )
 from sinks.snowflake.schema_sync import SchemaSync
+from sinks.snowflake.session import fetch_pages
 from sinks.snowflake.tables import (
     ACCOUNTS,
     DETECTED_BY_SINK,
@@ -69,6 +80,9 @@ LAYOUT_VERSION = 2
 LAYOUT_TABLE = "_segflow_layout"
 LAYOUT_MIGRATED = "layout_migrated"
 
+PAGE_ROWS = 10_000
+"""Rows read from the warehouse at a time (and moves pending at most): what bounds the upgrade's
+memory, with the size of one row's `_unmapped`."""
 _ROWS_PER_UPDATE = 200
 _BYTES_PER_UPDATE = 4_000_000
 _MIGRATION_IDS = uuid.UUID("0b6a8f8e-5d0c-4a57-8f49-2f1c1c7c2a10")
@@ -98,10 +112,17 @@ class Migrated:
 class LayoutMigration:
     """Brings every source schema of the database to `LAYOUT_VERSION`, once per process."""
 
-    def __init__(self, conn: SinkConnection, schemas: SchemaSync, control_schema: str) -> None:
+    def __init__(
+        self,
+        conn: SinkConnection,
+        schemas: SchemaSync,
+        control_schema: str,
+        page_rows: int = PAGE_ROWS,
+    ) -> None:
         self.conn = conn
         self.schemas = schemas
         self.control_schema = control_schema
+        self.page_rows = page_rows
         self.done = False
 
     def ensure(self) -> list[Migrated]:
@@ -169,7 +190,8 @@ class LayoutMigration:
         }
 
     def plan(self, schema: str, tables: Mapping[str, Columns]) -> list[TablePlan]:
-        """Read each table's candidate keys and rows holding them; plan the moves."""
+        """Each table's candidate keys, and the types of the columns they fill (a new column's
+        from its values, counted over the rows holding a key, read a page at a time)."""
         plans = []
         for table, columns in sorted(tables.items()):
             root = map_root(table)
@@ -177,35 +199,55 @@ class LayoutMigration:
             if root is None or identity is None:
                 continue
             freed = freed_columns(table)
-            t = ddl.qualified(schema, table)
+            cur = self.conn.run(
+                f"SELECT DISTINCT f.key FROM {ddl.qualified(schema, table)} u, "
+                'LATERAL FLATTEN(input => u."_UNMAPPED") f',
+                kind="select",
+                table=table,
+            )
             keys = [
                 str(k)
-                for (k,) in self.conn.run(
-                    f'SELECT DISTINCT f.key FROM {t} u, LATERAL FLATTEN(input => u."_UNMAPPED") f',
-                    kind="select",
-                    table=table,
-                ).fetchall()
+                for page in fetch_pages(cur, self.page_rows, table=table)
+                for (k,) in page
+                if key_column(str(k), root, freed) is not None
             ]
             keys_of = candidates(keys, root, freed)
             if not keys_of:
                 continue
-            guard = layout_of(table) in (USERS, ACCOUNTS) and LOAD_ID_COLUMN in columns
-            select = [ddl.quote(c) for c in identity]
-            select.append(ddl.quote(LOAD_ID_COLUMN) if guard else "NULL")
-            cur = self.conn.run(
-                f'SELECT {", ".join(select)}, "_UNMAPPED" FROM {t} WHERE "_UNMAPPED" IS NOT NULL',
-                kind="select",
-                table=table,
-            )
-            rows = []
-            for *ident, load_id, text in cur.fetchall():
-                unmapped = _loads(text)
-                if unmapped and any(k in unmapped for ks in keys_of.values() for k in ks):
-                    rows.append((tuple(ident), load_id, unmapped))
+            kinds: dict[str, Counter[str]] = {c: Counter() for c in keys_of}
+            if any(c not in columns for c in keys_of):  # a new column: typed as its values
+                for row, _ in distinct_rows(self._rows(schema, table, columns, keys_of)):
+                    count_kinds(kinds, keys_of, row)
             plans.append(
-                plan_table(table, columns, keys_of, rows, self.schemas.max_columns_per_table)
+                plan_types(table, columns, keys_of, kinds, self.schemas.max_columns_per_table)
             )
         return plans
+
+    def _rows(
+        self, schema: str, table: str, columns: Columns, keys_of: Mapping[str, Sequence[str]]
+    ) -> Iterator[Row]:
+        """The rows holding a candidate key (filtered in SQL), ordered by identity (copies
+        adjacent), read `page_rows` at a time: one page is held, never the table."""
+        identity = identity_columns(table, columns) or ()
+        guard = layout_of(table) in (USERS, ACCOUNTS) and LOAD_ID_COLUMN in columns
+        select = [ddl.quote(c) for c in identity]
+        select.append(ddl.quote(LOAD_ID_COLUMN) if guard else "NULL")
+        keys = [k for ks in keys_of.values() for k in ks]
+        # GET takes the key as one field name (dots included); the parentheses keep the
+        # emulator from reading `? IS NOT NULL` as GET's argument
+        holds = " OR ".join(['(GET("_UNMAPPED", ?)) IS NOT NULL'] * len(keys))
+        cur = self.conn.run(
+            f'SELECT {", ".join(select)}, "_UNMAPPED" FROM {ddl.qualified(schema, table)} '
+            f"WHERE {holds} ORDER BY {', '.join(ddl.quote(c) for c in identity)}",
+            keys,
+            kind="select",
+            table=table,
+        )
+        for page in fetch_pages(cur, self.page_rows, table=table):
+            for *ident, load_id, text in page:
+                unmapped = _loads(text)
+                if unmapped and any(k in unmapped for k in keys):
+                    yield tuple(ident), load_id, unmapped
 
     def migrate_schema(self, schema: str, tables: Mapping[str, Columns]) -> list[Migrated]:
         """Plan, add the columns, then move the values and record it in one transaction."""
@@ -216,7 +258,7 @@ class LayoutMigration:
                 run(ddl.add_column(schema, p.table, column, ctype), kind="ddl", table=p.table)
         if any(p.add for p in plans):
             plans = self._replan_if_changed(schema, plans)
-        if any(p.moves for p in plans):
+        if any(p.types for p in plans):  # values may move
             self.schemas.ensure_changes_table(schema)
         layout = ddl.qualified(self.control_schema, LAYOUT_TABLE)
         out: list[Migrated] = []
@@ -282,15 +324,19 @@ class LayoutMigration:
         return out
 
     def _move(self, schema: str, p: TablePlan, columns: Columns) -> list[Migrated]:
+        """Read the table's rows again, a page at a time, and move their values: UPDATEs of
+        at most `_ROWS_PER_UPDATE` rows, sent whenever `page_rows` moves are pending (so the
+        process holds about a page of rows and a page of moves, whatever the table's size)."""
+        if not p.types:
+            return []
         identity = identity_columns(p.table, columns) or ()
         guard = layout_of(p.table) in (USERS, ACCOUNTS) and LOAD_ID_COLUMN in columns
-        groups: dict[tuple[str, ...], list[RowMove]] = {}
-        for m in p.moves:
-            groups.setdefault(tuple(sorted(m.values)), []).append(m)
         moved: Counter[str] = Counter()
         examples: dict[str, str] = {}
-        for names, moves in groups.items():
-            for batch in _batches(moves):
+        pending: dict[tuple[str, ...], list[RowMove]] = {}
+
+        def send(names: tuple[str, ...]) -> None:
+            for batch in _batches(pending.pop(names)):
                 binds: list[Any] = []
                 for m in batch:
                     binds += list(m.identity)
@@ -304,6 +350,25 @@ class LayoutMigration:
                 for c in names:
                     moved[c] += count
                     examples.setdefault(c, str(batch[0].identity[0]))
+
+        held = 0
+        for row, same in distinct_rows(self._rows(schema, p.table, columns, p.keys_of)):
+            move = row_move(row, same, p.keys_of, p.types, p.kept)
+            if move is None:
+                continue
+            names = tuple(sorted(move.values))
+            group = pending.setdefault(names, [])
+            group.append(move)
+            held += 1
+            if len(group) >= _ROWS_PER_UPDATE:
+                held -= len(group)
+                send(names)
+            if held >= self.page_rows:
+                for names in list(pending):
+                    send(names)
+                held = 0
+        for names in list(pending):
+            send(names)
         return [
             Migrated(schema, p.table, c, p.types[c], moved[c], p.kept[c], examples[c])
             for c in sorted(moved)

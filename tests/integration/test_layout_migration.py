@@ -221,3 +221,52 @@ def test_a_warehouse_of_the_previous_layout_is_upgraded_in_place_once(
     ]
     loader.close()
     loads.conn.close()
+
+
+def test_the_upgrade_reads_a_table_larger_than_a_page_page_by_page(
+    warehouse_conn_params: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages of 4 rows and UPDATEs of 2: every value moves, copies of a row loaded twice move
+    once (both copies), copies that differ stay, and the strict checks see nothing wrong."""
+    loads = Loads("paged")
+    n = 10
+    with monkeypatch.context() as patch:
+        _previous_layout(patch)
+        loader, _ = loads.loader()
+        loads.flush(
+            loader,
+            [
+                ("identify", {"message_id": f"i{i}", "user_id": f"u{i}", **_traits(name=f"N{i}")})
+                for i in range(n)
+            ],
+        )
+        loader.close()
+    table = '"PAGED"."IDENTIFIES"'
+    loads.query(f'INSERT INTO {table} SELECT * FROM {table} WHERE "ID" = ?', ["i3"])
+    ident = '"ID", "_SEGFLOW_TOPIC", "_SEGFLOW_PARTITION", "_SEGFLOW_OFFSET"'
+    loads.query(  # a copy of i6 that differs: which to write is unknown
+        f'INSERT INTO {table} ({ident}, "_UNMAPPED") SELECT {ident}, PARSE_JSON(?) '
+        f'FROM {table} WHERE "ID" = ?',
+        ['{"traits.name": "other"}', "i6"],
+    )
+    monkeypatch.setattr(migrations, "_ROWS_PER_UPDATE", 2)
+    loader, registry = loads.loader()
+    loader.layout.page_rows = 4  # i3's copies and i6's straddle pages
+    loader.connect()
+    found = loads.query(f'SELECT "ID", "NAME", TO_JSON("_UNMAPPED") FROM {table} ORDER BY 1, 2')
+    moved = [(i, name, doc) for i, name, doc in found if i != "i6"]
+    assert moved == sorted(
+        [(f"i{i}", f"N{i}", None) for i in range(n) if i != 6] + [("i3", "N3", None)]
+    )
+    assert sorted(json.dumps([name, _parsed(doc)]) for i, name, doc in found if i == "i6") == [
+        json.dumps([None, {"traits.name": "N6"}]),
+        json.dumps([None, {"traits.name": "other"}]),
+    ]
+    assert loads.query(
+        'SELECT "TABLE_NAME", "OCCURRENCES" FROM "PAGED"."_SEGFLOW_SCHEMA_CHANGES" '
+        'WHERE "CHANGE" = ? AND "TABLE_NAME" = ?',
+        [migrations.LAYOUT_MIGRATED, "identifies"],
+    ) == [("identifies", n)]  # rows: i6 in neither copy, i3 in both
+    assert _strict_violations(registry) == 0
+    loader.close()
+    loads.conn.close()

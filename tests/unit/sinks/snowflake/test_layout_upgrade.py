@@ -10,6 +10,7 @@ from sinks.snowflake.layout_upgrade import (
     RowMove,
     TablePlan,
     candidates,
+    distinct_rows,
     fits,
     freed_columns,
     key_column,
@@ -156,3 +157,24 @@ def test_a_plan_is_moves_per_row() -> None:
     plan = TablePlan("t", {"name": ["traits.name"]})
     plan.moves.append(RowMove(("a",), None, {"name": "A"}, None))
     assert plan.moved() == Counter({"name": 1})
+
+
+def test_distinct_rows_stream_one_identity_at_a_time() -> None:
+    rows = [
+        (("a",), None, {"k": 1}),
+        (("a",), None, {"k": 1}),  # a copy that agrees
+        (("b",), None, {"k": 1}),
+        (("b",), None, {"k": 2}),  # a copy that differs
+        (("c",), "L", {"k": 3}),
+    ]
+    read: list[int] = []
+
+    def stream() -> Any:
+        for i, row in enumerate(rows):
+            read.append(i)
+            yield row
+
+    out = distinct_rows(stream())
+    assert next(out) == ((("a",), None, {"k": 1}), True)
+    assert read == [0, 1, 2]  # lazily: up to the next identity's first row
+    assert list(out) == [((("b",), None, {"k": 1}), False), ((("c",), "L", {"k": 3}), True)]
