@@ -16,11 +16,15 @@ process`) and one sink (`segflow sink`) as subprocesses at their default setting
 2. Freshness: --rate events/s (default: half the sustained rate just measured) for --duration
    seconds; twice a second one probe event goes out and a poller queries the warehouse every
    100 ms until it is there; freshness = queryable time minus send time, p50 and p95.
-3. Peak RSS (VmHWM) and CPU seconds of each component.
+3. Peak RSS (VmHWM) and CPU seconds of each component; whether web.tracks holds every accepted
+   event exactly once (rows = distinct ids = events).
 
-Writes bench/results/e2e.md and ends with `RESULT events_per_s=<n> own_cpu_us_per_event=<n>
-freshness_p50_s=<x> freshness_p95_s=<y> freshness_p95_at_half_s=<y>` (the last is the p95 when
-the rate was half the sustained one, else "na"), and the per-process CPU µs and peak RSS MB.
+`--workers N --sinks M` run N processor workers and M sinks in their groups (the scaling check).
+Writes bench/results/e2e.md (e2e-<N>x<M>.md when scaled out) and ends with
+`RESULT events_per_s=<n> own_cpu_us_per_event=<n> freshness_p50_s=<x> freshness_p95_s=<y>
+freshness_p95_at_half_s=<y> exactly_once=yes|no ...` (freshness_p95_at_half_s is the p95 when
+the rate was half the sustained one, else "na"), then each process's CPU µs per event and peak
+RSS MB.
 """
 
 from __future__ import annotations
@@ -57,13 +61,16 @@ PLACEHOLDER = b"@@@@@@@@@@@@"  # 12 bytes replaced per request so every messageI
 
 
 class Component:
-    """One `segflow <name>` subprocess with its readiness URL."""
+    """One `segflow <command>` subprocess (`name`: the command and an instance number, when
+    there are several) with its readiness URL."""
 
-    def __init__(self, name: str, env: dict[str, str], port: int, log_dir: Path) -> None:
-        self.name, self.port = name, port
+    def __init__(
+        self, command: str, name: str, env: dict[str, str], port: int, log_dir: Path
+    ) -> None:
+        self.command, self.name, self.port = command, name, port
         self.log = (log_dir / f"{name}.log").open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", name],
+            [sys.executable, "-m", "cli.main", command],
             env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
             cwd=ROOT,
             stdout=self.log,
@@ -148,6 +155,13 @@ def count(session: WarehouseSession, schema: str) -> int:
         return int(session.fetch_all(f"SELECT COUNT(*) FROM {schema}.tracks")[0][0])
     except Exception:
         return 0
+
+
+def exactly_once(warehouse: WarehouseSettings) -> tuple[int, int]:
+    """(rows, distinct ids) in web.tracks."""
+    with WarehouseSession(warehouse, "bench") as session:
+        rows, distinct = session.fetch_all("SELECT COUNT(*), COUNT(DISTINCT id) FROM web.tracks")[0]
+    return int(rows), int(distinct)
 
 
 def wait_loaded(warehouse: WarehouseSettings, expected: int, timeout: float) -> float:
@@ -262,6 +276,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=1, help="processor workers (one group)")
+    parser.add_argument("--sinks", type=int, default=1, help="sink instances (one group)")
     args = parser.parse_args()
 
     tag = uuid.uuid4().hex[:8]
@@ -269,25 +285,35 @@ def main() -> int:
     database = f"BENCH_E2E_{tag.upper()}"
     warehouse = WarehouseSettings(database=database)
     create_topics(kafka, expected_topics(kafka.topics, partitions=args.partitions))
-    ports = {"ingest": free_port(), "process": free_port(), "sink": free_port()}
+    ingest_port = free_port()
     env = {
         "SEGFLOW_KAFKA_BOOTSTRAP": kafka.bootstrap,
         "SEGFLOW_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
         "SEGFLOW_SNOWFLAKE_DATABASE": database,
         "SEGFLOW_INGEST_HOST": "127.0.0.1",
-        "SEGFLOW_INGEST_PORT": str(ports["ingest"]),
-        "SEGFLOW_PROCESS_METRICS_PORT": str(ports["process"]),
+        "SEGFLOW_INGEST_PORT": str(ingest_port),
         "SEGFLOW_PROCESS_APP_ID": f"bench-e2e-{tag}",
         "SEGFLOW_PROCESS_PII_HMAC_KEY": "bench-key-0123456789abcdef0123456789",
-        "SEGFLOW_SINK_METRICS_PORT": str(ports["sink"]),
         "SEGFLOW_SINK_GROUP_ID": f"bench-e2e-sink-{tag}",
         "SEGFLOW_LOG_LEVEL": "WARNING",
         "SEGFLOW_ALLOW_DEV_DEFAULTS": "true",  # the embedded rules' development key
         "SEGFLOW_SNOWFLAKE_STRICT": "false",  # the emulator's Snowflake-rules check: a test aid
     }
     log_dir = Path(tempfile.mkdtemp(prefix="segflow-bench-e2e-"))
-    env["SEGFLOW_PROCESS_STATE_DIR"] = str(log_dir / "faust")
-    comps = {n: Component(n, env, ports[n], log_dir) for n in ("sink", "process", "ingest")}
+    comps: dict[str, Component] = {}
+    for command, count in (("sink", args.sinks), ("process", args.workers), ("ingest", 1)):
+        for i in range(count):
+            name = command if count == 1 else f"{command}-{i}"
+            port = ingest_port if command == "ingest" else free_port()
+            own = {
+                "process": {
+                    "SEGFLOW_PROCESS_METRICS_PORT": str(port),
+                    "SEGFLOW_PROCESS_STATE_DIR": str(log_dir / f"faust-{i}"),
+                },
+                "sink": {"SEGFLOW_SINK_METRICS_PORT": str(port)},
+                "ingest": {},
+            }[command]
+            comps[name] = Component(command, name, {**env, **own}, port, log_dir)
     try:
         for comp in comps.values():
             comp.wait_ready()
@@ -298,7 +324,7 @@ def main() -> int:
 
         def cpu_now() -> dict[str, float]:
             """CPU seconds so far: segflow's processes, the services, this load generator."""
-            out = {n: c.stat()[1] for n, c in comps.items()}
+            out = {n: sum(c.stat()[1] for c in comps.values() if c.command == n) for n in OWN}
             out.update({n: cpu_seconds(pid) for n, pid in services.items()})
             out["loadgen"] = time.process_time()
             return out
@@ -307,7 +333,7 @@ def main() -> int:
         total = requests * per
         cpu0 = cpu_now()
         started = time.perf_counter()
-        accepted_s = asyncio.run(blast(ports["ingest"], bodies, requests, args.connections))
+        accepted_s = asyncio.run(blast(ingest_port, bodies, requests, args.connections))
         print(f"edge accepted {total:,} events in {accepted_s:.1f}s ({total / accepted_s:,.0f}/s)")
         done = wait_loaded(warehouse, total, timeout=900)
         cpu1 = cpu_now()
@@ -324,13 +350,20 @@ def main() -> int:
         rate = args.rate if args.rate is not None else sustained / 2
         prober = Prober(warehouse)
         prober.start()
-        sent = asyncio.run(fixed_rate(ports["ingest"], bodies, rate, args.duration, prober, per))
+        sent = asyncio.run(fixed_rate(ingest_port, bodies, rate, args.duration, prober, per))
         wait_loaded(warehouse, total + sent + len(prober.sent), timeout=300)
         time.sleep(1.0)
         prober.stop()
         fresh = prober.freshness()
         p50, p95 = pct(fresh, 0.5), pct(fresh, 0.95)
         at_half = f"{p95:.2f}" if args.rate is None else "na"
+        loaded, distinct = exactly_once(warehouse)
+        once = loaded == distinct == total + sent + len(prober.sent)
+        print(
+            f"web.tracks: {loaded:,} rows, {distinct:,} distinct ids, "
+            f"{total + sent + len(prober.sent):,} events accepted: "
+            + ("each exactly once" if once else "NOT exactly once")
+        )
         print(
             f"freshness at {rate:,.0f} events/s ({rate / sustained:.2f} of sustained): "
             f"{len(fresh)} probes, p50 {p50:.2f}s p95 {p95:.2f}s max {max(fresh):.2f}s"
@@ -344,7 +377,8 @@ def main() -> int:
         print(
             f"RESULT events_per_s={sustained:.0f} own_cpu_us_per_event={own:.0f} "
             f"freshness_p50_s={p50:.2f} freshness_p95_s={p95:.2f} "
-            f"freshness_p95_at_half_s={at_half} "
+            f"freshness_p95_at_half_s={at_half} exactly_once={'yes' if once else 'no'} "
+            f"workers={args.workers} sinks={args.sinks} partitions={args.partitions} "
             + " ".join(f"cpu_us_{n}={us:.0f}" for n, us in cpu_per_event.items())
             + " "
             + " ".join(f"peak_rss_mb_{n}={rss:.0f}" for n, (rss, _) in stats.items())
@@ -367,6 +401,7 @@ def write_results(
     stats: dict[str, tuple[float, float]],
     cpu_per_event: dict[str, float],
 ) -> None:
+    layout = "" if args.workers == args.sinks == 1 else f"-{args.workers}x{args.sinks}"
     lines = [
         "# bench/e2e.py results",
         "",
@@ -376,6 +411,7 @@ def write_results(
         "Commands: `make services-start`, then "
         f"`PYTHONPATH=. .venv/bin/python bench/e2e.py --events {args.events} "
         + (f"--rate {args.rate:.0f} " if args.rate is not None else "")
+        + (f"--workers {args.workers} --sinks {args.sinks} " if layout else "")
         + f"--duration {args.duration:.0f} --partitions {args.partitions}`",
         "",
         "| figure | value |",
@@ -401,7 +437,7 @@ def write_results(
         "| --- | --- |",
         *(f"| {n} | {us:.0f} |" for n, us in sorted(cpu_per_event.items(), key=lambda x: -x[1])),
     ]
-    out = ROOT / "bench" / "results" / "e2e.md"
+    out = ROOT / "bench" / "results" / f"e2e{layout}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
 

@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python bench/processors.py [--events 100000] [--partitions 6]
         [--repo PATH] [--compression lz4|none] [--suppressed N] [--profile | --sample]
+        [--rate R [--warmup S]]
 
 1. Writes `--events` realistic raw track/identify/page records (with PII, duplicates, new
    properties) to fresh raw topics on the broker (SEGFLOW_KAFKA_BOOTSTRAP, default
@@ -19,7 +20,9 @@
    share the machine) and its peak RSS (VmHWM). `--profile` runs it under cProfile;
    `--sample` attaches py-spy (if installed) and prints where the main thread's time goes.
    `--suppressed N` puts N other users on the suppression list first, so the worker checks
-   every event against a non-empty list.
+   every event against a non-empty list. `--rate R` writes the events at R/s while the worker
+   runs (live traffic: small fetches, every partition's transaction in each commit) instead of
+   as a backlog beforehand, measures from `--warmup` seconds on, and runs the two loops after.
 
 Ends with `RESULT events_per_s=<n> ceiling_per_s=<n> ratio=<r> codec_per_s=<n>
 ratio_to_codec=<r> cpu_us_per_event=<n> codec_cpu_us_per_event=<n> cpu_ratio_to_codec=<r>
@@ -40,6 +43,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -55,7 +59,14 @@ from bench import cpu_seconds, drop_topics, peak_rss_mb, thread_cpu_seconds  # n
 from runtime.settings import KafkaSettings  # noqa: E402
 from runtime.suppressions import publish_suppressions  # noqa: E402
 from runtime.topic_admin import TopicSpec, create_topics, expected_topics  # noqa: E402
-from tests.integration.processors_harness import produce, raw_event  # noqa: E402
+from schemas.codec import RAW_EVENT  # noqa: E402
+from schemas.topics import HEADER_SOURCE, Topics  # noqa: E402
+from tests.integration.processors_harness import (  # noqa: E402
+    CODEC,
+    produce,
+    raw_event,
+    record_key,
+)
 
 
 def make_records(n: int, seed: int = 7) -> list[dict[str, Any]]:
@@ -105,6 +116,87 @@ def make_records(n: int, seed: int = 7) -> list[dict[str, Any]]:
     return out
 
 
+SENT_AT = "bench-sent-at"  # a raw record's header: when it was written (the clean one keeps it)
+
+
+def paced_produce(
+    bootstrap: str, topics: Topics, records: list[dict[str, Any]], rate: float
+) -> threading.Thread:
+    """A thread writing `records` to the raw topics at `rate` events/s (a slice every 50 ms),
+    encoded beforehand so the pace holds; each carries its write time in a header."""
+    from confluent_kafka import Producer
+
+    encoded = [
+        (topics.raw(r["type"]), record_key(r), CODEC.encode(RAW_EVENT, r), r["source"].encode())
+        for r in records
+    ]
+
+    def run() -> None:
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all"})
+        started = time.monotonic()
+        sent = 0
+        while sent < len(encoded):
+            due = min(len(encoded), int((time.monotonic() - started) * rate) + 1)
+            at = f"{time.time():.6f}".encode()
+            for topic, key, value, source in encoded[sent:due]:
+                headers = [(HEADER_SOURCE, source), (SENT_AT, at)]
+                producer.produce(topic, key=key, value=value, headers=headers)
+            sent = due
+            producer.poll(0)
+            time.sleep(0.05)
+        producer.flush()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+class Visibility:
+    """Reads the clean topics as the sink does (read_committed) and records, for each clean
+    event, the seconds from its raw record's write to now: the processor's share of
+    freshness (fetch, batch, hand-off, and the transaction's commit)."""
+
+    def __init__(self, bootstrap: str, topics: list[str], since: float) -> None:
+        from confluent_kafka import Consumer
+
+        self.latencies: list[float] = []
+        self.since = since
+        self._stop = threading.Event()
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-visibility-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+            }
+        )
+        self._consumer.subscribe(topics)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for msg in self._consumer.consume(1000, timeout=0.05):
+                now = time.time()
+                if msg.error():
+                    continue
+                raw = msg.headers() or []
+                for name, value in raw.items() if isinstance(raw, dict) else raw:
+                    if name == SENT_AT and value is not None and float(value) >= self.since:
+                        self.latencies.append(now - float(value))
+        self._consumer.close()
+
+    def stop(self) -> tuple[float, float]:
+        """(p50, p95) seconds."""
+        self._stop.set()
+        self._thread.join(10)
+        lat = sorted(self.latencies)
+        if not lat:
+            return float("nan"), float("nan")
+        return lat[len(lat) // 2], lat[min(len(lat) - 1, int(0.95 * len(lat)))]
+
+
 def committed(bootstrap: str, group: str, topics: list[str], partitions: int) -> int:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
@@ -121,10 +213,11 @@ def wait_committed(
     total: int,
     pid: int,
     on_first: Callable[[], None] | None = None,
+    not_before: float = 0.0,
 ) -> tuple[float, float, int, float, float, float]:
     """(t_first, t_last, events between them, CPU seconds between them, the main thread's CPU
-    seconds between them, peak RSS MB) from polling the group's offsets; `on_first` is called
-    when the first offsets are committed."""
+    seconds between them, peak RSS MB) from polling the group's offsets; t_first is the first
+    commit seen at or after `not_before` (monotonic), when `on_first` is called."""
     first_t, first_n, first_cpu, first_main, rss = None, 0, 0.0, 0.0, 0.0
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -132,7 +225,7 @@ def wait_committed(
         now = time.monotonic()
         cpu = cpu_seconds(pid)
         rss = max(rss, peak_rss_mb(pid))
-        if n > 0 and first_t is None:
+        if n > 0 and first_t is None and now >= not_before:
             first_t, first_n, first_cpu = now, n, cpu
             first_main = thread_cpu_seconds(pid).get(pid, 0.0)
             if on_first is not None:
@@ -282,6 +375,15 @@ def main() -> None:
     )
     parser.add_argument("--profile", action="store_true", help="run the worker under cProfile")
     parser.add_argument("--sample", action="store_true", help="sample the worker with py-spy")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="write the events at this rate while the worker runs (live traffic, not a backlog)",
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=8.0, help="with --rate: seconds before measuring"
+    )
     parser.add_argument("--bare", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare:
@@ -307,22 +409,26 @@ def main() -> None:
             kafka, {f"gone-{i}": [f"gone-anon-{i}"] for i in range(args.suppressed)}, reason="bench"
         )
     records = make_records(args.events)
-    t0 = time.monotonic()
-    total = produce(bootstrap, topics, records)
-    print(f"produced {total} raw records in {time.monotonic() - t0:.1f}s")
-
+    total = len(records)
     ceilings: dict[str, float] = {}
     ceiling_cpu: dict[str, float] = {}
-    for mode in ("bare", "codec"):
-        rate_, cpu_, rss_ = run_bare(
-            bootstrap, topics.all_raw(), f"{bare_out}-{mode}", total, mode, args.compression
-        )
-        ceilings[mode], ceiling_cpu[mode] = rate_, cpu_
-        print(
-            f"{mode} aiokafka loop: {rate_:,.0f} events/s, {cpu_:.0f} µs CPU/event, "
-            f"peak RSS {rss_:.0f} MB"
-        )
-    ceiling = ceilings["bare"]
+
+    def run_ceilings() -> None:
+        for mode in ("bare", "codec"):
+            rate_, cpu_, rss_ = run_bare(
+                bootstrap, topics.all_raw(), f"{bare_out}-{mode}", total, mode, args.compression
+            )
+            ceilings[mode], ceiling_cpu[mode] = rate_, cpu_
+            print(
+                f"{mode} aiokafka loop: {rate_:,.0f} events/s, {cpu_:.0f} µs CPU/event, "
+                f"peak RSS {rss_:.0f} MB"
+            )
+
+    if args.rate is None:
+        t0 = time.monotonic()
+        produce(bootstrap, topics, records)
+        print(f"produced {total} raw records in {time.monotonic() - t0:.1f}s")
+        run_ceilings()
 
     app_id = f"bench-{tag}"
     state = Path(f"/tmp/segflow-bench-{tag}")
@@ -351,6 +457,13 @@ def main() -> None:
     if args.sample and not Path(spy).exists():
         raise SystemExit("--sample needs py-spy on PATH (pip install py-spy)")
     worker = subprocess.Popen(cmd, env=env, cwd=repo)
+    not_before = 0.0
+    visibility = None
+    if args.rate is not None:
+        paced_produce(bootstrap, topics, records, args.rate)
+        not_before = time.monotonic() + args.warmup
+        visibility = Visibility(bootstrap, topics.all_clean(), time.time() + args.warmup)
+        print(f"writing {total} raw records at {args.rate:,.0f}/s while the worker runs")
     sampler: subprocess.Popen[bytes] | None = None
     samples = state / "samples.txt"
 
@@ -373,18 +486,29 @@ def main() -> None:
             total,
             worker.pid,
             start_sampler if args.sample else None,
+            not_before,
         )
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(60)
         if sampler is not None:
             sampler.wait(60)
+    visible = visibility.stop() if visibility is not None else (float("nan"), float("nan"))
+    if args.rate is not None:  # the ceilings read the same records, all written by now
+        run_ceilings()
+        print(
+            f"raw written -> clean readable (read_committed): p50 {visible[0]:.2f}s "
+            f"p95 {visible[1]:.2f}s"
+        )
+    ceiling = ceilings["bare"]
     rate = n / max(t_last - t_first, 1e-9)
     cpu_us = cpu / max(n, 1) * 1e6
     main_us = main_cpu / max(n, 1) * 1e6
     guarantee = env.get("SEGFLOW_PROCESS_PROCESSING_GUARANTEE", "exactly_once")
     print(
-        f"segflow process ({guarantee}, all stages, {args.compression}, from {repo}): "
+        f"segflow process ({guarantee}, all stages, {args.compression}, from {repo}"
+        + (f", live at {args.rate:,.0f}/s" if args.rate is not None else ", backlog")
+        + "): "
         f"{rate:,.0f} events/s, {cpu_us:.0f} µs CPU/event ({main_us:.0f} µs in its main thread), "
         f"peak RSS {rss:.0f} MB"
     )
@@ -401,6 +525,11 @@ def main() -> None:
         f"cpu_us_per_event={cpu_us:.0f} main_thread_us_per_event={main_us:.0f} "
         f"codec_cpu_us_per_event={codec_cpu:.0f} "
         f"cpu_ratio_to_codec={codec_cpu / max(cpu_us, 1e-9):.2f} peak_rss_mb={rss:.0f}"
+        + (
+            f" visible_p50_s={visible[0]:.2f} visible_p95_s={visible[1]:.2f}"
+            if args.rate is not None
+            else ""
+        )
     )
 
 
