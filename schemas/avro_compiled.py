@@ -108,8 +108,9 @@ def micros(value: datetime | int) -> int:
 
 
 def from_micros(n: int) -> datetime:
-    """The aware UTC datetime of timestamp-micros `n`, as fastavro reads it."""
-    return _EPOCH + timedelta(microseconds=n)
+    """The aware UTC datetime of timestamp-micros `n`, as fastavro reads it (timedelta's
+    positional form: about half the cost of the keyword one, the same value)."""
+    return _EPOCH + timedelta(0, 0, n)
 
 
 # -- the supported subset -------------------------------------------------------------------

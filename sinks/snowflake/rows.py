@@ -238,14 +238,14 @@ def event_rows(record: dict[str, Any], origin: Origin, *, audit: bool) -> list[T
 
     if call == "track":
         name = record.get("event") or ""
-        base["event"] = event_table_name(name)
+        per_event = event_table_name(name)
+        base["event"] = per_event
         base["event_text"] = name
         props, payload_maps["properties"] = _json_map(record.get("properties"))
         rows.append(TableRow(schema, "tracks", Kind.APPEND, base, ctx_unmapped or None, mid))
         values = dict(base)
         own = dict(unmapped)
         _spread(values, props, "", own, _PROPERTIES, _EVENT_NAMER)
-        per_event = event_table_name(name)
         rows.append(TableRow(schema, per_event, Kind.APPEND, values, own or None, mid))
     elif call in ("page", "screen"):
         base["name"] = record.get("name")
