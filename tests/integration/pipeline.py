@@ -106,8 +106,14 @@ class Pipeline:
 
 @contextmanager
 def running_pipeline(
-    bootstrap: str, conn_params: dict[str, Any], tmp: Path, partitions: int = 3
+    bootstrap: str,
+    conn_params: dict[str, Any],
+    tmp: Path,
+    partitions: int = 3,
+    env_extra: dict[str, str] | None = None,
 ) -> Iterator[Pipeline]:
+    """The edge, a processor worker and a sink as subprocesses on fresh topics and database;
+    `env_extra` adds to (or overrides) their environment."""
     prefix = unique_name("e2e") + "."
     database = unique_name("E2E").upper()
     kafka = KafkaSettings(bootstrap=bootstrap, topic_prefix=prefix)
@@ -122,6 +128,7 @@ def running_pipeline(
             "SEGFLOW_SINK_FLUSH_AGE_S": "0.5",
             "SEGFLOW_SNOWFLAKE_NETWORK_TIMEOUT_S": "20",
             "SEGFLOW_SNOWFLAKE_LOGIN_TIMEOUT_S": "10",
+            **(env_extra or {}),
         }
     )
     pipe = Pipeline(bootstrap, conn_params, prefix, database, tmp, env)

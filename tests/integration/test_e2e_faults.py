@@ -115,6 +115,14 @@ def private_warehouse(tmp_path: Path) -> Iterator[dict[str, Any]]:
         yield emulator.conn_params(emulator.DEFAULT_HOST, port)
 
 
+# A SIGKILLed worker or sink leaves its group only when its session times out; until then its
+# partitions wait (30 s and 45 s by default). The guarantees do not depend on how long that is.
+QUICK_TO_NOTICE_A_DEATH = {
+    "SEGFLOW_PROCESS_SESSION_TIMEOUT_S": "6",
+    "SEGFLOW_SINK_SESSION_TIMEOUT_MS": "6000",
+}
+
+
 def _keep_alive(pipe: Pipeline, restarted: dict[str, int]) -> None:
     """Restart any component that exited by itself."""
     for name, comp in list(pipe.components.items()):
@@ -135,7 +143,9 @@ def test_broker_and_component_kills_lose_nothing_and_duplicate_nothing(
 ) -> None:
     bootstrap = private_broker.bootstrap
     restarted: dict[str, int] = {}
-    with running_pipeline(bootstrap, private_warehouse, tmp_path, partitions=2) as pipe:
+    with running_pipeline(
+        bootstrap, private_warehouse, tmp_path, partitions=2, env_extra=QUICK_TO_NOTICE_A_DEATH
+    ) as pipe:
         stream = Stream(pipe)
         sender = threading.Thread(target=stream.run, daemon=True)
         sender.start()
