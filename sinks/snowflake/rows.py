@@ -56,7 +56,8 @@ UNKNOWN_SOURCE = "unknown_source"
 
 @dataclass(slots=True)
 class TableRow:
-    """One row for one table of one source schema. `values` are Python values by column."""
+    """One row for one table of one source schema. `values` are Python values by column; a
+    `bytes` value is a JSON document already (UTF-8, as orjson writes it), loaded as it is."""
 
     schema: str
     table: str
@@ -303,7 +304,9 @@ def audit_row(
         "user_id": record.get("userId"),
         "anonymous_id": record.get("anonymousId"),
         "canonical_user_id": record.get("canonicalUserId"),
-        "payload": JsonText(orjson.dumps(payload, default=_default).decode()),
+        # bytes, not a str subclass: the garbage collector does not track them (nor the row's
+        # values with them), and every buffered record's audit row holds one
+        "payload": orjson.dumps(payload, default=_default),
         "_segflow_topic": origin.topic,
         "_segflow_partition": origin.partition,
         "_segflow_offset": origin.offset,
@@ -386,7 +389,8 @@ def _default(value: Any) -> Any:
 
 
 class JsonText(str):
-    """A string that already holds a JSON document (loaded into VARIANT as is)."""
+    """A string that already holds a JSON document (loaded into VARIANT as is); the audit
+    payload is such a document as `bytes`."""
 
     __slots__ = ()
 

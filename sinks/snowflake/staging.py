@@ -65,6 +65,8 @@ def to_text(value: Any) -> str | None:
     """A value as the text Snowflake casts into any of our column types."""
     if value is None or type(value) is str:
         return value
+    if type(value) is bytes:  # a JSON document (rows.TableRow)
+        return value.decode()
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, datetime):
@@ -83,13 +85,20 @@ def _to_timestamp(value: Any) -> datetime | None:
 def _to_variant(value: Any) -> str | None:
     if value is None or isinstance(value, JsonText):
         return value
+    if type(value) is bytes:  # a JSON document (rows.TableRow)
+        return value.decode()
     return orjson.dumps(value, default=_json_default).decode()
 
 
 def _variant_array(values: list[Any]) -> pa.Array:
-    """VARIANT values as JSON text; raw JSON fragments pass through unchanged."""
+    """VARIANT values as JSON text; JSON documents (JsonText, UTF-8 bytes) pass through
+    unchanged (pyarrow takes bytes as UTF-8 text, checked)."""
     return pa.array(
-        [v if v is None or type(v) is JsonText else _to_variant(v) for v in values], pa.string()
+        [
+            v if v is None or type(v) is JsonText or type(v) is bytes else _to_variant(v)
+            for v in values
+        ],
+        pa.string(),
     )
 
 

@@ -193,3 +193,18 @@ def test_an_audit_log_with_columns_of_its_own_is_staged_apart() -> None:
     units = stage_units(rows, columns)
     assert [u.audit is not None for u in units] == [False, True]
     assert units[1].primary is None and units[1].tracks is None
+
+
+def test_a_json_document_as_bytes_is_staged_as_its_text(tmp_path: Path) -> None:
+    doc = '{"k":["é",1]}'.encode()
+    assert to_text(doc) == '{"k":["é",1]}'
+    cols = {"id": "VARCHAR", "received_at": "TIMESTAMP_TZ", "doc": "VARIANT", "txt": "VARCHAR"}
+    row = TableRow(
+        "web", "t", Kind.APPEND, {"id": "1", "received_at": T0, "doc": doc, "txt": doc}, None, "1"
+    )
+    columns = {("web", "t"): cols}
+    units = stage_units([row], columns)
+    path = tmp_path / "f.parquet"
+    assert write_units(path, units, columns, unit_stage_types(columns.keys(), columns)) == 1
+    (staged,) = pq.read_table(path).to_pylist()
+    assert staged["DOC"] == '{"k":["é",1]}' and staged["TXT"] == '{"k":["é",1]}'
