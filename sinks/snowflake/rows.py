@@ -305,8 +305,9 @@ def audit_row(
         "anonymous_id": record.get("anonymousId"),
         "canonical_user_id": record.get("canonicalUserId"),
         # bytes, not a str subclass: the garbage collector does not track them (nor the row's
-        # values with them), and every buffered record's audit row holds one
-        "payload": orjson.dumps(payload, default=_default),
+        # values with them), and every buffered record's audit row holds one; copied, since
+        # the bytes orjson returns keep its whole write buffer (~8 KB) allocated
+        "payload": bytes(memoryview(orjson.dumps(payload, default=_default))),
         "_segflow_topic": origin.topic,
         "_segflow_partition": origin.partition,
         "_segflow_offset": origin.offset,
