@@ -18,6 +18,7 @@ gets the stack frames, without the exception's text either.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 import traceback
@@ -49,6 +50,12 @@ logger = logging.getLogger(__name__)
 
 #: the error code of a record whose processing raised something other than a RecordError
 PROCESSING_FAILED = "processing_failed"
+#: collections of the youngest generation between two full collections, while the agent runs
+#: (CPython's default: 10). Each full collection walks every object of the worker (Faust's,
+#: aiokafka's, the state's) and at the default they took ~10% of its CPU in the steady state,
+#: the young ones ~4%; at 1,000 the steady state ran none (bench/results/cost-per-event.md).
+#: The young generations keep their defaults, so short-lived cycles are still collected.
+GC_FULL_THRESHOLD = 1_000
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -108,6 +115,14 @@ class BatchAgent:
         (the conductor's per-record path, events and channel cost more than processing did).
         A fetch smaller than ``batch_max`` waits up to ``batch_within_s`` for the next ones.
         """
+        young, middle, full = gc.get_threshold()
+        gc.set_threshold(young, middle, max(full, GC_FULL_THRESHOLD))
+        try:
+            await self._consume()
+        finally:
+            gc.set_threshold(young, middle, full)
+
+    async def _consume(self) -> None:
         s = self.settings
         queue = self.batches
         loop = asyncio.get_running_loop()

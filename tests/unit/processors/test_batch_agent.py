@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 from faust.types import Message
 from prometheus_client import CollectorRegistry
 
-from processors.batch_agent import PROCESSING_FAILED
+from processors.batch_agent import GC_FULL_THRESHOLD, PROCESSING_FAILED
 from schemas.dlq import DlqEntry, parse_dlq_headers
 from schemas.topics import HEADER_SOURCE
 from tests.unit.processors.fakes import (
@@ -126,3 +127,30 @@ def test_records_fetched_before_a_rebalance_are_dropped_and_counted(tmp_path: Pa
     proc.app.flow_control.suspend()  # a rebalance going on: nothing is current
     assert proc.agent.current(batch) == []
     assert registry.get_sample_value("segflow_process_stale_records_total") == 2 + 4
+
+
+def test_full_collections_are_rare_while_the_agent_runs_and_restored_after(
+    tmp_path: Path,
+) -> None:
+    """While the agent runs, the collector's full collections wait GC_FULL_THRESHOLD young
+    collections (each walks every object of the worker); the young generations keep their
+    thresholds, and the process's own come back when the agent stops."""
+    before = gc.get_threshold()
+
+    async def run() -> None:
+        proc = processor(tmp_path, CollectorRegistry())
+        task = asyncio.ensure_future(proc.agent.run(None))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        young, middle, full = gc.get_threshold()
+        assert (young, middle) == before[:2]
+        assert full == max(before[2], GC_FULL_THRESHOLD) > 10
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(run())
+        assert gc.get_threshold() == before
+    finally:
+        gc.set_threshold(*before)
