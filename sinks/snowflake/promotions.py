@@ -39,7 +39,7 @@ from sinks.snowflake.tables import (
     TIMESTAMP,
     VARCHAR,
     VARIANT,
-    fixed_columns,
+    reserved_columns,
 )
 
 logger = logging.getLogger(__name__)
@@ -125,26 +125,11 @@ def default_column(key: str) -> str:
     return column
 
 
-# written by segflow on some table, whatever the table's layout
-_OWNED = frozenset(
-    {"_unmapped", "_masked_fields", "_pii_key_version", "canonical_user_id", "uuid_ts", "loaded_at"}
-)
-
-
-def _owned(column: str, table: str) -> bool:
-    """A name segflow writes on `table`: its fixed columns, names it writes anywhere and, on an
-    event table (which holds the event's flattened context), any ``context_*`` name."""
-    fixed = fixed_columns(table)
-    if column in fixed or column in _OWNED or column.startswith("_segflow"):
-        return True
-    return "received_at" in fixed and "anonymous_id" in fixed and column.startswith("context_")
-
-
 def column_problem(column: str, table: str) -> str | None:
     """Why `column` cannot take a promoted key in `table` (None: it can)."""
     if not column:
         return "the key's name normalises to nothing: choose a column with --column"
-    if _owned(column, table):
+    if column in reserved_columns(table):  # the sink's own rule: what it never writes there
         return f"column {column} is one segflow writes itself: choose another with --column"
     if snake_case(column) != column:
         return (
