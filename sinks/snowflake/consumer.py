@@ -57,6 +57,11 @@ GC_YOUNG_THRESHOLD = 50_000
 # at 5 ms a PUT took several times longer and the steady state was slower; 0.2 ms was no better
 # than 0.5 ms (figures: bench/results/sink-tuning.md).
 GIL_SWITCH_INTERVAL_S = 0.0005
+# How long a stopping sink serves the revocation of its partitions after unsubscribing, before it
+# closes the consumer anyway. Closing a cooperative consumer while an incremental assignment is
+# in flight can block for a whole session timeout (librdkafka issue 4527); leaving the
+# subscription first, and serving that rebalance, lets close() return at once.
+LEAVE_TIMEOUT_S = 10.0
 
 
 class SinkConsumer:
@@ -138,8 +143,10 @@ class SinkConsumer:
             while not stop.is_set():
                 self._step()
             self.stop_flush()
+            self.leave()
         finally:
             self.close()
+        logger.info("stopped")
 
     def stop_flush(self) -> None:
         """The final flush: load what is buffered, then commit the stored offsets to Kafka."""
@@ -148,6 +155,19 @@ class SinkConsumer:
         self.commit(
             [TopicPartition(t, p, o) for t, p, o in self.batcher.stored()], asynchronous=False
         )
+
+    def leave(self, timeout_s: float = LEAVE_TIMEOUT_S) -> None:
+        """Give the partitions back before closing: unsubscribe, then serve the revocation (and
+        any rebalance in flight) until nothing is assigned. Everything read was loaded by the
+        final flush; records that still arrive are not buffered (the next owner reads them)."""
+        self._stopping = True
+        try:
+            self.consumer.unsubscribe()
+            deadline = self.clock() + timeout_s
+            while self.consumer.assignment() and self.clock() < deadline:
+                self.consumer.consume(self.settings.consume_batch, 0.1)
+        except KafkaException as exc:  # close() still leaves the group
+            logger.info("leaving the group before closing failed: %s", exc)
 
     def close(self) -> None:
         """Wait for a flush in flight (after an error: its outcome is not acted on), leave the

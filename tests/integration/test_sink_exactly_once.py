@@ -163,7 +163,7 @@ def test_sigkill_at_random_points(ctx: dict[str, Any]) -> None:
     ids = stream.join()
     final = start(ctx, SEGFLOW_SINK_INSTANCE_ID=instance)
     assert_exactly_once(ctx["wh"], ids)
-    assert final.stop() == 0
+    assert final.stop() == 0, final.log()[-3000:]
 
 
 def test_two_instances_with_forced_rebalances(ctx: dict[str, Any]) -> None:
@@ -181,7 +181,7 @@ def test_two_instances_with_forced_rebalances(ctx: dict[str, Any]) -> None:
     assert_exactly_once(ctx["wh"], ids)
     assert second.alive(), second.log()[-2000:]
     assert "revoked" in second.log() or "assigned" in second.log()
-    assert second.stop() == 0
+    assert second.stop() == 0, second.log()[-3000:]
 
 
 def test_warehouse_stopped_and_restarted(ctx: dict[str, Any]) -> None:
@@ -206,7 +206,7 @@ def test_warehouse_stopped_and_restarted(ctx: dict[str, Any]) -> None:
     ids = stream.join() + [r["messageId"] for r in extra]
     assert_exactly_once(wh, ids, timeout=120)
     assert sink.alive(), sink.log()[-2000:]
-    assert sink.stop() == 0
+    assert sink.stop() == 0, sink.log()[-3000:]
 
 
 def test_flushes_prepared_ahead_under_a_rebalance_and_a_kill(ctx: dict[str, Any]) -> None:
@@ -248,4 +248,4 @@ def test_flushes_prepared_ahead_under_a_rebalance_and_a_kill(ctx: dict[str, Any]
     ids = [r["messageId"] for r in warm + backlog + later] + stream.join()
     assert_exactly_once(ctx["wh"], ids)
     assert used(ports[1]) >= 1, second.log()[-2000:]
-    assert second.stop() == 0
+    assert second.stop() == 0, second.log()[-3000:]

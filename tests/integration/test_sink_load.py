@@ -236,7 +236,7 @@ def test_events_land_in_segment_tables_exactly_once_with_evolution(run: dict[str
 
     # replaying every offset (a new consumer group starts from the beginning) adds no row
     audit_before = wh.query('SELECT COUNT(*) FROM "WEB"."AUDIT_LOG"')
-    assert sink.stop() == 0
+    assert sink.stop() == 0, sink.log()[-3000:]
     replay = start_sink(run, f"replay-{uuid.uuid4().hex[:6]}")
     total = len(first) + len(second)  # every record's offset, the suppressed one's too
     poll_until(
@@ -250,7 +250,7 @@ def test_events_land_in_segment_tables_exactly_once_with_evolution(run: dict[str
         60,
         "the replay",
     )
-    assert replay.stop() == 0
+    assert replay.stop() == 0, replay.log()[-3000:]
     assert wh.query('SELECT COUNT(*) FROM "WEB"."AUDIT_LOG"') == audit_before
     assert wh.query('SELECT COUNT(*) FROM "WEB"."TRACKS"') == [(6,)]
     assert wh.query('SELECT COUNT(*) FROM "WEB"."USERS"') == [(3,)]
@@ -496,7 +496,7 @@ def test_undecodable_records_go_to_the_dlq_and_processor_schema_changes_are_load
         "WHERE \"DETECTED_BY\" = 'sink'"
     )
     assert ("order_completed", "revenue", "column_added") in sink_rows
-    assert sink.stop() == 0
+    assert sink.stop() == 0, sink.log()[-3000:]
 
 
 def test_a_stopping_or_rebalanced_sink_loads_what_it_holds(run: dict[str, Any]) -> None:
@@ -528,7 +528,7 @@ def test_a_stopping_or_rebalanced_sink_loads_what_it_holds(run: dict[str, Any]) 
     moved = poll_until(audit, 30, "the revoked partitions' records")  # loaded on revocation
     assert 0 < moved < len(records)
     assert "not loaded" not in first.log()
-    assert first.stop() == 0
+    assert first.stop() == 0, first.log()[-3000:]
     assert "stopping: flushing" in first.log() and "not loaded" not in first.log()
     assert audit() == len(records)
     assert wh.query('SELECT COUNT(DISTINCT "ID") FROM "WEB"."AUDIT_LOG"') == [(len(records),)]
@@ -550,7 +550,7 @@ def test_a_stopping_or_rebalanced_sink_loads_what_it_holds(run: dict[str, Any]) 
         poll_until(lambda: not behind(), 30, "Kafka's committed offsets")
     finally:
         consumer.close()
-    assert second.stop() == 0
+    assert second.stop() == 0, second.log()[-3000:]
     stored = wh.query(
         'SELECT SUM(GREATEST("NEXT_OFFSET", 0)) FROM "_SEGFLOW"."_SEGFLOW_OFFSETS" '
         'WHERE "CONSUMER_GROUP" = ? AND "TOPIC" LIKE \'%events%\'',
