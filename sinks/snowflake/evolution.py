@@ -414,6 +414,11 @@ def _column_as_is(ctype: str | None, values: list[dict[str, Any]], name: str) ->
     column = [v.get(name) for v in values]
     types = set(map(type, column))
     types.discard(type(None))
+    if ctype == TIMESTAMP and str in types:
+        # ISO strings (traits such as created_at): each distinct one checked once
+        if not all(map(looks_like_timestamp, {x for x in column if type(x) is str})):
+            return False
+        types.discard(str)
     if not types <= allowed:
         return False
     if int in types:

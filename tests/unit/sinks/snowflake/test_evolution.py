@@ -274,3 +274,17 @@ def test_a_schema_change_becomes_a_row_of_the_changes_table() -> None:
     }
     assert out.values["detected_by"] == "sink" and out.values["detected_at"] == at
     assert change.row(at).values["id"] != out.values["id"]
+
+
+def test_timestamp_strings_fit_a_timestamp_column_without_typing_each_value() -> None:
+    from sinks.snowflake import evolution
+
+    known = {("web", "t1"): {**fixed_columns("t1"), "a": "TIMESTAMP_TZ"}}
+    good = [row(table="t1", mid=f"m{i}", a=f"2026-01-0{i % 9 + 1}T12:00:00Z") for i in range(20)]
+    assert evolution._tables_as_is(good, known) == {("web", "t1")}
+    assert plan(good, known).rows == good
+    for odd in ("not a time", "0001-01-01T00:30:00+01:00"):  # text, or out of range in UTC
+        batch = [*good, row(table="t1", mid="odd", a=odd)]
+        assert evolution._tables_as_is(batch, known) == set()
+        p = plan(batch, known)
+        assert p.widen_columns[("web", "t1")]["a"].target == "VARCHAR"
