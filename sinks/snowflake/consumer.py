@@ -1,7 +1,9 @@
 """The sink's Kafka loop (confluent-kafka): thin, the decisions live in the modules it drives.
 
 - read_committed consumer of segment.events.*, segment.identity and segment.schema-changes (the
-  processors' findings, loaded beside the sink's own), cooperative rebalancing;
+  processors' findings, loaded beside the sink's own), cooperative rebalancing by default;
+  `assignment_strategy` roundrobin (an eager protocol) evens every topic across the instances,
+  where cooperative-sticky evens only their partition counts (see `Assignments`);
 - on assignment each partition starts at the offset stored in the warehouse (not Kafka's);
   where each partition stands is one object per partition with named transitions (progress.py);
 - records become rows in per-partition buffers (intake.py, rows.py, batcher.py); undecodable
@@ -64,6 +66,46 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 LEAVE_TIMEOUT_S = 10.0
 
 
+class Assignments:
+    """Taking and giving back partitions under the group's rebalance protocol.
+
+    cooperative-sticky (cooperative): a rebalance hands over only the partitions that move;
+    the consumer adds and removes them one set at a time (incremental_assign/unassign). It
+    evens the number of partitions per instance over all topics together, not per topic: an
+    instance that joins later can get whole quiet topics while another keeps every partition of
+    the busy one (measured: bench/results/cost-per-event.md).
+    roundrobin (eager): every rebalance revokes everything and hands each instance its whole
+    new assignment, dealt partition by partition in topic order, so each topic is split evenly.
+    The consumer then sets the whole assignment at once (assign/unassign), and a re-seek
+    restarts every partition, since no single partition can be replaced on its own."""
+
+    def __init__(self, strategy: str) -> None:
+        self.eager = strategy != "cooperative-sticky"
+
+    def take(self, consumer: Any, start: list[TopicPartition]) -> None:
+        """Fetch `start` (eager: `start` is the whole assignment)."""
+        if self.eager:
+            consumer.assign(start)
+        else:
+            consumer.incremental_assign(start)
+
+    def give_back(self, consumer: Any, tps: list[TopicPartition]) -> None:
+        """Stop fetching `tps` (eager: they are the whole assignment)."""
+        if self.eager:
+            consumer.unassign()
+        else:
+            consumer.incremental_unassign(tps)
+
+    def reseek_scope(
+        self, partitions: list[PartitionKey], assigned: set[PartitionKey]
+    ) -> list[PartitionKey]:
+        """The partitions a re-seek of `partitions` restarts: those of them still assigned
+        (eager: every assigned partition, as assign() replaces the whole assignment)."""
+        if self.eager:
+            return sorted(assigned)
+        return [tp for tp in partitions if tp in assigned]
+
+
 class SinkConsumer:
     """Consumes clean events and identity links and loads them exactly once."""
 
@@ -95,6 +137,7 @@ class SinkConsumer:
             suppressed=None if suppressions is None else (lambda: suppressions.identifiers),
         )
         self.progress = Progress()
+        self.assignments = Assignments(settings.assignment_strategy)
         self.intake = RecordIntake(
             settings, rules, self.batcher, self.progress, metrics, suppressions
         )
@@ -121,16 +164,10 @@ class SinkConsumer:
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         _young, older, oldest = gc.get_threshold()
         gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
-        extra: dict[str, Any] = {
-            "queued.max.messages.kbytes": self.settings.fetch_queue_kbytes,
-            "enable.partition.eof": False,
-            "session.timeout.ms": self.settings.session_timeout_ms,
-            "heartbeat.interval.ms": max(500, self.settings.session_timeout_ms // 10),
-        }
-        if self.settings.instance_id:
-            extra["group.instance.id"] = self.settings.instance_id
-        conf = consumer_config(self.settings.kafka, "sink", self.settings.group_id, **extra)
-        self.attach(Consumer(conf), Producer(producer_config(self.settings.kafka, "sink-dlq")))
+        self.attach(
+            Consumer(self.consumer_conf()),
+            Producer(producer_config(self.settings.kafka, "sink-dlq")),
+        )
         self.loader.connect()
         self.consumer.subscribe(
             self.topics,
@@ -147,6 +184,19 @@ class SinkConsumer:
         finally:
             self.close()
         logger.info("stopped")
+
+    def consumer_conf(self) -> dict[str, Any]:
+        """The Kafka consumer's configuration (librdkafka's names)."""
+        extra: dict[str, Any] = {
+            "queued.max.messages.kbytes": self.settings.fetch_queue_kbytes,
+            "enable.partition.eof": False,
+            "session.timeout.ms": self.settings.session_timeout_ms,
+            "heartbeat.interval.ms": max(500, self.settings.session_timeout_ms // 10),
+            "partition.assignment.strategy": self.settings.assignment_strategy,
+        }
+        if self.settings.instance_id:
+            extra["group.instance.id"] = self.settings.instance_id
+        return consumer_config(self.settings.kafka, "sink", self.settings.group_id, **extra)
 
     def stop_flush(self) -> None:
         """The final flush: load what is buffered, then commit the stored offsets to Kafka."""
@@ -228,7 +278,7 @@ class SinkConsumer:
         if stored is None:  # stopping: take the partitions without buffering them
             for tp in tps:
                 self.progress.assign(tp, None)
-            self.consumer.incremental_assign([TopicPartition(t, p) for t, p in tps])
+            self.assignments.take(self.consumer, [TopicPartition(t, p) for t, p in tps])
             return
         for tp, offset in stored.items():
             self.progress.assign(tp, offset)
@@ -238,11 +288,11 @@ class SinkConsumer:
         """Forget the partitions' buffers and restart them where the warehouse says (after a
         fenced flush: the other writer's offsets)."""
         self.flusher.settle(FlushMode.STEADY)  # the warehouse connection is needed
-        assigned = self.progress.assigned()
-        tps = [tp for tp in partitions if tp in assigned]
+        tps = self.assignments.reseek_scope(partitions, self.progress.assigned())
         if not tps:
             return
-        self.consumer.incremental_unassign([TopicPartition(t, p) for t, p in tps])
+        if not self.assignments.eager:  # eager: the assign() below replaces everything
+            self.consumer.incremental_unassign([TopicPartition(t, p) for t, p in tps])
         for topic, partition in tps:
             self.progress[(topic, partition)].reseek()
             self.batcher.drop(topic, partition)
@@ -250,7 +300,7 @@ class SinkConsumer:
         if stored is None:  # stopping: take the partitions without buffering them
             for tp in tps:
                 self.progress[tp].resume(None)
-            self.consumer.incremental_assign([TopicPartition(t, p) for t, p in tps])
+            self.assignments.take(self.consumer, [TopicPartition(t, p) for t, p in tps])
             return
         for tp in tps:
             if tp in stored:
@@ -268,7 +318,7 @@ class SinkConsumer:
                 if offset >= 0
                 else TopicPartition(topic, partition)
             )
-        self.consumer.incremental_assign(start)
+        self.assignments.take(self.consumer, start)
         # Kafka's committed offsets follow the warehouse even where nothing is loaded any more
         self.commit([tp for tp in start if tp.offset >= 0], asynchronous=True)
 
@@ -318,7 +368,7 @@ class SinkConsumer:
             with contextlib.suppress(KeyError):
                 self.metrics.lag.remove(topic, str(partition))
         if unassign:
-            self.consumer.incremental_unassign(unassign)
+            self.assignments.give_back(self.consumer, unassign)
 
     # -- Kafka offsets (advice) --------------------------------------------------------------
     def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -46,6 +48,10 @@ class SinkSettings(SegflowSettings):
     instance_id: str | None = Field(
         None,
         description="Static membership id (group.instance.id): a restart keeps its partitions",
+    )
+    assignment_strategy: Literal["cooperative-sticky", "roundrobin"] = Field(
+        "cooperative-sticky",
+        description="cooperative-sticky moves few partitions; roundrobin (eager) evens each topic",
     )
     consume_batch: int = Field(5_000, gt=0, description="Records taken per consume() call")
     lookback_hours: float = Field(

@@ -335,3 +335,75 @@ def test_an_undecodable_record_goes_to_the_dlq_with_its_own_headers(world: World
     world.sink.stop_flush()
     assert world.loaded() == [(T, 0, 10, 11)]
     world.producer.flush.assert_any_call(30)
+
+
+# -- an eager protocol (assignment_strategy roundrobin): whole assignments, set at once ------
+
+
+@pytest.fixture
+def eager() -> World:
+    w = World(assignment_strategy="roundrobin")
+    w.kafka.unassign.side_effect = lambda: w.log.append(("unassign all",))
+    w.warehouse[P0] = 10
+    w.warehouse[P1] = 20
+    w.assign(P0, P1)
+    return w
+
+
+def assigned_whole(w: World) -> list[list[tuple[str, int, int]]]:
+    return [
+        [(tp.topic, tp.partition, tp.offset) for tp in call.args[0]]
+        for call in w.kafka.assign.call_args_list
+    ]
+
+
+def test_the_consumer_asks_for_the_configured_assignment_strategy() -> None:
+    conf = World(assignment_strategy="roundrobin").sink.consumer_conf()
+    assert conf["partition.assignment.strategy"] == "roundrobin"
+    assert World().sink.consumer_conf()["partition.assignment.strategy"] == "cooperative-sticky"
+
+
+def test_eager_assignment_sets_the_whole_assignment_at_the_warehouse_offsets(
+    eager: World,
+) -> None:
+    assert assigned_whole(eager) == [[(T, 0, 10), (T, 1, 20)]]
+    eager.kafka.incremental_assign.assert_not_called()
+    assert eager.sink.progress[P0].state is PartitionState.FETCHING
+
+
+def test_eager_revocation_loads_what_is_held_then_gives_everything_back(eager: World) -> None:
+    eager.buffer(P0, range(10, 13))
+    eager.sink._on_revoke(eager.kafka, tps(P0, P1))
+    assert eager.loaded() == [(T, 0, 10, 13)]
+    assert eager.log[-1] == ("unassign all",)  # after the load
+    eager.kafka.incremental_unassign.assert_not_called()
+    assert eager.sink.progress.assigned() == set()
+    eager.assign(P1)  # the next generation's assignment, at the warehouse offset
+    assert assigned_whole(eager)[-1] == [(T, 1, 20)]
+
+
+def test_eager_fenced_flush_restarts_every_partition_at_the_warehouse_offsets(
+    eager: World,
+) -> None:
+    """assign() replaces the whole assignment: a re-seek restarts every partition, each where
+    the warehouse says; what the others held is read again, nothing skipped."""
+    eager.buffer(P0, range(10, 13))
+    eager.buffer(P1, range(20, 22))
+    eager.in_flight()
+    eager.warehouse[P0] = 11  # another instance loaded offset 10 meanwhile
+    eager.release()
+    eager.sink.flusher.settle(FlushMode.STEADY)
+    assert eager.loaded() == [] and eager.metrics.fenced._value.get() == 1
+    assert eager.log[-1] == ("offsets read", [P0, P1])
+    assert assigned_whole(eager)[-1] == [(T, 0, 11), (T, 1, 20)]
+    eager.kafka.incremental_unassign.assert_not_called()
+    eager.kafka.incremental_assign.assert_not_called()
+    for key, stored in ((P0, 11), (P1, 20)):
+        assert eager.sink.progress[key].state is PartitionState.FETCHING
+        assert eager.sink.progress[key].stored == stored
+        assert eager.sink.batcher.held(*key) == 0
+    codec = AvroCodec()
+    stale = codec.encode(CLEAN_EVENT, clean_event("track", 1))
+    eager.kafka.consume.return_value = [message(22, stale), message(13, stale)]
+    eager.sink.serve(0.01)  # fetched before the re-seek: stale for both partitions
+    assert eager.sink.batcher.total_records == 0
