@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
-from ingest.limits import check_context_copies, fields_problem, shape_problem
+from ingest.limits import check_context_copies, fields_problem, sized_shape_problem
 from ingest.normalize import merge_defaults, record_key, record_or_problem
 from ingest.rejections import ItemProblem, bad_request
-from ingest.validation import EventFields, event_bytes, validate_event
+from ingest.validation import EventFields, validate_event
 from schemas.errors import CodecError
 from schemas.segment import DEFAULT_LIMITS, EventLimits
 
@@ -98,11 +98,11 @@ def prepare_records(
             if ctx.call_type is not None:
                 item["type"] = ctx.call_type
             merge_defaults(item, ctx.context, ctx.integrations)
-            shape = shape_problem(item, limits, index)
+            shape, size = sized_shape_problem(item, limits, index)
             if shape is not None:
                 problems.append(shape)
                 continue
-            if ctx.check_event_size and event_bytes(item) > ctx.max_event_bytes:
+            if ctx.check_event_size and size > ctx.max_event_bytes:
                 problems.append(
                     ItemProblem(index, "event_too_large", f"event over {ctx.max_event_bytes} bytes")
                 )

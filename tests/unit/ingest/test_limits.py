@@ -15,6 +15,7 @@ from ingest.limits import (
     fields_problem,
     plainly_within,
     shape_problem,
+    sized_shape_problem,
     walk_problem,
 )
 from ingest.rejections import Rejection
@@ -282,3 +283,21 @@ def test_the_fast_path_takes_plain_events() -> None:
         "context": {"ip": "203.0.113.7", "page": {"url": "https://shop.example/a?b=c"}},
     }
     assert plainly_within(event, DEFAULT_LIMITS)
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"type": "track", "event": "e", "properties": {"a": [1, 2.5, None, "x"]}},
+        {"type": "track", "properties": {"quoted": 'say "hi"', "big": 2**60}},  # walked
+    ],
+)
+def test_sized_shape_problem_measures_the_compact_json(item: dict[str, Any]) -> None:
+    assert sized_shape_problem(item, DEFAULT_LIMITS, 3) == (None, len(orjson.dumps(item)))
+
+
+def test_sized_shape_problem_reports_the_problem_as_shape_problem_does() -> None:
+    item = {"type": "track", "properties": {"n": 2**70}}
+    problem, _ = sized_shape_problem(item, DEFAULT_LIMITS, 3)
+    assert problem == shape_problem(item, DEFAULT_LIMITS, 3)
+    assert problem is not None and problem.code == "number_out_of_range" and problem.index == 3
