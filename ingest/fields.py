@@ -44,6 +44,15 @@ _CONTEXT_MODELS = {
     "library": ("name", "version"),
 }
 _CONTEXT_SNAKE = frozenset({"group_id", "user_agent"})
+_SNAKE = object()  # a Python field name pydantic also accepts: left to the model
+# the type each typed context field must have when not null
+_CONTEXT_TYPES: dict[str, Any] = {
+    **dict.fromkeys(_CONTEXT_STR, str),
+    **dict.fromkeys(_CONTEXT_DICT, dict),
+    **dict.fromkeys(_CONTEXT_MODELS, dict),
+    **dict.fromkeys(_CONTEXT_SNAKE, _SNAKE),
+    "active": bool,
+}
 _HAS_PROPERTIES = frozenset({"track", "page", "screen"})
 _HAS_TRAITS = frozenset({"identify", "group"})
 _MAX_ID = MAX_MESSAGE_ID_LENGTH - 1
@@ -104,33 +113,28 @@ def optional_datetime(item: dict[str, Any], key: str) -> tuple[bool, datetime | 
 
 
 def _plain_context(context: object) -> bool:
+    """The context's typed fields have their plain types (one pass over the keys it has)."""
     if context is None:
         return True  # absent; an explicit null is refused by the model (checked by the caller)
     if type(context) is not dict:
         return False
-    get = context.get
-    for key in _CONTEXT_STR:
-        value = get(key)
-        if value is not None and type(value) is not str:
+    for key, value in context.items():
+        kind = _CONTEXT_TYPES.get(key)
+        if kind is None:
+            continue  # a free-form key
+        if kind is _SNAKE:
             return False
-    for key in _CONTEXT_DICT:
-        value = get(key)
-        if value is not None and type(value) is not dict:
+        if value is None:
+            continue  # a typed field left empty
+        if type(value) is not kind:
             return False
-    active = get("active")
-    if active is not None and type(active) is not bool:
-        return False
-    for key, fields in _CONTEXT_MODELS.items():
-        sub = get(key)
-        if sub is None:
-            continue
-        if type(sub) is not dict:
-            return False
-        for name in fields:
-            value = sub.get(name)
-            if value is not None and type(value) is not str:
-                return False
-    return _CONTEXT_SNAKE.isdisjoint(context)
+        fields = _CONTEXT_MODELS.get(key)
+        if fields is not None:
+            for name in fields:
+                sub = value.get(name)
+                if sub is not None and type(sub) is not str:
+                    return False
+    return True
 
 
 # ---------------------------------------------------------------------------- events
