@@ -232,9 +232,12 @@ class Batcher:
         rows: list[TableRow],
         size: int,
         now: float,
+        born: float | None = None,
     ) -> bool:
         """Buffer one record's rows; False (and nothing kept) if the partition is not owned or
-        the offset is behind what is buffered already (a stale redelivery)."""
+        the offset is behind what is buffered already (a stale redelivery). `born`: when the
+        record was produced (its Kafka timestamp, on the clock of `now`); a buffer's age counts
+        from its first record's `born`, or `now` if that is earlier."""
         buf = self._buffers.get((topic, partition))
         if buf is None:
             return False
@@ -243,7 +246,7 @@ class Batcher:
         if buf.next_offset is None and buf.base >= 0 and offset < buf.base:
             return False
         if buf.opened_at is None:
-            buf.opened_at = now
+            buf.opened_at = now if born is None or born > now else born
         buf.rows.extend(rows)
         buf.next_offset = offset + 1
         buf.records += 1
@@ -267,6 +270,14 @@ class Batcher:
             ):
                 return True
         return False
+
+    def due_in(self, now: float) -> float | None:
+        """Seconds until the oldest buffer reaches the flush age (0 when one has); None when
+        nothing is buffered."""
+        oldest = min(
+            (b.opened_at for b in self._buffers.values() if b.opened_at is not None), default=None
+        )
+        return None if oldest is None else max(0.0, oldest + self.flush_age_s - now)
 
     def take(self, partitions: set[PartitionKey] | None = None) -> FlushBatch | None:
         """Everything buffered (of `partitions` only, if given), as one flush; buffers restart

@@ -238,7 +238,8 @@ class SinkConsumer:
             self.loader.close()
 
     def _step(self) -> None:
-        messages = self.consumer.consume(self.settings.consume_batch, 0.2)
+        timeout = self.flusher.poll_timeout(self.clock())
+        messages = self.consumer.consume(self.settings.consume_batch, timeout)
         self.progress.new_poll()
         later = self.progress.pending_reseeks()
         if later:

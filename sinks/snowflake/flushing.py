@@ -6,7 +6,13 @@
 - while it is in flight and the buffers are ready, the next flush is prepared ahead in the
   consumer's thread from a snapshot of them (`prepare_ahead`: rows typed and staged, no warehouse
   use); it is taken exactly as the snapshot saw it if no buffer it saw was dropped, re-sought or
-  taken meanwhile, and its preparation is discarded otherwise;
+  taken meanwhile, and its preparation is discarded otherwise. What arrives after the snapshot
+  waits for the flush after it, so the snapshot is taken as late as it can be: when the flush in
+  flight is expected to end (the recent flushes' duration) within twice the time a preparation
+  takes (`FlushPacer`);
+- the consumer's loop waits in consume() no longer than until the oldest buffer is due, or, with
+  a flush in flight, a short poll (`poll_timeout`): a flush starts as soon as the one before it
+  ended and the buffers are due, not up to a consume() timeout later;
 - every outcome is handled in the consumer's thread (`settle`), before the warehouse connection
   is used again: a committed flush moves its partitions' progress and is committed to Kafka as
   advice; a retryable error pauses consumption, backs off and retries the same batch (`load`);
@@ -46,6 +52,44 @@ logger = logging.getLogger(__name__)
 
 # Attempts of a flush at the final flush or inside a rebalance callback before giving up.
 BOUNDED_ATTEMPTS = 3
+# The consume loop's longest wait for records while nothing is due (its pace when idle).
+IDLE_POLL_S = 0.2
+# How often the consume loop looks at a flush in flight (has it ended? is it time to prepare the
+# next?): the delay between a flush's end and the next one's start is at most this.
+IN_FLIGHT_POLL_S = 0.05
+# The shortest consume() wait (a buffer due in less is handled after it).
+MIN_POLL_S = 0.005
+# Weight of the newest measurement in the running estimates of a flush's and a preparation's
+# duration.
+ESTIMATE_WEIGHT = 0.3
+
+
+class FlushPacer:
+    """When to prepare the next flush ahead: as late as still leaves the preparation done when
+    the flush in flight ends, from running estimates of both durations (in seconds)."""
+
+    def __init__(self) -> None:
+        self.flush_s: float | None = None
+        self.prepare_s: float | None = None
+
+    @staticmethod
+    def _blend(estimate: float | None, seconds: float) -> float:
+        return seconds if estimate is None else estimate + ESTIMATE_WEIGHT * (seconds - estimate)
+
+    def flushed(self, seconds: float) -> None:
+        """A flush took `seconds`, from its hand-over to the consume loop seeing its end."""
+        self.flush_s = self._blend(self.flush_s, seconds)
+
+    def prepared(self, seconds: float) -> None:
+        self.prepare_s = self._blend(self.prepare_s, seconds)
+
+    def prepare_due(self, elapsed: float) -> bool:
+        """Whether to prepare the next flush now, `elapsed` seconds into the one in flight:
+        when that one is expected to end within two preparations and a poll (at once while
+        no flush was measured yet)."""
+        if self.flush_s is None:
+            return True
+        return elapsed + 2 * (self.prepare_s or 0.0) + IN_FLIGHT_POLL_S >= self.flush_s
 
 
 class FlushMode(Enum):
@@ -98,7 +142,10 @@ class Flusher:
         self.retrying = False
         """True while a batch is retried here (a revoke then drops its partitions' buffers)."""
         self.inflight: tuple[FlushBatch, Future[FlushResult]] | None = None
+        self.inflight_since = 0.0
+        """When the flush in flight was handed to the worker (the clock's time)."""
         self.ahead: Snapshot | None = None
+        self.pacer = FlushPacer()
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="sink-flush")
 
     def bind(self, host: FlushHost, dead_letters: DeadLetters) -> None:
@@ -119,18 +166,31 @@ class Flusher:
 
     # -- handing over ------------------------------------------------------------------------
     def step(self, now: float) -> None:
-        """In the loop, after a consume() batch: prepare the next flush ahead, settle the one in
-        flight when it is done (or the buffers are full), start the next when ready."""
+        """In the loop, after a consume() batch: settle the flush in flight when it is done (or
+        the buffers are full), else prepare the next one ahead when it is time; start the next
+        when ready."""
         if self.inflight is not None:
             batch, future = self.inflight
             # keep consuming while the warehouse works, up to the memory bound
-            if self.ahead is None and not future.done() and self.batcher.ready(now):
-                self.prepare_ahead(now)
             full = self.batcher.total_bytes + batch.bytes >= self.settings.max_buffered_bytes
             if future.done() or full:
                 self.settle(FlushMode.STEADY)
+            elif (
+                self.ahead is None
+                and self.pacer.prepare_due(now - self.inflight_since)
+                and self.batcher.ready(now)
+            ):
+                self.prepare_ahead(now)
         if self.inflight is None and (self.ahead is not None or self.batcher.ready(now)):
             self.flush()
+
+    def poll_timeout(self, now: float) -> float:
+        """How long the loop's next consume() may wait for records: until the oldest buffer is
+        due, a short poll while a flush is in flight, `IDLE_POLL_S` at most."""
+        if self.inflight is not None:
+            return IN_FLIGHT_POLL_S
+        due = self.batcher.due_in(now)
+        return IDLE_POLL_S if due is None else min(IDLE_POLL_S, max(MIN_POLL_S, due))
 
     def flush(self) -> None:
         """Hand everything buffered to the worker."""
@@ -144,6 +204,7 @@ class Flusher:
             return
         self._hand_over(batch)
         self._ack_dlq()
+        self.inflight_since = self.clock()
         self.inflight = (batch, self._worker.submit(self.loader.flush, batch))
 
     def flush_final(self) -> None:
@@ -180,10 +241,12 @@ class Flusher:
         snapshot = self.batcher.peek(now)
         if snapshot is None:
             return
+        started = self.clock()
         try:
             snapshot.batch.prepared = self.loader.prepare(snapshot.batch)
         except Exception:  # an optimisation only: the flush prepares it again and reports
             logger.warning("preparing the next flush ahead failed", exc_info=True)
+        self.pacer.prepared(self.clock() - started)
         self.ahead = snapshot
         if snapshot.batch.prepared is None:
             self.metrics.prepared_ahead.labels("not_prepared").inc()
@@ -236,6 +299,7 @@ class Flusher:
                 return
             self.load(batch, mode, first_error=exc)
             return
+        self.pacer.flushed(self.clock() - self.inflight_since)
         self._loaded(batch, result, sync_commit=False)
 
     def _abandon(self, batch: FlushBatch, exc: Exception) -> None:

@@ -4,16 +4,19 @@ Each record of an owned partition is decoded (Avro) and turned into rows (rows.p
 identity links and the processors' schema changes. A record of a suppressed user is consumed but
 not loaded; one that cannot be decoded, or whose values could never fit the warehouse
 (misfits.oversized), goes to the DLQ at once and its partition moves on. Records of a partition
-re-sought during this consume() batch are stale and ignored (progress.py).
+re-sought during this consume() batch are stale and ignored (progress.py). A buffer's age (the
+flush trigger) counts from its first record's Kafka timestamp, when the processors produced it,
+so the time a record spent upstream (their transaction) counts as well.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Set as AbstractSet
 from typing import Any, Protocol
 
-from confluent_kafka import Message
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from runtime.rules import Rules
 from schemas.codec import CLEAN_EVENT, IDENTITY_LINK, SCHEMA_CHANGE, AvroCodec
@@ -72,6 +75,7 @@ class RecordIntake:
         self._audit = {s.name: s.audit for s in rules.sources}
         self._counters: dict[tuple[str, str], Any] = {}  # records counter children
         self._counts: dict[tuple[str, str], int] = {}  # records handled, not counted yet
+        self.wall = time.time  # the clock of Kafka timestamps (a record's age counts from it)
 
     def handle(self, msg: Message, now: float) -> None:
         err = msg.error()
@@ -106,7 +110,9 @@ class RecordIntake:
             )
             outcome = "dlq"
         size = len(value) * MEMORY_PER_AVRO_BYTE if value else 64
-        if self.batcher.add(topic, partition, offset, rows, size, now):
+        kind, stamp = msg.timestamp()
+        born = None if kind == TIMESTAMP_NOT_AVAILABLE else now - (self.wall() - stamp / 1000)
+        if self.batcher.add(topic, partition, offset, rows, size, now, born):
             key = (topic, outcome)
             self._counts[key] = self._counts.get(key, 0) + 1
 

@@ -30,7 +30,10 @@ class SinkSettings(SegflowSettings):
         32 * 1024 * 1024, gt=0, description="Flush when one partition has buffered this many bytes"
     )
     flush_age_s: float = Field(
-        2.0, gt=0, description="Flush when a partition's oldest buffered record is this old"
+        0.5,
+        gt=0,
+        description="Flush when a partition's oldest record was produced this long ago (its "
+        "Kafka timestamp); flushes also wait for the one in flight, so under load they are larger",
     )
     max_buffered_bytes: int = Field(
         256 * 1024 * 1024,

@@ -293,3 +293,36 @@ def test_an_unchanged_list_keeps_the_preparation() -> None:
     snapshot.batch.prepared = prepared
     batch = b.take_snapshot(snapshot)
     assert batch is not None and batch.prepared is prepared and not prepared.discarded
+
+
+def test_a_buffers_age_counts_from_when_its_first_record_was_produced() -> None:
+    b = batcher(flush_rows=1000)  # flush age 5 s
+    b.assign("t", 0, -1)
+    assert b.due_in(now=10.0) is None  # nothing buffered
+    # produced 3 s before it was read: due 2 s after
+    b.add("t", 0, 0, [row()], 1, now=10.0, born=7.0)
+    assert b.due_in(now=10.0) == 2.0
+    assert not b.ready(now=11.9)
+    assert b.ready(now=12.0)
+    assert b.due_in(now=13.0) == 0.0
+    # a later record does not make the buffer younger
+    b.add("t", 0, 1, [row()], 1, now=11.0, born=11.0)
+    assert b.due_in(now=11.0) == 1.0
+
+    # a timestamp ahead of the reader's clock (a producer's clock skewed) counts as read now
+    b = batcher(flush_rows=1000)
+    b.assign("t", 0, -1)
+    b.add("t", 0, 0, [row()], 1, now=10.0, born=60.0)
+    assert b.due_in(now=10.0) == 5.0
+    assert not b.ready(now=14.9)
+
+
+def test_the_oldest_buffer_of_all_partitions_says_when_a_flush_is_due() -> None:
+    b = batcher(flush_rows=1000)
+    for p in (0, 1):
+        b.assign("t", p, -1)
+    b.add("t", 0, 0, [row()], 1, now=4.0)
+    b.add("t", 1, 0, [row(partition=1)], 1, now=2.0)
+    assert b.due_in(now=4.0) == 3.0
+    b.take({("t", 1)})
+    assert b.due_in(now=4.0) == 5.0

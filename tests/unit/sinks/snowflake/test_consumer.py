@@ -6,12 +6,20 @@ would see: what the warehouse committed, where Kafka is told to fetch and commit
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 from unittest.mock import MagicMock, create_autospec
 
 import pytest
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_CREATE_TIME,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from prometheus_client import CollectorRegistry
 
 from runtime.rules import parse_rules
@@ -21,7 +29,7 @@ from schemas.errors import FatalError
 from sinks.snowflake.batcher import FlushBatch
 from sinks.snowflake.consumer import SinkConsumer
 from sinks.snowflake.errors import FencedError, WarehouseRetryableError
-from sinks.snowflake.flushing import FlushMode
+from sinks.snowflake.flushing import IDLE_POLL_S, IN_FLIGHT_POLL_S, FlushMode
 from sinks.snowflake.loader import FlushResult, SnowflakeLoader
 from sinks.snowflake.metrics import SinkMetrics
 from sinks.snowflake.progress import PartitionState
@@ -57,6 +65,7 @@ def message(offset: int, value: bytes | None, partition: int = 0, headers: Any =
     msg.offset.return_value = offset
     msg.value.return_value = value
     msg.key.return_value = b"a"
+    msg.timestamp.return_value = (TIMESTAMP_NOT_AVAILABLE, -1)
     msg.headers.return_value = headers
     return msg
 
@@ -320,6 +329,41 @@ def test_a_prepared_ahead_flush_is_taken_as_prepared(world: World) -> None:
     (second,) = [c.args[0] for c in world.loader.flush.call_args_list[1:]]
     assert second.prepared is prepared
     prepared.discard.assert_not_called()
+
+
+def test_a_records_age_counts_from_its_kafka_timestamp_and_the_loop_waits_until_due() -> None:
+    w = World(flush_age_s=1.0)
+    w.assign(P0)
+    value = AvroCodec().encode(CLEAN_EVENT, clean_event("track", 1))
+    wall = 1_000_000.0
+    w.sink.intake.wall = lambda: wall
+    produced = message(0, value)
+    produced.timestamp.return_value = (TIMESTAMP_CREATE_TIME, int((wall - 0.9) * 1000))
+    w.kafka.consume.return_value = [produced]
+    w.sink._step()
+    assert w.kafka.consume.call_args.args[1] == IDLE_POLL_S  # nothing was buffered
+    assert w.loader.flush.call_count == 0
+    # produced 0.9 s ago: due in 0.1 s, not in the full flush age; the loop waits no longer
+    due = w.sink.batcher.due_in(w.sink.clock())
+    assert due is not None and due <= 0.1
+    w.kafka.consume.return_value = []
+    w.sink._step()
+    assert w.kafka.consume.call_args.args[1] <= 0.1
+    time.sleep(0.1)
+    w.gate = threading.Event()  # hold the flush in the worker
+    w.sink._step()
+    assert w.sink.flusher.inflight is not None
+    w.sink._step()  # while it is in flight, the loop looks at it often
+    assert w.kafka.consume.call_args.args[1] == IN_FLIGHT_POLL_S
+    w.gate.set()
+    w.sink.flusher.settle(FlushMode.STEADY)
+    assert w.loaded() == [(T, 0, -1, 1)]
+
+    # without a timestamp a record's age counts from when it was read
+    w.kafka.consume.return_value = [message(1, value)]
+    w.sink._step()
+    due = w.sink.batcher.due_in(w.sink.clock())
+    assert due is not None and due > 0.9
 
 
 def test_an_undecodable_record_goes_to_the_dlq_with_its_own_headers(world: World) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from unittest.mock import MagicMock, create_autospec
 
 import pytest
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, Message, Producer
 from prometheus_client import CollectorRegistry
 
 from runtime.rules import parse_rules
@@ -58,6 +58,7 @@ def message(offset: int, value: bytes | None = b"raw", partition: int = 0) -> An
     msg.offset.return_value = offset
     msg.value.return_value = value
     msg.key.return_value = b"a"
+    msg.timestamp.return_value = (TIMESTAMP_NOT_AVAILABLE, -1)
     return msg
 
 
