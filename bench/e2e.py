@@ -224,6 +224,14 @@ class Prober:
     def freshness(self) -> list[float]:
         return sorted(self.seen[p] - self.sent[p] for p in self.seen)
 
+    def in_order(self) -> list[float]:
+        """Each probe's freshness, in the order they were sent (where the slow ones cluster)."""
+        return [
+            self.seen[p] - at
+            for p, at in sorted(self.sent.items(), key=lambda i: i[1])
+            if p in self.seen
+        ]
+
 
 async def fixed_rate(
     port: int, bodies: list[bytes], rate: float, duration: float, prober: Prober, per: int
@@ -261,6 +269,24 @@ async def fixed_rate(
     while not pool.empty():
         pool.get_nowait().close()
     return sent
+
+
+def sink_flushes(sinks: list[Component]) -> tuple[float, float, float]:
+    """(flushes, their seconds, their records) so far, over the sinks' /metrics."""
+    totals = {"_count": 0.0, "_sum": 0.0, "records": 0.0}
+    for sink in sinks:
+        url = f"http://127.0.0.1:{sink.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name.startswith("segflow_sink_flush_duration_seconds_"):
+                suffix = name.removeprefix("segflow_sink_flush_duration_seconds")
+                if suffix in totals:
+                    totals[suffix] += float(value)
+            elif name == "segflow_sink_flush_size_records_sum":
+                totals["records"] += float(value)
+    return totals["_count"], totals["_sum"], totals["records"]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -350,7 +376,10 @@ def main() -> int:
         rate = args.rate if args.rate is not None else sustained / 2
         prober = Prober(warehouse)
         prober.start()
+        sinks = [c for c in comps.values() if c.command == "sink"]
+        flushes0 = sink_flushes(sinks)
         sent = asyncio.run(fixed_rate(ingest_port, bodies, rate, args.duration, prober, per))
+        flushes1 = sink_flushes(sinks)
         wait_loaded(warehouse, total + sent + len(prober.sent), timeout=300)
         time.sleep(1.0)
         prober.stop()
@@ -368,6 +397,13 @@ def main() -> int:
             f"freshness at {rate:,.0f} events/s ({rate / sustained:.2f} of sustained): "
             f"{len(fresh)} probes, p50 {p50:.2f}s p95 {p95:.2f}s max {max(fresh):.2f}s"
         )
+        print("  probes in the order sent (s): " + " ".join(f"{f:.1f}" for f in prober.in_order()))
+        n_flush, flush_s, flush_records = (b - a for a, b in zip(flushes0, flushes1, strict=True))
+        if n_flush:
+            print(
+                f"  sink flushes while probed: {n_flush:.0f}, {flush_s / n_flush:.2f} s and "
+                f"{flush_records / n_flush:,.0f} records each on average"
+            )
         stats = {n: c.stat() for n, c in comps.items()}
         for n, (rss, cpu) in stats.items():
             print(f"  {n:<8} peak RSS {rss:6.0f} MB  CPU {cpu:7.1f} s")
