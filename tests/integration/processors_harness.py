@@ -187,6 +187,9 @@ class TopicReader:
         )
         self.consumer.subscribe(topics)
         self.records: list[Read] = []
+        # a topic appearing later rebalances the reader's group, which commits nothing, so the
+        # partitions it held are read again from the beginning: each record counts once
+        self._seen: set[tuple[str, int, int]] = set()
 
     def poll_until(self, done: Any, timeout_s: float) -> list[Read]:
         """Poll until `done(records)` is true or the deadline passes; returns what was read."""
@@ -195,6 +198,10 @@ class TopicReader:
             for msg in self.consumer.consume(1000, 0.5):
                 if msg.error():
                     continue
+                where = (str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0))
+                if where in self._seen:
+                    continue
+                self._seen.add(where)
                 headers: dict[str, bytes] = {}
                 for item in msg.headers() or []:
                     name, value = item[0], item[1]

@@ -188,7 +188,11 @@ def test_warehouse_stopped_and_restarted(ctx: dict[str, Any]) -> None:
     port, var_dir, wh = ctx["port"], ctx["var_dir"], ctx["wh"]
     stream = Stream(ctx["bootstrap"], ctx["topics"].clean("track"), 2000, 10).start()
     sink = start(ctx)
-    poll_until(lambda: wh.try_query('SELECT COUNT(*) FROM "WEB"."TRACKS"'), 30, "rows")
+    poll_until(
+        lambda: (wh.try_query('SELECT COUNT(*) FROM "WEB"."TRACKS"') or [(0,)])[0][0] > 0,
+        30,
+        "rows",
+    )
     emulator.stop(var_dir=var_dir)
     down_at = time.monotonic()
     # records that arrive while the warehouse is down (the stream may be over on a slow machine)

@@ -135,6 +135,7 @@ def test_events_land_in_segment_tables_exactly_once_with_evolution(run: dict[str
         clean_event(
             "identify",
             93,
+            message_id="late-identify",
             user_id="user-0",
             traits={"plan": "pro"},
             received_at=T0 + timedelta(hours=1),
@@ -148,10 +149,14 @@ def test_events_land_in_segment_tables_exactly_once_with_evolution(run: dict[str
     ]
     send(run, second)
     poll_until(lambda: tracks() == 6, 60, "the second tracks")
+    # the identify may land in a later flush than the track
     poll_until(
-        lambda: wh.try_query('SELECT COUNT(*) FROM "WEB"."USERS" WHERE "PLAN" = \'pro\''),
+        lambda: (
+            wh.query('SELECT COUNT(*) FROM "WEB"."IDENTIFIES" WHERE "ID" = \'late-identify\'')
+            == [(1,)]
+        ),
         30,
-        "users",
+        "the second identify",
     )
 
     # every call type in its table, with Segment's columns
