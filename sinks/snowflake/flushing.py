@@ -173,14 +173,16 @@ class Flusher:
             batch, future = self.inflight
             # keep consuming while the warehouse works, up to the memory bound
             full = self.batcher.total_bytes + batch.bytes >= self.settings.max_buffered_bytes
-            if future.done() or full:
-                self.settle(FlushMode.STEADY)
-            elif (
+            # full: the loop waits for the flush in flight next, so the next is prepared now
+            if (
                 self.ahead is None
-                and self.pacer.prepare_due(now - self.inflight_since)
+                and not future.done()
+                and (full or self.pacer.prepare_due(now - self.inflight_since))
                 and self.batcher.ready(now)
             ):
                 self.prepare_ahead(now)
+            if future.done() or full:
+                self.settle(FlushMode.STEADY)
         if self.inflight is None and (self.ahead is not None or self.batcher.ready(now)):
             self.flush()
 

@@ -331,6 +331,28 @@ def test_a_prepared_ahead_flush_is_taken_as_prepared(world: World) -> None:
     prepared.discard.assert_not_called()
 
 
+def test_with_the_buffers_full_the_next_flush_is_prepared_before_waiting() -> None:
+    w = World(max_buffered_bytes=1000, flush_rows=2)
+    w.loader.prepare.return_value = MagicMock()
+    w.assign(P0)
+    w.buffer(P0, range(0, 6))  # 600 bytes
+    w.in_flight()
+    w.sink.flusher.pacer.flushed(60.0)  # the flush in flight is expected to take long
+    w.buffer(P0, range(6, 10))  # 400 more: ready, and the memory bound reached
+    threading.Timer(0.2, w.release).start()
+    w.sink.flusher.step(w.sink.clock())
+    # prepared while the flush in flight went on (the pacer alone would have waited), then
+    # that flush settled and the prepared one handed over
+    assert w.loader.prepare.call_count == 1
+    assert w.loaded()[0] == (T, 0, -1, 6)
+    assert w.sink.flusher.inflight is not None
+    second = w.sink.flusher.inflight[0]
+    assert second.moves() == [(T, 0, 6, 10)]
+    assert second.prepared is w.loader.prepare.return_value
+    w.sink.flusher.settle(FlushMode.STEADY)
+    assert w.loaded() == [(T, 0, -1, 6), (T, 0, 6, 10)]
+
+
 def test_a_records_age_counts_from_its_kafka_timestamp_and_the_loop_waits_until_due() -> None:
     w = World(flush_age_s=1.0)
     w.assign(P0)
