@@ -54,6 +54,7 @@ from bench.ingest import Connection, http_request, realistic_event  # noqa: E402
 from runtime.settings import KafkaSettings, WarehouseSettings  # noqa: E402
 from runtime.topic_admin import create_topics, expected_topics  # noqa: E402
 from sinks.snowflake.session import WarehouseSession  # noqa: E402
+from tests.integration.sink_support import scrape_metrics  # noqa: E402
 
 #: segflow's own processes (the broker, the emulator and the load generator are not)
 OWN = ("ingest", "process", "sink")
@@ -273,20 +274,12 @@ async def fixed_rate(
 
 def sink_flushes(sinks: list[Component]) -> tuple[float, float, float]:
     """(flushes, their seconds, their records) so far, over the sinks' /metrics."""
-    totals = {"_count": 0.0, "_sum": 0.0, "records": 0.0}
-    for sink in sinks:
-        url = f"http://127.0.0.1:{sink.port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            text = resp.read().decode()
-        for line in text.splitlines():
-            name, _, value = line.partition(" ")
-            if name.startswith("segflow_sink_flush_duration_seconds_"):
-                suffix = name.removeprefix("segflow_sink_flush_duration_seconds")
-                if suffix in totals:
-                    totals[suffix] += float(value)
-            elif name == "segflow_sink_flush_size_records_sum":
-                totals["records"] += float(value)
-    return totals["_count"], totals["_sum"], totals["records"]
+    totals = [scrape_metrics(sink.port) for sink in sinks]
+    return (
+        sum(m.get("segflow_sink_flush_duration_seconds_count", 0.0) for m in totals),
+        sum(m.get("segflow_sink_flush_duration_seconds_sum", 0.0) for m in totals),
+        sum(m.get("segflow_sink_flush_size_records_sum", 0.0) for m in totals),
+    )
 
 
 def pct(values: list[float], q: float) -> float:
