@@ -16,7 +16,7 @@ page's ``name`` column holds the call's name).
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -65,6 +65,11 @@ class TableRow:
     values: dict[str, Any]
     unmapped: dict[str, Any] | None
     message_id: str
+    made_with: TableRow | None = field(default=None, compare=False, repr=False)
+    """The first row `event_rows` made of the same event, when this one was made with it (same
+    event, same origin). A per-event row made with a tracks row holds the tracks row's values
+    with its own appended after them (staging.stage_units relies on it; rows are never changed
+    in place: whoever changes one makes a new TableRow, without this link)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,11 +248,12 @@ def event_rows(record: dict[str, Any], origin: Origin, *, audit: bool) -> list[T
         base["event"] = per_event
         base["event_text"] = name
         props, payload_maps["properties"] = _json_map(record.get("properties"))
-        rows.append(TableRow(schema, "tracks", Kind.APPEND, base, ctx_unmapped or None, mid))
+        tracks = TableRow(schema, "tracks", Kind.APPEND, base, ctx_unmapped or None, mid)
+        rows.append(tracks)
         values = dict(base)
         own = dict(unmapped)
         _spread(values, props, "", own, _PROPERTIES, _EVENT_NAMER)
-        rows.append(TableRow(schema, per_event, Kind.APPEND, values, own or None, mid))
+        rows.append(TableRow(schema, per_event, Kind.APPEND, values, own or None, mid, tracks))
     elif call in ("page", "screen"):
         base["name"] = record.get("name")
         base["category"] = record.get("category")
@@ -275,7 +281,9 @@ def event_rows(record: dict[str, Any], origin: Origin, *, audit: bool) -> list[T
         rows.append(TableRow(schema, "tracks", Kind.APPEND, base, unmapped, mid))
 
     if audit:
-        rows.append(audit_row(record, origin, schema, payload_maps))
+        row = audit_row(record, origin, schema, payload_maps)
+        row.made_with = rows[0]
+        rows.append(row)
     return rows
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,7 @@ def _to_variant(value: Any) -> str | None:
     return orjson.dumps(value, default=_json_default).decode()
 
 
-def _variant_array(values: list[Any]) -> pa.Array:
+def _variant_array(values: Sequence[Any]) -> pa.Array:
     """VARIANT values as JSON text; JSON documents (JsonText, UTF-8 bytes) pass through
     unchanged (pyarrow takes bytes as UTF-8 text, checked)."""
     return pa.array(
@@ -102,18 +103,22 @@ def _variant_array(values: list[Any]) -> pa.Array:
     )
 
 
-def _typed_columns(
-    values: list[dict[str, Any]],
-    fields: list[pa.Field],
-    names: list[str],
-    stage_types: Mapping[str, str],
-) -> dict[str, pa.Array]:
-    """Upper-cased column -> array, built by pyarrow in one pass; per column where it refuses."""
+def _typed_column(column: Sequence[Any], stype: str) -> pa.Array:
+    """One column of values: converted by pyarrow as they are, where it refuses after
+    converting the values that are not of the staged type already."""
+    arrow_type, convert = _ARROW[stype]
     try:
-        children: list[pa.Array] = pa.array(values, pa.struct(fields)).flatten()
+        return pa.array(column, arrow_type)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        children = [_column_of(values, name, stage_types[name]) for name in names]
-    return {name.upper(): array for name, array in zip(names, children, strict=True)}
+        pass
+    converted: list[Any]
+    if stype == VARCHAR:
+        converted = [v if v is None or type(v) is str else to_text(v) for v in column]
+    elif stype == TIMESTAMP:
+        converted = [v if v is None or type(v) is datetime else convert(v) for v in column]
+    else:
+        converted = [convert(v) for v in column]
+    return pa.array(converted, arrow_type)
 
 
 _ARROW: dict[str, tuple[pa.DataType, Callable[[Any], Any]]] = {
@@ -149,24 +154,6 @@ def group_rows(rows: Iterable[TableRow]) -> dict[TableKey, list[TableRow]]:
     for row in rows:
         groups.setdefault((row.schema, row.table), []).append(row)
     return groups
-
-
-def _column_of(values: list[dict[str, Any]], name: str, stype: str) -> pa.Array:
-    """One column, converting values that are not of the staged type already."""
-    arrow_type, convert = _ARROW[stype]
-    raw = [v.get(name) for v in values]
-    try:
-        return pa.array(raw, arrow_type)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        pass
-    converted: list[Any]
-    if stype == VARCHAR:
-        converted = [v if v is None or type(v) is str else to_text(v) for v in raw]
-    elif stype == TIMESTAMP:
-        converted = [v if v is None or type(v) is datetime else convert(v) for v in raw]
-    else:
-        converted = [convert(v) for v in raw]
-    return pa.array(converted, arrow_type)
 
 
 @dataclass(slots=True)
@@ -224,15 +211,28 @@ def stage_units(
     audit_fixed = frozenset(fixed_columns(AUDIT_LOG))
 
     last: StagedUnit | None = None
-    last_event: tuple[Any, ...] = ()
+    last_row: TableRow | None = None  # the row `last` was made for
+    last_event: tuple[Any, ...] | None = None  # its _event_of, when needed
     for row in rows:
         table = row.table
         if row.kind is not Kind.APPEND or table == SCHEMA_CHANGES:
             units.append(StagedUnit(row.schema, primary=row))
             last = None
             continue
-        event = _event_of(row)
-        if last is not None and event == last_event and event[1] is not None:
+        same = False
+        if last is not None:
+            assert last_row is not None
+            # made by event_rows with the rows of `last`: the same event (no _event_of needed)
+            made_with = row.made_with
+            same = made_with is not None and (
+                made_with is last_row or made_with is last.primary or made_with is last.tracks
+            )
+            if not same:
+                if last_event is None:
+                    last_event = _event_of(last_row)
+                event = _event_of(row)
+                same = event == last_event and event[1] is not None
+        if last is not None and same:
             schema = row.schema
             if table == AUDIT_LOG:
                 shares = audit_shares.get(schema)
@@ -247,8 +247,14 @@ def stage_units(
                 cols = tracks_cols.get(schema)
                 if cols is None:
                     cols = tracks_cols[schema] = frozenset(columns.get((schema, TRACKS), {}))
-                assert last.tracks is not None
-                if _shares_tracks(row, last.tracks, cols):
+                tracks = last.tracks
+                assert tracks is not None
+                if row.made_with is tracks:
+                    # its values are the tracks row's, its own keys appended (rows.TableRow)
+                    shares = cols.isdisjoint(islice(row.values, len(tracks.values), None))
+                else:
+                    shares = _shares_tracks(row, tracks, cols)
+                if shares:
                     last.primary = row
                     continue
         if table == TRACKS:
@@ -257,7 +263,8 @@ def stage_units(
             last = StagedUnit(row.schema, audit=row)
         else:
             last = StagedUnit(row.schema, primary=row)
-        last_event = event
+        last_row = row
+        last_event = None
         units.append(last)
     return units
 
@@ -337,8 +344,7 @@ def _unit_table(
     columns: Iterable[str],
     stage_types: Mapping[str, str],
 ) -> pa.Table:
-    names: list[str] = []
-    fields: list[pa.Field] = []
+    typed: list[tuple[str, str]] = []
     variants: list[str] = []
     for name in columns:
         stype = stage_types.get(name)
@@ -346,9 +352,8 @@ def _unit_table(
             continue
         if stype == VARIANT:
             variants.append(name)
-            continue
-        names.append(name)
-        fields.append(pa.field(name, _ARROW[stype][0]))
+        else:
+            typed.append((name, stype))
     n = len(units)
     arrays: dict[str, pa.Array] = {
         SCHEMA_COLUMN.upper(): pa.array([schema] * n, pa.string()),
@@ -356,10 +361,13 @@ def _unit_table(
         TRACKS_FLAG.upper(): pa.array([tracks] * n, pa.bool_()),
         AUDIT_FLAG.upper(): pa.array([audit] * n, pa.bool_()),
     }
-    values = [u.row.values for u in units]
-    arrays.update(_typed_columns(values, fields, names, stage_types))
-    for name in variants:
-        arrays[name.upper()] = _variant_array([r.get(name) for r in values])
+    # column by column: every row's values in one pass (a tuple each), then transposed
+    order = [name for name, _ in typed] + variants
+    by_column = list(zip(*[tuple(map(u.row.values.get, order)) for u in units], strict=True))
+    for (name, stype), column in zip(typed, by_column, strict=False):
+        arrays[name.upper()] = _typed_column(column, stype)
+    for name, column in zip(variants, by_column[len(typed) :], strict=True):
+        arrays[name.upper()] = _variant_array(column)
     if table is not None and UNMAPPED in stage_types:
         arrays[UNMAPPED.upper()] = _unmapped_array([u.primary for u in units])
     if tracks:
