@@ -296,19 +296,47 @@ def compile_writer(version: SchemaVersion) -> Writer:
 def _read_strings(data: bytes, pos: int) -> tuple[list[str], int]:
     out: list[str] = []
     while True:
-        count, pos = read_long(data, pos)
+        b = data[pos]
+        if b < 128:  # one byte: the usual count
+            count = (b >> 1) ^ -(b & 1)
+            pos += 1
+        else:
+            count, pos = read_long(data, pos)
         if count == 0:
             return out, pos
         if count < 0:  # a block with its byte size
             count = -count
             _, pos = read_long(data, pos)
         for _ in range(count):
-            n, pos = read_long(data, pos)
+            b = data[pos]
+            if b < 128:
+                n = (b >> 1) ^ -(b & 1)
+                pos += 1
+            else:
+                n, pos = read_long(data, pos)
             end = pos + n
             if n < 0 or end > len(data):
                 raise CodecError("string runs past the end of the record")
             out.append(data[pos:end].decode())
             pos = end
+
+
+def _read_micros(target: str) -> list[str]:
+    """Statements reading a timestamp-micros varint into `target` (``"_"``: skip it): the
+    8-byte form of the years 1971-3111 decoded in a few word operations (the 7-bit groups of the
+    bytes packed together pairwise), any other through read_long."""
+    return [
+        "x = from_bytes(data[pos : pos + 8], 'little')",
+        "if x & 0x8080808080808080 == 0x0080808080808080:",
+        "    x &= 0x7F7F7F7F7F7F7F7F",
+        "    x = (x & 0x007F007F007F007F) | ((x >> 1) & 0x3F803F803F803F80)",
+        "    x = (x & 0x00003FFF00003FFF) | ((x >> 2) & 0x0FFFC0000FFFC000)",
+        "    x = (x & 0x0FFFFFFF) | ((x >> 4) & 0x00FFFFFFF0000000)",
+        f"    {target or '_'} = (x >> 1) ^ -(x & 1)",
+        "    pos += 8",
+        "else:",
+        f"    {target or '_'}, pos = read_long(data, pos)",
+    ]
 
 
 def _read_statements(
@@ -322,6 +350,10 @@ def _read_statements(
             "if b < 128:",
             "    pos += 1",
             "    n = (b >> 1) ^ -(b & 1)",
+            "elif data[pos + 1] < 128:  # 64 to 8191 bytes",
+            "    n = (b & 0x7F) | (data[pos + 1] << 7)",
+            "    n = (n >> 1) ^ -(n & 1)",
+            "    pos += 2",
             "else:",
             "    n, pos = read_long(data, pos)",
             "end = pos + n",
@@ -330,11 +362,11 @@ def _read_statements(
         ]
         body += [f"{into} = data[pos:end].decode()"] if target else []
         body += ["pos = end"]
-    elif kind == _LONG or (kind == _TS and micros):
+    elif kind == _LONG:
         body = [f"{into}, pos = read_long(data, pos)"]
     elif kind == _TS:
-        body = ["n, pos = read_long(data, pos)"]
-        if target:
+        body = _read_micros(target if micros else "n")
+        if target and not micros:
             # consecutive records often carry the same timestamp: reuse the (immutable) datetime
             body += [
                 f"m = {memo}[0]",
@@ -366,6 +398,7 @@ def compile_reader(writer: SchemaVersion, reader: SchemaVersion, *, micros: bool
     w_names = {f["name"] for f in w_fields}
     env: dict[str, Any] = {
         "read_long": read_long,
+        "from_bytes": int.from_bytes,
         "read_strings": _read_strings,
         "from_micros": from_micros,
         "CodecError": CodecError,

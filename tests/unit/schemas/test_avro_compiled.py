@@ -361,3 +361,23 @@ def test_micros_readers_keep_timestamps_as_the_ints_the_writers_take() -> None:
     old_data = fastavro_encode(old, {k: v for k, v in rec.items() if k not in ("channel", "extra")})
     resolved = compile_reader(old, latest, micros=True)(old_data)
     assert resolved["receivedAt"] == micros(NOW) and resolved["extra"] == "{}"
+
+
+def test_timestamps_and_lengths_of_every_varint_width_read_as_fastavro_reads_them() -> None:
+    """The readers' inline fast paths (8-byte timestamps, 2-byte string lengths) against
+    fastavro: widths either side of each path, negative and random values."""
+    latest = CODEC.latest(RAW_EVENT)
+    read_micros = compile_reader(latest, latest, micros=True)
+    rnd = random.Random(11)
+    stamps = [0, 1, -1, 63, 64, -65, (1 << 48) - 1, 1 << 48, (1 << 55) - 1, 1 << 55, -(1 << 55)]
+    first, last = micros(datetime(1, 1, 1, tzinfo=UTC)), micros(datetime(9999, 1, 1, tzinfo=UTC))
+    stamps += [rnd.randrange(first, last) for _ in range(200)]
+    stamps += [rnd.randrange(-(1 << 55), 1 << 55) for _ in range(200)]
+    stamps += [micros(datetime(y, 1, 1, tzinfo=UTC)) for y in (1, 1900, 1971, 2024, 3111, 9999)]
+    lengths = [0, 1, 63, 64, 65, 8191, 8192, 20000]
+    for i, n in enumerate(stamps):
+        at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=n)
+        text = "é" * (lengths[i % len(lengths)] // 2) + "x" * (lengths[i % len(lengths)] % 2)
+        data = WRITE(record(receivedAt=at, sentAt=at, userId=text, maskedFields=[text] * (i % 3)))
+        assert READ(data) == fastavro_decode(latest, latest, data), n
+        assert read_micros(data)["receivedAt"] == n
