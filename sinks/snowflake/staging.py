@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import islice
+from itertools import accumulate, islice
 from pathlib import Path
 from typing import Any
 
@@ -91,34 +91,38 @@ def _to_variant(value: Any) -> str | None:
     return orjson.dumps(value, default=_json_default).decode()
 
 
-def _variant_array(values: Sequence[Any]) -> pa.Array:
+_MAX_TEXT_BYTES = 2**31 - 1  # what one string array's 32-bit offsets address
+
+
+def _variant_array(values: list[Any]) -> pa.Array:
     """VARIANT values as JSON text; JSON documents (JsonText, UTF-8 bytes) pass through
-    unchanged (pyarrow takes bytes as UTF-8 text, checked)."""
-    return pa.array(
-        [
-            v if v is None or type(v) is JsonText or type(v) is bytes else _to_variant(v)
-            for v in values
-        ],
-        pa.string(),
-    )
+    unchanged (pyarrow takes bytes as UTF-8 text, checked). A column of documents as bytes only
+    (audit payloads, which orjson wrote: valid UTF-8) is laid out as one buffer and its offsets,
+    without converting or checking each document again."""
+    texts: list[Any] = [
+        v if v is None or type(v) is JsonText or type(v) is bytes else _to_variant(v)
+        for v in values
+    ]
+    if texts and all(type(t) is bytes for t in texts):
+        data = b"".join(texts)
+        if len(data) <= _MAX_TEXT_BYTES:
+            offsets = pa.array(accumulate(map(len, texts), initial=0), pa.int32())
+            return pa.StringArray.from_buffers(len(texts), offsets.buffers()[1], pa.py_buffer(data))
+    return pa.array(texts, pa.string())
 
 
-def _typed_column(column: Sequence[Any], stype: str) -> pa.Array:
-    """One column of values: converted by pyarrow as they are, where it refuses after
-    converting the values that are not of the staged type already."""
-    arrow_type, convert = _ARROW[stype]
+def _typed_columns(
+    values: list[dict[str, Any]],
+    fields: list[pa.Field],
+    names: list[str],
+    stage_types: Mapping[str, str],
+) -> dict[str, pa.Array]:
+    """Upper-cased column -> array, built by pyarrow in one pass; per column where it refuses."""
     try:
-        return pa.array(column, arrow_type)
+        children: list[pa.Array] = pa.array(values, pa.struct(fields)).flatten()
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        pass
-    converted: list[Any]
-    if stype == VARCHAR:
-        converted = [v if v is None or type(v) is str else to_text(v) for v in column]
-    elif stype == TIMESTAMP:
-        converted = [v if v is None or type(v) is datetime else convert(v) for v in column]
-    else:
-        converted = [convert(v) for v in column]
-    return pa.array(converted, arrow_type)
+        children = [_column_of(values, name, stage_types[name]) for name in names]
+    return {name.upper(): array for name, array in zip(names, children, strict=True)}
 
 
 _ARROW: dict[str, tuple[pa.DataType, Callable[[Any], Any]]] = {
@@ -154,6 +158,24 @@ def group_rows(rows: Iterable[TableRow]) -> dict[TableKey, list[TableRow]]:
     for row in rows:
         groups.setdefault((row.schema, row.table), []).append(row)
     return groups
+
+
+def _column_of(values: list[dict[str, Any]], name: str, stype: str) -> pa.Array:
+    """One column, converting values that are not of the staged type already."""
+    arrow_type, convert = _ARROW[stype]
+    raw = [v.get(name) for v in values]
+    try:
+        return pa.array(raw, arrow_type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    converted: list[Any]
+    if stype == VARCHAR:
+        converted = [v if v is None or type(v) is str else to_text(v) for v in raw]
+    elif stype == TIMESTAMP:
+        converted = [v if v is None or type(v) is datetime else convert(v) for v in raw]
+    else:
+        converted = [convert(v) for v in raw]
+    return pa.array(converted, arrow_type)
 
 
 @dataclass(slots=True)
@@ -331,7 +353,8 @@ def write_units(
         if name.upper() not in table.column_names:
             arrow_type = pa.bool_() if stype == BOOLEAN else _ARROW.get(stype, _ARROW[VARCHAR])[0]
             table = table.append_column(name.upper(), pa.nulls(table.num_rows, arrow_type))
-    pq.write_table(table, path, compression="snappy")
+    # no column statistics: COPY reads every row, nothing prunes by them
+    pq.write_table(table, path, compression="snappy", write_statistics=False)
     return table.num_rows
 
 
@@ -344,7 +367,8 @@ def _unit_table(
     columns: Iterable[str],
     stage_types: Mapping[str, str],
 ) -> pa.Table:
-    typed: list[tuple[str, str]] = []
+    names: list[str] = []
+    fields: list[pa.Field] = []
     variants: list[str] = []
     for name in columns:
         stype = stage_types.get(name)
@@ -352,8 +376,9 @@ def _unit_table(
             continue
         if stype == VARIANT:
             variants.append(name)
-        else:
-            typed.append((name, stype))
+            continue
+        names.append(name)
+        fields.append(pa.field(name, _ARROW[stype][0]))
     n = len(units)
     arrays: dict[str, pa.Array] = {
         SCHEMA_COLUMN.upper(): pa.array([schema] * n, pa.string()),
@@ -361,13 +386,10 @@ def _unit_table(
         TRACKS_FLAG.upper(): pa.array([tracks] * n, pa.bool_()),
         AUDIT_FLAG.upper(): pa.array([audit] * n, pa.bool_()),
     }
-    # column by column: every row's values in one pass (a tuple each), then transposed
-    order = [name for name, _ in typed] + variants
-    by_column = list(zip(*[tuple(map(u.row.values.get, order)) for u in units], strict=True))
-    for (name, stype), column in zip(typed, by_column, strict=False):
-        arrays[name.upper()] = _typed_column(column, stype)
-    for name, column in zip(variants, by_column[len(typed) :], strict=True):
-        arrays[name.upper()] = _variant_array(column)
+    values = [u.row.values for u in units]
+    arrays.update(_typed_columns(values, fields, names, stage_types))
+    for name in variants:
+        arrays[name.upper()] = _variant_array([r.get(name) for r in values])
     if table is not None and UNMAPPED in stage_types:
         arrays[UNMAPPED.upper()] = _unmapped_array([u.primary for u in units])
     if tracks:
