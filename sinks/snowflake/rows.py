@@ -108,6 +108,27 @@ def _json_map(text: str | None) -> tuple[dict[str, Any], Any]:
     return value, value
 
 
+# short documents -> their orjson.Fragment: an event's integrations and extra repeat endlessly
+_DOCS: dict[str, Any] = {}
+_DOCS_MAX = 1024
+_DOC_TEXT_MAX = 256
+
+
+def _json_doc(text: str | None) -> Any:
+    """`_json_map(text)[1]` (the JSON document of a map's text), short valid ones remembered."""
+    doc = _DOCS.get(text) if text else None
+    if doc is None:
+        doc = _json_map(text)[1]
+        if (
+            text
+            and type(doc) is orjson.Fragment
+            and len(text) <= _DOC_TEXT_MAX
+            and len(_DOCS) < _DOCS_MAX
+        ):
+            _DOCS[text] = doc
+    return doc
+
+
 _SCALARS = frozenset({str, int, float, bool})
 _COLUMNS_MAX = 200_000
 _column_count = 0
@@ -302,8 +323,8 @@ def audit_row(
         payload.pop(key, None)
     for key in _OTHER_MAPS:
         if key in payload:
-            payload[key] = _json_map(payload[key])[1]
-    payload["unmapped"] = _json_map(record.get("unmapped"))[1]
+            payload[key] = _json_doc(payload[key])
+    payload["unmapped"] = _json_doc(record.get("unmapped"))
     payload.update(maps)
     values = {
         "id": record["messageId"],

@@ -280,6 +280,11 @@ def test_audit_payload_keeps_every_map_as_an_object_even_when_invalid() -> None:
     assert payload["unmapped"] == {"weird": 1}
     assert payload["receivedAt"] == T0.isoformat()
     assert "traits" not in payload  # a track has properties, not traits
+    again = event_rows(rec, ORIGIN, audit=True)[-1]  # the short documents remembered now
+    assert again.values["payload"] == audit.values["payload"]
+    invalid = event_rows(record("track", integrations="[1]", extra="{"), ORIGIN, audit=True)[-1]
+    assert orjson.loads(invalid.values["payload"])["integrations"] == {"_value": [1]}
+    assert orjson.loads(invalid.values["payload"])["extra"] == {"_invalid_json": "{"}
 
 
 def test_schema_change_rows_name_table_column_and_stage() -> None:
