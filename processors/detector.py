@@ -36,6 +36,7 @@ _PHONE_RE = re.compile(
 )
 _DIGIT_RUN = re.compile(r"\d[\d \t().+/\-]{6,}\d")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+_NON_DIGIT = re.compile(r"\D")
 # what fold() changes: Unicode spaces and dashes, full-width forms, non-ASCII decimal digits
 _FOLDABLE = re.compile(
     "[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"  # no-break, thin, ideographic spaces
@@ -97,7 +98,7 @@ def _digit_count(text: str) -> int:
 
 def _cards(text: str) -> Iterable[Finding]:
     for m in _CARD_RE.finditer(text):
-        digits = re.sub(r"\D", "", m.group())
+        digits = _NON_DIGIT.sub("", m.group())
         if 13 <= len(digits) <= 19 and luhn_valid(digits):
             yield Finding(CARD, m.start(), m.end())
 
@@ -123,6 +124,44 @@ def may_hold_pii(text: str) -> bool:
 
 
 _RUN_CHARS = frozenset("0123456789 \t().+/-")  # the characters phones and cards are made of
+_SEPARATORS = " \t().+/-"
+# an ASCII text's bytes as classes: "r" for a run character, "x" for any other
+_RUN_CLASSES = bytes(ord("r") if chr(b) in _RUN_CHARS else ord("x") for b in range(256))
+_LONG_RUN = b"r" * 8
+
+
+def _digit_runs(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each maximal run of ``_RUN_CHARS`` in the ASCII `text` whose digits span
+    8+ characters (a run holding a ``_DIGIT_RUN`` match), left to right.
+
+    The text's bytes are mapped to run / other classes (one C-level translate) and the runs of 8+
+    are found with ``bytes.find``: a search that starts past a run finds the next run at its
+    start, and the first other byte after it is its end."""
+    classes = text.encode("ascii").translate(_RUN_CLASSES)
+    out: list[tuple[int, int]] = []
+    pos = classes.find(_LONG_RUN)
+    while pos >= 0:
+        end = classes.find(b"x", pos)
+        if end < 0:
+            end = len(classes)
+        if len(text[pos:end].strip(_SEPARATORS)) >= 8:  # first digit to last digit
+            out.append((pos, end))
+        pos = classes.find(_LONG_RUN, end)
+    return out
+
+
+def _regex_runs(text: str) -> list[tuple[int, int]]:
+    """What :func:`_digit_runs` returns, for any text (the runs widened from the matches)."""
+    chars = _RUN_CHARS
+    out: list[tuple[int, int]] = []
+    for m in _DIGIT_RUN.finditer(text):
+        start, end = m.span()
+        while start > 0 and text[start - 1] in chars:
+            start -= 1
+        while end < len(text) and text[end] in chars:
+            end += 1
+        out.append((start, end))
+    return out
 
 
 def document_may_hold_pii(text: str, kinds: Iterable[str]) -> bool:
@@ -134,33 +173,57 @@ def document_may_hold_pii(text: str, kinds: Iterable[str]) -> bool:
     value's runs are runs of the document's text too, bounded by the same characters (or by the
     value's quotes, which the patterns treat as they treat the value's start and end), so
     scanning each such run of the text, with the character on either side, finds whatever
-    scanning each value would. Escapes break that (``\\n`` before a number reads as a letter in
-    the text): a text with a backslash, or with an ``@`` (emails), gets the walk. Keys are
-    JSON strings like values, so the verdict holds for the keys too. The text is folded first
-    (:func:`fold`), as each value is when it is scanned: a value's folded text is then a part of
-    the document's folded text."""
+    scanning each value would. Keys are JSON strings like values, so the verdict holds for the
+    keys too. The text is folded first (:func:`fold`), as each value is when it is scanned: a
+    value's folded text is then a part of the document's folded text.
+
+    Escapes break that argument, and a text with a backslash gets a looser verdict. A ``\\u``
+    escape can spell any character (``\\u0040`` is an ``@``, ``\\u0034`` a digit, ``\\uff10``
+    a full-width digit) and ``\\/`` is a ``/``, which joins digits: such a text is always walked.
+    The other escapes (``\\n``, ``\\t``, ``\\"``, ...) stand for characters no finding holds,
+    so a finding is in the text as it is in the value; only its neighbours differ (``\\n``
+    before a number reads as a letter in the text), so any run of 8+ digits gets the walk. A text
+    with an ``@`` (emails) gets the walk too."""
     if not text.isascii():
         text = fold(text)
-    if "@" in text or "\\" in text:
-        return may_hold_pii(text)
-    chars = _RUN_CHARS
+    if "@" in text:
+        return True
+    if "\\" in text:
+        if "\\u" in text or "\\/" in text:
+            return True
+        return len(text) >= 8 and _DIGIT_RUN.search(text) is not None
+    runs = _digit_runs(text) if text.isascii() else _regex_runs(text)
+    if not runs:
+        return False
     seen = _RUN_VERDICTS
     kinds = tuple(kinds)
-    for m in _DIGIT_RUN.finditer(text):
-        start, end = m.span()
-        while start > 0 and text[start - 1] in chars:
-            start -= 1
-        while end < len(text) and text[end] in chars:
-            end += 1
+    for start, end in runs:
         run = (text[max(start - 1, 0) : end + 1], kinds)
         verdict = seen.get(run)
         if verdict is None:
-            verdict = bool(find_pii(run[0], kinds))
+            verdict = _finds_number(run[0], kinds)
             if len(seen) >= 65_536:
                 seen.clear()
             seen[run] = verdict
         if verdict:
             return True
+    return False
+
+
+def _finds_number(text: str, kinds: tuple[str, ...]) -> bool:
+    """``bool(find_pii(text, kinds))`` for a folded text without ``@`` holding a digit run: a
+    card or a phone number passes its checks (a phone overlapping a card only matters when
+    there is a card)."""
+    if CARD in kinds:
+        for m in _CARD_RE.finditer(text):
+            digits = _NON_DIGIT.sub("", m.group())
+            if 13 <= len(digits) <= 19 and luhn_valid(digits):
+                return True
+    if PHONE in kinds:
+        for m in _PHONE_RE.finditer(text):
+            value = m.group()
+            if 8 <= _digit_count(value) <= 15 and not _ISO_DATE.match(value):
+                return True
     return False
 
 

@@ -137,7 +137,9 @@ class Masker:
         if texts is not None and self._screened_kinds:
             kinds = self._screened_kinds
             candidates = tuple(
-                r for r in DOCUMENT_ROOTS if document_may_hold_pii(texts.get(r) or "", kinds)
+                r
+                for r in DOCUMENT_ROOTS
+                if (text := texts.get(r)) and text != "{}" and document_may_hold_pii(text, kinds)
             )
         if self._name_kinds:
             for root in DOCUMENT_ROOTS if candidates is None else candidates:
