@@ -324,10 +324,11 @@ def _read_strings(data: bytes, pos: int) -> tuple[list[str], int]:
 def _read_micros(target: str) -> list[str]:
     """Statements reading a timestamp-micros varint into `target` (``"_"``: skip it): the
     8-byte form of the years 1971-3111 decoded in a few word operations (the 7-bit groups of the
-    bytes packed together pairwise), any other through read_long."""
+    bytes packed together pairwise) when all 8 are there, any other through read_long."""
     return [
         "x = from_bytes(data[pos : pos + 8], 'little')",
-        "if x & 0x8080808080808080 == 0x0080808080808080:",
+        # a record ending inside the varint reads fewer than 8 bytes, which look terminated
+        "if x & 0x8080808080808080 == 0x0080808080808080 and pos + 8 <= len(data):",
         "    x &= 0x7F7F7F7F7F7F7F7F",
         "    x = (x & 0x007F007F007F007F) | ((x >> 1) & 0x3F803F803F803F80)",
         "    x = (x & 0x00003FFF00003FFF) | ((x >> 2) & 0x0FFFC0000FFFC000)",

@@ -381,3 +381,15 @@ def test_timestamps_and_lengths_of_every_varint_width_read_as_fastavro_reads_the
         data = WRITE(record(receivedAt=at, sentAt=at, userId=text, maskedFields=[text] * (i % 3)))
         assert READ(data) == fastavro_decode(latest, latest, data), n
         assert read_micros(data)["receivedAt"] == n
+
+
+def test_a_record_cut_inside_its_last_timestamp_is_refused() -> None:
+    """clean_event ends with a timestamp (processedAt): a record cut one byte short leaves seven
+    bytes with their continuation bits set, which must not read as a whole 8-byte timestamp."""
+    latest = CODEC.latest(CLEAN_EVENT)
+    clean = dict(other_kinds()[0][1])
+    data = compile_writer(latest)(clean)
+    assert all(b & 0x80 for b in data[-8:-1]) and data[-1] < 0x80  # an 8-byte varint at the end
+    for micros_ in (False, True):
+        with pytest.raises(CodecError):
+            compile_reader(latest, latest, micros=micros_)(data[:-1])
