@@ -158,6 +158,40 @@ def test_emulator_data_survives_restart_and_kill(tmp_path: Path) -> None:
     assert (tmp_path / "warehouse" / "KEEP.db").exists()
 
 
+def test_emulator_checkpoints_between_requests_not_inside_them(tmp_path: Path) -> None:
+    """The write-ahead log stays while requests keep coming and is written into the database
+    file once the emulator has been idle; a kill after that loses nothing."""
+    port = free_port()
+    params = emulator.conn_params(emulator.DEFAULT_HOST, port, database="CK", schema="S")
+    wal = tmp_path / "warehouse" / "CK.db.wal"
+    assert emulator.start(var_dir=tmp_path, port=port) is True
+    try:
+        with snowflake.connector.connect(**params) as conn, conn.cursor() as cur:
+            cur.execute("CREATE TABLE t (id INTEGER, s VARCHAR)")
+            for _ in range(10):
+                cur.execute(
+                    "INSERT INTO t SELECT SEQ4(), REPEAT('x', 200)"
+                    " FROM TABLE(GENERATOR(ROWCOUNT => 5000))"
+                )
+            assert wal.stat().st_size > 4_000_000
+            busy_until = time.monotonic() + 3.0
+            while time.monotonic() < busy_until:  # busy: a request every 0.3 s
+                cur.execute("SELECT 1")
+                time.sleep(0.3)
+            assert wal.exists() and wal.stat().st_size > 4_000_000
+        deadline = time.monotonic() + 15.0
+        while wal.exists() and wal.stat().st_size > 4_000_000 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not wal.exists() or wal.stat().st_size < 1_000_000
+
+        assert emulator.kill(var_dir=tmp_path) is True
+        assert emulator.start(var_dir=tmp_path, port=port) is True
+        with snowflake.connector.connect(**params) as conn, conn.cursor() as cur:
+            assert cur.execute("SELECT COUNT(*) FROM t").fetchone() == (50_000,)  # type: ignore[union-attr]
+    finally:
+        emulator.stop(var_dir=tmp_path)
+
+
 def test_status_sees_a_broker_we_did_not_start(kafka_bootstrap: str, tmp_path: Path) -> None:
     host, _, port = kafka_bootstrap.rpartition(":")
     st = kafka.status(var_dir=tmp_path, host=host, port=int(port))  # no pid file there
