@@ -53,29 +53,25 @@ def _varint_slow(n: int) -> bytes:
 
 
 _SMALL_VARINTS = [_varint_slow(i) for i in range(_SMALL)]
+# 14 bits of a zig-zagged value as two varint bytes: continued, and (_LAST14) ending the varint
+_NEXT14 = [bytes(((c & 0x7F) | 0x80, (c >> 7) | 0x80)) for c in range(1 << 14)]
+_LAST14 = [bytes(((c & 0x7F) | 0x80, c >> 7)) for c in range(1 << 14)]
 
 
 def varint(n: int) -> bytes:
     """Zig-zag varint: small non-negative values (lengths) from a table; 8-byte values
-    (timestamp-micros of the years 1971-3111) unrolled; the rest through the loop."""
+    (timestamp-micros of the years 1971-3111) from four 14-bit tables; the rest through the
+    loop."""
     if 0 <= n < _SMALL:
         return _SMALL_VARINTS[n]
     if not -(1 << 63) <= n < (1 << 63):
         raise CodecError(f"long out of range: {n}")
     z = (n << 1) ^ (n >> 63)
     if (1 << 49) <= z < (1 << 56):
-        return bytes(
-            (
-                (z & 0x7F) | 0x80,
-                ((z >> 7) & 0x7F) | 0x80,
-                ((z >> 14) & 0x7F) | 0x80,
-                ((z >> 21) & 0x7F) | 0x80,
-                ((z >> 28) & 0x7F) | 0x80,
-                ((z >> 35) & 0x7F) | 0x80,
-                ((z >> 42) & 0x7F) | 0x80,
-                z >> 49,
-            )
-        )
+        return b"".join(
+            (_NEXT14[z & 0x3FFF], _NEXT14[(z >> 14) & 0x3FFF], _NEXT14[(z >> 28) & 0x3FFF],
+             _LAST14[z >> 42])
+        )  # fmt: skip
     return _varint_slow(n)
 
 
@@ -204,45 +200,59 @@ def _write_strings(v: Any) -> bytes:
     return b"".join(parts)
 
 
-def _write_statements(kind: str, indent: str, memo: str) -> list[str]:
-    """Statements writing `v`: strings inline (the hot case), the rest through a function."""
+_PREFIXED = 4096  # lengths below this get their union byte and varint from one table
+
+
+def _prefixed_lengths(branch: bytes) -> list[bytes]:
+    """The union branch byte followed by the varint of each length below _PREFIXED."""
+    return [branch + _SMALL_VARINTS[n] for n in range(_PREFIXED)]
+
+
+_PREFIXED_BY_BRANCH = {b"\x00": _prefixed_lengths(b"\x00"), b"\x02": _prefixed_lengths(b"\x02")}
+
+
+def _write_statements(kind: str, i: int, branch: bytes | None) -> list[str]:
+    """Statements writing `v`, the value of field `i`, into locals: ``a<i>`` (the union byte if
+    any, then the value's varint or fixed bytes) and, for strings, ``b<i>`` (their UTF-8 bytes).
+    `branch`: the union byte of the value's branch, None for a plain type."""
+    a, b = f"a{i}", f"b{i}"
     if kind == _STRING:
-        body = [
-            "b = v.encode()",
-            "n = len(b)",
-            "add(SMALL[n] if n < SMALL_N else varint(n))",
-            "add(b)",
+        table, limit = ("SMALL", "SMALL_N") if branch is None else (f"P{i}", "P_N")
+        tail = "varint(n)" if branch is None else f"{branch!r} + varint(n)"
+        return [
+            f"{b} = v.encode()",
+            f"n = len({b})",
+            f"{a} = {table}[n] if n < {limit} else {tail}",
         ]
-    elif kind == _TS:
+    if kind == _TS:
         # One request's events share receivedAt (and often sentAt): remember the last one, as
         # one tuple so that threads sharing the writer never pair a value with another's bytes.
-        body = [
-            f"m = {memo}[0]",
-            "if m[0] is v:",
-            "    add(m[1])",
-            "else:",
-            "    m = (v, varint(micros(v)))",
-            f"    {memo}[0] = m",
-            "    add(m[1])",
+        written = "varint(micros(v))" if branch is None else f"{branch!r} + varint(micros(v))"
+        return [
+            f"m = M{i}[0]",
+            "if m[0] is not v:",
+            f"    m = (v, {written})",
+            f"    M{i}[0] = m",
+            f"{a} = m[1]",
         ]
-    else:
-        writer = {
-            _LONG: "_write_long",
-            _BOOL: "_write_bool",
-            _DOUBLE: "_write_double",
-            _STRINGS: "_write_strings",
-        }[kind]
-        body = [f"add({writer}(v))"]
-    return [indent + line for line in body]
+    writer = {
+        _LONG: "_write_long",
+        _BOOL: "_write_bool",
+        _DOUBLE: "_write_double",
+        _STRINGS: "_write_strings",
+    }[kind]
+    return [f"{a} = {writer}(v)" if branch is None else f"{a} = {branch!r} + {writer}(v)"]
 
 
 def compile_writer(version: SchemaVersion) -> Writer:
     """A function record -> framed Avro bytes for `version` (a flat record schema).
 
     Writes exactly what ``fastavro.schemaless_writer`` writes after the single-object header;
-    a missing field takes its default, a value that does not fit raises CodecError.
+    a missing field takes its default, a value that does not fit raises CodecError. The
+    generated function keeps each field's bytes in locals and joins them once at the end (no
+    list appends per value).
     """
-    lines = ["def write(r):", "    get = r.get", "    parts = [HEADER]", "    add = parts.append"]
+    lines = ["def write(r):", "    get = r.get"]
     env: dict[str, Any] = {
         "HEADER": MAGIC + version.fingerprint,
         "_write_long": _write_long,
@@ -252,8 +262,10 @@ def compile_writer(version: SchemaVersion) -> Writer:
         "varint": varint,
         "SMALL": _SMALL_VARINTS,
         "SMALL_N": _SMALL,
+        "P_N": _PREFIXED,
         "micros": micros,
     }
+    pieces = ["HEADER"]
     for i, field in enumerate(_record_fields(version)):
         name, ftype = field["name"], field["type"]
         default = f"D{i}"
@@ -261,18 +273,23 @@ def compile_writer(version: SchemaVersion) -> Writer:
         env[f"M{i}"] = [(_NO_VALUE, b"")]
         access = f"get({name!r}, {default})" if "default" in field else f"r[{name!r}]"
         kind, null_index = _field_kind(ftype, name)
-        if null_index is not None:
-            lines += [
-                f"    v = {access}",
-                "    if v is None:",
-                f"        add({varint(null_index)!r})",
-                "    else:",
-                f"        add({varint(1 - null_index)!r})",
-                *_write_statements(kind, "        ", f"M{i}"),
-            ]
-        else:
-            lines += [f"    v = {access}", *_write_statements(kind, "    ", f"M{i}")]
-    lines.append("    return b''.join(parts)")
+        pieces.append(f"a{i}")
+        if kind == _STRING:
+            pieces.append(f"b{i}")
+        lines.append(f"    v = {access}")
+        if null_index is None:
+            lines += ["    " + line for line in _write_statements(kind, i, None)]
+            continue
+        branch = varint(1 - null_index)
+        env[f"P{i}"] = _PREFIXED_BY_BRANCH[branch]
+        lines += [
+            "    if v is None:",
+            f"        a{i} = {varint(null_index)!r}",
+            *([f"        b{i} = b''"] if kind == _STRING else []),
+            "    else:",
+            *["        " + line for line in _write_statements(kind, i, branch)],
+        ]
+    lines.append(f"    return b''.join(({', '.join(pieces)}))")
     code = "\n".join(lines)
     exec(compile(code, f"<avro writer {version.kind} v{version.version}>", "exec"), env)
     compiled: Writer = env["write"]
