@@ -1,6 +1,6 @@
 """CPU per event of the processors' stages, in process, on the edge's realistic 1-2 KB events.
 
-    PYTHONPATH=. python bench/pipeline.py [--events 20000] [--rounds 3]
+    PYTHONPATH=. python bench/pipeline.py [--events 20000] [--rounds 3] [--corpus edge|worker]
 
 No broker: the records the edge would write (`bench.ingest.realistic_event` through the edge's
 own validation and normalisation, Avro-encoded) are decoded, run through `Pipeline.process` with
@@ -8,7 +8,9 @@ the embedded default rules (masking, the PII detector, stitching, drift, dedupe)
 clean_event records, as the worker does for each event. Prints µs per event for decode, process
 and encode, and for process once more with the detector's document prescreen off (every value
 walked: the baseline of that optimisation, same run), best of --rounds. Ends with
-`RESULT process_us=<x> walk_us=<y> ratio=<r>`.
+`RESULT process_us=<x> walk_us=<y> ratio=<r>`. `--corpus worker` runs the records of
+`bench/processors.py` instead (tracks, pages and identifies with one constant context, emails in
+properties, 2% duplicates): the stages as the worker benchmark exercises them.
 """
 
 from __future__ import annotations
@@ -49,6 +51,14 @@ def records(n: int, now: datetime) -> list[bytes]:
     return out
 
 
+def worker_records(n: int) -> list[bytes]:
+    """The records `bench/processors.py` writes (its `make_records`), Avro-encoded."""
+    from bench.processors import make_records
+
+    codec = AvroCodec()
+    return [codec.encode(RAW_EVENT, r) for r in make_records(n)]
+
+
 def pipeline() -> Pipeline:
     rules = load_rules(None)
     return Pipeline(
@@ -84,11 +94,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--corpus", choices=("edge", "worker"), default="edge")
     args = parser.parse_args()
     now = datetime.now(UTC)
-    values = records(args.events, now)
+    values = records(args.events, now) if args.corpus == "edge" else worker_records(args.events)
     size = sum(map(len, values)) / len(values)
-    print(f"{args.events} raw_event records, {size:.0f} B of Avro on average")
+    print(f"{len(values)} raw_event records ({args.corpus}), {size:.0f} B of Avro on average")
     screened = masking.document_may_hold_pii
 
     def walk_all(text: str, kinds: Any) -> bool:

@@ -19,6 +19,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 EMAIL = "email"
 PHONE = "phone"
@@ -45,6 +46,8 @@ _FOLDABLE = re.compile(
     r"|(?![0-9])\d"  # any other Unicode decimal digit (Arabic-Indic, Devanagari, ...)
 )
 _FOLDED: dict[str, str] = {}
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,20 @@ _SEPARATORS = " \t().+/-"
 # an ASCII text's bytes as classes: "r" for a run character, "x" for any other
 _RUN_CLASSES = bytes(ord("r") if chr(b) in _RUN_CHARS else ord("x") for b in range(256))
 _LONG_RUN = b"r" * 8
+# an ASCII text's bytes as a run's shape: digits 1-9 as 1, 0 and the separators as they are, a
+# word character as "a", any other as '"' (:func:`_ascii_runs_verdict`)
+_SHAPES = bytes(
+    ord("1")
+    if 0x31 <= b <= 0x39
+    else b
+    if chr(b) in _RUN_CHARS
+    else ord("a")
+    if b < 128 and (chr(b).isalnum() or chr(b) == "_")
+    else ord('"')
+    for b in range(256)
+)
+#: a shape with 13+ digits: its verdict depends on the digits themselves (a card's Luhn check)
+_BY_DIGITS = object()
 
 
 def _digit_runs(text: str) -> list[tuple[int, int]]:
@@ -192,22 +209,79 @@ def document_may_hold_pii(text: str, kinds: Iterable[str]) -> bool:
         if "\\u" in text or "\\/" in text:
             return True
         return len(text) >= 8 and _DIGIT_RUN.search(text) is not None
-    runs = _digit_runs(text) if text.isascii() else _regex_runs(text)
+    if text.isascii():
+        return _ascii_runs_verdict(text, tuple(kinds))
+    runs = _regex_runs(text)
     if not runs:
         return False
-    seen = _RUN_VERDICTS
-    kinds = tuple(kinds)
+    wanted = tuple(kinds)  # the same tuple when given one
+    seen = _verdicts(wanted)[1]
     for start, end in runs:
-        run = (text[max(start - 1, 0) : end + 1], kinds)
+        run = text[max(start - 1, 0) : end + 1]
         verdict = seen.get(run)
         if verdict is None:
-            verdict = _finds_number(run[0], kinds)
-            if len(seen) >= 65_536:
-                seen.clear()
-            seen[run] = verdict
+            verdict = _remember(seen, run, _finds_number(run, wanted))
         if verdict:
             return True
     return False
+
+
+def _ascii_runs_verdict(text: str, kinds: tuple[str, ...]) -> bool:
+    r"""Whether a card or phone number of `kinds` is in a run of the ASCII `text` (the runs of
+    :func:`_digit_runs`, each with the character on either side, as :func:`_finds_number`
+    decides it), from remembered verdicts where it can.
+
+    A run's verdict depends on its digits only through which are 0 (the patterns' ``0\d{2,4}``)
+    and, with 13 digits or more, on all of them (the Luhn check of a card); on its neighbours
+    only through whether they are word characters (a neighbour is never a run character, and
+    the patterns look at neighbours only through ``\w``, ``.``, ``+`` and ``-``). So a run with
+    its neighbours is first looked up by its shape (``_SHAPES``: 1-9 as 1, a word character as
+    ``a``, any other as ``"``): the shape's verdict, or ``_BY_DIGITS`` when it has 13+ digits,
+    whose verdict is then looked up by the run itself. A run of 8+ characters whose digits span
+    fewer than 8 holds no finding, and its shape remembers that too."""
+    raw = text.encode("ascii")
+    classes = raw.translate(_RUN_CLASSES)
+    pos = classes.find(_LONG_RUN)
+    if pos < 0:
+        return False
+    shapes, exact = _verdicts(kinds)
+    shaped = raw.translate(_SHAPES)
+    while pos >= 0:
+        end = classes.find(b"x", pos)
+        if end < 0:
+            end = len(classes)
+        lo = pos - 1 if pos else 0
+        shape = shaped[lo : end + 1]
+        verdict = shapes.get(shape)
+        if verdict is None:
+            if shape.count(b"1") + shape.count(b"0") >= 13:
+                verdict = _remember(shapes, shape, _BY_DIGITS)
+            else:
+                verdict = _remember(shapes, shape, _finds_number(text[lo : end + 1], kinds))
+        if verdict is _BY_DIGITS:
+            run = text[lo : end + 1]
+            verdict = exact.get(run)
+            if verdict is None:
+                verdict = _remember(exact, run, _finds_number(run, kinds))
+        if verdict is True:
+            return True
+        pos = classes.find(_LONG_RUN, end)
+    return False
+
+
+def _verdicts(kinds: tuple[str, ...]) -> tuple[dict[bytes, object], dict[str, bool]]:
+    """The remembered verdicts for `kinds`: (by shape, by the run itself)."""
+    maps = _RUN_VERDICTS.get(kinds)
+    if maps is None:
+        maps = _RUN_VERDICTS[kinds] = ({}, {})
+    return maps
+
+
+def _remember(seen: dict[_K, _V], key: _K, verdict: _V) -> _V:
+    if len(seen) >= _VERDICTS_MAX:
+        seen.clear()
+    seen[key] = verdict
+    return verdict
 
 
 def _finds_number(text: str, kinds: tuple[str, ...]) -> bool:
@@ -227,8 +301,10 @@ def _finds_number(text: str, kinds: tuple[str, ...]) -> bool:
     return False
 
 
-# runs repeat from event to event (versions in user agents, prices): their verdicts, bounded
-_RUN_VERDICTS: dict[tuple[str, tuple[str, ...]], bool] = {}
+# runs repeat from event to event (versions in user agents, ids and prices of one shape): their
+# verdicts per kinds, by shape and by run (:func:`_ascii_runs_verdict`), each map bounded
+_RUN_VERDICTS: dict[tuple[str, ...], tuple[dict[bytes, object], dict[str, bool]]] = {}
+_VERDICTS_MAX = 65_536
 
 
 def find_pii(text: str, kinds: Iterable[str]) -> list[Finding]:

@@ -20,6 +20,7 @@ from processors.detector import (
     CARD,
     EMAIL,
     PHONE,
+    _ascii_runs_verdict,
     _digit_runs,
     _finds_number,
     _regex_runs,
@@ -140,3 +141,24 @@ def test_escaped_characters_do_not_hide_a_finding():
         r'{"jo\u0040example.com":1}',  # in a key
     ):
         assert document_may_hold_pii(text, ALL), text
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.text('0123456789 \t().+/-"ax_:,{}[]', max_size=80), KINDS)
+def test_remembered_run_verdicts_are_the_runs_verdicts(text, kinds):
+    # twice: the second answer comes from the verdicts remembered by shape and by run
+    expected = any(_finds_number(text[max(s - 1, 0) : e + 1], kinds) for s, e in _regex_runs(text))
+    assert _ascii_runs_verdict(text, kinds) == expected
+    assert _ascii_runs_verdict(text, kinds) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["4111111111111111", "4111111111111112", "0171 2345678", "12345678"])
+    ).map(" x ".join),
+    KINDS,
+)
+def test_runs_of_one_shape_keep_their_own_verdicts(text, kinds):
+    expected = any(_finds_number(text[max(s - 1, 0) : e + 1], kinds) for s, e in _regex_runs(text))
+    assert _ascii_runs_verdict(text, kinds) == expected
