@@ -53,8 +53,6 @@ _CONTEXT_TYPES: dict[str, Any] = {
     **dict.fromkeys(_CONTEXT_SNAKE, _SNAKE),
     "active": bool,
 }
-_HAS_PROPERTIES = frozenset({"track", "page", "screen"})
-_HAS_TRAITS = frozenset({"identify", "group"})
 _MAX_ID = MAX_MESSAGE_ID_LENGTH - 1
 
 
@@ -86,22 +84,12 @@ def _plain_datetime(value: object) -> datetime | None:
     return None
 
 
-def _is_identifier(value: object) -> bool:
-    cls = type(value)
-    return cls is str or cls is int
-
-
 def identifier_text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
 def _blank(value: object) -> bool:
     return value is None or (type(value) is str and not value.strip())  # type: ignore[attr-defined]
-
-
-def _optional_str(item: dict[str, Any], key: str) -> bool:
-    value = item.get(key)
-    return value is None or type(value) is str
 
 
 def optional_datetime(item: dict[str, Any], key: str) -> tuple[bool, datetime | None]:
@@ -112,12 +100,8 @@ def optional_datetime(item: dict[str, Any], key: str) -> tuple[bool, datetime | 
     return parsed is not None, parsed
 
 
-def _plain_context(context: object) -> bool:
+def _plain_context(context: dict[str, Any]) -> bool:
     """The context's typed fields have their plain types (one pass over the keys it has)."""
-    if context is None:
-        return True  # absent; an explicit null is refused by the model (checked by the caller)
-    if type(context) is not dict:
-        return False
     for key, value in context.items():
         kind = _CONTEXT_TYPES.get(key)
         if kind is None:
@@ -144,81 +128,97 @@ def fast_fields(item: dict[str, Any]) -> EventFields | None:
     """Fields of an event whose every value has the plain shape; None: let pydantic decide.
 
     Only ever returns fields for an event the pydantic model accepts with the same values.
+    (The checks of the helpers above, inlined: this runs once per event.)
     """
-    call_type = item.get("type")
+    get = item.get
+    call_type = get("type")
     if (
         type(call_type) is not str
         or call_type not in MODEL_BY_TYPE
         or not _SNAKE_NAMES.isdisjoint(item)
     ):
         return None
-    message_id = item.get("messageId")
+    message_id = get("messageId")
     if message_id is not None and (type(message_id) is not str or len(message_id) > _MAX_ID):
         return None
-    anonymous_id = item.get("anonymousId")
-    user_id = item.get("userId")
-    if anonymous_id is not None and not _is_identifier(anonymous_id):
+    anonymous_id = get("anonymousId")
+    user_id = get("userId")
+    if anonymous_id is not None and type(anonymous_id) not in _IDENTIFIER_TYPES:
         return None
-    if user_id is not None and not _is_identifier(user_id):
+    if user_id is not None and type(user_id) not in _IDENTIFIER_TYPES:
         return None
     if call_type == "alias":
-        previous_id = item.get("previousId")
-        if previous_id is None or user_id is None or not _is_identifier(previous_id):
+        previous_id = get("previousId")
+        if previous_id is None or user_id is None or type(previous_id) not in _IDENTIFIER_TYPES:
             return None
     elif _blank(user_id) and _blank(anonymous_id):
         return None
     else:
         previous_id = None
-    if not (_optional_str(item, "channel") and _plain_context(item.get("context"))):
+    channel = get("channel")
+    if channel is not None and type(channel) is not str:
         return None
-    if "context" in item and item["context"] is None:
+    context = get("context", _EMPTY)  # absent: fine; an explicit null is refused by the model
+    if type(context) is not dict or (context and not _plain_context(context)):
         return None
-    integrations = item.get("integrations", _EMPTY)
-    if type(integrations) is not dict:
+    if type(get("integrations", _EMPTY)) is not dict:
         return None
-    version = item.get("version")
+    version = get("version")
     if version is not None and type(version) is not int and type(version) is not str:
         return None
-    ok_ts, timestamp = optional_datetime(item, "timestamp")
-    ok_ot, original = optional_datetime(item, "originalTimestamp")
-    ok_sa, sent_at = optional_datetime(item, "sentAt")
-    ok_ra, _ = optional_datetime(item, "receivedAt")
-    if not (ok_ts and ok_ot and ok_sa and ok_ra):
+    timestamp = get("timestamp")
+    if timestamp is not None and (timestamp := _plain_datetime(timestamp)) is None:
+        return None
+    original = get("originalTimestamp")
+    if original is not None and (original := _plain_datetime(original)) is None:
+        return None
+    sent_at = get("sentAt")
+    if sent_at is not None and (sent_at := _plain_datetime(sent_at)) is None:
+        return None
+    received_at = get("receivedAt")
+    if received_at is not None and _plain_datetime(received_at) is None:
         return None
     event = name = category = group_id = None
-    if call_type in _HAS_PROPERTIES and type(item.get("properties", _EMPTY)) is not dict:
-        return None
-    if call_type in _HAS_TRAITS and type(item.get("traits", _EMPTY)) is not dict:
-        return None
     if call_type == "track":
-        event = item.get("event")
+        if type(get("properties", _EMPTY)) is not dict:
+            return None
+        event = get("event")
         if type(event) is not str or not event:
             return None
+    elif call_type == "identify":
+        if type(get("traits", _EMPTY)) is not dict:
+            return None
     elif call_type == "page" or call_type == "screen":
-        name, category = item.get("name"), item.get("category")
+        if type(get("properties", _EMPTY)) is not dict:
+            return None
+        name, category = get("name"), get("category")
         if (name is not None and type(name) is not str) or (
             category is not None and type(category) is not str
         ):
             return None
     elif call_type == "group":
-        group_id = item.get("groupId")
-        if group_id is None or not _is_identifier(group_id):
+        if type(get("traits", _EMPTY)) is not dict:
             return None
+        group_id = get("groupId")
+        if group_id is None or type(group_id) not in _IDENTIFIER_TYPES:
+            return None
+        group_id = str(group_id)
     return EventFields(
         call_type,
         message_id,
-        identifier_text(anonymous_id),
-        identifier_text(user_id),
-        identifier_text(previous_id),
-        identifier_text(group_id),
+        None if anonymous_id is None else str(anonymous_id),
+        None if user_id is None else str(user_id),
+        None if previous_id is None else str(previous_id),
+        group_id,
         event,
         name,
         category,
         timestamp,
         original,
         sent_at,
-        item.get("channel"),
+        channel,
     )
 
 
+_IDENTIFIER_TYPES = frozenset({str, int})
 _EMPTY: dict[str, Any] = {}

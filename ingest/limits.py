@@ -84,7 +84,8 @@ def plainly_within(item: dict[str, Any], limits: EventLimits, depth: int = 1) ->
 
     Sound bounds on the event's compact JSON (a fast path may only accept; tests check it never
     accepts what walk_problem refuses): every container adds a "{" or "[" (so their count
-    bounds the depth), every key a ":" (their count bounds the keys), integers beyond 53 bits
+    bounds the depth), every key a ":" and at least 4 bytes (their count, or the text's length
+    over 4, bounds the keys), integers beyond 53 bits
     (rare; 64 bits is the limit) stop the encoder, and a key longer than max_key_length is a
     run of that many bytes without a quote. Strings with escapes (a NUL is ``\\u0000``, a quote
     ``\\"``; rare in events) send the event to the walk.
@@ -100,7 +101,9 @@ def _plain_json(item: dict[str, Any], limits: EventLimits, depth: int) -> bytes 
         return None
     if depth - 1 + blob.count(b"{") + blob.count(b"[") > limits.max_nesting_depth:
         return None
-    if blob.count(b":") > min(limits.max_keys_per_object, limits.max_keys_per_event):
+    max_keys = min(limits.max_keys_per_object, limits.max_keys_per_event)
+    # every key takes at least 4 bytes ("":0), so a short text cannot hold too many
+    if len(blob) >> 2 > max_keys and blob.count(b":") > max_keys:
         return None
     if b"\\" in blob:
         return None
@@ -186,6 +189,23 @@ def _path(entry: _Entry, last: str | int | None = None) -> str | None:
 
 def fields_problem(fields: EventFields, limits: EventLimits, index: int = 0) -> ItemProblem | None:
     """Lengths and characters of a valid event's identifiers and names."""
+    id_limit, name_limit = limits.max_identifier_length, limits.max_name_length
+    f = fields
+    # the usual answer, at a glance: every value absent, or short and without NUL
+    if (
+        (f.user_id is None or (len(f.user_id) <= id_limit and "\x00" not in f.user_id))
+        and (
+            f.anonymous_id is None
+            or (len(f.anonymous_id) <= id_limit and "\x00" not in f.anonymous_id)
+        )
+        and f.previous_id is None
+        and f.group_id is None
+        and (f.event is None or (len(f.event) <= name_limit and "\x00" not in f.event))
+        and f.name is None
+        and f.category is None
+        and (f.message_id is None or (len(f.message_id) <= id_limit and "\x00" not in f.message_id))
+    ):
+        return None
     for name, value, limit, code in (
         ("userId", fields.user_id, limits.max_identifier_length, "identifier_too_long"),
         ("anonymousId", fields.anonymous_id, limits.max_identifier_length, "identifier_too_long"),

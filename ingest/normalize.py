@@ -30,7 +30,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
+from orjson import dumps
 
 from ingest.rejections import ItemProblem
 from ingest.validation import EventFields
@@ -111,12 +111,6 @@ def utc(value: datetime | None) -> datetime | None:
     return value
 
 
-def _json(value: Any) -> str:
-    if value is None:
-        return _EMPTY_JSON
-    return orjson.dumps(value).decode()
-
-
 def extra_fields(
     item: dict[str, Any], call_type: str, keep_received_at: bool = False
 ) -> dict[str, Any]:
@@ -145,16 +139,6 @@ def extra_fields(
     return extra
 
 
-def with_client_ip(context: Any, client_ip: str) -> Any:
-    """`context` with ``ip`` set to `client_ip` unless it has the key (a new dict; the batch's
-    context may be shared by all items)."""
-    if context is None:
-        return {"ip": client_ip}
-    if type(context) is dict and "ip" not in context:
-        return {**context, "ip": client_ip}
-    return context
-
-
 def to_raw_record(
     item: dict[str, Any],
     fields: EventFields,
@@ -170,19 +154,47 @@ def to_raw_record(
     `client_ip`: the request's client, set as ``context.ip`` when the event has none.
     """
     call_type = fields.type
-    sent_at = utc(fields.sent_at) or batch_sent_at
+    # utc() inlined for the usual case: datetimes parsed from "Z" or "+00:00" carry UTC itself
+    sent_at = fields.sent_at
+    if sent_at is None:
+        sent_at = batch_sent_at
+    elif sent_at.tzinfo is not UTC:
+        sent_at = utc(sent_at)
+    original = fields.original_timestamp
+    if original is not None and original.tzinfo is not UTC:
+        original = utc(original)
     if trust_timestamp:
-        original = utc(fields.original_timestamp)
-        timestamp = utc(fields.timestamp) or received_at
+        timestamp = fields.timestamp
+        if timestamp is None:
+            timestamp = received_at
+        elif timestamp.tzinfo is not UTC:
+            timestamp = utc(timestamp)
     else:
-        original = utc(fields.original_timestamp) or utc(fields.timestamp)
+        if original is None:  # the client's own time: originalTimestamp, else timestamp
+            original = fields.timestamp
+            if original is not None and original.tzinfo is not UTC:
+                original = utc(original)
         timestamp = corrected_timestamp(received_at, sent_at, original)
-    has_properties = call_type == "track" or call_type == "page" or call_type == "screen"
-    has_traits = call_type == "identify" or call_type == "group"
-    extra = extra_fields(item, call_type, keep_received_at=trust_timestamp)
-    context = item.get("context")
-    if client_ip is not None:
-        context = with_client_ip(context, client_ip)
+    get = item.get
+    if call_type == "track" or call_type == "page" or call_type == "screen":
+        properties = get("properties")
+        properties_json = _EMPTY_JSON if properties is None else dumps(properties).decode()
+        traits_json = _EMPTY_JSON
+    elif call_type == "identify" or call_type == "group":
+        traits = get("traits")
+        traits_json = _EMPTY_JSON if traits is None else dumps(traits).decode()
+        properties_json = _EMPTY_JSON
+    else:
+        properties_json = traits_json = _EMPTY_JSON
+    mapped = MAPPED[call_type]
+    extra = {} if mapped.issuperset(item) else extra_fields(item, call_type, trust_timestamp)
+    context = get("context")
+    if client_ip is not None:  # a new dict: the batch's context may be shared by all items
+        if context is None:
+            context = {"ip": client_ip}
+        elif type(context) is dict and "ip" not in context:
+            context = {**context, "ip": client_ip}
+    integrations = get("integrations")
     return {
         "type": call_type,
         "messageId": fields.message_id or new_message_id(),
@@ -198,12 +210,12 @@ def to_raw_record(
         "sentAt": sent_at,
         "originalTimestamp": original,
         "timestamp": timestamp,
-        "properties": _json(item.get("properties")) if has_properties else _EMPTY_JSON,
-        "traits": _json(item.get("traits")) if has_traits else _EMPTY_JSON,
-        "context": _json(context),
-        "integrations": _json(item.get("integrations")),
+        "properties": properties_json,
+        "traits": traits_json,
+        "context": _EMPTY_JSON if context is None else dumps(context).decode(),
+        "integrations": _EMPTY_JSON if integrations is None else dumps(integrations).decode(),
         "channel": fields.channel,
-        "extra": _json(extra) if extra else _EMPTY_JSON,
+        "extra": dumps(extra).decode() if extra else _EMPTY_JSON,
     }
 
 
@@ -230,9 +242,12 @@ def record_or_problem(
             client_ip=client_ip,
         )
     except (OverflowError, ValueError) as exc:
-        return ItemProblem(
-            index, "invalid_timestamp", f"timestamps out of range: {exc}", "timestamp"
-        )
+        return time_problem(index, exc)
+
+
+def time_problem(index: int, exc: OverflowError | ValueError) -> ItemProblem:
+    """The item's problem when to_raw_record cannot represent its times."""
+    return ItemProblem(index, "invalid_timestamp", f"timestamps out of range: {exc}", "timestamp")
 
 
 def record_key(record: dict[str, Any]) -> bytes:
@@ -243,4 +258,15 @@ def record_key(record: dict[str, Any]) -> bytes:
     if anonymous and anonymous.strip():
         return anonymous.encode()
     user = record["userId"]
+    return user.encode() if user else b""
+
+
+def key_of(fields: EventFields) -> bytes:
+    """record_key of the record made from `fields` (the record's identifiers are theirs)."""
+    if fields.type == "alias" and fields.previous_id:
+        return fields.previous_id.encode()
+    anonymous = fields.anonymous_id
+    if anonymous and anonymous.strip():
+        return anonymous.encode()
+    user = fields.user_id
     return user.encode() if user else b""

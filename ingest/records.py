@@ -19,9 +19,9 @@ from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
 from ingest.limits import check_context_copies, fields_problem, sized_shape_problem
-from ingest.normalize import merge_defaults, record_key, record_or_problem
+from ingest.normalize import key_of, merge_defaults, time_problem, to_raw_record
 from ingest.rejections import ItemProblem, bad_request
-from ingest.validation import EventFields, validate_event
+from ingest.validation import EventFields, fast_fields, model_fields, validate_event
 from schemas.errors import CodecError
 from schemas.segment import DEFAULT_LIMITS, EventLimits
 
@@ -90,46 +90,59 @@ def prepare_records(
     out = PreparedRequest()
     problems: list[ItemProblem] = []
     records = out.records
+    append = records.append
     limits = ctx.limits
-    if ctx.context or ctx.integrations:
-        check_context_copies(ctx.context, ctx.integrations, len(items), limits)
+    call_type = ctx.call_type
+    context, integrations = ctx.context, ctx.integrations
+    merge = bool(context or integrations)
+    max_event_bytes = ctx.max_event_bytes if ctx.check_event_size else None
+    source, received_at, sent_at = ctx.source, ctx.received_at, ctx.sent_at
+    trust_timestamp, client_ip = ctx.trust_timestamp, ctx.client_ip
+    if merge:
+        check_context_copies(context, integrations, len(items), limits)
     for index, item in enumerate(items):
-        if type(item) is dict:
-            if ctx.call_type is not None:
-                item["type"] = ctx.call_type
-            merge_defaults(item, ctx.context, ctx.integrations)
-            shape, size = sized_shape_problem(item, limits, index)
-            if shape is not None:
-                problems.append(shape)
-                continue
-            if ctx.check_event_size and size > ctx.max_event_bytes:
-                problems.append(
-                    ItemProblem(index, "event_too_large", f"event over {ctx.max_event_bytes} bytes")
-                )
-                continue
-        fields = validate_event(item, index)
-        if type(fields) is ItemProblem:
-            problems.append(fields)
+        if type(item) is not dict:
+            refused = validate_event(item, index)  # not an object
+            assert isinstance(refused, ItemProblem)
+            problems.append(refused)
             continue
-        assert isinstance(fields, EventFields) and isinstance(item, dict)
+        if call_type is not None:
+            item["type"] = call_type
+        if merge:
+            merge_defaults(item, context, integrations)
+        shape, size = sized_shape_problem(item, limits, index)
+        if shape is not None:
+            problems.append(shape)
+            continue
+        if max_event_bytes is not None and size > max_event_bytes:
+            problems.append(
+                ItemProblem(index, "event_too_large", f"event over {max_event_bytes} bytes")
+            )
+            continue
+        fields = fast_fields(item)
+        if fields is None:
+            checked = model_fields(item, index)
+            if isinstance(checked, ItemProblem):
+                problems.append(checked)
+                continue
+            fields = checked
         bounds = fields_problem(fields, limits, index)
         if bounds is not None:
             problems.append(bounds)
             continue
-        record = record_or_problem(
-            item,
-            fields,
-            index,
-            ctx.source,
-            ctx.received_at,
-            ctx.sent_at,
-            trust_timestamp=ctx.trust_timestamp,
-            client_ip=ctx.client_ip,
-        )
-        if type(record) is ItemProblem:
-            problems.append(record)
+        try:
+            record = to_raw_record(
+                item,
+                fields,
+                source,
+                received_at,
+                sent_at,
+                trust_timestamp=trust_timestamp,
+                client_ip=client_ip,
+            )
+        except (OverflowError, ValueError) as exc:
+            problems.append(time_problem(index, exc))
             continue
-        assert isinstance(record, dict)
         if problems:
             continue  # the request is refused anyway: only look for more problems
         if suppressions is not None and _is_suppressed(suppressions, fields):
@@ -142,7 +155,7 @@ def prepare_records(
                 ItemProblem(index, "unencodable", f"the event cannot be encoded: {exc}")
             )
             continue
-        records.append(OutRecord(fields.type, record_key(record), value))
+        append(OutRecord(fields.type, key_of(fields), value))
     if problems:
         raise bad_request(
             "invalid_events",
