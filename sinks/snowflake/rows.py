@@ -18,6 +18,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -228,6 +229,35 @@ def _spread(
 
 
 _CONTEXT: _Path = (None, "context")
+
+# context text -> (its context_* columns and values, its JSON document), for contexts whose
+# every value got a column: an SDK, a device or a page sends the same context again and again.
+# A context's columns depend on its text only (they are named context_*, which none of the
+# call's own columns before them is), so the columns spread once are the columns every time.
+# A text is remembered the second time it comes (`_SEEN`): one that never repeats costs a set
+# entry, not a copy of its columns.
+_CONTEXTS: dict[str, tuple[dict[str, Any], Any]] = {}
+_CONTEXTS_MAX = 1024
+_SEEN: set[str] = set()
+_SEEN_MAX = 4096
+_CONTEXT_TEXT_MAX = 4096
+
+
+def _remember_context(text: str, row: dict[str, Any], ahead: int, doc: Any) -> None:
+    """Remember the context columns just spread into `row`, after its `ahead` first columns
+    (every value of the context got a column: none went to `_unmapped`), once it repeats."""
+    if len(text) > _CONTEXT_TEXT_MAX:
+        return
+    if text not in _SEEN:
+        if len(_SEEN) >= _SEEN_MAX:
+            _SEEN.clear()  # the traffic moved on: start over
+        _SEEN.add(text)
+        return
+    if len(_CONTEXTS) >= _CONTEXTS_MAX:
+        _CONTEXTS.clear()
+    _CONTEXTS[text] = (dict(islice(row.items(), ahead, None)), doc)
+
+
 _PROPERTIES: _Path = (None, "properties")
 _TRAITS: _Path = (None, "traits")
 
@@ -239,7 +269,6 @@ def event_rows(record: dict[str, Any], origin: Origin, *, audit: bool) -> list[T
     schema = schema_name(record.get("source"))
     mid = record["messageId"]
     masked = record.get("maskedFields") or None
-    context, context_doc = _json_map(record.get("context"))
     base: dict[str, Any] = {
         "id": mid,
         "anonymous_id": record.get("anonymousId"),
@@ -257,7 +286,17 @@ def event_rows(record: dict[str, Any], origin: Origin, *, audit: bool) -> list[T
         "_segflow_offset": origin.offset,
     }
     ctx_unmapped: dict[str, Any] = {}
-    _spread(base, context, "context", ctx_unmapped, _CONTEXT, _CONTEXT_NAMER)
+    context_text = record.get("context")
+    known = _CONTEXTS.get(context_text) if type(context_text) is str else None
+    if known is None:
+        context, context_doc = _json_map(context_text)
+        ahead = len(base)
+        _spread(base, context, "context", ctx_unmapped, _CONTEXT, _CONTEXT_NAMER)
+        if context_text and not ctx_unmapped:
+            _remember_context(context_text, base, ahead, context_doc)
+    else:
+        columns, context_doc = known
+        base.update(columns)
     unmapped = _json_object(record.get("unmapped"))
     unmapped.update(ctx_unmapped)
     rows: list[TableRow] = []
@@ -466,17 +505,17 @@ def first_per_id(rows: list[TableRow]) -> tuple[list[TableRow], dict[str, int]]:
     out: list[TableRow] = []
     at: dict[tuple[str, str, Any], int] = {}
     dropped: dict[str, int] = {}
+    append, first_at, append_kind = out.append, at.setdefault, Kind.APPEND
     for row in rows:
         values = row.values
         ident = values.get("id")
-        if row.kind is not Kind.APPEND or ident is None or values.get("_segflow_offset") is None:
-            out.append(row)
+        if row.kind is not append_kind or ident is None or values.get("_segflow_offset") is None:
+            append(row)
             continue
-        key = (row.schema, row.table, ident)
-        i = at.get(key)
-        if i is None:
-            at[key] = len(out)
-            out.append(row)
+        n = len(out)
+        i = first_at((row.schema, row.table, ident), n)
+        if i == n:
+            append(row)
         else:
             dropped[row.table] = dropped.get(row.table, 0) + 1
             if _origin(row) < _origin(out[i]):

@@ -249,7 +249,8 @@ def stage_units(
             same = made_with is not None and (
                 made_with is last_row or made_with is last.primary or made_with is last.tracks
             )
-            if not same:
+            # another message id is another event (_event_of leads with it): not compared
+            if not same and row.message_id == last_row.message_id:
                 if last_event is None:
                     last_event = _event_of(last_row)
                 event = _event_of(row)
@@ -280,11 +281,11 @@ def stage_units(
                     last.primary = row
                     continue
         if table == TRACKS:
-            last = StagedUnit(row.schema, tracks=row)
+            last = StagedUnit(row.schema, None, row)
         elif table == AUDIT_LOG:
-            last = StagedUnit(row.schema, audit=row)
+            last = StagedUnit(row.schema, None, None, row)
         else:
-            last = StagedUnit(row.schema, primary=row)
+            last = StagedUnit(row.schema, row)
         last_row = row
         last_event = None
         units.append(last)

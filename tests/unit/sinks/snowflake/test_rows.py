@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from sinks.snowflake import rows as rows_module
 from sinks.snowflake.rows import (
     Origin,
     collapse,
@@ -454,3 +455,45 @@ def test_buffered_audit_rows_hold_their_documents_not_more() -> None:
     grown = _rss_bytes() - before
     assert len(held[-1].values["payload"]) > 600
     assert grown < 80 * 1024 * 1024, f"{grown / 2**20:.0f} MB for 20,000 audit rows"
+
+
+def _rows_seen(rows: list[Any]) -> list[tuple[Any, ...]]:
+    return [
+        (r.schema, r.table, r.kind, list(r.values.items()), r.unmapped, r.message_id) for r in rows
+    ]
+
+
+CONTEXTS = [
+    '{"ip":"1.2.3.0","library":{"name":"analytics.js","version":"1"},"page":{"path":"/"}}',
+    '{"": 1, "a-b": {"c": [1, 2]}, "library": {"name": null}}',  # a value goes to _unmapped
+    '{"app": {"name": "x", "build": 7}, "list": [{"k": 1}], "über": "ü", "n": null}',
+    '{"ip": "1.2.3.0", "ip ": "again", "IP": "thrice"}',  # colliding columns
+    "{not json",
+    "[1, 2]",
+    "{}",
+    "",
+]
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+@pytest.mark.parametrize("call", ["track", "page", "identify", "group", "alias", "unknown"])
+def test_a_repeated_context_gives_the_rows_its_first_sight_gives(call: str, context: str) -> None:
+    rows_module._CONTEXTS.clear()
+    rows_module._SEEN.clear()
+    rec = record(call, context=context, properties='{"p": 1}', traits='{"t": 2}', groupId="g")
+    first = _rows_seen(event_rows(rec, ORIGIN, audit=True))
+    for _ in range(3):  # noted, remembered, then taken from memory
+        again = event_rows(dict(rec, messageId="m-2"), ORIGIN, audit=True)
+        assert _rows_seen(event_rows(rec, ORIGIN, audit=True)) == first
+    assert again[0].values["id"] == "m-2"
+    remembered = context in rows_module._CONTEXTS
+    assert remembered == (context not in ("", CONTEXTS[1], CONTEXTS[3]))
+
+
+def test_remembered_contexts_stay_bounded() -> None:
+    for i in range(rows_module._SEEN_MAX + 10):
+        text = f'{{"n": {i}}}'
+        for _ in range(2):
+            event_rows(record("track", context=text), ORIGIN, audit=False)
+    assert len(rows_module._SEEN) <= rows_module._SEEN_MAX
+    assert len(rows_module._CONTEXTS) <= rows_module._CONTEXTS_MAX
