@@ -70,6 +70,10 @@ class RequestContext:
     limits: EventLimits = DEFAULT_LIMITS
 
 
+# tuple.__new__: the NamedTuple made without its Python-level __new__ (half the cost)
+_new_tuple = tuple.__new__
+
+
 def _is_suppressed(check: SuppressionCheck, fields: EventFields) -> bool:
     if check.is_suppressed(fields.user_id, fields.anonymous_id):
         return True
@@ -155,7 +159,7 @@ def prepare_records(
                 ItemProblem(index, "unencodable", f"the event cannot be encoded: {exc}")
             )
             continue
-        append(OutRecord(fields.type, key_of(fields), value))
+        append(_new_tuple(OutRecord, (fields.type, key_of(fields), value)))
     if problems:
         raise bad_request(
             "invalid_events",
