@@ -102,6 +102,14 @@ class BatchAgent:
         self.alerter = alerter
         self.codec = AvroCodec()
         self._lateness = {ct: metrics.lateness.labels(ct) for ct in CALL_TYPES}
+        # call type -> (clean topic, whether it keeps the raw record's partition number)
+        self._clean_routes = {
+            ct: (
+                self.topics.clean(ct),
+                layout.clean_partitions.get(self.topics.clean(ct)) == layout.raw_partitions,
+            )
+            for ct in CALL_TYPES
+        }
         # fetched batches, from the consumer's fetch loop to the agent; cleared by Faust's flow
         # control on a rebalance, like the agents' own channels
         self.batches: FlowControlQueue[list[Message]] = FlowControlQueue(
@@ -257,8 +265,7 @@ class BatchAgent:
             return
         self._lateness[call_type].observe(outcome.lateness_s)
         counts[(call_type, "clean")] += 1
-        clean_topic = self.topics.clean(call_type)
-        same = self.layout.clean_partitions.get(clean_topic) == self.layout.raw_partitions
+        clean_topic, same = self._clean_routes[call_type]
         sends.append(
             (
                 clean_topic,
@@ -301,8 +308,8 @@ class BatchAgent:
             if self.alerter is not None:
                 self.alerter.add(change)
         changelog = self.changelog_topic
-        for w in writes:
-            sends.append((changelog[w.table], w.key, w.value, [], w.partition))
+        for table, partition, entry_key, entry_value in writes:
+            sends.append((changelog[table], entry_key, entry_value, [], partition))
 
     def _flush_metrics(self, counts: dict[tuple[str, str], int], tallies: Tallies) -> None:
         m = self.metrics

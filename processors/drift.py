@@ -53,8 +53,12 @@ _NOTHING: dict[str, str] = {}
 
 def infer_type(value: Any) -> str | None:
     """The tracking-plan type of a JSON value; None for null."""
-    if value is None:
-        return None
+    kind = type(value)
+    if kind is str:
+        return "timestamp" if len(value) >= 10 and _ISO_TS.match(value) else "string"
+    name = _TYPE_NAMES.get(kind, _OTHER)
+    if name is not _OTHER:
+        return name
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int):
@@ -68,6 +72,18 @@ def infer_type(value: Any) -> str | None:
     if isinstance(value, list):
         return "array"
     return "string"
+
+
+# what infer_type answers for the exact types JSON parsing gives (subclasses take the long way)
+_OTHER = "other"
+_TYPE_NAMES: dict[type, str | None] = {
+    type(None): None,
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    dict: "object",
+    list: "array",
+}
 
 
 def compatible(known: str, seen: str) -> bool:

@@ -88,6 +88,7 @@ class Masker:
         self._name_key = hmac_key or None
         # keys and event names repeat far more than values: name -> stand-in (None: clean)
         self._names: dict[str, str | None] = {}
+        self._truncated: dict[str, str | None] = {}  # IP address -> its network (None: no IP)
         screened = set(self._name_kinds)
         if self._detector is not None:
             screened.update(self._detector.kinds)
@@ -121,12 +122,16 @@ class Masker:
         return entries
 
     def apply(
-        self, doc: dict[str, Any], texts: dict[str, str] | None = None
+        self,
+        doc: dict[str, Any],
+        texts: dict[str, str] | None = None,
+        touched: set[str] | None = None,
     ) -> tuple[list[str], bool]:
         """Mask `doc` in place. Returns the ``path:action`` entries and whether anything hashed.
 
         `texts` may give each root's JSON text as received: the detector then skips a root
-        whose text holds no candidate at all (one C-level scan instead of a walk).
+        whose text holds no candidate at all (one C-level scan instead of a walk). `touched`,
+        when given, receives the roots an entry was recorded for (the roots changed).
         """
         entries: list[str] = []
         handled: set[Path] = set()
@@ -136,23 +141,34 @@ class Masker:
         candidates: tuple[str, ...] | None = None
         if texts is not None and self._screened_kinds:
             kinds = self._screened_kinds
-            candidates = tuple(
-                r
-                for r in DOCUMENT_ROOTS
-                if (text := texts.get(r)) and text != "{}" and document_may_hold_pii(text, kinds)
-            )
+            found_in: list[str] = []
+            for r in DOCUMENT_ROOTS:
+                text = texts.get(r)
+                if text and text != "{}" and document_may_hold_pii(text, kinds):
+                    found_in.append(r)
+            candidates = tuple(found_in)
         if self._name_kinds:
             for root in DOCUMENT_ROOTS if candidates is None else candidates:
                 value = doc.get(root)
                 if value and type(value) is dict:
+                    before = len(entries)
                     self._rename_keys(value, (root,), entries)
+                    if touched is not None and len(entries) > before:
+                        touched.add(root)
         for root, rules in self._rule_groups:
             if not doc.get(root):
                 continue  # the root (properties, traits, ...) is empty in this event
             for rule in rules:
                 found: list[Match] | None = None
                 if rule.exact:
-                    found = exact_match(doc, rule.segments)
+                    segments = rule.segments
+                    node = doc.get(root)  # a rule on the whole root may have replaced it
+                    if len(segments) == 2 and type(node) is dict:
+                        if segments[1] not in node:
+                            continue
+                        found = [(node, segments[1], segments)]
+                    else:
+                        found = exact_match(doc, segments)
                 elif rule.star_name and type(doc[root]) is dict:
                     found = star_name_match(doc, rule.segments)
                 if found is None:
@@ -167,10 +183,12 @@ class Masker:
                     if action is not None:
                         hashed = hashed or action == "hash"
                         entries.append(f"{render(path)}:{action}")
+                        if touched is not None:
+                            touched.add(root)
         if self._detector is not None:
             roots = self._detector_roots if candidates is None else candidates
             if roots:
-                hashed = self._detect(doc, roots, handled, entries) or hashed
+                hashed = self._detect(doc, roots, handled, entries, touched) or hashed
         return entries, hashed
 
     def _rename_keys(self, container: Any, prefix: Path, entries: list[str]) -> None:
@@ -197,6 +215,19 @@ class Masker:
                 if (type(v) is dict or type(v) is list) and v:
                     self._rename_keys(v, (*prefix, i), entries)
 
+    def _truncate(self, value: Any) -> str | None:
+        """:func:`truncate_ip`, remembered for strings (a user's address repeats)."""
+        if type(value) is not str:
+            return truncate_ip(value)
+        seen = self._truncated
+        if value in seen:
+            return seen[value]
+        out = truncate_ip(value)
+        if len(seen) >= _NAMES_MAX:
+            seen.clear()
+        seen[value] = out
+        return out
+
     def _act(self, parent: Any, key: str | int, action: str, keep: str) -> str | None:
         value = parent[key]
         if value is None:
@@ -206,7 +237,7 @@ class Masker:
         elif action == "mask":
             parent[key] = mask_value(value, keep)
         elif action == "truncate":
-            truncated = truncate_ip(value)
+            truncated = self._truncate(value)
             if truncated is None:
                 del parent[key]
                 return "drop"
@@ -221,6 +252,7 @@ class Masker:
         roots: tuple[str, ...],
         handled: set[Path],
         entries: list[str],
+        touched: set[str] | None = None,
     ) -> bool:
         assert self._detector is not None
         kinds = self._detector.kinds
@@ -273,7 +305,10 @@ class Masker:
         for root in roots:
             value = doc.get(root)
             if isinstance(value, dict) and value:
+                before = len(entries)
                 visit(value, (root,))
+                if touched is not None and len(entries) > before:
+                    touched.add(root)
         return hashed
 
     def _replacer(self, action: str) -> Callable[[str, str], str]:

@@ -53,7 +53,7 @@ def rules_by_root(rules: list[CompiledRule]) -> list[tuple[str, list[CompiledRul
 
 def render(path: Path) -> str:
     """A concrete path as recorded in the ``path:action`` entries (``properties.items.0.email``)."""
-    return ".".join(str(p) for p in path)
+    return ".".join(map(str, path))
 
 
 def is_name(segment: str) -> bool:

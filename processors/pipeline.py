@@ -35,7 +35,6 @@ from schemas.markers import reverse_etl_sync
 from schemas.topics import CALL_TYPES
 
 DUPLICATE = "duplicate"
-_ROOTS = frozenset(DOCUMENT_ROOTS)
 REVERSE_ETL_ECHO = "reverse_etl_echo"
 
 
@@ -78,7 +77,9 @@ def is_reverse_etl_echo(record: dict[str, Any]) -> bool:
     """
     context = record.get("context") or ""
     integrations = record.get("integrations") or ""
-    if not any("egflow" in text or "\\u" in text for text in (context, integrations)):
+    if not (
+        "egflow" in context or "\\u" in context or "egflow" in integrations or "\\u" in integrations
+    ):
         return False
     return reverse_etl_sync(context, integrations) is not None
 
@@ -155,8 +156,12 @@ class Pipeline:
         if self.deduper.is_duplicate(partition, message_id, clock):
             return Outcome(call_type, None, lateness_s=lateness, dropped=DUPLICATE)
 
-        doc = {name: _load_map(raw, name) for name in DOCUMENT_ROOTS}
-        masked, hashed = self.masker.apply(doc, raw)
+        doc: dict[str, Any] = {}
+        for name in DOCUMENT_ROOTS:
+            text = raw.get(name)
+            doc[name] = {} if not text or text == "{}" else _load_map(raw, name)
+        touched: set[str] = set()  # the roots masking changed
+        masked, hashed = self.masker.apply(doc, raw, touched)
         renamed = self.masker.mask_names(raw)  # the event name: table name, drift, alerts
         if renamed:
             masked = renamed + masked
@@ -182,9 +187,6 @@ class Pipeline:
         self.deduper.remember(partition, message_id, clock, writes)
 
         clean = raw  # untouched maps pass through as received
-        # an entry is "<root>.<path>:<action>", or "<root>:<action>" for a rule on a whole root
-        # (or "<name field>:redact_name" for the event name, page name or category)
-        touched = {m.partition(".")[0].partition(":")[0] for m in masked} & _ROOTS
         touched.update(drift.unmapped)
         for name in touched:
             clean[name] = orjson.dumps(doc.get(name, {})).decode()
@@ -207,8 +209,10 @@ class Pipeline:
                     "linkedAt": received_at,
                 }
                 for link in stitched.links
-            ],
-            changes=[self._change(raw, c, now) for c in drift.changes],
+            ]
+            if stitched.links
+            else [],
+            changes=[self._change(raw, c, now) for c in drift.changes] if drift.changes else [],
             masked=masked,
             refused=stitched.refused,
             lateness_s=lateness,

@@ -24,15 +24,16 @@ import struct
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 _TS = struct.Struct(">d")
 
 Entry = tuple[float, bytes]
 
 
-@dataclass(frozen=True, slots=True)
-class ChangelogWrite:
-    """One record for a table's changelog: value None is a tombstone."""
+class ChangelogWrite(NamedTuple):
+    """One record for a table's changelog: value None is a tombstone. (A named tuple: immutable
+    like a frozen dataclass, and several times cheaper to build, once or more per event.)"""
 
     table: str
     partition: int
