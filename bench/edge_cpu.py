@@ -14,7 +14,10 @@ thread, librdkafka's) divided by the events, from just before the first measured
 the producer queue is empty; by thread group beside it. Trees alternate within each round, so
 a neighbour's load on the shared machine falls on both alike: compare µs per event, not rates.
 With --profile (one tree, one round) the edge runs under cProfile and the top functions by own
-time are printed (cProfile inflates Python's share; the thread split is of that run).
+time are printed (cProfile inflates Python's share; the thread split is of that run). With
+--py-spy PATH (a py-spy binary, not a dependency of segflow) the measured phase is sampled at
+250 Hz into --py-spy-out as collapsed stacks (py-spy's raw format), which cost far less than
+cProfile but still inflate the figures of that run.
 
 Ends with one ``RESULT tree=<path> us_per_event=<median> runs=<a,b,c>`` line per tree.
 """
