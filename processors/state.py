@@ -105,18 +105,27 @@ class PartitionedState:
         self, partition: int, key: bytes, value: bytes, now: float, writes: list[ChangelogWrite]
     ) -> None:
         """Set `key`, evicting what the bounds require; appends the changelog writes."""
-        part = self._part(partition)
+        part = self._parts.get(partition)
+        if part is None:
+            part = self._part(partition)
+        held = self._bytes
         before = part.get(key)
         if before is not None:
             part.move_to_end(key)
-            self._bytes[partition] -= _size(key, before[1])
+            held[partition] -= len(key) + len(before[1])
         if self.journal is not None:
             self.journal.changes.append((partition, key, before, False))
         part[key] = (now, value)
-        self._bytes[partition] += _size(key, value)
+        held[partition] += len(key) + len(value)
         writes.append(ChangelogWrite(self.name, partition, key, encode_entry(now, value)))
-        self.expire(partition, now, writes)
-        self._enforce(partition, writes)
+        # the bounds are checked here first: in the steady state neither evicts anything
+        ttl = self.ttl_s
+        if ttl is not None and part[next(iter(part))][0] < now - ttl:
+            self.expire(partition, now, writes)
+        if len(part) > self.max_entries or (
+            self.max_bytes is not None and held[partition] > self.max_bytes
+        ):
+            self._enforce(partition, writes)
 
     def _enforce(self, partition: int, writes: list[ChangelogWrite] | None) -> None:
         """Evict from the head until `partition` is within its bounds (tombstones to `writes`)."""
