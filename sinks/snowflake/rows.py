@@ -68,9 +68,10 @@ class TableRow:
     message_id: str
     made_with: TableRow | None = field(default=None, compare=False, repr=False)
     """The first row `event_rows` made of the same event, when this one was made with it (same
-    event, same origin). A per-event row made with a tracks row holds the tracks row's values
-    with its own appended after them (staging.stage_units relies on it; rows are never changed
-    in place: whoever changes one makes a new TableRow, without this link)."""
+    event, same origin). Such a row's ``id`` is its `message_id` and it has an origin
+    (first_per_id relies on it). A per-event row made with a tracks row holds the tracks row's
+    values with its own appended after them (staging.stage_units relies on it; rows are never
+    changed in place: whoever changes one makes a new TableRow, without this link)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,11 +508,21 @@ def first_per_id(rows: list[TableRow]) -> tuple[list[TableRow], dict[str, int]]:
     dropped: dict[str, int] = {}
     append, first_at, append_kind = out.append, at.setdefault, Kind.APPEND
     for row in rows:
-        values = row.values
-        ident = values.get("id")
-        if row.kind is not append_kind or ident is None or values.get("_segflow_offset") is None:
-            append(row)
-            continue
+        if row.made_with is None:
+            values = row.values
+            ident = values.get("id")
+            if (
+                row.kind is not append_kind
+                or ident is None
+                or values.get("_segflow_offset") is None
+            ):
+                append(row)
+                continue
+        else:  # its id is its message id and it has an origin (TableRow.made_with): no lookups
+            ident = row.message_id
+            if row.kind is not append_kind or ident is None:
+                append(row)
+                continue
         n = len(out)
         i = first_at((row.schema, row.table, ident), n)
         if i == n:

@@ -263,3 +263,16 @@ def test_every_staged_value_is_its_rows_value_converted(tmp_path: Path, layout: 
     for unit in units:
         want = _reference(unit, stage_types)
         assert by_key[(*map(want.get, keys), want["_SEGFLOW_OFFSET"])] == want
+
+
+def test_dedupe_by_made_with_links_drops_what_dedupe_by_values_drops() -> None:
+    """first_per_id takes a linked row's id from its message id, an unlinked row's from its
+    values: the same rows are kept, in the same places, and the same are counted dropped."""
+    rows = collapse(buffered_rows())
+    fast, dropped = first_per_id(rows)
+    slow, slow_dropped = first_per_id([replace(r, made_with=None) for r in rows])
+    assert dropped == slow_dropped and sum(dropped.values()) > 0
+    assert _shape(stage_units(fast, {})) == _shape(stage_units(slow, {}))
+    assert [(r.table, r.message_id, r.values) for r in fast] == [
+        (r.table, r.message_id, r.values) for r in slow
+    ]
