@@ -259,9 +259,14 @@ class LeanConsumer(faust_aiokafka.Consumer):
             if not batch or suspended() or app.consumer_generation_id != generation:
                 continue  # rebalancing: the fetcher is about to be stopped, records re-read
             assert sink is not None
-            await sink(batch)
+            # the read offsets move before the hand-over, not after it: the hand-over may wait
+            # (queue full, flow suspended) across a rebalance, which ends by seeking back to the
+            # committed offsets; moving them afterwards would undo that seek, and the records
+            # read again would be skipped as read, never acked, and the partition's commits
+            # stuck behind them (or, with nothing committed yet, made past them)
             for tp, offset in advanced:
                 read_offset[tp] = offset
+            await sink(batch)
 
 
 class LeanTransport(faust_aiokafka.Transport):

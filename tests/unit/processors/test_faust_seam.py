@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from faust.tables.manager import TableManager
@@ -146,3 +147,61 @@ def test_a_consumer_built_outside_a_worker_fails_the_check(tmp_path: Path) -> No
     assert proc.app.consumer is not None  # built before the app is marked in a worker
     with pytest.raises(FaustSeamError, match="in_transaction is False"):
         faust_seam.check(proc.app)
+
+
+def test_a_seek_during_a_blocked_hand_over_is_not_undone(tmp_path: Path) -> None:
+    """The fetch loop hands a fetch to the agent's queue, which may block (queue full, flow
+    suspended) across a rebalance. The rebalance ends by seeking the partitions back to their
+    committed offsets; the fetch loop must not then move the read offset forward to the end of
+    the fetch it was handing over: the records read again from the committed offset would be
+    skipped as already read, never processed nor acked, and the partition's offsets would
+    never be committed again (or, with no offset committed yet, committed past them)."""
+    from aiokafka.structs import ConsumerRecord
+
+    proc = processor(tmp_path)
+    app = proc.app
+    consumer = app.consumer
+    assert isinstance(consumer, LeanConsumer)
+    tp = TP(proc.topics.raw("track"), 1)
+    app.batch_topics = frozenset({tp.topic})
+    app.consumer_generation_id = 3
+
+    def records(first: int, n: int) -> list[ConsumerRecord]:
+        return [
+            ConsumerRecord(tp.topic, tp.partition, o, 0, 0, b"k", b"v", None, 1, 1, ())
+            for o in range(first, first + n)
+        ]
+
+    fetches = [records(100, 50), records(40, 110)]  # before the seek; then from offset 40
+    delivered: list[list[int]] = []
+
+    class Fetcher:
+        class _stopped:  # Faust's fetcher: its stop event
+            @staticmethod
+            def is_set() -> bool:
+                return not fetches and len(delivered) == 2
+
+    async def wait_next_records(timeout: float) -> tuple[dict[TP, list[Any]], set[TP]]:
+        await asyncio.sleep(0)
+        if not fetches:
+            return {}, {tp}
+        return {tp: fetches.pop(0)}, {tp}
+
+    async def sink(batch: list[Any]) -> None:
+        delivered.append([m.offset for m in batch])
+        if len(delivered) == 1:
+            # blocked in the queue while a rebalance seeks the partition back to offset 40
+            consumer._read_offset[tp] = 40
+            consumer._committed_offset[tp] = 40
+
+    consumer._wait_next_records = wait_next_records  # type: ignore[method-assign]
+    consumer.highwater = lambda tp: 150  # type: ignore[method-assign]
+    app.batch_sink = sink
+
+    async def drain() -> None:
+        await asyncio.wait_for(consumer._drain_messages(Fetcher()), 5)
+
+    asyncio.run(drain())
+    assert delivered[0] == list(range(100, 150))
+    assert delivered[1] == list(range(40, 150)), "records read again after the seek were skipped"
+    assert consumer._read_offset[tp] == 149
