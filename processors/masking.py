@@ -159,6 +159,8 @@ class Masker:
             if not doc.get(root):
                 continue  # the root (properties, traits, ...) is empty in this event
             for rule in rules:
+                if root not in doc:
+                    break  # an earlier rule dropped the whole root: nothing left below it
                 found: list[Match] | None = None
                 if rule.exact:
                     segments = rule.segments

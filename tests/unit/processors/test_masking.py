@@ -375,3 +375,19 @@ def test_values_with_unicode_spaces_and_digits_are_masked():
     assert d["properties"]["b"] == "***\uff12\uff16\uff17\uff11"
     assert d["properties"]["c"] == "***"  # no ASCII @: nothing of it kept
     assert len(entries) == 3
+
+
+def test_rules_below_a_root_that_an_earlier_rule_dropped_whole_find_nothing():
+    """A rule may drop a whole root (``properties``); the rules after it on the same root,
+    wildcards included, find nothing instead of failing (the event would go to the DLQ)."""
+    m = masker(
+        PiiRule(path="properties", action="drop"),
+        PiiRule(path="properties.*.name", action="hash"),
+        PiiRule(path="properties.*", action="mask"),
+        PiiRule(path="properties.a.b", action="drop"),
+    )
+    d = doc(properties={"a": {"name": "Jo", "b": 1}, "x": "y"})
+    entries, hashed = m.apply(d)
+    assert "properties" not in d
+    assert entries == ["properties:drop"]
+    assert not hashed
