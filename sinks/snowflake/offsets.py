@@ -16,14 +16,15 @@ loaded yet). Snowflake enforces no unique constraint, so "one row" is kept by th
   rows of an old version without ROW_ID) cannot be repaired safely: the read refuses with
   DuplicateOffsetsError (fatal) naming the partitions.
 - **Compare-and-set.** A flush moves its partitions' rows with one UPDATE ... FROM VALUES
-  inside its transaction and then, in the same transaction, asks which of those partitions have
-  more than one row. It succeeds only when the UPDATE's row count equals the number of
-  partitions *and* none of them has a duplicate: then every partition's one row matched its
-  expected offset. (A row count alone is not enough: a duplicated partition counts twice and
-  hides a fenced one.) Once a partition's row is committed no new duplicate of it can appear
-  (a later insert sees it), so the check cannot miss one that commits later. One UPDATE plus
-  one SELECT keeps a flush at two statements whatever its partition count (one UPDATE per
-  partition would cost a warehouse round trip each).
+  inside its transaction, joined to its group's partitions that have exactly one row (a
+  GROUP BY ... HAVING COUNT(*) = 1 over the same table), so a duplicated partition moves no row
+  at all. It succeeds only when the UPDATE's row count equals the number of partitions: then
+  every partition has one row and that row matched its expected offset. (A row count alone,
+  without the join, is not enough: a duplicated partition counts twice and hides a fenced one.)
+  Once a partition's row is committed no new duplicate of it can appear (a later insert sees
+  it), so the check cannot miss one that commits later. One statement whatever the partition
+  count (one UPDATE per partition would cost a warehouse round trip each; a separate duplicate
+  check, one more).
 """
 
 from __future__ import annotations
@@ -127,23 +128,19 @@ class OffsetStore:
         )
 
     def cas_sql(self, count: int) -> str:
-        """Move `count` partitions from their expected to their new offsets.
-        Binds: (topic, partition, expected, new) x count, then the group id."""
+        """Move `count` partitions from their expected to their new offsets, only where the
+        partition has exactly one row (`k`). Binds: (topic, partition, expected, new) x count,
+        then the group id."""
         return (
             f"UPDATE {self.table} o SET {quote('next_offset')} = v.column4, "
             f"{quote('updated_at')} = CURRENT_TIMESTAMP() "
-            f"FROM (SELECT column1, column2, column3, column4 FROM VALUES {_values(count, 4)}) v "
-            'WHERE o."CONSUMER_GROUP" = ? AND o."TOPIC" = v.column1 '
+            f"FROM (SELECT column1, column2, column3, column4 FROM VALUES {_values(count, 4)}) v, "
+            '(SELECT "CONSUMER_GROUP", "TOPIC", "PARTITION" '
+            f'FROM {self.table} WHERE "CONSUMER_GROUP" = ? '
+            'GROUP BY "CONSUMER_GROUP", "TOPIC", "PARTITION" HAVING COUNT(*) = 1) k '
+            'WHERE o."CONSUMER_GROUP" = k."CONSUMER_GROUP" AND o."TOPIC" = k."TOPIC" '
+            'AND o."PARTITION" = k."PARTITION" AND o."TOPIC" = v.column1 '
             'AND o."PARTITION" = v.column2 AND o."NEXT_OFFSET" = v.column3'
-        )
-
-    def duplicates_sql(self, topics: int) -> str:
-        """Partitions of `topics` with more than one row. Binds: group, topics."""
-        marks = ", ".join(["?"] * topics)
-        return (
-            f'SELECT "TOPIC", "PARTITION" FROM {self.table} '
-            f'WHERE "CONSUMER_GROUP" = ? AND "TOPIC" IN ({marks}) '
-            'GROUP BY "TOPIC", "PARTITION" HAVING COUNT(*) > 1'
         )
 
     # -- operations on a connection ----------------------------------------------------------
@@ -201,9 +198,9 @@ class OffsetStore:
         raise DuplicateOffsetsError(self.table, self.group_id, sorted(repair))
 
     def compare_and_set(self, execute: Execute, moves: Sequence[tuple[str, int, int, int]]) -> bool:
-        """(topic, partition, expected, new) for each partition; True when every partition's
-        one row was at its expected offset and moved. Run inside the flush's transaction: on
-        False the caller rolls back."""
+        """(topic, partition, expected, new) for each partition; True when every partition has
+        one row and it was at its expected offset and moved (one statement, `cas_sql`). Run
+        inside the flush's transaction: on False the caller rolls back."""
         if not moves:
             return True
         if len({(t, p) for t, p, _, _ in moves}) != len(moves):
@@ -213,9 +210,4 @@ class OffsetStore:
             binds += list(move)
         binds.append(self.group_id)
         cur = execute(self.cas_sql(len(moves)), binds)
-        if int(cur.rowcount or 0) != len(moves):
-            return False
-        topics = sorted({t for t, _, _, _ in moves})
-        dup = execute(self.duplicates_sql(len(topics)), [self.group_id, *topics])
-        moved = {(t, p) for t, p, _, _ in moves}
-        return not any((str(t), int(p)) in moved for t, p in dup.fetchall())
+        return int(cur.rowcount or 0) == len(moves)
