@@ -7,11 +7,13 @@ result, a `StagedFlush`, travels on the batch as its `prepared` (batcher.Prepare
 the batcher knows it by) and is used only if no layout changed since (its `generation`).
 
 Staging (`stage`) runs outside the flush's transaction, since it only touches this process's
-staging table: the table is (re-)created only when the staged columns change (every flush's
-transaction empties it, and a rolled back one leaves it as it was), then the file is PUT to the
-control schema's stage. Inside the transaction the file is copied in (`copy`) and the table
-emptied again (`empty`). The table's name carries its creation time, which other instances'
-sweeps judge by (connection.py): it is renewed every quarter of `staging_max_age_h`.
+staging table: the table is (re-)created only when it lacks a staged column or holds one with
+another type (every flush's transaction empties it, and a rolled back one leaves it as it was);
+a re-created table keeps the old one's other columns (`widened`), so a flush with fewer tables
+than the one before needs no DDL. Then the file is PUT to the control schema's stage. Inside
+the transaction the file is copied in (`copy`) and the table emptied again (`empty`). The
+table's name carries its creation time, which other instances' sweeps judge by
+(connection.py): it is renewed every quarter of `staging_max_age_h`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.errors import SegflowError
+from schemas.snowflake_limits import MAX_COLUMNS_PER_TABLE
 from sinks.snowflake import ddl
 from sinks.snowflake.connection import STAGE, SinkConnection, staging_name
 from sinks.snowflake.errors import WarehouseRetryableError
@@ -60,6 +63,25 @@ class StagedFlush:
     def discard(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+
+
+def holds(table: Columns | None, staged: Columns) -> bool:
+    """Whether a staging table of columns `table` takes a file of columns `staged` as it is:
+    each staged column there with the same type (COPY ... MATCH_BY_COLUMN_NAME loads NULL into
+    the table's other columns, which no insert of that flush reads)."""
+    return table is not None and all(table.get(name) == typ for name, typ in staged.items())
+
+
+def widened(table: Columns | None, staged: Columns) -> Columns:
+    """The columns of a re-created staging table: `staged`, and the old table's other columns
+    that still fit under Snowflake's column limit, so flushes of alternating table mixes (the
+    usual case: not every call type in every flush) do not re-create it each time."""
+    out = dict(staged)
+    for name, typ in (table or {}).items():
+        if len(out) >= MAX_COLUMNS_PER_TABLE:
+            break
+        out.setdefault(name, typ)
+    return out
 
 
 class Stager:
@@ -111,12 +133,11 @@ class Stager:
             self._since = time.monotonic()
             self._columns = None
             self.conn.run(f"DROP TABLE IF EXISTS {ddl.table_ref(old)}", kind="ddl", table=old)
-        if prepared.staged != self._columns:  # else it is there, emptied by the last flush
+        if not holds(self._columns, prepared.staged):  # else emptied by the last flush
+            columns = widened(self._columns, prepared.staged)
             self._columns = None
-            self.conn.run(
-                ddl.create_staging(self.table, prepared.staged), kind="ddl", table=self.table
-            )
-            self._columns = dict(prepared.staged)
+            self.conn.run(ddl.create_staging(self.table, columns), kind="ddl", table=self.table)
+            self._columns = columns
         path, load_id = str(prepared.path), prepared.load_id
         self.conn.run(ddl.put_file(path, self.control_schema, STAGE, load_id), kind="put")
 

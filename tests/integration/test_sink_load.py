@@ -363,8 +363,9 @@ def test_the_staging_table_is_reused_while_its_columns_hold_and_renamed_before_s
     warehouse_conn_params: dict[str, Any],
 ) -> None:
     """Each flush empties the staging table in its transaction, so the next one with the same
-    staged columns loads into it without DDL; other columns re-create it. Its name (which other
-    instances' sweeps judge by) is renewed after a quarter of the sweep age, the old one dropped."""
+    staged columns, or fewer, loads into it without DDL; a new column re-creates it. Its name
+    (which other instances' sweeps judge by) is renewed after a quarter of the sweep age, the
+    old one dropped."""
     database = f"SINK_STAGING_{uuid.uuid4().hex[:10].upper()}"
     settings = WarehouseSettings(database=database, network_timeout_s=20)
     metrics = SinkMetrics(CollectorRegistry())
@@ -407,15 +408,21 @@ def test_the_staging_table_is_reused_while_its_columns_hold_and_renamed_before_s
     loader.flush(batch(8, 4, giftWrap=True))  # a new column: evolution, and a new staging table
     assert ddl_count() > before
     assert staging_tables() == {loader.staging}
+    before = ddl_count()
+    loader.flush(batch(12, 4))  # fewer columns than the table has: loaded into it, no DDL
+    assert ddl_count() == before
+    gift_wrapped = 'SELECT COUNT(*), COUNT("GIFT_WRAP") FROM "WEB"."ORDER_COMPLETED"'
+    assert wh.query(gift_wrapped) == [(16, 4)]  # the last four without: NULL
 
     first_name = loader.staging
     loader.options = LoaderOptions(group_id="g", staging_max_age_h=1e-7)  # 0.1 ms in quarters
-    loader.flush(batch(12, 4, giftWrap=True))
+    loader.flush(batch(16, 4, giftWrap=True))
     assert loader.staging != first_name
     assert staging_tables() == {loader.staging}  # the old one dropped
 
-    assert wh.query('SELECT COUNT(*), COUNT(DISTINCT "ID") FROM "WEB"."TRACKS"') == [(16, 16)]
-    assert loader.read_offsets([tp]) == {tp: 16}
+    assert wh.query('SELECT COUNT(*), COUNT(DISTINCT "ID") FROM "WEB"."TRACKS"') == [(20, 20)]
+    assert wh.query(gift_wrapped) == [(20, 8)]
+    assert loader.read_offsets([tp]) == {tp: 20}
 
     # a starting instance sweeps a dead process's old staging table, not a live one's
     wh.query('CREATE TABLE "_SEGFLOW"."_SEGFLOW_STAGING_20200101000000_DEADBEEF" ("X" INT)')
