@@ -77,19 +77,25 @@ class FlushPacer:
         return seconds if estimate is None else estimate + ESTIMATE_WEIGHT * (seconds - estimate)
 
     def flushed(self, seconds: float) -> None:
-        """A flush took `seconds`, from its hand-over to the consume loop seeing its end."""
+        """A flush took `seconds`, from its hand-over to the consume loop seeing its end, less
+        what it spent preparing itself (it was not prepared ahead): the estimate is of the
+        warehouse's part, so one flush prepared in the worker does not defer the next one's
+        preparation past its end, and that one's too (bench/results/cost-per-event.md)."""
         self.flush_s = self._blend(self.flush_s, seconds)
 
     def prepared(self, seconds: float) -> None:
         self.prepare_s = self._blend(self.prepare_s, seconds)
 
-    def prepare_due(self, elapsed: float) -> bool:
+    def prepare_due(self, elapsed: float, prepares_itself: bool = False) -> bool:
         """Whether to prepare the next flush now, `elapsed` seconds into the one in flight:
         when that one is expected to end within two preparations and a poll (at once while
-        no flush was measured yet)."""
+        no flush was measured yet). `prepares_itself`: the flush in flight was not prepared
+        ahead, so it takes a preparation longer."""
         if self.flush_s is None:
             return True
-        return elapsed + 2 * (self.prepare_s or 0.0) + IN_FLIGHT_POLL_S >= self.flush_s
+        prepare = self.prepare_s or 0.0
+        expected = self.flush_s + (prepare if prepares_itself else 0.0)
+        return elapsed + 2 * prepare + IN_FLIGHT_POLL_S >= expected
 
 
 class FlushMode(Enum):
@@ -144,6 +150,8 @@ class Flusher:
         self.inflight: tuple[FlushBatch, Future[FlushResult]] | None = None
         self.inflight_since = 0.0
         """When the flush in flight was handed to the worker (the clock's time)."""
+        self.inflight_ahead = False
+        """Whether the flush in flight was prepared ahead (else the worker prepares it)."""
         self.ahead: Snapshot | None = None
         self.pacer = FlushPacer()
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="sink-flush")
@@ -177,7 +185,12 @@ class Flusher:
             if (
                 self.ahead is None
                 and not future.done()
-                and (full or self.pacer.prepare_due(now - self.inflight_since))
+                and (
+                    full
+                    or self.pacer.prepare_due(
+                        now - self.inflight_since, prepares_itself=not self.inflight_ahead
+                    )
+                )
                 and self.batcher.ready(now)
             ):
                 self.prepare_ahead(now)
@@ -207,6 +220,7 @@ class Flusher:
         self._hand_over(batch)
         self._ack_dlq()
         self.inflight_since = self.clock()
+        self.inflight_ahead = batch.prepared is not None
         self.inflight = (batch, self._worker.submit(self.loader.flush, batch))
 
     def flush_final(self) -> None:
@@ -301,7 +315,7 @@ class Flusher:
                 return
             self.load(batch, mode, first_error=exc)
             return
-        self.pacer.flushed(self.clock() - self.inflight_since)
+        self.pacer.flushed(max(0.0, self.clock() - self.inflight_since - result.prepared_here_s))
         self._loaded(batch, result, sync_commit=False)
 
     def _abandon(self, batch: FlushBatch, exc: Exception) -> None:

@@ -193,6 +193,7 @@ class SnowflakeLoader:
         started = time.perf_counter()
         prepared = batch.prepared
         batch.prepared = None  # used once: a retry starts over
+        prepared_here_s = 0.0
         if isinstance(prepared, StagedFlush) and prepared.generation == self.schemas.generation:
             self.metrics.prepared_ahead.labels("used").inc()
         else:
@@ -200,7 +201,8 @@ class SnowflakeLoader:
                 self.metrics.prepared_ahead.labels("replanned").inc()
                 prepared.discard()
             prepared = self._prepare_here(batch)
-            started = self._phase("prepare", started)
+            now = self._phase("prepare", started)
+            prepared_here_s, started = now - started, now
         try:
             for table, n in prepared.repeated.items():
                 self.metrics.rows_skipped.labels(table_label(table)).inc(n)
@@ -211,6 +213,7 @@ class SnowflakeLoader:
             started = self._phase("stage", started)
             result = self.transaction.run(batch, prepared, datetime.now(UTC))
             self._phase("transaction", started)
+            result.prepared_here_s = prepared_here_s
             return result
         finally:
             prepared.discard()

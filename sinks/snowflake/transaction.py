@@ -70,6 +70,9 @@ class FlushResult:
     rows_loaded: dict[str, int] = field(default_factory=dict)
     statements: int = 0
     seconds: float = 0.0
+    prepared_here_s: float = 0.0
+    """Of `seconds`, the flush's preparation in the worker (not prepared ahead, or re-planned;
+    schema evolution included)."""
 
 
 class FlushTransaction:

@@ -83,6 +83,7 @@ class World:
         self.log: list[Any] = []
         self.failures: list[Exception] = []  # raised by the next flushes, in order
         self.gate: threading.Event | None = None  # holds a flush in the worker until set
+        self.prepared_here_s = 0.0  # what each flush reports of preparing itself
         self.loader = create_autospec(SnowflakeLoader, instance=True)
         self.loader.flush.side_effect = self._flush
         self.loader.ensure_offsets.side_effect = self._ensure
@@ -114,7 +115,7 @@ class World:
         for topic, partition, _expected, new in batch.moves():
             self.warehouse[(topic, partition)] = new
         self.log.append(("loaded", batch.moves()))
-        return FlushResult(records=batch.records)
+        return FlushResult(records=batch.records, prepared_here_s=self.prepared_here_s)
 
     def assign(self, *keys: tuple[str, int]) -> None:
         self.sink._on_assign(self.kafka, tps(*keys))
@@ -351,6 +352,23 @@ def test_with_the_buffers_full_the_next_flush_is_prepared_before_waiting() -> No
     assert second.prepared is w.loader.prepare.return_value
     w.sink.flusher.settle(FlushMode.STEADY)
     assert w.loaded() == [(T, 0, -1, 6), (T, 0, 6, 10)]
+
+
+def test_the_pacer_learns_a_flushs_warehouse_part_not_its_own_preparation() -> None:
+    """A flush not prepared ahead prepares itself in the worker; that time is left out of the
+    estimate the next preparation ahead is timed by, and the pacer knows it takes longer."""
+    w = World()
+    w.assign(P0)
+    w.buffer(P0, range(0, 4))
+    now = [100.0]
+    w.sink.flusher.clock = lambda: now[0]
+    w.prepared_here_s = 1.5
+    w.in_flight()  # handed over at 100.0, nothing prepared ahead
+    assert not w.sink.flusher.inflight_ahead
+    now[0] = 102.0
+    w.release()
+    w.sink.flusher.settle(FlushMode.STEADY)
+    assert w.sink.flusher.pacer.flush_s == pytest.approx(0.5)
 
 
 def test_a_records_age_counts_from_its_kafka_timestamp_and_the_loop_waits_until_due() -> None:

@@ -22,6 +22,16 @@ def test_the_next_flush_is_prepared_as_late_as_still_ends_before_the_flush_in_fl
     assert pacer.prepare_due(5.0)  # a flush slower than expected
 
 
+def test_a_flush_in_flight_that_prepares_itself_is_expected_a_preparation_later() -> None:
+    pacer = FlushPacer()
+    pacer.flushed(2.0)
+    pacer.prepared(0.3)
+    # expected end at 2.3 s: prepare at 1.65 s
+    assert not pacer.prepare_due(1.36, prepares_itself=True)
+    assert not pacer.prepare_due(1.64, prepares_itself=True)
+    assert pacer.prepare_due(1.66, prepares_itself=True)
+
+
 def test_the_estimates_follow_the_recent_durations() -> None:
     pacer = FlushPacer()
     pacer.flushed(2.0)
