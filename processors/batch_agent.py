@@ -31,6 +31,7 @@ from typing import Any
 from faust.types import Message
 from mode.utils.queues import FlowControlQueue
 
+from processors import faust_seam
 from processors.alerts import WebhookAlerter
 from processors.app_config import TopicLayout
 from processors.crash import WorkerCrash
@@ -71,6 +72,7 @@ class Tallies:
     masked: dict[str, int] = field(default_factory=dict)
     links: dict[str, int] = field(default_factory=dict)
     refused: dict[str, int] = field(default_factory=dict)
+    lateness: dict[str, list[float]] = field(default_factory=dict)
 
 
 class BatchAgent:
@@ -101,7 +103,8 @@ class BatchAgent:
         self.crash = crash
         self.alerter = alerter
         self.codec = AvroCodec()
-        self._lateness = {ct: metrics.lateness.labels(ct) for ct in CALL_TYPES}
+        for ct in CALL_TYPES:  # every call type's series exposed from the start, at zero
+            metrics.lateness.observe_all((ct,), ())
         # call type -> (clean topic, whether it keeps the raw record's partition number)
         self._clean_routes = {
             ct: (
@@ -158,10 +161,10 @@ class BatchAgent:
                 discarded = await self.process_batch(chunk)
                 # a rebalance during the hand-over: no acks, the partitions' owners read the
                 # records again from the committed offsets (dedupe drops what did get out)
-                ack = self.app.consumer.ack
-                for message in self.current(chunk):
-                    if message.partition not in discarded:
-                        ack(message)
+                current = self.current(chunk)
+                if discarded:
+                    current = [m for m in current if m.partition not in discarded]
+                faust_seam.ack_all(self.app.consumer, current)
                 self.metrics.batch_seconds.observe(time.perf_counter() - started)
                 self.metrics.batch_events.observe(len(chunk))
 
@@ -261,9 +264,12 @@ class BatchAgent:
         if outcome.dropped is not None:
             counts[(call_type, outcome.dropped)] += 1
             if outcome.dropped == DUPLICATE:
-                self._lateness[call_type].observe(outcome.lateness_s)
+                tallies.lateness.setdefault(call_type, []).append(outcome.lateness_s)
             return
-        self._lateness[call_type].observe(outcome.lateness_s)
+        lateness = tallies.lateness.get(call_type)
+        if lateness is None:
+            lateness = tallies.lateness[call_type] = []
+        lateness.append(outcome.lateness_s)
         counts[(call_type, "clean")] += 1
         clean_topic, same = self._clean_routes[call_type]
         sends.append(
@@ -323,6 +329,8 @@ class BatchAgent:
             m.identity_links.labels(kind).inc(n)
         for reason, n in tallies.refused.items():
             m.identity_refused.labels(reason).inc(n)
+        for call_type, values in tallies.lateness.items():
+            m.lateness.observe_all((call_type,), values)
 
     def _dlq(self, msg: Message, reason: str, code: str) -> Send:
         """The DLQ copy of `msg`: its key and bytes as read, the headers of schemas.dlq."""

@@ -5,7 +5,8 @@ through that partition's transactional producer, reading back what table recover
 consumer loop that hands whole fetches to the agent. So the processors reach into Faust, and
 *only here*: every private member (``_transaction_producers``, ``_trn_locks``,
 ``_ensure_producer``, the memory store's ``_key_partition``, the consumer's ``_drain_messages``
-and the bookkeeping it uses, ``App._new_transport``) is touched in this module and nowhere else.
+and the bookkeeping it uses, its acked offsets, ``App._new_transport``) is touched in this
+module and nowhere else.
 :func:`check` runs at worker start-up, before anything is consumed: it verifies that the installed
 faust-streaming is a version this module was written against and that each member exists with
 the kind expected (callable, coroutine function, attribute of a type), and raises
@@ -46,9 +47,11 @@ import asyncio
 import importlib.metadata
 import inspect
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
+from weakref import WeakSet
 
 import faust
 import mode
@@ -56,12 +59,15 @@ from faust.tables.manager import TableManager
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
+from faust.types import tuples as faust_tuples
+from mode.utils.futures import notify
 from mode.utils.locks import Event as ModeEvent
 
 from schemas.errors import FatalError
 
 logger = logging.getLogger(__name__)
 
+RLockType = type(threading.RLock())
 #: the faust-streaming versions this module was written and tested against
 SUPPORTED_FAUST_VERSIONS = frozenset({"0.15.3"})
 
@@ -269,6 +275,40 @@ class LeanConsumer(faust_aiokafka.Consumer):
             await sink(batch)
 
 
+def ack_all(consumer: Any, messages: list[Message]) -> None:
+    """``consumer.ack(message)`` for each of `messages`, in order, with Faust's ack lock taken
+    once for them all instead of once per message (Faust 0.15.3's ``Consumer.ack``, step for
+    step: the offsets join the partitions' acked offsets, which the next commit turns into
+    committable offsets; a message already acked, of a topic without acks, or below the
+    committed offset adds nothing)."""
+    acks_enabled_for = consumer.app.topics.acks_enabled_for
+    committed_offset: Mapping[TP, int | None] = consumer._committed_offset
+    acked_index: Mapping[TP, set[int]] = consumer._acked_index
+    acked: Mapping[TP, list[int]] = consumer._acked
+    unacked: Any = consumer._unacked_messages
+    added = 0
+    with faust_tuples.ack_lock:
+        try:
+            for message in messages:
+                if message.acked:
+                    continue
+                message.acked = True
+                if not acks_enabled_for(message.topic):
+                    continue
+                tp, offset = message.tp, message.offset
+                committed = committed_offset[tp]
+                if committed is None or offset >= committed:
+                    index = acked_index[tp]
+                    if offset not in index:
+                        unacked.discard(message)
+                        index.add(offset)
+                        acked[tp].append(offset)
+                        added += 1
+        finally:
+            consumer._n_acked += added
+            notify(consumer._waiting_for_ack)
+
+
 class LeanTransport(faust_aiokafka.Transport):
     Consumer = LeanConsumer
 
@@ -344,6 +384,12 @@ def _members(app: faust.App) -> list[tuple[Any, Member]]:
         (consumer, Member("faust Consumer", "_read_offset", "attribute", (dict,))),
         (consumer, Member("faust Consumer", "_commit_every", "attribute", (int, type(None)))),
         (consumer, Member("faust Consumer", "_n_acked", "attribute", (int,))),
+        (consumer, Member("faust Consumer", "_committed_offset", "attribute", (dict,))),
+        (consumer, Member("faust Consumer", "_acked_index", "attribute", (dict,))),
+        (consumer, Member("faust Consumer", "_acked", "attribute", (dict,))),
+        (consumer, Member("faust Consumer", "_unacked_messages", "attribute", (WeakSet,))),
+        (consumer, Member("faust Consumer", "_waiting_for_ack", "attribute", ())),
+        (faust_tuples, Member("faust.types.tuples", "ack_lock", "attribute", (RLockType,))),
         (consumer, Member("faust Consumer", "_buffered_partitions", "attribute", (set,))),
         (consumer, Member("faust Consumer", "_add_gap", "coroutine")),
         (consumer, Member("faust Consumer", "_to_message", "method")),
@@ -431,6 +477,7 @@ __all__ = [
     "LeanTransport",
     "SegflowApp",
     "SegflowTableManager",
+    "ack_all",
     "check",
     "forget_store_partition",
     "forget_transaction_producer",

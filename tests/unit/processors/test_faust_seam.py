@@ -205,3 +205,40 @@ def test_a_seek_during_a_blocked_hand_over_is_not_undone(tmp_path: Path) -> None
     assert delivered[0] == list(range(100, 150))
     assert delivered[1] == list(range(40, 150)), "records read again after the seek were skipped"
     assert consumer._read_offset[tp] == 149
+
+
+def test_ack_all_leaves_the_bookkeeping_faust_s_ack_leaves(tmp_path: Path) -> None:
+    """`ack_all` is Faust's `Consumer.ack` for many messages under one lock: the same acked
+    offsets, index, count and flags, whatever the committed offsets and repeats."""
+    from faust.types import Message
+
+    def acked_state(use_ack_all: bool) -> tuple[Any, ...]:
+        proc = processor(tmp_path)
+        consumer: Any = proc.app.consumer
+        topic = proc.topics.raw("track")
+        tp0, tp1 = TP(topic, 0), TP(topic, 1)
+        proc.app.topics.acks_enabled_for = lambda t: t == topic  # type: ignore[assignment]
+        consumer._committed_offset[tp1] = 5
+        batch = [Message(topic, p, o, 0.0, 0, [], b"k", b"v", None) for p, o in ((0, 3), (1, 4))]
+        batch += [
+            Message(topic, p, o, 0.0, 0, [], b"k", b"v", None) for p in (0, 1) for o in range(5, 9)
+        ]
+        batch[3].acked = True  # acked before (by another route)
+        again = Message(topic, 0, 6, 0.0, 0, [], b"k", b"v", None)  # an offset acked twice
+        other = Message("no-acks", 0, 9, 0.0, 0, [], b"k", b"v", None)  # a topic without acks
+        batch += [again, other]
+        if use_ack_all:
+            faust_seam.ack_all(consumer, batch)
+        else:
+            for message in batch:
+                consumer.ack(message)
+        return (
+            {tp: list(consumer._acked[tp]) for tp in (tp0, tp1)},
+            {tp: set(consumer._acked_index[tp]) for tp in (tp0, tp1)},
+            consumer._n_acked,
+            [m.acked for m in batch],
+        )
+
+    expected = acked_state(use_ack_all=False)
+    assert expected[0][TP(processor(tmp_path).topics.raw("track"), 0)] == [3, 5, 7, 8, 6]
+    assert acked_state(use_ack_all=True) == expected
