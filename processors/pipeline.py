@@ -115,6 +115,11 @@ class Pipeline:
         self.drift = drift
         self.mode = mode
         self.suppressions = suppressions
+        # the batch's clock, as seconds and as timestamp-micros (processedAt): one `now` is
+        # passed for a whole batch, so both are worked out once per batch, not per event
+        self._now: datetime | None = None
+        self._clock = 0.0
+        self._now_micros = 0
 
     def process(
         self,
@@ -148,7 +153,9 @@ class Pipeline:
         message_id = raw.get("messageId")
         if not message_id:
             raise RecordError("record without messageId", code="invalid_record")
-        clock = now.timestamp()
+        if now is not self._now:
+            self._now, self._clock, self._now_micros = now, now.timestamp(), micros(now)
+        clock = self._clock
         received_at: datetime | int = raw["receivedAt"]
         lateness = (_micros(received_at) - _micros(raw["timestamp"])) / 1e6
         if is_reverse_etl_echo(raw):
@@ -194,7 +201,7 @@ class Pipeline:
         clean["maskedFields"] = masked
         clean["piiKeyVersion"] = self.masker.key_version if hashed else None
         clean["unmapped"] = orjson.dumps(drift.unmapped).decode() if drift.unmapped else "{}"
-        clean["processedAt"] = now
+        clean["processedAt"] = self._now_micros  # the writer takes micros or a datetime
 
         return Outcome(
             call_type,

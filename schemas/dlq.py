@@ -52,8 +52,13 @@ def origin_headers(raw: RawHeaders) -> list[Header]:
     """A record's own headers as (str, bytes) pairs, in order (a missing value becomes b"")."""
     if not raw:
         return []
-    items = raw.items() if isinstance(raw, Mapping) else raw
-    return [(str(k), bytes(v) if v is not None else b"") for k, v in items]
+    kind = type(raw)  # a consumed record's headers are a list or tuple: no ABC check for them
+    listed = kind is list or kind is tuple or not isinstance(raw, Mapping)
+    items: Iterable[tuple[str, bytes | None]] = raw if listed else raw.items()  # type: ignore[assignment,union-attr]
+    return [
+        (k if type(k) is str else str(k), v if type(v) is bytes else b"" if v is None else bytes(v))
+        for k, v in items
+    ]
 
 
 def dlq_headers(
