@@ -12,7 +12,13 @@ from datetime import UTC, datetime
 import orjson
 
 from deletion.receipts import DELETIONS, RECEIPT_COLUMNS, ForgetReport, UserReceipt
-from deletion.rows import IN_CHUNK, deletable_tables, row_condition, source_schemas
+from deletion.rows import (
+    IN_CHUNK,
+    USER_ID_TYPE,
+    deletable_tables,
+    row_condition,
+    source_schemas,
+)
 from schemas.errors import SegflowError
 from sinks.snowflake import ddl
 from sinks.snowflake.session import WarehouseSession
@@ -70,16 +76,23 @@ class Forgetter:
 
     def linked_identifiers(
         self, schema: str, user_id: str, layout: Mapping[str, set[str]]
-    ) -> list[str]:
-        """Identifiers (other than the user id) that identity_map resolves to the user."""
+    ) -> list[tuple[str, str]]:
+        """(identifier, identifier type) of every identifier other than the user id that
+        identity_map resolves to the user: anonymous ids, and older user ids an alias linked."""
         if IDENTITY_MAP not in layout:
             return []
         rows = self.session.fetch_all(
-            f'SELECT DISTINCT "IDENTIFIER" FROM {ddl.qualified(schema, IDENTITY_MAP)} '
-            'WHERE "CANONICAL_USER_ID" = ?',
+            f'SELECT DISTINCT "IDENTIFIER", "IDENTIFIER_TYPE" FROM '
+            f'{ddl.qualified(schema, IDENTITY_MAP)} WHERE "CANONICAL_USER_ID" = ?',
             [user_id],
         )
-        return sorted({str(r[0]) for r in rows if r[0] is not None and str(r[0]) != user_id})
+        return sorted(
+            {
+                (str(r[0]), str(r[1]))
+                for r in rows
+                if r[0] is not None and not (str(r[0]) == user_id and r[1] == USER_ID_TYPE)
+            }
+        )
 
     # -- the operations ----------------------------------------------------------------------
     def forget(
@@ -90,14 +103,14 @@ class Forgetter:
         requested_at = datetime.now(UTC)
         layouts = {s: self.layout(s) for s in self.schemas}
         layouts = {s: lay for s, lay in layouts.items() if lay}
-        linked: dict[tuple[str, str], list[str]] = {}
+        linked: dict[tuple[str, str], list[tuple[str, str]]] = {}
         for schema, lay in layouts.items():
             for user_id in user_ids:
                 linked[(schema, user_id)] = self.linked_identifiers(schema, user_id, lay)
         if not dry_run:
             identifiers: dict[str, set[str]] = {u: set() for u in user_ids}
             for (_schema, user_id), ids in linked.items():
-                identifiers[user_id].update(ids)
+                identifiers[user_id].update(i for i, _type in ids)
             self.publish(
                 {u: sorted(ids) for u, ids in identifiers.items()}, reason or request_id, False
             )
@@ -125,7 +138,7 @@ class Forgetter:
         self,
         report: ForgetReport,
         user_ids: Sequence[str],
-        linked: Mapping[tuple[str, str], list[str]],
+        linked: Mapping[tuple[str, str], list[tuple[str, str]]],
     ) -> None:
         """The final pass, after the sinks passed the suppression: rows that landed meanwhile,
         in the schemas seen before and in any that appeared since (a new source)."""
@@ -166,14 +179,21 @@ class Forgetter:
         schema: str,
         layout: Mapping[str, set[str]],
         receipt: UserReceipt,
-        anonymous_ids: Sequence[str],
+        linked: Sequence[tuple[str, str]],
         dry_run: bool,
     ) -> None:
+        anonymous_ids = [i for i, t in linked if t != USER_ID_TYPE]
+        aliased_ids = [i for i, t in linked if t == USER_ID_TYPE]
         statements: list[tuple[str, str, list[str]]] = []
         for table in deletable_tables(layout):
-            for chunk_start in range(0, max(1, len(anonymous_ids)), IN_CHUNK):
-                chunk = anonymous_ids[chunk_start : chunk_start + IN_CHUNK]
-                found = row_condition(table, layout[table], receipt.user_id, chunk)
+            for start in range(0, max(1, len(anonymous_ids), len(aliased_ids)), IN_CHUNK):
+                found = row_condition(
+                    table,
+                    layout[table],
+                    receipt.user_id,
+                    anonymous_ids[start : start + IN_CHUNK],
+                    aliased_ids[start : start + IN_CHUNK],
+                )
                 if found is not None:
                     where, binds = found
                     statements.append((table, where, binds))

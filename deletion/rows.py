@@ -1,9 +1,11 @@
 """Which rows and schemas belong to a user: pure functions building the WHERE clauses.
 
-Which rows belong to the user: ``user_id`` or ``canonical_user_id`` is the user, or the row is
-anonymous (no user_id, no canonical user) with one of the user's linked anonymous ids; in
-``identity_map`` the identifier is one of the user's or resolves to the user; in ``users`` the
-``id`` is the user. Anonymous rows of a shared device that stitching gave to another user stay.
+Which rows belong to the user: ``user_id``, ``canonical_user_id`` or ``previous_id`` is the
+user or one of the older user ids an alias linked to the user (identity_map rows of type
+``user_id`` resolving to the user), or the row is anonymous (no user_id, no canonical user) with
+one of the user's linked anonymous ids; in ``identity_map`` the identifier is one of the user's
+ids or resolves to the user; in ``users`` the ``id`` is one of the user's ids. Anonymous rows of
+a shared device that stitching gave to another user stay.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from sinks.snowflake.tables import ACCOUNTS, AUDIT_LOG, IDENTITY_MAP, SCHEMA_CHA
 from sinks.snowflake.views import VIEWS
 
 IN_CHUNK = 500  # identifiers bound in one IN (...) list
+USER_ID_TYPE = "user_id"  # identity_map's identifier_type of a user id
 # Tables whose presence marks a schema as one segflow loads (a source schema).
 SOURCE_TABLES: frozenset[str] = frozenset(
     {
@@ -49,33 +52,45 @@ def _in_list(column: str, count: int) -> str:
     return f"{ddl.quote(column)} IN ({', '.join(['?'] * count)})"
 
 
+def _user_is(column: str, user_ids: Sequence[str]) -> str:
+    return f"{ddl.quote(column)} = ?" if len(user_ids) == 1 else _in_list(column, len(user_ids))
+
+
 def row_condition(
-    table: str, columns: Iterable[str], user_id: str, anonymous_ids: Sequence[str]
+    table: str,
+    columns: Iterable[str],
+    user_id: str,
+    anonymous_ids: Sequence[str],
+    aliased_ids: Sequence[str] = (),
 ) -> tuple[str, list[str]] | None:
     """The WHERE clause (and binds) selecting the user's rows of `table`; None if it has none.
 
-    `columns` are the table's column names in lower case."""
+    `columns` are the table's column names in lower case; `aliased_ids` the older user ids an
+    alias linked to the user, matched wherever the user id is."""
     cols = set(columns)
     parts: list[str] = []
     binds: list[str] = []
+    users = [user_id, *(a for a in aliased_ids if a != user_id)]
     if table == IDENTITY_MAP:
         # Every link that resolves to the user (its anonymous ids included), and the user's own
-        # user_id entry whoever it resolves to.
+        # user_id entries whoever they resolve to.
         if "canonical_user_id" in cols:
             parts.append(f"{ddl.quote('canonical_user_id')} = ?")
             binds.append(user_id)
         if "identifier" in cols and "identifier_type" in cols:
-            parts.append(f"({ddl.quote('identifier')} = ? AND {ddl.quote('identifier_type')} = ?)")
-            binds += [user_id, "user_id"]
+            parts.append(
+                f"({_user_is('identifier', users)} AND {ddl.quote('identifier_type')} = ?)"
+            )
+            binds += [*users, USER_ID_TYPE]
     elif table == USERS:
         if "id" in cols:
-            parts.append(f"{ddl.quote('id')} = ?")
-            binds.append(user_id)
+            parts.append(_user_is("id", users))
+            binds += users
     else:
         for column in ("user_id", "canonical_user_id", "previous_id"):
             if column in cols:
-                parts.append(f"{ddl.quote(column)} = ?")
-                binds.append(user_id)
+                parts.append(_user_is(column, users))
+                binds += users
         if "anonymous_id" in cols and anonymous_ids:
             clause = _in_list("anonymous_id", len(anonymous_ids))
             if "user_id" in cols:

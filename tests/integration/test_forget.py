@@ -303,3 +303,43 @@ def test_sink_barrier_on_transactional_topics(
         conn.cursor().execute(f'UPDATE {store.table} SET "NEXT_OFFSET" = 3')
         assert wait_for_sinks(read, ends, [], timeout_s=10, say=said.append) == ["sink"]
     conn.close()
+
+
+def test_forget_covers_the_older_user_id_an_alias_linked(
+    pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A user first known by another user id (an alias linked them): forgetting the user by
+    the newer id deletes the rows loaded under the older one too."""
+    old, new, anon = "dave-old", "dave-new", "anon-dave"
+    now = datetime.now(UTC).isoformat()
+    body = {
+        "batch": [
+            *_journey(old, anon, 7),
+            {"type": "alias", "previousId": old, "userId": new, "messageId": "a-7"},
+            {
+                "type": "track",
+                "userId": new,
+                "event": "Renewed",
+                "messageId": "t-8",
+                "timestamp": now,
+            },
+        ]
+    }
+    assert post(f"{pipeline.edge}/v1/batch", json.dumps(body).encode())[0] == 200
+
+    def linked() -> bool:
+        if not {"identity_map", "aliases"} <= set(_tables(pipeline)):
+            return False
+        rows = pipeline.query(
+            f"SELECT canonical_user_id FROM {SOURCE}.identity_map "
+            f"WHERE identifier = '{old}' AND identifier_type = 'user_id'"
+        )
+        return rows == [(new,)] and "aliases" in _rows_of(pipeline, (new,))
+
+    poll(linked, 60, "the alias in identity_map and aliases")
+    poll(lambda: "tracks" in _rows_of(pipeline, (new,)), 60, "the newer id's track")
+    before = _rows_of(pipeline, (old, new, anon))
+    assert {"tracks", "identifies", "pages", "aliases", "identity_map"} <= set(before)
+    assert main(["forget", "--user-id", new, *_warehouse_args(pipeline)]) == 0
+    capsys.readouterr()
+    assert _rows_of(pipeline, (old, new, anon)) == {}

@@ -58,3 +58,19 @@ def test_source_schemas_are_those_holding_segflow_tables() -> None:
         ("INFORMATION_SCHEMA", "TABLES"),
     ]
     assert source_schemas(tables) == ["legacy_app", "unknown_source", "web"]
+
+
+def test_older_user_ids_an_alias_linked_match_wherever_the_user_id_does() -> None:
+    cols = {"id", "user_id", "previous_id", "anonymous_id", "canonical_user_id"}
+    where, binds = row_condition("aliases", cols, "u1", ["a1"], ["old1", "old2"]) or ("", [])
+    assert where == (
+        '"USER_ID" IN (?, ?, ?) OR "CANONICAL_USER_ID" IN (?, ?, ?) OR "PREVIOUS_ID" IN (?, ?, ?)'
+        ' OR ("ANONYMOUS_ID" IN (?) AND "USER_ID" IS NULL AND "CANONICAL_USER_ID" IS NULL)'
+        ' OR "PREVIOUS_ID" IN (?)'
+    )
+    assert binds == ["u1", "old1", "old2"] * 3 + ["a1", "a1"]
+    ident = {"identifier", "identifier_type", "canonical_user_id"}
+    where, binds = row_condition("identity_map", ident, "u1", [], ["old1"]) or ("", [])
+    assert where == '"CANONICAL_USER_ID" = ? OR ("IDENTIFIER" IN (?, ?) AND "IDENTIFIER_TYPE" = ?)'
+    assert binds == ["u1", "u1", "old1", "user_id"]
+    assert row_condition("users", {"id"}, "u1", [], ["old1"]) == ('"ID" IN (?, ?)', ["u1", "old1"])
