@@ -203,7 +203,7 @@ class BatchAgent:
         dedupe_state, identity_state = self.live.deduper.state, self.live.graph.state
         dedupe_state.journal = identity_state.journal = ticket.journal
         try:
-            self._process_all(messages, now, out, counts, tallies)
+            self._process_all(messages, now, out, counts, tallies, ticket.journal)
         finally:
             dedupe_state.journal = identity_state.journal = None
         self._flush_metrics(counts, tallies)
@@ -220,23 +220,28 @@ class BatchAgent:
         out: dict[tuple[str, int], list[Send]],
         counts: dict[tuple[str, str], int],
         tallies: Tallies,
+        journal: Journal,
     ) -> None:
         decode = self.codec.decode
         process = self.pipeline.process
+        changes = journal.changes
         for msg in messages:
             sends = out[(msg.topic, msg.partition)]
             writes: list[ChangelogWrite] = []
+            mark = len(changes)
             try:
                 raw = decode(RAW_EVENT, msg.value, micros=True)
                 outcome = process(raw, msg.key, msg.partition, now, writes)
+                self._collect(outcome, msg, sends, writes, counts, tallies)
             except RecordError as exc:
+                self._undo(journal, mark)
                 exc.at(msg.topic, msg.partition, msg.offset)
                 sends.append(self._dlq(msg, exc.reason, exc.code))
                 counts[(self.topics.call_type_of(msg.topic), "dlq")] += 1
                 self.metrics.dlq.labels(exc.code).inc()
                 logger.warning("record to DLQ: %s", exc)
-                continue
             except Exception as exc:  # a bug must not stop the partition: DLQ with the reason
+                self._undo(journal, mark)
                 sends.append(self._dlq(msg, failure_reason(exc), PROCESSING_FAILED))
                 counts[(self.topics.call_type_of(msg.topic), "dlq")] += 1
                 self.metrics.dlq.labels(PROCESSING_FAILED).inc()
@@ -248,8 +253,20 @@ class BatchAgent:
                     type(exc).__name__,
                     "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
                 )
-                continue
-            self._collect(outcome, msg, sends, writes, counts, tallies)
+
+    def _undo(self, journal: Journal, mark: int) -> None:
+        """Undo the dedupe and identity changes a record made before it failed (journaled
+        since `mark`): its changelog writes are not sent, so the state keeps matching the
+        changelog, and the record sent to the DLQ is not taken for a duplicate when it is
+        replayed after a fix."""
+        changes = journal.changes
+        if len(changes) <= mark:
+            return
+        tail = Journal(changes[mark:])
+        del changes[mark:]
+        for partition in {c[0] for c in tail.changes}:
+            self.live.deduper.state.rollback(partition, tail)
+            self.live.graph.state.rollback(partition, tail)
 
     def _collect(
         self,
@@ -260,27 +277,53 @@ class BatchAgent:
         counts: dict[tuple[str, str], int],
         tallies: Tallies,
     ) -> None:
+        """Add a processed record's output to `sends` and its counts to the tallies; all or
+        nothing: every record is encoded before anything is added, so a record that cannot
+        be encoded leaves no part of its output behind (it goes to the DLQ)."""
         call_type = outcome.call_type
         if outcome.dropped is not None:
             counts[(call_type, outcome.dropped)] += 1
             if outcome.dropped == DUPLICATE:
                 tallies.lateness.setdefault(call_type, []).append(outcome.lateness_s)
             return
+        encode = self.codec.encode
+        clean_topic, same = self._clean_routes[call_type]
+        own: list[Send] = [
+            (
+                clean_topic,
+                msg.key,
+                encode(CLEAN_EVENT, outcome.clean),  # type: ignore[arg-type]
+                origin_headers(msg.headers),
+                msg.partition if same else None,
+            )
+        ]
+        if outcome.links:
+            identity = self.topics.identity
+            for link in outcome.links:
+                own.append(
+                    (identity, link["identifier"].encode(), encode(IDENTITY_LINK, link), [], None)
+                )
+        for change in outcome.changes:
+            key = f"{change['source']}.{change['callType']}.{change['event'] or ''}"
+            own.append(
+                (
+                    self.topics.schema_changes,
+                    f"{key}.{change['field']}".encode(),
+                    encode(SCHEMA_CHANGE, change),
+                    [],
+                    None,
+                )
+            )
+        # nothing below raises
+        sends += own
+        changelog = self.changelog_topic
+        for table, partition, entry_key, entry_value in writes:
+            sends.append((changelog[table], entry_key, entry_value, [], partition))
         lateness = tallies.lateness.get(call_type)
         if lateness is None:
             lateness = tallies.lateness[call_type] = []
         lateness.append(outcome.lateness_s)
         counts[(call_type, "clean")] += 1
-        clean_topic, same = self._clean_routes[call_type]
-        sends.append(
-            (
-                clean_topic,
-                msg.key,
-                self.codec.encode(CLEAN_EVENT, outcome.clean),  # type: ignore[arg-type]
-                origin_headers(msg.headers),
-                msg.partition if same else None,
-            )
-        )
         masked = tallies.masked
         for entry in outcome.masked:
             action = entry[entry.rindex(":") + 1 :]
@@ -288,34 +331,12 @@ class BatchAgent:
         for link in outcome.links:
             kind = link["identifierType"]
             tallies.links[kind] = tallies.links.get(kind, 0) + 1
-            sends.append(
-                (
-                    self.topics.identity,
-                    link["identifier"].encode(),
-                    self.codec.encode(IDENTITY_LINK, link),
-                    [],
-                    None,
-                )
-            )
         if outcome.refused:
             tallies.refused[outcome.refused] = tallies.refused.get(outcome.refused, 0) + 1
         for change in outcome.changes:
             self.metrics.schema_changes.labels(change["change"]).inc()
-            key = f"{change['source']}.{change['callType']}.{change['event'] or ''}"
-            sends.append(
-                (
-                    self.topics.schema_changes,
-                    f"{key}.{change['field']}".encode(),
-                    self.codec.encode(SCHEMA_CHANGE, change),
-                    [],
-                    None,
-                )
-            )
             if self.alerter is not None:
                 self.alerter.add(change)
-        changelog = self.changelog_topic
-        for table, partition, entry_key, entry_value in writes:
-            sends.append((changelog[table], entry_key, entry_value, [], partition))
 
     def _flush_metrics(self, counts: dict[tuple[str, str], int], tallies: Tallies) -> None:
         m = self.metrics

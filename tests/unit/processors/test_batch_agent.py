@@ -117,6 +117,51 @@ def test_a_processing_failure_reaches_neither_dlq_nor_log_with_the_exceptions_te
     asyncio.run(run())
 
 
+def test_a_record_that_cannot_be_encoded_goes_to_the_dlq_and_its_state_changes_are_undone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Encoding a processed record's output fails (a bug): the record goes to the DLQ, the
+    others of the batch go on, nothing of its output is sent, and the dedupe and identity
+    entries it made are undone, so the same record read again (a DLQ replay after the fix) is
+    processed, not dropped as a duplicate."""
+
+    async def run() -> None:
+        registry = CollectorRegistry()
+        proc = processor(tmp_path, registry)
+        fake = FakeTransactionalProducer()
+        install(proc, fake)
+        batch = messages(proc, 4, "identify")
+        encode = proc.agent.codec.encode
+
+        def failing(schema: Any, record: Any) -> bytes:
+            if record.get("messageId") == "identify-m2" or record.get("identifier") == "a2":
+                raise TypeError("cannot encode")
+            return encode(schema, record)
+
+        monkeypatch.setattr(proc.agent.codec, "encode", failing)
+        await proc.agent.process_batch(batch)
+        assert clean_ids(fake) == {"identify-m0", "identify-m1", "identify-m3"}
+        [entry] = dead_letters(proc, fake)
+        assert (entry.code, entry.offset) == (PROCESSING_FAILED, 2)
+        assert dedupe_keys(proc, fake) == {b"identify-m0", b"identify-m1", b"identify-m3"}
+        identity = proc.topics.identity
+        linked = {k for t, _, k, _ in fake.sent if t == identity}
+        assert linked and not any(k is None or b"2" in k for k in linked)
+        assert (
+            registry.get_sample_value("segflow_process_dlq_total", {"code": PROCESSING_FAILED}) == 1
+        )
+
+        monkeypatch.setattr(proc.agent.codec, "encode", encode)
+        fake.sent.clear()
+        fake.headers.clear()
+        await proc.agent.process_batch([batch[2]])
+        assert clean_ids(fake) == {"identify-m2"}
+        assert dedupe_keys(proc, fake) == {b"identify-m2"}
+        assert any(t == identity for t, _, _, _ in fake.sent)
+
+    asyncio.run(run())
+
+
 def test_records_fetched_before_a_rebalance_are_dropped_and_counted(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     proc = processor(tmp_path, registry)
