@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections.abc import Set as AbstractSet
 from typing import Any, Protocol
 
@@ -37,6 +38,9 @@ from sinks.snowflake.rows import (
 from sinks.snowflake.settings import SinkSettings
 
 logger = logging.getLogger(__name__)
+
+#: the error code of a record whose rows could not be made for another reason than its data
+PROCESSING_FAILED = "processing_failed"
 
 # Estimated in-memory bytes per byte of Avro: decoded rows (dicts of Python objects, the
 # per-event copy, the audit document) take this many times the record's size.
@@ -107,6 +111,21 @@ class RecordIntake:
         except (KeyError, TypeError, ValueError) as exc:
             self._to_dlq(
                 msg, RecordError(f"{type(exc).__name__}: {exc}").at(topic, partition, offset)
+            )
+            outcome = "dlq"
+        except Exception as exc:  # a bug must not stop the partition: DLQ, named by its type
+            # only (its text may quote a value); the log gets the frames without the text
+            logger.error(
+                "making the rows of %s[%s]@%s failed: %s\n%s",
+                topic,
+                partition,
+                offset,
+                type(exc).__name__,
+                "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
+            )
+            reason = f"processing failed: {type(exc).__name__} (see the sink's log)"
+            self._to_dlq(
+                msg, RecordError(reason, code=PROCESSING_FAILED).at(topic, partition, offset)
             )
             outcome = "dlq"
         size = len(value) * MEMORY_PER_AVRO_BYTE if value else 64

@@ -5,6 +5,7 @@ would see: what the warehouse committed, where Kafka is told to fetch and commit
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import UTC, datetime
@@ -419,6 +420,54 @@ def test_an_undecodable_record_goes_to_the_dlq_with_its_own_headers(world: World
     world.sink.stop_flush()
     assert world.loaded() == [(T, 0, 10, 11)]
     world.producer.flush.assert_any_call(30)
+
+
+@pytest.mark.parametrize("field", ["timestamp", "receivedAt", "sentAt", "originalTimestamp"])
+@pytest.mark.parametrize("micros", [2**62, -(2**62)])
+def test_a_timestamp_past_the_calendar_goes_to_the_dlq_and_the_partition_moves_on(
+    world: World, field: str, micros: int
+) -> None:
+    """A clean record (written by a replay, a backfill or any other producer than the
+    processors) whose timestamp no calendar date holds is refused, not a crash of the sink on
+    every restart."""
+    good = AvroCodec().encode(CLEAN_EVENT, clean_event("track", 1))
+    bad = AvroCodec().encode(CLEAN_EVENT, {**clean_event("track", 2), field: micros})
+    world.sink.intake.handle(message(10, bad), now=0.0)
+    world.sink.intake.handle(message(11, good), now=0.0)
+    (call,) = world.producer.produce.call_args_list
+    assert call.kwargs["value"] == bad
+    assert b"out of range" in dict(call.kwargs["headers"])["segflow-error"]
+    world.sink.stop_flush()
+    assert world.loaded() == [(T, 0, 10, 12)]
+
+
+def test_an_unexpected_failure_of_a_record_goes_to_the_dlq_named_by_its_type_only(
+    world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any exception while making a record's rows (a bug) sends the record to the DLQ with
+    the exception's type, never its text (it may quote a value), and the partition goes on."""
+    intake = world.sink.intake
+    rows_of = intake._rows
+    secret = "".join(reversed("terces-a"))
+
+    def failing(topic: str, value: bytes, origin: Origin) -> Any:
+        if origin.offset == 10:
+            raise IndexError(f"cannot index {secret}")
+        return rows_of(topic, value, origin)
+
+    monkeypatch.setattr(intake, "_rows", failing)
+    good = AvroCodec().encode(CLEAN_EVENT, clean_event("track", 1))
+    with caplog.at_level(logging.DEBUG):
+        intake.handle(message(10, good), now=0.0)
+        intake.handle(message(11, good), now=0.0)
+    (call,) = world.producer.produce.call_args_list
+    headers = dict(call.kwargs["headers"])
+    reason = headers["segflow-error"].decode()
+    assert "IndexError" in reason and secret not in reason
+    assert headers["segflow-error-code"] == b"processing_failed"
+    assert "IndexError" in caplog.text and secret not in caplog.text
+    world.sink.stop_flush()
+    assert world.loaded() == [(T, 0, 10, 12)]
 
 
 # -- an eager protocol (assignment_strategy roundrobin): whole assignments, set at once ------
