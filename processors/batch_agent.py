@@ -21,7 +21,6 @@ import asyncio
 import gc
 import logging
 import time
-import traceback
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,26 +42,24 @@ from processors.recovery import LiveState
 from processors.settings import ProcessorSettings
 from processors.state import ChangelogWrite, Journal
 from schemas.codec import CLEAN_EVENT, IDENTITY_LINK, RAW_EVENT, SCHEMA_CHANGE, AvroCodec
-from schemas.dlq import dlq_headers, origin_headers
+from schemas.dlq import (
+    PROCESSING_FAILED,
+    dlq_headers,
+    failure_reason,
+    log_failure,
+    origin_headers,
+)
 from schemas.errors import FatalError, RecordError
 from schemas.topics import CALL_TYPES
 
 logger = logging.getLogger(__name__)
 
-#: the error code of a record whose processing raised something other than a RecordError
-PROCESSING_FAILED = "processing_failed"
 #: collections of the youngest generation between two full collections, while the agent runs
 #: (CPython's default: 10). Each full collection walks every object of the worker (Faust's,
 #: aiokafka's, the state's) and at the default they took ~10% of its CPU in the steady state,
 #: the young ones ~4%; at 1,000 the steady state ran none (bench/results/cost-per-event.md).
 #: The young generations keep their defaults, so short-lived cycles are still collected.
 GC_FULL_THRESHOLD = 1_000
-
-
-def failure_reason(exc: BaseException) -> str:
-    """The DLQ reason of a record whose processing raised `exc` (not a RecordError): the
-    exception's type and a fixed message, never its text (which may quote the record)."""
-    return f"processing failed: {type(exc).__name__} (see the processor's log)"
 
 
 @dataclass(slots=True)
@@ -242,16 +239,12 @@ class BatchAgent:
                 logger.warning("record to DLQ: %s", exc)
             except Exception as exc:  # a bug must not stop the partition: DLQ with the reason
                 self._undo(journal, mark)
-                sends.append(self._dlq(msg, failure_reason(exc), PROCESSING_FAILED))
+                reason = failure_reason(exc, "processor")
+                sends.append(self._dlq(msg, reason, PROCESSING_FAILED))
                 counts[(self.topics.call_type_of(msg.topic), "dlq")] += 1
                 self.metrics.dlq.labels(PROCESSING_FAILED).inc()
-                logger.error(
-                    "processing failed at %s[%s]@%s: %s\n%s",
-                    msg.topic,
-                    msg.partition,
-                    msg.offset,
-                    type(exc).__name__,
-                    "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
+                log_failure(
+                    logger, f"processing failed at {msg.topic}[{msg.partition}]@{msg.offset}", exc
                 )
 
     def _undo(self, journal: Journal, mark: int) -> None:

@@ -16,6 +16,8 @@ headers with `dlq_headers`, so a DLQ entry looks the same whoever wrote it:
 
 from __future__ import annotations
 
+import logging
+import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -26,6 +28,28 @@ from schemas.topics import (
     HEADER_ORIGIN_PARTITION,
     HEADER_ORIGIN_TOPIC,
 )
+
+#: the error code of a record whose processing raised something other than a RecordError
+PROCESSING_FAILED = "processing_failed"
+
+
+def failure_reason(exc: BaseException, component: str) -> str:
+    """The DLQ reason of a record whose processing raised `exc` (not a RecordError) in
+    `component`: the exception's type and a fixed message, never its text (which may quote the
+    record)."""
+    return f"processing failed: {type(exc).__name__} (see the {component}'s log)"
+
+
+def log_failure(logger: logging.Logger, what: str, exc: BaseException) -> None:
+    """Log `exc` for a record sent to the DLQ as `PROCESSING_FAILED` (`what`: which record
+    failed at what): its type and stack frames, not its text (which may quote the record)."""
+    logger.error(
+        "%s: %s\n%s",
+        what,
+        type(exc).__name__,
+        "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
+    )
+
 
 # The reason header's length cap, in characters: a reason is a sentence, and an exception
 # message that quotes a whole record must not make the DLQ entry twice as large.

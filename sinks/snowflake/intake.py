@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 from collections.abc import Set as AbstractSet
 from typing import Any, Protocol
 
@@ -21,6 +20,7 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from runtime.rules import Rules
 from schemas.codec import CLEAN_EVENT, IDENTITY_LINK, SCHEMA_CHANGE, AvroCodec
+from schemas.dlq import PROCESSING_FAILED, failure_reason, log_failure
 from schemas.errors import FatalError, RecordError
 from sinks.snowflake import misfits
 from sinks.snowflake.batcher import Batcher
@@ -38,9 +38,6 @@ from sinks.snowflake.rows import (
 from sinks.snowflake.settings import SinkSettings
 
 logger = logging.getLogger(__name__)
-
-#: the error code of a record whose rows could not be made for another reason than its data
-PROCESSING_FAILED = "processing_failed"
 
 # Estimated in-memory bytes per byte of Avro: decoded rows (dicts of Python objects, the
 # per-event copy, the audit document) take this many times the record's size.
@@ -115,15 +112,8 @@ class RecordIntake:
             outcome = "dlq"
         except Exception as exc:  # a bug must not stop the partition: DLQ, named by its type
             # only (its text may quote a value); the log gets the frames without the text
-            logger.error(
-                "making the rows of %s[%s]@%s failed: %s\n%s",
-                topic,
-                partition,
-                offset,
-                type(exc).__name__,
-                "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
-            )
-            reason = f"processing failed: {type(exc).__name__} (see the sink's log)"
+            log_failure(logger, f"making the rows of {topic}[{partition}]@{offset} failed", exc)
+            reason = failure_reason(exc, "sink")
             self._to_dlq(
                 msg, RecordError(reason, code=PROCESSING_FAILED).at(topic, partition, offset)
             )

@@ -12,8 +12,8 @@ import pytest
 from faust.types import Message
 from prometheus_client import CollectorRegistry
 
-from processors.batch_agent import GC_FULL_THRESHOLD, PROCESSING_FAILED
-from schemas.dlq import DlqEntry, parse_dlq_headers
+from processors.batch_agent import GC_FULL_THRESHOLD
+from schemas.dlq import PROCESSING_FAILED, DlqEntry, parse_dlq_headers
 from schemas.topics import HEADER_SOURCE
 from tests.unit.processors.fakes import (
     FakeTransactionalProducer,
