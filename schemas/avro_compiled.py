@@ -18,6 +18,9 @@ decoded records against fastavro.
 
 from __future__ import annotations
 
+import copy
+import functools
+import importlib
 import struct
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -90,6 +93,8 @@ def read_long(data: bytes, pos: int) -> tuple[int, int]:
         pos += 1
         z |= (b & 0x7F) << shift
         shift += 7
+    if z >> 64:
+        raise CodecError("varint longer than 64 bits")
     return (z >> 1) ^ -(z & 1), pos
 
 
@@ -309,6 +314,51 @@ def compile_writer(version: SchemaVersion) -> Writer:
 
 # -- reader ---------------------------------------------------------------------------------
 
+#: the C reader (schemas/_avro_native.c), None when the extension was not built
+_native: Any
+try:
+    _native = importlib.import_module("schemas._avro_native")
+except ImportError:  # pragma: no cover - installs without a C compiler
+    _native = None
+NATIVE_AVAILABLE = _native is not None
+_NATIVE_KINDS = {_STRING: 0, _LONG: 1, _TS: 2, _STRINGS: 3}
+_NATIVE_MAX_FIELDS = 256
+
+
+def _native_reader(
+    w_fields: list[dict[str, Any]],
+    r_fields: list[dict[str, Any]],
+    r_by_name: dict[str, dict[str, Any]],
+    micros: bool,
+    what: str,
+) -> Reader:
+    """The C reader of the program compile_reader checked: per writer field its kind, the index
+    of null in its union (-1: none) and its slot (its index, -1: skipped); per reader field its
+    key with its slot or its default (a list or dict default made fresh for each record)."""
+    fields = []
+    slot_of: dict[str, int] = {}
+    for i, field in enumerate(w_fields):
+        kind, null_index = _field_kind(field["type"], field["name"])
+        if kind not in _NATIVE_KINDS:
+            raise FatalError(f"the compiled reader does not read {kind}")
+        slot = i if field["name"] in r_by_name else -1
+        if slot >= 0:
+            slot_of[field["name"]] = slot
+        fields.append((_NATIVE_KINDS[kind], -1 if null_index is None else null_index, slot))
+    out: list[tuple[str, int, Any, Callable[[], Any] | None]] = []
+    for field in r_fields:
+        name = field["name"]
+        if name in slot_of:
+            out.append((name, slot_of[name], None, None))
+            continue
+        default = field["default"]
+        if isinstance(default, list | dict):
+            out.append((name, -1, None, functools.partial(copy.deepcopy, default)))
+        else:
+            out.append((name, -1, default, None))
+    reader: Reader = _native.Reader(HEADER_LEN, micros, fields, out, CodecError, what)
+    return reader
+
 
 def _read_strings(data: bytes, pos: int) -> tuple[list[str], int]:
     out: list[str] = []
@@ -401,14 +451,18 @@ def _read_statements(
     return [indent + line for line in body]
 
 
-def compile_reader(writer: SchemaVersion, reader: SchemaVersion, *, micros: bool = False) -> Reader:
+def compile_reader(
+    writer: SchemaVersion, reader: SchemaVersion, *, micros: bool = False, native: bool = True
+) -> Reader:
     """A function framed bytes -> record, reading `writer`'s body into `reader`'s shape.
 
     The result equals ``fastavro.schemaless_reader(body, writer, reader)``; corrupt or truncated
     input raises CodecError. Fields must keep their type between versions (what segflow's
     schema evolution does: fields are added with defaults); other resolutions are refused.
     With `micros`, timestamp-micros values stay ints (microseconds since the epoch, what the
-    writers accept as well) instead of becoming datetimes.
+    writers accept as well) instead of becoming datetimes. With `native` (and the extension
+    built), the same program runs in C (:func:`_native_reader`); the generated Python function
+    is the fallback and the reference the tests hold the C reader to.
     """
     w_fields = _record_fields(writer)
     r_fields = _record_fields(reader)
@@ -477,6 +531,8 @@ def compile_reader(writer: SchemaVersion, reader: SchemaVersion, *, micros: bool
     exec(compile(code, label, "exec"), env)
     compiled: Reader = env["read"]
     what = f"{reader.kind} body"
+    if native and _native is not None and len(w_fields) <= _NATIVE_MAX_FIELDS:
+        return _native_reader(w_fields, r_fields, r_by_name, micros, what)
 
     def read(data: bytes) -> dict[str, Any]:
         try:
