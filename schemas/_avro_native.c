@@ -1,4 +1,4 @@
-/* Native reader of segflow's flat Avro record schemas (see schemas/avro_compiled.py).
+/* Native writer and reader of segflow's flat Avro record schemas (schemas/avro_compiled.py).
  *
  * schemas.avro_compiled.compile_reader validates a writer/reader schema pair and describes it as
  * a program: for each field the writer wrote, its kind (string, long, timestamp-micros or array
@@ -11,6 +11,13 @@
  * longer than 64 bits, negative or overlong lengths and union branches out of range raise the
  * CodecError given at construction ("corrupt <what>: <reason>", with the raw bytes), as do
  * invalid UTF-8 and timestamps outside the calendar Python's datetime holds (years 1-9999).
+ *
+ * compile_writer describes a schema to the Writer the same way: per field its key, kind, the
+ * index of null in its union and its default. A Writer writes a record dict as the generated
+ * Python writer does, byte for byte, and refuses what it refuses with the same CodecError:
+ * wrong types, a missing field without a default, longs beyond 64 bits, strings with no UTF-8
+ * (lone surrogates). Timestamps other than an int or a datetime in UTC go through the Python
+ * micros() (other time zones, subclasses, and its errors).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -452,6 +459,407 @@ fail:
     return NULL;
 }
 
+/* -- writer ------------------------------------------------------------------------------- */
+
+enum { K_BOOL = 4, K_DOUBLE = 5 };
+
+typedef struct {
+    PyObject *key;     /* str */
+    int kind;
+    int null_index;    /* -1: not a union */
+    PyObject *dflt;    /* the default, NULL: the field is required */
+} WField;
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    char header[16];
+    Py_ssize_t header_len;
+    Py_ssize_t nfields;
+    WField *fields;
+    /* per field: the last timestamp object written and its micros (one request's events share
+     * receivedAt and often sentAt) */
+    PyObject **memo_obj;
+    int64_t *memo_n;
+    PyObject *error;  /* CodecError */
+    PyObject *micros; /* schemas.avro_compiled.micros: any timestamp but an exact UTC datetime */
+    PyObject *what;   /* "clean_event v1" */
+} Writer;
+
+typedef struct {
+    char *p;
+    Py_ssize_t len, cap;
+    char small[2048];
+} Buf;
+
+static int buf_reserve(Buf *b, Py_ssize_t extra) {
+    if (b->len + extra <= b->cap) return 0;
+    Py_ssize_t cap = b->cap * 2;
+    while (cap < b->len + extra) cap *= 2;
+    char *p;
+    if (b->p == b->small) {
+        p = PyMem_Malloc(cap);
+        if (p != NULL) memcpy(p, b->small, b->len);
+    } else {
+        p = PyMem_Realloc(b->p, cap);
+    }
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+static inline int put_long(Buf *b, int64_t n) {
+    if (buf_reserve(b, 10) < 0) return -1;
+    uint64_t z = ((uint64_t)n << 1) ^ (uint64_t)(n >> 63);
+    unsigned char *p = (unsigned char *)b->p + b->len;
+    while (z & ~UINT64_C(0x7F)) {
+        *p++ = (unsigned char)((z & 0x7F) | 0x80);
+        z >>= 7;
+    }
+    *p++ = (unsigned char)z;
+    b->len = (char *)p - b->p;
+    return 0;
+}
+
+static inline int put_bytes(Buf *b, const char *s, Py_ssize_t n) {
+    if (put_long(b, n) < 0 || buf_reserve(b, n) < 0) return -1;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    return 0;
+}
+
+/* CodecError(reason) as the Python writer raises it: its own checks bare, anything else as
+ * "record does not fit <what>: <exception repr>". */
+static void wfail(Writer *self, const char *reason) {
+    PyObject *exc = PyObject_CallFunction(self->error, "s", reason);
+    if (exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+}
+
+static void wfail_type(Writer *self, const char *expected, PyObject *v) {
+    PyObject *msg = PyUnicode_FromFormat("expected %s, got %s", expected, Py_TYPE(v)->tp_name);
+    if (msg == NULL) return;
+    const char *utf8 = PyUnicode_AsUTF8(msg);
+    if (utf8 != NULL) wfail(self, utf8);
+    Py_DECREF(msg);
+}
+
+static void wfail_range(Writer *self, PyObject *v) {
+    PyObject *msg = PyUnicode_FromFormat("long out of range: %R", v);
+    if (msg == NULL) return;
+    const char *utf8 = PyUnicode_AsUTF8(msg);
+    if (utf8 != NULL) wfail(self, utf8);
+    Py_DECREF(msg);
+}
+
+static void wfail_pending(Writer *self) {
+    if (PyErr_ExceptionMatches(self->error)) return; /* the micros() checks: as they are */
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    PyObject *repr = value ? PyObject_Repr(value) : NULL;
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    if (repr == NULL) return;
+    PyObject *msg = PyUnicode_FromFormat("record does not fit %U: %U", self->what, repr);
+    Py_DECREF(repr);
+    if (msg == NULL) return;
+    const char *utf8 = PyUnicode_AsUTF8(msg);
+    if (utf8 != NULL) wfail(self, utf8);
+    Py_DECREF(msg);
+}
+
+/* Microseconds since the epoch of a timestamp value: an exact int, an exact datetime in UTC
+ * here, anything else through micros() (other time zones, subclasses, and its errors). */
+static int to_micros(Writer *self, PyObject *v, int64_t *out) {
+    if (PyLong_CheckExact(v)) {
+        int overflow;
+        long long n = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow) {
+            wfail_range(self, v);
+            return -1;
+        }
+        if (n == -1 && PyErr_Occurred()) return -1;
+        *out = n;
+        return 0;
+    }
+    if (PyDateTime_CheckExact(v) && ((PyDateTime_DateTime *)v)->hastzinfo &&
+        ((PyDateTime_DateTime *)v)->tzinfo == PyDateTime_TimeZone_UTC) {
+        int64_t y = PyDateTime_GET_YEAR(v), m = PyDateTime_GET_MONTH(v);
+        int64_t d = PyDateTime_GET_DAY(v);
+        /* days from civil (H. Hinnant) */
+        y -= m <= 2;
+        int64_t era = (y >= 0 ? y : y - 399) / 400;
+        int64_t yoe = y - era * 400;
+        int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+        int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        int64_t days = era * 146097 + doe - 719468;
+        int64_t secs = days * 86400 + PyDateTime_DATE_GET_HOUR(v) * 3600 +
+                       PyDateTime_DATE_GET_MINUTE(v) * 60 + PyDateTime_DATE_GET_SECOND(v);
+        *out = secs * 1000000 + PyDateTime_DATE_GET_MICROSECOND(v);
+        return 0;
+    }
+    PyObject *n = PyObject_CallOneArg(self->micros, v);
+    if (n == NULL) return -1;
+    int overflow;
+    long long value = PyLong_AsLongLongAndOverflow(n, &overflow);
+    if (overflow) {
+        wfail_range(self, n);
+        Py_DECREF(n);
+        return -1;
+    }
+    Py_DECREF(n);
+    if (value == -1 && PyErr_Occurred()) return -1;
+    *out = value;
+    return 0;
+}
+
+static int put_value(Writer *self, Py_ssize_t i, const WField *f, PyObject *v, Buf *b) {
+    switch (f->kind) {
+    case K_STRING: {
+        if (!PyUnicode_Check(v)) {
+            PyErr_Format(PyExc_AttributeError, "'%s' object has no attribute 'encode'",
+                         Py_TYPE(v)->tp_name);
+            return -1;
+        }
+        Py_ssize_t n;
+        const char *s = PyUnicode_AsUTF8AndSize(v, &n);
+        if (s == NULL) return -1;
+        return put_bytes(b, s, n);
+    }
+    case K_LONG: {
+        if (!PyLong_CheckExact(v)) {
+            wfail_type(self, "an int", v);
+            return -1;
+        }
+        int overflow;
+        long long n = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow) {
+            wfail_range(self, v);
+            return -1;
+        }
+        if (n == -1 && PyErr_Occurred()) return -1;
+        return put_long(b, n);
+    }
+    case K_TS: {
+        int64_t n;
+        if (self->memo_obj[i] == v) {
+            n = self->memo_n[i];
+        } else {
+            if (to_micros(self, v, &n) < 0) return -1;
+            PyObject *old = self->memo_obj[i];
+            Py_INCREF(v);
+            self->memo_obj[i] = v;
+            self->memo_n[i] = n;
+            Py_XDECREF(old);
+        }
+        return put_long(b, n);
+    }
+    case K_BOOL:
+        if (!PyBool_Check(v)) {
+            wfail_type(self, "a bool", v);
+            return -1;
+        }
+        if (buf_reserve(b, 1) < 0) return -1;
+        b->p[b->len++] = v == Py_True ? 1 : 0;
+        return 0;
+    case K_DOUBLE: {
+        PyObject *fv = PyNumber_Float(v);
+        if (fv == NULL) return -1;
+        double x = PyFloat_AS_DOUBLE(fv);
+        Py_DECREF(fv);
+        if (buf_reserve(b, 8) < 0) return -1;
+        if (PyFloat_Pack8(x, b->p + b->len, 1) < 0) return -1;
+        b->len += 8;
+        return 0;
+    }
+    case K_STRINGS: {
+        if (!PyList_Check(v) && !PyTuple_Check(v)) {
+            wfail_type(self, "a list of strings", v);
+            return -1;
+        }
+        Py_ssize_t count = PySequence_Fast_GET_SIZE(v);
+        if (count > 0) {
+            if (put_long(b, count) < 0) return -1;
+            for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(v); k++) {
+                PyObject *item = PySequence_Fast_GET_ITEM(v, k);
+                if (!PyUnicode_Check(item)) {
+                    PyErr_Format(PyExc_AttributeError, "'%s' object has no attribute 'encode'",
+                                 Py_TYPE(item)->tp_name);
+                    return -1;
+                }
+                Py_ssize_t n;
+                const char *s = PyUnicode_AsUTF8AndSize(item, &n);
+                if (s == NULL || put_bytes(b, s, n) < 0) return -1;
+            }
+            if (PySequence_Fast_GET_SIZE(v) != count) { /* changed under us (another thread) */
+                PyErr_SetString(PyExc_RuntimeError, "list changed size while being written");
+                return -1;
+            }
+        }
+        return put_long(b, 0);
+    }
+    }
+    PyErr_SetString(PyExc_SystemError, "unknown field kind");
+    return -1;
+}
+
+static PyObject *write_record(Writer *self, PyObject *record) {
+    if (!PyDict_Check(record)) {
+        PyErr_Format(PyExc_TypeError, "expected a dict, got %s", Py_TYPE(record)->tp_name);
+        wfail_pending(self);
+        return NULL;
+    }
+    Buf b;
+    b.p = b.small;
+    b.len = 0;
+    b.cap = sizeof(b.small);
+    memcpy(b.p, self->header, self->header_len);
+    b.len = self->header_len;
+    for (Py_ssize_t i = 0; i < self->nfields; i++) {
+        const WField *f = &self->fields[i];
+        PyObject *v = PyDict_GetItemWithError(record, f->key); /* borrowed */
+        if (v == NULL) {
+            if (PyErr_Occurred()) goto error;
+            if (f->dflt == NULL) {
+                PyErr_SetObject(PyExc_KeyError, f->key);
+                goto error;
+            }
+            v = f->dflt;
+        }
+        Py_INCREF(v); /* a str's UTF-8 or a list's items are read while v is held */
+        int rc;
+        if (f->null_index >= 0) {
+            if (v == Py_None) {
+                rc = put_long(&b, f->null_index);
+            } else {
+                rc = put_long(&b, 1 - f->null_index);
+                if (rc == 0) rc = put_value(self, i, f, v, &b);
+            }
+        } else {
+            rc = put_value(self, i, f, v, &b);
+        }
+        Py_DECREF(v);
+        if (rc < 0) goto error;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(b.p, b.len);
+    if (b.p != b.small) PyMem_Free(b.p);
+    return out;
+error:
+    if (b.p != b.small) PyMem_Free(b.p);
+    wfail_pending(self);
+    return NULL;
+}
+
+static PyObject *Writer_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
+                                   PyObject *kwnames) {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "a writer takes one argument: the record");
+        return NULL;
+    }
+    return write_record((Writer *)callable, args[0]);
+}
+
+static void Writer_dealloc(Writer *self) {
+    for (Py_ssize_t i = 0; i < self->nfields; i++) {
+        if (self->fields != NULL) {
+            Py_XDECREF(self->fields[i].key);
+            Py_XDECREF(self->fields[i].dflt);
+        }
+        if (self->memo_obj != NULL) Py_XDECREF(self->memo_obj[i]);
+    }
+    PyMem_Free(self->fields);
+    PyMem_Free(self->memo_obj);
+    PyMem_Free(self->memo_n);
+    Py_XDECREF(self->error);
+    Py_XDECREF(self->micros);
+    Py_XDECREF(self->what);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Writer(header, fields, error, micros, what)
+ *   fields: sequence of (key, kind, null_index, has_default, default), in the writer's order */
+static PyObject *Writer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    const char *header;
+    Py_ssize_t header_len;
+    PyObject *fields, *error, *micros, *what;
+    if (!PyArg_ParseTuple(args, "y#OOOU", &header, &header_len, &fields, &error, &micros, &what))
+        return NULL;
+    if (header_len > 16) {
+        PyErr_SetString(PyExc_ValueError, "header longer than 16 bytes");
+        return NULL;
+    }
+    Writer *self = (Writer *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->vectorcall = Writer_vectorcall;
+    memcpy(self->header, header, header_len);
+    self->header_len = header_len;
+    Py_INCREF(error);
+    self->error = error;
+    Py_INCREF(micros);
+    self->micros = micros;
+    Py_INCREF(what);
+    self->what = what;
+    PyObject *seq = PySequence_Fast(fields, "fields must be a sequence");
+    if (seq == NULL) goto fail;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    self->fields = PyMem_Calloc(n ? n : 1, sizeof(WField));
+    self->memo_obj = PyMem_Calloc(n ? n : 1, sizeof(PyObject *));
+    self->memo_n = PyMem_Calloc(n ? n : 1, sizeof(int64_t));
+    if (self->fields == NULL || self->memo_obj == NULL || self->memo_n == NULL) {
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        goto fail;
+    }
+    self->nfields = n;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        WField *f = &self->fields[i];
+        PyObject *key, *dflt;
+        int has_default;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "UiipO", &key, &f->kind,
+                              &f->null_index, &has_default, &dflt)) {
+            Py_DECREF(seq);
+            goto fail;
+        }
+        Py_INCREF(key);
+        PyUnicode_InternInPlace(&key);
+        f->key = key;
+        if (has_default) {
+            Py_INCREF(dflt);
+            f->dflt = dflt;
+        }
+        if (f->kind < K_STRING || f->kind > K_DOUBLE || f->null_index < -1 || f->null_index > 1) {
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_ValueError, "field description out of range");
+            goto fail;
+        }
+    }
+    Py_DECREF(seq);
+    return (PyObject *)self;
+fail:
+    Py_DECREF(self);
+    return NULL;
+}
+
+static PyTypeObject WriterType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "schemas._avro_native.Writer",
+    .tp_doc = "A compiled Avro record writer: writer(record) -> framed bytes",
+    .tp_basicsize = sizeof(Writer),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = Writer_new,
+    .tp_dealloc = (destructor)Writer_dealloc,
+    .tp_vectorcall_offset = offsetof(Writer, vectorcall),
+    .tp_call = PyVectorcall_Call,
+};
+
 static PyTypeObject ReaderType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "schemas._avro_native.Reader",
     .tp_doc = "A compiled Avro record reader: reader(framed_bytes) -> dict",
@@ -466,19 +874,25 @@ static PyTypeObject ReaderType = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "schemas._avro_native",
-    .m_doc = "Native reader of segflow's flat Avro record schemas",
+    .m_doc = "Native writer and reader of segflow's flat Avro record schemas",
     .m_size = -1,
 };
 
 PyMODINIT_FUNC PyInit__avro_native(void) {
     PyDateTime_IMPORT;
     if (PyDateTimeAPI == NULL) return NULL;
-    if (PyType_Ready(&ReaderType) < 0) return NULL;
+    if (PyType_Ready(&ReaderType) < 0 || PyType_Ready(&WriterType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     Py_INCREF(&ReaderType);
     if (PyModule_AddObject(m, "Reader", (PyObject *)&ReaderType) < 0) {
         Py_DECREF(&ReaderType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&WriterType);
+    if (PyModule_AddObject(m, "Writer", (PyObject *)&WriterType) < 0) {
+        Py_DECREF(&WriterType);
         Py_DECREF(m);
         return NULL;
     }

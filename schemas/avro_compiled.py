@@ -169,6 +169,19 @@ def _record_fields(version: SchemaVersion) -> list[dict[str, Any]]:
     return fields
 
 
+# -- the native extension ---------------------------------------------------------------
+
+#: the C writer and reader (schemas/_avro_native.c), None when the extension was not built
+_native: Any
+try:
+    _native = importlib.import_module("schemas._avro_native")
+except ImportError:  # pragma: no cover - installs without a C compiler
+    _native = None
+NATIVE_AVAILABLE = _native is not None
+_NATIVE_KINDS = {_STRING: 0, _LONG: 1, _TS: 2, _STRINGS: 3, _BOOL: 4, _DOUBLE: 5}
+_NATIVE_MAX_FIELDS = 256
+
+
 # -- writer ---------------------------------------------------------------------------------
 
 _DOUBLE_STRUCT = struct.Struct("<d")
@@ -249,13 +262,15 @@ def _write_statements(kind: str, i: int, branch: bytes | None) -> list[str]:
     return [f"{a} = {writer}(v)" if branch is None else f"{a} = {branch!r} + {writer}(v)"]
 
 
-def compile_writer(version: SchemaVersion) -> Writer:
+def compile_writer(version: SchemaVersion, *, native: bool = True) -> Writer:
     """A function record -> framed Avro bytes for `version` (a flat record schema).
 
     Writes exactly what ``fastavro.schemaless_writer`` writes after the single-object header;
     a missing field takes its default, a value that does not fit raises CodecError. The
     generated function keeps each field's bytes in locals and joins them once at the end (no
-    list appends per value).
+    list appends per value). With `native` (and the extension built) the same fields are
+    written in C (:func:`_native_writer`); the generated function is the fallback and the
+    reference the tests hold the C writer to.
     """
     lines = ["def write(r):", "    get = r.get"]
     env: dict[str, Any] = {
@@ -298,6 +313,8 @@ def compile_writer(version: SchemaVersion) -> Writer:
     code = "\n".join(lines)
     exec(compile(code, f"<avro writer {version.kind} v{version.version}>", "exec"), env)
     compiled: Writer = env["write"]
+    if native and _native is not None:
+        return _native_writer(version)
 
     def write(record: dict[str, Any]) -> bytes:
         try:
@@ -314,15 +331,25 @@ def compile_writer(version: SchemaVersion) -> Writer:
 
 # -- reader ---------------------------------------------------------------------------------
 
-#: the C reader (schemas/_avro_native.c), None when the extension was not built
-_native: Any
-try:
-    _native = importlib.import_module("schemas._avro_native")
-except ImportError:  # pragma: no cover - installs without a C compiler
-    _native = None
-NATIVE_AVAILABLE = _native is not None
-_NATIVE_KINDS = {_STRING: 0, _LONG: 1, _TS: 2, _STRINGS: 3}
-_NATIVE_MAX_FIELDS = 256
+
+def _native_writer(version: SchemaVersion) -> Writer:
+    """The C writer of the fields compile_writer checked: per field its key, kind, the index of
+    null in its union (-1: none) and its default if it has one."""
+    fields = []
+    for field in _record_fields(version):
+        kind, null_index = _field_kind(field["type"], field["name"])
+        fields.append(
+            (
+                field["name"],
+                _NATIVE_KINDS[kind],
+                -1 if null_index is None else null_index,
+                "default" in field,
+                field.get("default"),
+            )
+        )
+    what = f"{version.kind} v{version.version}"
+    writer: Writer = _native.Writer(MAGIC + version.fingerprint, fields, CodecError, micros, what)
+    return writer
 
 
 def _native_reader(
@@ -339,7 +366,7 @@ def _native_reader(
     slot_of: dict[str, int] = {}
     for i, field in enumerate(w_fields):
         kind, null_index = _field_kind(field["type"], field["name"])
-        if kind not in _NATIVE_KINDS:
+        if kind in (_BOOL, _DOUBLE):
             raise FatalError(f"the compiled reader does not read {kind}")
         slot = i if field["name"] in r_by_name else -1
         if slot >= 0:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import random
 import tracemalloc
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -191,3 +191,100 @@ def test_no_reference_is_leaked_on_records_read_or_refused() -> None:
     finally:
         tracemalloc.stop()
     assert after - before < 64 * 1024, after - before  # 106k records read: no growth
+
+
+# -- the writer ------------------------------------------------------------------------------
+
+
+def writers(version: Any) -> tuple[Any, Any]:
+    native = compile_writer(version, native=True)
+    python = compile_writer(version, native=False)
+    assert type(native).__name__ == "Writer" and type(python).__name__ == "function"
+    return native, python
+
+
+def written(write: Any, rec: Any) -> tuple[str, Any]:
+    try:
+        return "ok", write(rec)
+    except CodecError as exc:
+        return "error", exc.reason
+
+
+class Stamp(datetime):
+    """A datetime subclass (what some client libraries hand over)."""
+
+
+def test_every_record_of_every_kind_writes_the_same_bytes() -> None:
+    samples = [(RAW_EVENT, rec) for rec in CASES] + other_kinds()
+    rnd = random.Random(5)
+    for i in range(300):
+        n = rnd.choice([rnd.randrange(-(1 << 63), 1 << 63), rnd.randrange(-(1 << 20), 1 << 20)])
+        text = "é" * (i * 37 % 9000) + "🎉" * (i % 3)
+        samples.append((RAW_EVENT, record(receivedAt=n, sentAt=n if i % 2 else None, event=text)))
+    tz = timezone(timedelta(hours=5, minutes=30))
+    samples += [
+        (RAW_EVENT, record(timestamp=NOW.astimezone(tz))),
+        (RAW_EVENT, record(timestamp=Stamp(2024, 2, 29, 1, 2, 3, 4, tzinfo=UTC))),
+        (RAW_EVENT, record(timestamp=datetime(1, 1, 1, tzinfo=UTC))),
+        (RAW_EVENT, record(timestamp=datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC))),
+        (RAW_EVENT, {k: v for k, v in record().items() if k not in ("channel", "extra")}),
+    ]
+    for kind, rec in samples:
+        native, python = writers(CODEC.latest(kind))
+        assert native(rec) == python(rec), rec
+        assert native(rec) == python(rec), rec  # again: through the remembered timestamps
+
+
+def test_records_that_do_not_fit_are_refused_as_the_python_writer_refuses_them() -> None:
+    native, python = writers(RAW)
+    missing = {k: v for k, v in record().items() if k != "messageId"}
+    bad = [
+        missing,
+        record(type=None),
+        record(type=b"track"),
+        record(userId=5),
+        record(userId="\ud800"),  # a lone surrogate: no UTF-8 for it
+        record(receivedAt=datetime(2024, 1, 1)),  # naive
+        record(receivedAt=True),
+        record(receivedAt=1 << 63),
+        record(receivedAt="2024-01-01T00:00:00Z"),
+        record(receivedAt=None),
+        record(sentAt=1.5),
+    ]
+    for rec in bad:
+        ours, theirs = written(native, rec), written(python, rec)
+        assert ours[0] == theirs[0] == "error", rec
+        assert ours[1] == theirs[1], rec
+    clean_native, clean_python = writers(CLEAN)
+    clean = other_kinds()[0][1]
+    for masked in (["a", 5], "a,b", ("a", "b"), [], None):
+        rec = {**clean, "maskedFields": masked}
+        assert written(clean_native, rec) == written(clean_python, rec), masked
+    with pytest.raises(CodecError):
+        native([("type", "track")])
+
+
+def test_the_writer_leaks_no_reference() -> None:
+    native, _ = writers(CLEAN)
+    clean = other_kinds()[0][1]
+    recs = [{**clean, "processedAt": NOW + timedelta(microseconds=i)} for i in range(50)]
+    bad = {**clean, "maskedFields": ["a", 5]}
+
+    def run() -> None:
+        for _ in range(2000):
+            native(clean)
+            for r in recs:
+                native(r)
+            with pytest.raises(CodecError):
+                native(bad)
+
+    run()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        run()
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024, grown
