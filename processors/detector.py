@@ -15,11 +15,12 @@ finding's span is the span of the original text, which is what gets masked.
 
 from __future__ import annotations
 
+import importlib
 import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 EMAIL = "email"
 PHONE = "phone"
@@ -145,6 +146,12 @@ _SHAPES = bytes(
 )
 #: a shape with 13+ digits: its verdict depends on the digits themselves (a card's Luhn check)
 _BY_DIGITS = object()
+#: the run scan of :func:`_ascii_runs_verdict` in C, None when the extension was not built
+_prescreen: Any
+try:
+    _prescreen = importlib.import_module("processors._prescreen")
+except ImportError:  # pragma: no cover - installs without a C compiler
+    _prescreen = None
 
 
 def _digit_runs(text: str) -> list[tuple[int, int]]:
@@ -227,6 +234,34 @@ def document_may_hold_pii(text: str, kinds: Iterable[str]) -> bool:
 
 
 def _ascii_runs_verdict(text: str, kinds: tuple[str, ...]) -> bool:
+    """:func:`_ascii_runs_verdict_py` in C (processors/_prescreen.c) when it is built: the same
+    scan, the same remembered verdicts, :func:`_run_miss` deciding what they do not hold."""
+    if _prescreen is None:
+        return _ascii_runs_verdict_py(text, kinds)
+    shapes, exact = _verdicts(kinds)
+    verdict: bool = _prescreen.runs_verdict(text, kinds, shapes, exact, _BY_DIGITS, _run_miss)
+    return verdict
+
+
+def _run_miss(text: str, lo: int, hi: int, shape: bytes, kinds: tuple[str, ...]) -> bool:
+    """The verdict of the run ``text[lo:hi]`` (with its neighbours) of shape `shape` that the
+    remembered maps do not hold yet, remembered (:func:`_ascii_runs_verdict_py`'s steps)."""
+    shapes, exact = _verdicts(kinds)
+    verdict = shapes.get(shape)
+    if verdict is None:
+        if shape.count(b"1") + shape.count(b"0") >= 13:
+            verdict = _remember(shapes, shape, _BY_DIGITS)
+        else:
+            verdict = _remember(shapes, shape, _finds_number(text[lo:hi], kinds))
+    if verdict is _BY_DIGITS:
+        run = text[lo:hi]
+        verdict = exact.get(run)
+        if verdict is None:
+            verdict = _remember(exact, run, _finds_number(run, kinds))
+    return verdict is True
+
+
+def _ascii_runs_verdict_py(text: str, kinds: tuple[str, ...]) -> bool:
     r"""Whether a card or phone number of `kinds` is in a run of the ASCII `text` (the runs of
     :func:`_digit_runs`, each with the character on either side, as :func:`_finds_number`
     decides it), from remembered verdicts where it can.

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv (Python 3.11) and install into it what requirements/dev.lock pins (the
 # dependencies, the s3 and local extras, the dev tools; hash-checked), then segflow itself
-# (editable, no dependencies of its own resolving; this compiles schemas/_avro_native.c in place);
-# again whenever pyproject.toml, the lock or the C source changed since the last install (their
+# (editable, no dependencies of its own resolving; this compiles the C extensions in place);
+# again whenever pyproject.toml, the lock or a C source changed since the last install (their
 # hash is kept in a stamp file).
 # dbt (the `models` extra, for `segflow models`) goes into .venv-dbt from requirements/models.lock:
 # its pins conflict with the dev tools' (dbt-core 1.11 wants pathspec<0.13, mypy pathspec>=1);
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 stamp=.venv/.segflow-pyproject.sha256
-want=$(cat pyproject.toml requirements/dev.lock schemas/_avro_native.c | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml requirements/dev.lock schemas/_avro_native.c processors/_prescreen.c | sha256sum | cut -d' ' -f1)
 
 if [[ ! -x .venv/bin/python ]]; then
     echo "venv: creating .venv with $("$PYTHON" --version)"

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,8 +22,10 @@ from processors.detector import (
     EMAIL,
     PHONE,
     _ascii_runs_verdict,
+    _ascii_runs_verdict_py,
     _digit_runs,
     _finds_number,
+    _prescreen,
     _regex_runs,
     document_may_hold_pii,
     find_pii,
@@ -150,6 +153,7 @@ def test_remembered_run_verdicts_are_the_runs_verdicts(text, kinds):
     expected = any(_finds_number(text[max(s - 1, 0) : e + 1], kinds) for s, e in _regex_runs(text))
     assert _ascii_runs_verdict(text, kinds) == expected
     assert _ascii_runs_verdict(text, kinds) == expected
+    assert _ascii_runs_verdict_py(text, kinds) == expected  # the fallback without the C scan
 
 
 @settings(max_examples=300, deadline=None)
@@ -162,3 +166,24 @@ def test_remembered_run_verdicts_are_the_runs_verdicts(text, kinds):
 def test_runs_of_one_shape_keep_their_own_verdicts(text, kinds):
     expected = any(_finds_number(text[max(s - 1, 0) : e + 1], kinds) for s, e in _regex_runs(text))
     assert _ascii_runs_verdict(text, kinds) == expected
+    assert _ascii_runs_verdict_py(text, kinds) == expected
+
+
+def test_the_c_run_scan_is_built_and_refuses_what_it_cannot_scan():
+    """`make venv` compiles processors/_prescreen.c; it takes ASCII text only (the detector
+    folds and checks first) and a run longer than its stack buffer is scanned too."""
+    assert _prescreen is not None, "processors/_prescreen.c was not built: run make venv"
+    with pytest.raises(TypeError):
+        _prescreen.runs_verdict("é 12345678", ALL, {}, {}, object(), lambda *a: False)
+    long_run = "x " + "1234 " * 200 + "4111 1111 1111 1111" + " y"
+    assert _ascii_runs_verdict(long_run, ALL) == _ascii_runs_verdict_py(long_run, ALL)
+    seen = []
+
+    def miss(text, lo, hi, shape, kinds):
+        seen.append((lo, hi, shape))
+        return False
+
+    assert not _prescreen.runs_verdict("ab 0171 2345678, 2024-01-02", ALL, {}, {}, None, miss)
+    # each maximal run with the character on either side, shaped: 1-9 as 1, a word character
+    # as a, any other as '"'
+    assert seen == [(1, 16, b'a 0111 1111111"'), (15, 27, b'" 1011-01-01')]
