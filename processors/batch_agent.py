@@ -34,6 +34,7 @@ from processors import faust_seam
 from processors.alerts import WebhookAlerter
 from processors.app_config import TopicLayout
 from processors.crash import WorkerCrash
+from processors.drift import DRIFT_TABLE
 from processors.faust_seam import SegflowApp
 from processors.handoff import Handoff, Send, Ticket, finish_despite_cancel
 from processors.metrics import ProcessorMetrics
@@ -231,14 +232,14 @@ class BatchAgent:
                 outcome = process(raw, msg.key, msg.partition, now, writes)
                 self._collect(outcome, msg, sends, writes, counts, tallies)
             except RecordError as exc:
-                self._undo(journal, mark)
+                self._undo(journal, mark, writes)
                 exc.at(msg.topic, msg.partition, msg.offset)
                 sends.append(self._dlq(msg, exc.reason, exc.code))
                 counts[(self.topics.call_type_of(msg.topic), "dlq")] += 1
                 self.metrics.dlq.labels(exc.code).inc()
                 logger.warning("record to DLQ: %s", exc)
             except Exception as exc:  # a bug must not stop the partition: DLQ with the reason
-                self._undo(journal, mark)
+                self._undo(journal, mark, writes)
                 reason = failure_reason(exc, "processor")
                 sends.append(self._dlq(msg, reason, PROCESSING_FAILED))
                 counts[(self.topics.call_type_of(msg.topic), "dlq")] += 1
@@ -247,11 +248,15 @@ class BatchAgent:
                     logger, f"processing failed at {msg.topic}[{msg.partition}]@{msg.offset}", exc
                 )
 
-    def _undo(self, journal: Journal, mark: int) -> None:
+    def _undo(self, journal: Journal, mark: int, writes: list[ChangelogWrite]) -> None:
         """Undo the dedupe and identity changes a record made before it failed (journaled
-        since `mark`): its changelog writes are not sent, so the state keeps matching the
-        changelog, and the record sent to the DLQ is not taken for a duplicate when it is
-        replayed after a fix."""
+        since `mark`) and the fields drift detection remembered for it (its `writes` to the
+        drift changelog): its changelog writes are not sent, so the state keeps matching the
+        changelog, the record sent to the DLQ is not taken for a duplicate when it is replayed
+        after a fix, and the next record with its new fields still reports them."""
+        drift_keys = [w.key.decode() for w in writes if w.table == DRIFT_TABLE]
+        if drift_keys:
+            self.live.known.forget(drift_keys)
         changes = journal.changes
         if len(changes) <= mark:
             return

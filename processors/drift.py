@@ -126,6 +126,12 @@ class KnownFields:
             self._known.popitem(last=False)
             self.evictions += 1
 
+    def forget(self, keys: list[str]) -> None:
+        """Drop `keys` (what a record that then failed remembered: its changelog writes are not
+        sent, so the next record with those fields must find them new again)."""
+        for key in keys:
+            self._known.pop(key, None)
+
     def load(self, items: list[tuple[bytes, bytes]]) -> None:
         for key, value in items:
             self.put(key.decode(), value.decode())

@@ -13,9 +13,11 @@ from faust.types import Message
 from prometheus_client import CollectorRegistry
 
 from processors.batch_agent import GC_FULL_THRESHOLD
+from schemas.codec import RAW_EVENT, SCHEMA_CHANGE
 from schemas.dlq import PROCESSING_FAILED, DlqEntry, parse_dlq_headers
 from schemas.topics import HEADER_SOURCE
 from tests.unit.processors.fakes import (
+    CODEC,
     FakeTransactionalProducer,
     Listed,
     clean_ids,
@@ -199,3 +201,48 @@ def test_full_collections_are_rare_while_the_agent_runs_and_restored_after(
         assert gc.get_threshold() == before
     finally:
         gc.set_threshold(*before)
+
+
+def test_a_failed_records_new_fields_are_still_new_for_the_next_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Drift detection remembers a new property while the record is processed; when the record
+    then fails (its clean record cannot be encoded), its drift changelog writes are not sent, so
+    what it remembered is forgotten too: the same record read again still reports the property
+    as new (a schema change and its changelog entry), as it would after a restart."""
+
+    async def run() -> None:
+        proc = processor(tmp_path, CollectorRegistry())
+        fake = FakeTransactionalProducer()
+        install(proc, fake)
+        [planned] = messages(proc, 1, "track")
+        raw = CODEC.decode(RAW_EVENT, planned.value)
+        raw["properties"] = '{"gift_wrap": true}'  # a property no tracking plan names
+        value = CODEC.encode(RAW_EVENT, raw)
+        msg = Message(planned.topic, 0, 0, 0.0, 0, [], planned.key, value, None)
+        encode = proc.agent.codec.encode
+
+        def failing(schema: Any, record: Any) -> bytes:
+            if record.get("messageId") == "m0" and "processedAt" in record:
+                raise TypeError("cannot encode")
+            return encode(schema, record)
+
+        monkeypatch.setattr(proc.agent.codec, "encode", failing)
+        await proc.agent.process_batch([msg])
+        assert clean_ids(fake) == set() and len(dead_letters(proc, fake)) == 1
+        changes, drift = proc.topics.schema_changes, proc.changelog_topic["drift"]
+        assert not any(t in (changes, drift) for t, _, _, _ in fake.sent)
+        assert len(proc.known) == 0  # what it remembered went with it
+
+        monkeypatch.setattr(proc.agent.codec, "encode", encode)
+        fake.sent.clear()
+        fake.headers.clear()
+        await proc.agent.process_batch([msg])
+        assert clean_ids(fake) == {"m0"}
+        sent_changes = [v for t, _, _, v in fake.sent if t == changes]
+        assert [CODEC.decode(SCHEMA_CHANGE, v)["field"] for v in sent_changes] == [
+            "properties.gift_wrap"
+        ]
+        assert any(t == drift for t, _, _, _ in fake.sent)
+
+    asyncio.run(run())
