@@ -1,9 +1,10 @@
 """The sink's Kafka loop (confluent-kafka): thin, the decisions live in the modules it drives.
 
 - read_committed consumer of segment.events.*, segment.identity and segment.schema-changes (the
-  processors' findings, loaded beside the sink's own), cooperative rebalancing by default;
-  `assignment_strategy` roundrobin (an eager protocol) evens every topic across the instances,
-  where cooperative-sticky evens only their partition counts (see `Assignments`);
+  processors' findings, loaded beside the sink's own); by default `assignment_strategy`
+  roundrobin (an eager protocol) splits every topic evenly across the instances, so several
+  sinks share the busy topic; cooperative-sticky moves fewer partitions at a rebalance but
+  evens only their count over all topics (see `Assignments`);
 - on assignment each partition starts at the offset stored in the warehouse (not Kafka's);
   where each partition stands is one object per partition with named transitions (progress.py);
 - records become rows in per-partition buffers (intake.py, rows.py, batcher.py); undecodable

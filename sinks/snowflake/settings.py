@@ -52,9 +52,10 @@ class SinkSettings(SegflowSettings):
         None,
         description="Static membership id (group.instance.id): a restart keeps its partitions",
     )
-    assignment_strategy: Literal["cooperative-sticky", "roundrobin"] = Field(
-        "cooperative-sticky",
-        description="cooperative-sticky moves few partitions; roundrobin (eager) evens each topic",
+    assignment_strategy: Literal["roundrobin", "cooperative-sticky"] = Field(
+        "roundrobin",
+        description="roundrobin (eager) splits every topic evenly over the instances; "
+        "cooperative-sticky moves fewer partitions but evens only their count",
     )
     consume_batch: int = Field(5_000, gt=0, description="Records taken per consume() call")
     lookback_hours: float = Field(

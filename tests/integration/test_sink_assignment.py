@@ -1,7 +1,8 @@
-"""Two sink instances share a busy topic: with `assignment_strategy` roundrobin each instance
-gets part of every topic, so both load records of the one topic that carries the traffic
-(cooperative-sticky evens only the number of partitions over all topics, and an instance that
-joins later can be left with quiet topics alone). Real broker, real connector, subprocesses."""
+"""Two sink instances share a busy topic: with the default `assignment_strategy` (roundrobin)
+each instance gets part of every topic, so both load records of the one topic that carries the
+traffic (cooperative-sticky evens only the number of partitions over all topics, and an
+instance that joins later can be left with quiet topics alone). Real broker, real connector,
+subprocesses."""
 
 from __future__ import annotations
 
@@ -54,7 +55,6 @@ def start(c: dict[str, Any], port: int) -> SinkProcess:
         c["prefix"],
         c["database"],
         c["group"],
-        SEGFLOW_SINK_ASSIGNMENT_STRATEGY="roundrobin",
         SEGFLOW_SINK_METRICS_PORT=str(port),
         SEGFLOW_SINK_SESSION_TIMEOUT_MS="6000",
         SEGFLOW_SINK_HONOUR_SUPPRESSIONS="false",

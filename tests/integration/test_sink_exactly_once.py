@@ -166,13 +166,16 @@ def test_sigkill_at_random_points(ctx: dict[str, Any]) -> None:
     assert final.stop() == 0, final.log()[-3000:]
 
 
-def test_two_instances_with_forced_rebalances(ctx: dict[str, Any]) -> None:
+@pytest.mark.parametrize("strategy", ["roundrobin", "cooperative-sticky"])
+def test_two_instances_with_forced_rebalances(ctx: dict[str, Any], strategy: str) -> None:
+    """Under either rebalance protocol: the default eager one, and the cooperative one."""
     stream = Stream(ctx["bootstrap"], ctx["topics"].clean("track"), 3000, 14).start()
-    first = start(ctx).wait_assigned()
-    second = start(ctx)
+    protocol = {"SEGFLOW_SINK_ASSIGNMENT_STRATEGY": strategy}
+    first = start(ctx, **protocol).wait_assigned()
+    second = start(ctx, **protocol)
     for _ in range(2):  # a third member joins and leaves: both rebalance each time
         time.sleep(1.5)
-        third = start(ctx).wait_assigned()
+        third = start(ctx, **protocol).wait_assigned()
         time.sleep(1.5)
         assert third.stop() == 0, third.log()[-2000:]
     time.sleep(1.0)

@@ -90,6 +90,9 @@ class World:
         self.loader.ensure_offsets.side_effect = self._ensure
         self.loader.prepare.return_value = None
         self.metrics = SinkMetrics(CollectorRegistry())
+        # the cooperative protocol unless a test asks for the default (eager roundrobin): most
+        # rebalance tests here hand over single partitions
+        settings.setdefault("assignment_strategy", "cooperative-sticky")
         config = SinkSettings(retry_initial_s=0.01, retry_max_s=0.01, **settings)
         self.sink = SinkConsumer(config, parse_rules(RULES), self.loader, self.metrics)
         self.kafka = MagicMock(spec_set=Consumer)
@@ -493,7 +496,10 @@ def assigned_whole(w: World) -> list[list[tuple[str, int, int]]]:
 def test_the_consumer_asks_for_the_configured_assignment_strategy() -> None:
     conf = World(assignment_strategy="roundrobin").sink.consumer_conf()
     assert conf["partition.assignment.strategy"] == "roundrobin"
-    assert World().sink.consumer_conf()["partition.assignment.strategy"] == "cooperative-sticky"
+    conf = World(assignment_strategy="cooperative-sticky").sink.consumer_conf()
+    assert conf["partition.assignment.strategy"] == "cooperative-sticky"
+    # the default splits every topic over the instances (several sinks share the busy topic)
+    assert SinkSettings().assignment_strategy == "roundrobin"
 
 
 def test_eager_assignment_sets_the_whole_assignment_at_the_warehouse_offsets(
