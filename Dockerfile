@@ -24,8 +24,8 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-# a C compiler for the native extensions (schemas/_avro_native.c, processors/_prescreen.c); only
-# this stage has it
+# a C compiler for the native extensions (schemas/_avro_native.c, processors/_prescreen.c,
+# ingest/_jsonscan.c); only this stage has it
 RUN apt-get update \
     && apt-get install --yes --no-install-recommends gcc=4:12.2.0-3 libc6-dev=2.36-9+deb12u14 \
     && rm -rf /var/lib/apt/lists/*
@@ -51,7 +51,7 @@ COPY observe/ observe/
 COPY cli/ cli/
 RUN pip install --no-deps . \
     && python -m compileall -q /opt/segflow/lib \
-    && python -c "import schemas._avro_native, processors._prescreen" \
+    && python -c "import schemas._avro_native, processors._prescreen, ingest._jsonscan" \
     && segflow --help > /dev/null
 
 # --- build-local: the same plus the local extra (the Snowflake emulator), for docker-compose --

@@ -37,6 +37,7 @@ from typing import Any
 
 import orjson
 
+from ingest.json_bounds import shape_bounds
 from ingest.rejections import ItemProblem, bad_request
 from ingest.validation import EventFields
 from schemas.segment import MAX_INTEGER, MIN_INTEGER, EventLimits
@@ -75,10 +76,6 @@ def sized_shape_problem(
     return problem, 0 if problem is not None else len(orjson.dumps(item))
 
 
-# any byte -> "." except the quote
-_STRINGS = bytes(34 if b == 34 else 46 for b in range(256))
-
-
 def plainly_within(item: dict[str, Any], limits: EventLimits, depth: int = 1) -> bool:
     """True only when `item` is surely within the shape limits; False: walk it to know.
 
@@ -99,18 +96,16 @@ def _plain_json(item: dict[str, Any], limits: EventLimits, depth: int) -> bytes 
         blob = orjson.dumps(item, option=orjson.OPT_STRICT_INTEGER)
     except TypeError:  # nested past 254 levels, or an integer beyond 53 bits
         return None
-    if depth - 1 + blob.count(b"{") + blob.count(b"[") > limits.max_nesting_depth:
+    containers, colons, escaped, long_run = shape_bounds(blob, limits.max_key_length)
+    if depth - 1 + containers > limits.max_nesting_depth:
         return None
     max_keys = min(limits.max_keys_per_object, limits.max_keys_per_event)
     # every key takes at least 4 bytes ("":0), so a short text cannot hold too many
-    if len(blob) >> 2 > max_keys and blob.count(b":") > max_keys:
+    if len(blob) >> 2 > max_keys and colons > max_keys:
         return None
-    if b"\\" in blob:
+    if escaped or long_run:  # a key longer than max_key_length is such a run
         return None
-    max_key = limits.max_key_length
-    if len(blob) <= max_key or b"." * (max_key + 1) not in blob.translate(_STRINGS):
-        return blob
-    return None
+    return blob
 
 
 def walk_problem(

@@ -22,6 +22,7 @@ import orjson
 from pydantic import ValidationError
 
 from ingest.fields import EventFields, fast_fields, identifier_text, optional_datetime
+from ingest.json_bounds import has_long_number
 from ingest.rejections import ItemProblem, Rejection, bad_request
 from schemas.segment import MODEL_BY_TYPE, Batch, Common
 
@@ -60,11 +61,6 @@ def decode_body(body: bytes, content_encoding: str | None, limit: int) -> bytes:
     return data
 
 
-# digits -> "0", any other byte -> "." (to look for long runs of digits at C speed)
-_DIGITS = bytes(48 if 48 <= b <= 57 else 46 for b in range(256))
-_LONG_NUMBER = b"0" * 19  # shortest integer outside orjson's exact range: -9223372036854775809
-
-
 def parse_json(data: bytes) -> Any:
     """Parse JSON text with integers kept exact (raises orjson.JSONDecodeError when invalid).
 
@@ -74,7 +70,7 @@ def parse_json(data: bytes) -> Any:
     exact, so that ingest/limits.py can refuse those outside the 64-bit range.
     """
     value = orjson.loads(data)
-    if _LONG_NUMBER in data.translate(_DIGITS):
+    if has_long_number(data):  # 19 digits or more: -9223372036854775809 is outside
         # nested past Python's recursion limit: the nesting limit refuses it anyway
         with contextlib.suppress(RecursionError, ValueError):
             value = json.loads(data)

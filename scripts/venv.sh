@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 stamp=.venv/.segflow-pyproject.sha256
-want=$(cat pyproject.toml requirements/dev.lock schemas/_avro_native.c processors/_prescreen.c | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml requirements/dev.lock schemas/_avro_native.c processors/_prescreen.c ingest/_jsonscan.c | sha256sum | cut -d' ' -f1)
 
 if [[ ! -x .venv/bin/python ]]; then
     echo "venv: creating .venv with $("$PYTHON" --version)"

@@ -9,6 +9,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
+from ingest import json_bounds
 from ingest.backfill import BackfillSettings
 from ingest.limits import (
     check_context_copies,
@@ -258,7 +259,15 @@ def _random_limits(rng: random.Random) -> EventLimits:
     )
 
 
-def test_the_fast_path_never_accepts_what_the_walk_refuses() -> None:
+@pytest.mark.parametrize("scan", ["c", "python"])
+def test_the_fast_path_never_accepts_what_the_walk_refuses(
+    scan: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the one-pass text scan in C (ingest/_jsonscan.c) and with its Python fallback."""
+    if scan == "python":
+        monkeypatch.setattr(json_bounds, "_jsonscan", None)
+    else:
+        assert json_bounds.NATIVE_AVAILABLE, "ingest/_jsonscan.c was not built: run make venv"
     rng = random.Random(13)
     accepted = refused = 0
     for _ in range(20_000):
