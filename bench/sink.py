@@ -9,8 +9,10 @@
    statements (its segflow_sink_statements_total) per million records and its peak RSS;
    rows/s counts table rows: an event makes ~2.7 (a track: tracks, its event table, audit_log);
    beside the whole run it measures the steady state: from the moment the first `--warmup`
-   records are committed (by then the empty warehouse has its ~30 tables and their columns,
-   DDL a running sink does once) to the end; the RESULT line gives the steady state;
+   records are committed (by then the empty warehouse has its ~30 tables and most of their
+   columns, DDL a running sink does once; at --events 100000 --warmup 30000 some flushes of
+   the steady window still added columns, so compare runs of --events 200000 --warmup 50000 or
+   more) to the end; the RESULT line gives the steady state;
 3. loads a smaller sample the naive way webhook-and-upsert flows do: every row with its own
    INSERT, every users/accounts/identity row with its own DELETE + INSERT upsert, each event
    its own transaction (autocommit), into the same tables;
