@@ -10,15 +10,10 @@ with bytes methods at C speed, a pass each.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from schemas.native import optional_extension
 
 #: the one-pass scan in C, None when the extension was not built
-_jsonscan: Any
-try:
-    _jsonscan = importlib.import_module("ingest._jsonscan")
-except ImportError:  # pragma: no cover - installs without a C compiler
-    _jsonscan = None
+_jsonscan = optional_extension("ingest._jsonscan")
 NATIVE_AVAILABLE = _jsonscan is not None
 
 #: digits of the shortest integer outside orjson's exact range (-9223372036854775809)

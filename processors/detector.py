@@ -15,12 +15,13 @@ finding's span is the span of the original text, which is what gets masked.
 
 from __future__ import annotations
 
-import importlib
 import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
+
+from schemas.native import optional_extension
 
 EMAIL = "email"
 PHONE = "phone"
@@ -147,11 +148,7 @@ _SHAPES = bytes(
 #: a shape with 13+ digits: its verdict depends on the digits themselves (a card's Luhn check)
 _BY_DIGITS = object()
 #: the run scan of :func:`_ascii_runs_verdict` in C, None when the extension was not built
-_prescreen: Any
-try:
-    _prescreen = importlib.import_module("processors._prescreen")
-except ImportError:  # pragma: no cover - installs without a C compiler
-    _prescreen = None
+_prescreen = optional_extension("processors._prescreen")
 
 
 def _digit_runs(text: str) -> list[tuple[int, int]]:
@@ -235,17 +232,18 @@ def document_may_hold_pii(text: str, kinds: Iterable[str]) -> bool:
 
 def _ascii_runs_verdict(text: str, kinds: tuple[str, ...]) -> bool:
     """:func:`_ascii_runs_verdict_py` in C (processors/_prescreen.c) when it is built: the same
-    scan, the same remembered verdicts, :func:`_run_miss` deciding what they do not hold."""
+    scan, the same remembered verdicts, :func:`_run_verdict` deciding what they do not hold."""
     if _prescreen is None:
         return _ascii_runs_verdict_py(text, kinds)
     shapes, exact = _verdicts(kinds)
-    verdict: bool = _prescreen.runs_verdict(text, kinds, shapes, exact, _BY_DIGITS, _run_miss)
+    verdict: bool = _prescreen.runs_verdict(text, kinds, shapes, exact, _BY_DIGITS, _run_verdict)
     return verdict
 
 
-def _run_miss(text: str, lo: int, hi: int, shape: bytes, kinds: tuple[str, ...]) -> bool:
-    """The verdict of the run ``text[lo:hi]`` (with its neighbours) of shape `shape` that the
-    remembered maps do not hold yet, remembered (:func:`_ascii_runs_verdict_py`'s steps)."""
+def _run_verdict(text: str, lo: int, hi: int, shape: bytes, kinds: tuple[str, ...]) -> bool:
+    """Whether the run ``text[lo:hi]`` (with its neighbours) of shape `shape` may hold a number
+    of `kinds`: by its shape, then (13+ digits) by the run itself, each verdict remembered
+    (see :func:`_ascii_runs_verdict_py`)."""
     shapes, exact = _verdicts(kinds)
     verdict = shapes.get(shape)
     if verdict is None:
@@ -279,26 +277,13 @@ def _ascii_runs_verdict_py(text: str, kinds: tuple[str, ...]) -> bool:
     pos = classes.find(_LONG_RUN)
     if pos < 0:
         return False
-    shapes, exact = _verdicts(kinds)
     shaped = raw.translate(_SHAPES)
     while pos >= 0:
         end = classes.find(b"x", pos)
         if end < 0:
             end = len(classes)
         lo = pos - 1 if pos else 0
-        shape = shaped[lo : end + 1]
-        verdict = shapes.get(shape)
-        if verdict is None:
-            if shape.count(b"1") + shape.count(b"0") >= 13:
-                verdict = _remember(shapes, shape, _BY_DIGITS)
-            else:
-                verdict = _remember(shapes, shape, _finds_number(text[lo : end + 1], kinds))
-        if verdict is _BY_DIGITS:
-            run = text[lo : end + 1]
-            verdict = exact.get(run)
-            if verdict is None:
-                verdict = _remember(exact, run, _finds_number(run, kinds))
-        if verdict is True:
+        if _run_verdict(text, lo, end + 1, shaped[lo : end + 1], kinds):
             return True
         pos = classes.find(_LONG_RUN, end)
     return False

@@ -60,9 +60,12 @@ typedef struct {
     PyObject *what;  /* "clean_event body" */
 } Reader;
 
-/* Raise CodecError("corrupt <what>: <reason>", raw=data). */
-static void fail(Reader *self, PyObject *data, const char *reason) {
-    PyObject *msg = PyUnicode_FromFormat("corrupt %U: %s", self->what, reason);
+/* Raise CodecError("corrupt <what>: <reason>", raw=data); takes the reference to `reason` (NULL:
+ * an exception is already set). */
+static void fail_with(Reader *self, PyObject *data, PyObject *reason) {
+    if (reason == NULL) return;
+    PyObject *msg = PyUnicode_FromFormat("corrupt %U: %U", self->what, reason);
+    Py_DECREF(reason);
     if (msg == NULL) return;
     PyObject *args = PyTuple_Pack(1, msg);
     Py_DECREF(msg);
@@ -80,6 +83,10 @@ static void fail(Reader *self, PyObject *data, const char *reason) {
     Py_DECREF(exc);
 }
 
+static void fail(Reader *self, PyObject *data, const char *reason) {
+    fail_with(self, data, PyUnicode_FromString(reason));
+}
+
 /* Turn the pending exception (UnicodeDecodeError, OverflowError) into a CodecError naming its
  * type and message, as the Python reader does. */
 static void fail_from_pending(Reader *self, PyObject *data) {
@@ -94,10 +101,7 @@ static void fail_from_pending(Reader *self, PyObject *data) {
     Py_XDECREF(type);
     Py_XDECREF(value);
     Py_XDECREF(tb);
-    if (reason == NULL) return;
-    const char *utf8 = PyUnicode_AsUTF8(reason);
-    if (utf8 != NULL) fail(self, data, utf8);
-    Py_DECREF(reason);
+    fail_with(self, data, reason);
 }
 
 /* The zig-zag varint at *pos; 0 on success, else the reason it failed. */
@@ -532,10 +536,13 @@ static inline int put_bytes(Buf *b, const char *s, Py_ssize_t n) {
     return 0;
 }
 
-/* CodecError(reason) as the Python writer raises it: its own checks bare, anything else as
- * "record does not fit <what>: <exception repr>". */
-static void wfail(Writer *self, const char *reason) {
-    PyObject *exc = PyObject_CallFunction(self->error, "s", reason);
+/* CodecError(msg) as the Python writer raises it: its own checks bare, anything else as
+ * "record does not fit <what>: <exception repr>". Takes the reference to `msg` (NULL: an
+ * exception is already set). */
+static void wfail(Writer *self, PyObject *msg) {
+    if (msg == NULL) return;
+    PyObject *exc = PyObject_CallOneArg(self->error, msg);
+    Py_DECREF(msg);
     if (exc != NULL) {
         PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
         Py_DECREF(exc);
@@ -543,19 +550,11 @@ static void wfail(Writer *self, const char *reason) {
 }
 
 static void wfail_type(Writer *self, const char *expected, PyObject *v) {
-    PyObject *msg = PyUnicode_FromFormat("expected %s, got %s", expected, Py_TYPE(v)->tp_name);
-    if (msg == NULL) return;
-    const char *utf8 = PyUnicode_AsUTF8(msg);
-    if (utf8 != NULL) wfail(self, utf8);
-    Py_DECREF(msg);
+    wfail(self, PyUnicode_FromFormat("expected %s, got %s", expected, Py_TYPE(v)->tp_name));
 }
 
 static void wfail_range(Writer *self, PyObject *v) {
-    PyObject *msg = PyUnicode_FromFormat("long out of range: %R", v);
-    if (msg == NULL) return;
-    const char *utf8 = PyUnicode_AsUTF8(msg);
-    if (utf8 != NULL) wfail(self, utf8);
-    Py_DECREF(msg);
+    wfail(self, PyUnicode_FromFormat("long out of range: %R", v));
 }
 
 static void wfail_pending(Writer *self) {
@@ -568,12 +567,8 @@ static void wfail_pending(Writer *self) {
     Py_XDECREF(value);
     Py_XDECREF(tb);
     if (repr == NULL) return;
-    PyObject *msg = PyUnicode_FromFormat("record does not fit %U: %U", self->what, repr);
+    wfail(self, PyUnicode_FromFormat("record does not fit %U: %U", self->what, repr));
     Py_DECREF(repr);
-    if (msg == NULL) return;
-    const char *utf8 = PyUnicode_AsUTF8(msg);
-    if (utf8 != NULL) wfail(self, utf8);
-    Py_DECREF(msg);
 }
 
 /* Microseconds since the epoch of a timestamp value: an exact int, an exact datetime in UTC

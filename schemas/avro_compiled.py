@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import copy
 import functools
-import importlib
 import struct
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from schemas.errors import CodecError, FatalError
+from schemas.native import optional_extension
 
 if TYPE_CHECKING:
     from schemas.codec import SchemaVersion
@@ -172,11 +172,7 @@ def _record_fields(version: SchemaVersion) -> list[dict[str, Any]]:
 # -- the native extension ---------------------------------------------------------------
 
 #: the C writer and reader (schemas/_avro_native.c), None when the extension was not built
-_native: Any
-try:
-    _native = importlib.import_module("schemas._avro_native")
-except ImportError:  # pragma: no cover - installs without a C compiler
-    _native = None
+_native = optional_extension("schemas._avro_native")
 NATIVE_AVAILABLE = _native is not None
 _NATIVE_KINDS = {_STRING: 0, _LONG: 1, _TS: 2, _STRINGS: 3, _BOOL: 4, _DOUBLE: 5}
 _NATIVE_MAX_FIELDS = 256
@@ -310,11 +306,11 @@ def compile_writer(version: SchemaVersion, *, native: bool = True) -> Writer:
             *["        " + line for line in _write_statements(kind, i, branch)],
         ]
     lines.append(f"    return b''.join(({', '.join(pieces)}))")
+    if native and _native is not None:  # the fields are checked: no Python writer needed
+        return _native_writer(version)
     code = "\n".join(lines)
     exec(compile(code, f"<avro writer {version.kind} v{version.version}>", "exec"), env)
     compiled: Writer = env["write"]
-    if native and _native is not None:
-        return _native_writer(version)
 
     def write(record: dict[str, Any]) -> bytes:
         try:
@@ -366,8 +362,6 @@ def _native_reader(
     slot_of: dict[str, int] = {}
     for i, field in enumerate(w_fields):
         kind, null_index = _field_kind(field["type"], field["name"])
-        if kind in (_BOOL, _DOUBLE):
-            raise FatalError(f"the compiled reader does not read {kind}")
         slot = i if field["name"] in r_by_name else -1
         if slot >= 0:
             slot_of[field["name"]] = slot
@@ -550,6 +544,10 @@ def compile_reader(
         else:
             env[f"D{j}"] = default
             items.append(f"{name!r}: D{j}")
+    what = f"{reader.kind} body"
+    if native and _native is not None and len(w_fields) <= _NATIVE_MAX_FIELDS:
+        # the pair is checked (the statements above refuse what no reader reads)
+        return _native_reader(w_fields, r_fields, r_by_name, micros, what)
     lines.append("    return {" + ", ".join(items) + "}")
     code = "\n".join(lines)
     label = f"<avro reader {writer.kind} v{writer.version}->v{reader.version}>"
@@ -557,9 +555,6 @@ def compile_reader(
         label = label[:-1] + " micros>"
     exec(compile(code, label, "exec"), env)
     compiled: Reader = env["read"]
-    what = f"{reader.kind} body"
-    if native and _native is not None and len(w_fields) <= _NATIVE_MAX_FIELDS:
-        return _native_reader(w_fields, r_fields, r_by_name, micros, what)
 
     def read(data: bytes) -> dict[str, Any]:
         try:
