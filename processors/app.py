@@ -30,6 +30,7 @@ from processors.batch_agent import BatchAgent
 from processors.crash import WorkerCrash
 from processors.dedupe import Deduper
 from processors.drift import DriftDetector, KnownFields
+from processors.faust_seam import CommitWatch
 from processors.handoff import Handoff
 from processors.masking import Masker
 from processors.metrics import ProcessorMetrics
@@ -118,6 +119,9 @@ class ProcessorApp:
         self.app.batch_sink = self.agent.batches.put
         self.app.batch_topics = frozenset(self.topics.all_raw())
         self.app.rebalance_listener = self.recovery.on_rebalance
+        self.app.commit_watch = CommitWatch(settings.commit_stall_s)
+        stalls = self.metrics.commit_stalls
+        self.app.commit_stall_listener = lambda tp, committed, acked: stalls.labels(tp.topic).inc()
 
     @property
     def fatal(self) -> BaseException | None:

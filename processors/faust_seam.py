@@ -29,6 +29,16 @@ be stopped; the partitions are read again from the committed offsets), and every
 carries the consumer generation it was fetched in, so whoever processes it can drop what a
 rebalance made stale, as Faust's streams do.
 
+Stuck commits. Faust commits a partition's offsets up to the first offset not yet acked, and
+not at all while the lowest acked offset is more than one above the committed one: a record read
+but never acked (dropped as stale and never read again, say) stops the partition's commits for
+good, silently, while its acked offsets pile up in memory and every restart reprocesses all that
+followed. :class:`CommitWatch` notices a partition whose committed offset has not moved for
+``commit_stall_s`` while acks wait above such a hole; the consumer then logs it, tells the app's
+``commit_stall_listener`` (a metric) and seeks the partition back to its committed offset, from
+where the hole is read again; what had been processed after it is found in the dedupe state and
+dropped.
+
 It also asks the broker for the offsets table recovery reads the changelogs up to
 (:meth:`LeanConsumer.highwaters`): Faust's own answer under exactly-once is a cached value that is
 missing before the first fetch, which made a restarted worker skip recovery. It records them, with
@@ -48,7 +58,8 @@ import importlib.metadata
 import inspect
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+import time
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from weakref import WeakSet
@@ -74,6 +85,8 @@ SUPPORTED_FAUST_VERSIONS = frozenset({"0.15.3"})
 BatchSink = Callable[[list[Message]], Awaitable[None]]
 #: (assigned, revoked, generation id) -> changelog partitions to read back in full as well
 RebalanceListener = Callable[[set[TP], set[TP], int], Awaitable[set[TP]]]
+#: (partition, committed offset, lowest acked offset) of a partition read again after a stall
+CommitStallListener = Callable[[TP, int, int], None]
 
 
 class FaustSeamError(FatalError):
@@ -174,6 +187,53 @@ class SegflowTableManager(TableManager):
 # -- the consumer ------------------------------------------------------------------------------
 
 
+class CommitWatch:
+    """The partitions whose commits are stuck behind offsets read but never acked.
+
+    Faust's ``Consumer._new_offset`` returns no committable offset while the lowest acked
+    offset of a partition is more than one above its committed offset (one: a transaction
+    marker's offset). :meth:`observe` is told of each such answer; a partition whose committed
+    offset stayed the same for `stall_s` with acks waiting above the hole becomes *due*: to be
+    read again from that committed offset (:meth:`take_due`). A partition is due again only after
+    another `stall_s` without progress.
+    """
+
+    def __init__(self, stall_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stall_s = stall_s
+        self._clock = clock
+        #: partition -> (committed offset, since when its commits have been held back at it)
+        self._since: dict[TP, tuple[int, float]] = {}
+        #: partition -> (committed offset to read again from, lowest acked offset)
+        self._due: dict[TP, tuple[int, int]] = {}
+
+    def observe(self, tp: TP, committed: int | None, acked: Sequence[int]) -> None:
+        """Faust found nothing to commit for `tp` (its acked offsets sorted, as Faust leaves
+        them)."""
+        if not committed or not acked or acked[0] - committed <= 1:
+            self._since.pop(tp, None)  # no hole: nothing acked, or the next offset is
+            return
+        now = self._clock()
+        since = self._since.get(tp)
+        if since is None or since[0] != committed:
+            self._since[tp] = (committed, now)
+        elif now - since[1] >= self.stall_s:
+            self._since[tp] = (committed, now)
+            self._due[tp] = (committed, acked[0])
+
+    def moved(self, tp: TP) -> None:
+        """`tp` has an offset to commit: not stuck."""
+        self._since.pop(tp, None)
+
+    @property
+    def any_due(self) -> bool:
+        return bool(self._due)
+
+    def take_due(self) -> dict[TP, tuple[int, int]]:
+        """The partitions due to be read again, forgotten here."""
+        due, self._due = self._due, {}
+        return due
+
+
 class LeanConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer delivering one list of messages per fetch."""
 
@@ -221,7 +281,10 @@ class LeanConsumer(faust_aiokafka.Consumer):
         to_message = self._to_message
         track_end_offset = app.monitor.track_tp_end_offset
         batch_topics: frozenset[str] = app.batch_topics
+        watch: CommitWatch | None = app.commit_watch
         while not (consumer_should_stop() or fetcher_should_stop()):
+            if watch is not None and watch.any_due:
+                await self._read_again(watch.take_due())  # nothing fetched is held meanwhile
             records, active = await self._wait_next_records(1.0)
             await asyncio.sleep(0)
             if self.should_stop:
@@ -274,6 +337,43 @@ class LeanConsumer(faust_aiokafka.Consumer):
                 read_offset[tp] = offset
             await sink(batch)
 
+    def _new_offset(self, tp: TP) -> int | None:
+        """Faust's committable offset of `tp`, told to the app's :class:`CommitWatch`."""
+        offset: int | None = super()._new_offset(tp)
+        watch: CommitWatch | None = self.app.commit_watch  # type: ignore[attr-defined]
+        if watch is not None:
+            if offset is None:
+                watch.observe(tp, self._committed_offset[tp], self._acked[tp])
+            else:
+                watch.moved(tp)
+        return offset
+
+    async def _read_again(self, due: Mapping[TP, tuple[int, int]]) -> None:
+        """Seek the partitions whose commits are stuck back to their committed offsets (those
+        still assigned, their committed offset unchanged)."""
+        app: Any = self.app
+        assignment = self.assignment()
+        partitions: dict[TP, int] = {}
+        for tp, (committed, lowest_acked) in due.items():
+            if tp not in assignment or self._committed_offset.get(tp) != committed:
+                continue
+            partitions[tp] = committed
+            logger.warning(
+                "commits of %s stuck at offset %d for %.0f s: offsets up to %d were read but "
+                "never acknowledged while %d offsets above them were; reading it again from "
+                "offset %d",
+                tp,
+                committed,
+                app.commit_watch.stall_s,
+                lowest_acked - 1,
+                len(self._acked[tp]),
+                committed,
+            )
+            if app.commit_stall_listener is not None:
+                app.commit_stall_listener(tp, committed, lowest_acked)
+        if partitions:
+            await self._thread.seek_wait(partitions)
+
 
 def ack_all(consumer: Any, messages: list[Message]) -> None:
     """``consumer.ack(message)`` for each of `messages`, in order, with Faust's ack lock taken
@@ -318,12 +418,16 @@ class SegflowApp(faust.App):
     :class:`SegflowTableManager`.
 
     ``batch_sink``, when set, receives the fetched messages of ``batch_topics`` instead of the
-    conductor, one list per fetch; ``rebalance_listener``, when set, hears of each rebalance.
+    conductor, one list per fetch; ``rebalance_listener``, when set, hears of each rebalance;
+    ``commit_watch``, when set, has partitions whose commits are stuck read again (and
+    ``commit_stall_listener`` hears of each).
     """
 
     batch_sink: BatchSink | None = None
     batch_topics: frozenset[str] = frozenset()
     rebalance_listener: RebalanceListener | None = None
+    commit_watch: CommitWatch | None = None
+    commit_stall_listener: CommitStallListener | None = None
 
     def __init__(self, id: str, **options: Any) -> None:
         super().__init__(id, TableManager=SegflowTableManager, **options)
@@ -385,6 +489,11 @@ def _members(app: faust.App) -> list[tuple[Any, Member]]:
         (consumer, Member("faust Consumer", "_commit_every", "attribute", (int, type(None)))),
         (consumer, Member("faust Consumer", "_n_acked", "attribute", (int,))),
         (consumer, Member("faust Consumer", "_committed_offset", "attribute", (dict,))),
+        (faust_consumer.Consumer, Member("faust Consumer", "_new_offset", "method")),
+        (
+            faust_aiokafka.AIOKafkaConsumerThread,
+            Member("faust AIOKafkaConsumerThread", "seek_wait", "coroutine"),
+        ),
         (consumer, Member("faust Consumer", "_acked_index", "attribute", (dict,))),
         (consumer, Member("faust Consumer", "_acked", "attribute", (dict,))),
         (consumer, Member("faust Consumer", "_unacked_messages", "attribute", (WeakSet,))),

@@ -140,6 +140,13 @@ class ProcessorMetrics:
             "the partition's owner",
             registry=registry,
         )
+        self.commit_stalls = Counter(
+            "segflow_process_commit_stalls_total",
+            "Partitions read again from their committed offset because their commits were stuck "
+            "behind records read but never acknowledged",
+            ["topic"],
+            registry=registry,
+        )
         self.batch_seconds = Histogram(
             "segflow_process_batch_seconds",
             "Seconds to process and hand over one batch",

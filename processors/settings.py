@@ -52,6 +52,12 @@ class ProcessorSettings(SegflowSettings):
         description="Seconds between commits (= transaction length): output is readable after "
         "its commit; shorter costs more commit requests per second (Kafka Streams uses 0.1)",
     )
+    commit_stall_s: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a partition's commits may stay stuck behind records read but never "
+        "acknowledged before it is read again from its committed offset (logged and counted)",
+    )
     session_timeout_s: float = Field(
         30.0, ge=6, description="Consumer group session timeout: how soon a dead worker is noticed"
     )

@@ -28,6 +28,7 @@ ALERTS = {
     "SegflowSinkLagHigh",
     "SegflowProcessorsLagHigh",
     "SegflowDeadLettersRising",
+    "SegflowProcessorCommitsStuck",
     "SegflowWarehouseStale",
     "SegflowSinkFlushesFailing",
     "SegflowEdgeUnavailable",

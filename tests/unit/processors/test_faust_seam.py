@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,9 @@ def test_the_check_passes_on_the_processors_real_faust_app(tmp_path: Path) -> No
     faust_seam.check(proc.app)
     assert type(proc.app.consumer) is LeanConsumer
     assert isinstance(proc.app.tables, SegflowTableManager)
+    watch = proc.app.commit_watch
+    assert watch is not None and watch.stall_s == settings(tmp_path).commit_stall_s == 60.0
+    assert proc.app.commit_stall_listener is not None
     assert faust_seam.faust_version() in faust_seam.SUPPORTED_FAUST_VERSIONS
 
 
@@ -242,3 +246,118 @@ def test_ack_all_leaves_the_bookkeeping_faust_s_ack_leaves(tmp_path: Path) -> No
     expected = acked_state(use_ack_all=False)
     assert expected[0][TP(processor(tmp_path).topics.raw("track"), 0)] == [3, 5, 7, 8, 6]
     assert acked_state(use_ack_all=True) == expected
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_commit_watch_names_a_partition_stuck_behind_a_hole_once_per_period() -> None:
+    clock = Clock()
+    watch = faust_seam.CommitWatch(30.0, clock)
+    tp, other = TP("raw", 0), TP("raw", 1)
+    watch.observe(tp, 100, [101, 102])  # the next offset acked (a marker at 100): no hole
+    watch.observe(tp, None, [105])  # nothing committed yet: Faust commits past, no stall
+    watch.observe(tp, 100, [])  # nothing acked: nothing waits
+    clock.now += 100
+    watch.observe(tp, 100, [105, 106])
+    assert not watch.any_due
+    clock.now += 29.9
+    watch.observe(tp, 100, [105, 106, 107])
+    assert not watch.any_due, "due before the stall lasted stall_s"
+    clock.now += 0.2
+    watch.observe(tp, 100, [105, 106, 107])
+    watch.observe(other, 7, [9])  # first seen now: not due
+    assert watch.any_due
+    assert watch.take_due() == {tp: (100, 105)}
+    assert not watch.any_due and watch.take_due() == {}
+    clock.now += 10
+    watch.observe(tp, 100, [105])
+    assert not watch.any_due, "due again before another stall_s without progress"
+    clock.now += 25
+    watch.observe(tp, 100, [105])
+    assert watch.take_due() == {tp: (100, 105)}
+    # progress: the committed offset moved, or an offset became committable
+    clock.now += 5
+    watch.observe(tp, 120, [125])
+    clock.now += 29
+    watch.observe(tp, 120, [125])
+    assert not watch.any_due
+    watch.moved(tp)
+    clock.now += 29
+    watch.observe(tp, 120, [125])
+    assert not watch.any_due
+
+
+def test_a_partition_whose_commits_are_stuck_is_read_again_from_its_committed_offset(
+    tmp_path: Path,
+) -> None:
+    """Faust's commit finds nothing to commit while offsets 100-104 were read but never acked
+    and 105-109 were: the partition's commits would stay stuck for good. After `stall_s`, the
+    fetch loop seeks it back to the committed offset (and tells the listener); once the records
+    read again are acked, the commit goes past the hole."""
+    from faust.types import Message
+
+    proc = processor(tmp_path)
+    app = proc.app
+    consumer: Any = app.consumer
+    assert isinstance(consumer, LeanConsumer)
+    topic = proc.topics.raw("track")
+    tp, gone = TP(topic, 1), TP(topic, 2)
+    app.topics.acks_enabled_for = lambda t: t == topic  # type: ignore[assignment]
+    clock = Clock()
+    app.commit_watch = faust_seam.CommitWatch(30.0, clock)
+    heard: list[tuple[TP, int, int]] = []
+    app.commit_stall_listener = lambda *a: heard.append(a)
+    for part in (tp, gone):
+        consumer._committed_offset[part] = 100
+        faust_seam.ack_all(
+            consumer,
+            [
+                Message(topic, part.partition, o, 0.0, 0, [], b"k", b"v", None)
+                for o in range(105, 110)
+            ],
+        )
+    assert consumer._filter_committable_offsets([tp, gone]) == {}
+    clock.now += 31
+    assert consumer._filter_committable_offsets([tp, gone]) == {}
+    assert app.commit_watch.any_due
+
+    seeks: list[dict[TP, int]] = []
+    loops = [0]
+
+    async def seek_wait(partitions: Mapping[TP, int]) -> None:
+        seeks.append(dict(partitions))
+
+    class Fetcher:
+        class _stopped:
+            @staticmethod
+            def is_set() -> bool:
+                return loops[0] >= 2
+
+    async def wait_next_records(timeout: float) -> tuple[dict[TP, list[Any]], set[TP]]:
+        loops[0] += 1
+        await asyncio.sleep(0)
+        return {}, {tp}
+
+    thread: Any = consumer._thread
+    thread.seek_wait = seek_wait
+    consumer._wait_next_records = wait_next_records  # type: ignore[method-assign]
+    consumer.assignment = lambda: {tp}  # type: ignore[method-assign]  # `gone` was revoked
+
+    async def drain() -> None:
+        await asyncio.wait_for(consumer._drain_messages(Fetcher()), 5)
+
+    asyncio.run(drain())
+    assert seeks == [{tp: 100}]
+    assert heard == [(tp, 100, 105)]
+    assert not app.commit_watch.any_due
+    # the records read again are processed and acked: the commit goes past the hole
+    faust_seam.ack_all(
+        consumer, [Message(topic, 1, o, 0.0, 0, [], b"k", b"v", None) for o in range(100, 110)]
+    )
+    assert consumer._filter_committable_offsets([tp]) == {tp: 110}
