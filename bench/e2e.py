@@ -15,7 +15,9 @@ process`) and one sink (`segflow sink`) as subprocesses at their default setting
    generator's, this process) are reported beside it, not counted in it.
 2. Freshness: --rate events/s (default: half the sustained rate just measured) for --duration
    seconds; twice a second one probe event goes out and a poller queries the warehouse every
-   100 ms until it is there; freshness = queryable time minus send time, p50 and p95.
+   100 ms until it is there; freshness = queryable time minus send time, p50 and p95. The
+   sinks' flushes meanwhile are broken down from their /metrics: per flush, its phases and
+   each kind of statement (how many, how long each), which is what freshness waits on.
 3. Peak RSS (VmHWM) and CPU seconds of each component; whether web.tracks holds every accepted
    event exactly once (rows = distinct ids = events).
 
@@ -33,6 +35,7 @@ import argparse
 import asyncio
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -54,7 +57,7 @@ from bench.ingest import Connection, http_request, realistic_event  # noqa: E402
 from runtime.settings import KafkaSettings, WarehouseSettings  # noqa: E402
 from runtime.topic_admin import create_topics, expected_topics  # noqa: E402
 from sinks.snowflake.session import WarehouseSession  # noqa: E402
-from tests.integration.sink_support import scrape_metrics  # noqa: E402
+from tests.integration.sink_support import scrape_samples  # noqa: E402
 
 #: segflow's own processes (the broker, the emulator and the load generator are not)
 OWN = ("ingest", "process", "sink")
@@ -272,14 +275,52 @@ async def fixed_rate(
     return sent
 
 
-def sink_flushes(sinks: list[Component]) -> tuple[float, float, float]:
-    """(flushes, their seconds, their records) so far, over the sinks' /metrics."""
-    totals = [scrape_metrics(sink.port) for sink in sinks]
-    return (
-        sum(m.get("segflow_sink_flush_duration_seconds_count", 0.0) for m in totals),
-        sum(m.get("segflow_sink_flush_duration_seconds_sum", 0.0) for m in totals),
-        sum(m.get("segflow_sink_flush_size_records_sum", 0.0) for m in totals),
-    )
+#: the sinks' samples that say where a flush's time goes: flushes, their phases, statements
+FLUSH_SAMPLE = re.compile(
+    r"segflow_sink_(?:flush_duration_seconds_(?:count|sum)|flush_size_records_sum"
+    r'|statement_duration_seconds_(?:count|sum)\{kind="\w+"\}'
+    r'|flush_phase_seconds_total\{phase="\w+"\})'
+)
+
+
+def sink_flushes(sinks: list[Component]) -> dict[str, float]:
+    """The flush samples (:data:`FLUSH_SAMPLE`) so far, summed over the sinks' /metrics."""
+    out: dict[str, float] = {}
+    for sink in sinks:
+        for sample, value in scrape_samples(sink.port).items():
+            if FLUSH_SAMPLE.fullmatch(sample):
+                out[sample] = out.get(sample, 0.0) + value
+    return out
+
+
+def flush_report(before: dict[str, float], after: dict[str, float]) -> list[str]:
+    """Where the flushes between two :func:`sink_flushes` went: per flush on average, its
+    phases (prepare may run ahead, beside the flush in flight) and each kind of statement
+    (how many, how long each), the costliest first."""
+    delta = {k: v - before.get(k, 0.0) for k, v in after.items()}
+    n = delta.get("segflow_sink_flush_duration_seconds_count", 0.0)
+    if not n:
+        return []
+    seconds = delta["segflow_sink_flush_duration_seconds_sum"]
+    records = delta.get("segflow_sink_flush_size_records_sum", 0.0)
+    phases = {m[1]: v for k, v in delta.items() if (m := re.search(r'phase="(\w+)"', k)) and v > 0}
+    kinds: dict[str, list[float]] = {}
+    for k, v in delta.items():
+        m = re.fullmatch(r'segflow_sink_statement_duration_seconds_(count|sum)\{kind="(\w+)"\}', k)
+        if m and v > 0:
+            kinds.setdefault(m[2], [0.0, 0.0])[1 if m[1] == "sum" else 0] = v
+    by_time = sorted(kinds.items(), key=lambda kv: -kv[1][1])
+    return [
+        f"  sink flushes while probed: {n:.0f}, {seconds / n:.2f} s and "
+        f"{records / n:,.0f} records each on average",
+        "    phases per flush: " + ", ".join(f"{p} {s / n:.2f} s" for p, s in phases.items()),
+        "    statements per flush: "
+        + ", ".join(
+            f"{kind} {count / n:.1f} x {total / count * 1000:.0f} ms"
+            for kind, (count, total) in by_time
+            if count
+        ),
+    ]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -391,12 +432,8 @@ def main() -> int:
             f"{len(fresh)} probes, p50 {p50:.2f}s p95 {p95:.2f}s max {max(fresh):.2f}s"
         )
         print("  probes in the order sent (s): " + " ".join(f"{f:.1f}" for f in prober.in_order()))
-        n_flush, flush_s, flush_records = (b - a for a, b in zip(flushes0, flushes1, strict=True))
-        if n_flush:
-            print(
-                f"  sink flushes while probed: {n_flush:.0f}, {flush_s / n_flush:.2f} s and "
-                f"{flush_records / n_flush:,.0f} records each on average"
-            )
+        for line in flush_report(flushes0, flushes1):
+            print(line)
         stats = {n: c.stat() for n, c in comps.items()}
         for n, (rss, cpu) in stats.items():
             print(f"  {n:<8} peak RSS {rss:6.0f} MB  CPU {cpu:7.1f} s")
