@@ -32,12 +32,16 @@ rebalance made stale, as Faust's streams do.
 Stuck commits. Faust commits a partition's offsets up to the first offset not yet acked, and
 not at all while the lowest acked offset is more than one above the committed one: a record read
 but never acked (dropped as stale and never read again, say) stops the partition's commits for
-good, silently, while its acked offsets pile up in memory and every restart reprocesses all that
-followed. :class:`CommitWatch` notices a partition whose committed offset has not moved for
-``commit_stall_s`` while acks wait above such a hole; the consumer then logs it, tells the app's
-``commit_stall_listener`` (a metric) and seeks the partition back to its committed offset, from
-where the hole is read again; what had been processed after it is found in the dedupe state and
-dropped.
+good, silently, while its acked offsets pile up in memory; Faust commits no transaction for a
+partition it has no offset to commit for, so the output of its records since the last commit stays
+invisible, until the broker aborts that transaction (60 s, the producers' transaction timeout).
+:class:`CommitWatch` notices a partition whose committed offset has not moved for
+``commit_stall_s`` (at most 30 s) while acks wait above such a hole; the consumer then logs it,
+tells the app's ``commit_stall_listener`` (a metric) and seeks the partition back to its
+committed offset, from where the hole is read again; what had been processed after it is found
+in the dedupe state and dropped, its output still in the open transaction, which the next commit
+commits. (Were that transaction aborted already, the worker's next send or commit in it would
+fail and the worker restart from the committed state, as after any failed hand-off.)
 
 It also asks the broker for the offsets table recovery reads the changelogs up to
 (:meth:`LeanConsumer.highwaters`): Faust's own answer under exactly-once is a cached value that is

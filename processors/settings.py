@@ -53,10 +53,12 @@ class ProcessorSettings(SegflowSettings):
         "its commit; shorter costs more commit requests per second (Kafka Streams uses 0.1)",
     )
     commit_stall_s: float = Field(
-        60.0,
+        15.0,
         gt=0,
+        le=30,
         description="Seconds a partition's commits may stay stuck behind records read but never "
-        "acknowledged before it is read again from its committed offset (logged and counted)",
+        "acknowledged before it is read again from its committed offset (logged and counted); "
+        "at most 30, well inside the 60 s after which the broker aborts its open transaction",
     )
     session_timeout_s: float = Field(
         30.0, ge=6, description="Consumer group session timeout: how soon a dead worker is noticed"

@@ -227,3 +227,78 @@ def test_worker_joining_and_leaving_mid_stream_loses_and_duplicates_nothing(
 
     assert_exactly_once(read_clean(env, EVENTS), {r["messageId"] for r in records + later})
     assert metric_sum(metrics, "segflow_process_duplicates_total") >= COPIES
+
+
+#: test-only start-up code of the worker (a sitecustomize module on its PYTHONPATH): the first
+#: time it reads the records at SEGFLOW_TEST_HOLE_OFFSETS of each partition of
+#: SEGFLOW_TEST_HOLE_TOPIC, it takes them for stale, as after a rebalance: neither processed nor
+#: acked, and not read again unless the consumer seeks back
+HOLE_HOOK = """
+import os
+
+from processors import batch_agent
+
+_topic = os.environ["SEGFLOW_TEST_HOLE_TOPIC"]
+_offsets = {int(o) for o in os.environ["SEGFLOW_TEST_HOLE_OFFSETS"].split(",")}
+_seen = set()
+_dropped = []  # the message objects left out (asked about before processing and before acks)
+_current = batch_agent.BatchAgent.current
+
+
+def current(self, messages):
+    kept = []
+    for m in _current(self, messages):
+        if m.topic == _topic and m.offset in _offsets:
+            if any(m is d for d in _dropped):
+                continue
+            if (m.partition, m.offset) not in _seen:
+                _seen.add((m.partition, m.offset))
+                _dropped.append(m)
+                continue
+        kept.append(m)
+    return kept
+
+
+batch_agent.BatchAgent.current = current
+"""
+
+
+def test_a_partition_whose_commits_are_stuck_is_read_again_and_loses_nothing(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Two records of each partition read and never acked stop Faust's commits of that
+    partition for good (the lowest acked offset is more than one above the committed one). The
+    worker notices after SEGFLOW_PROCESS_COMMIT_STALL_S, reads the partition again from its
+    committed offset: the two records are processed, those after them dropped as duplicates,
+    and every offset is committed; each event once on the clean topics."""
+    env = make_env(kafka_bootstrap, tmp_path, partitions=PARTITIONS)
+    records = [
+        raw_event("track", anonymous_id=f"anon-{i % 50}", event="Order Completed")
+        for i in range(900)
+    ]
+    produce(env.bootstrap, env.topics, records)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HOLE_HOOK)
+    log = tmp_path / "worker.log"
+    port = free_port()
+    worker = start_worker(
+        env,
+        log,
+        PYTHONPATH=f"{hook}{os.pathsep}{Path(__file__).resolve().parents[2]}",
+        SEGFLOW_TEST_HOLE_TOPIC=env.topics.raw("track"),
+        SEGFLOW_TEST_HOLE_OFFSETS="40,41",
+        SEGFLOW_PROCESS_COMMIT_STALL_S="2",
+        SEGFLOW_PROCESS_METRICS_PORT=str(port),
+        **WORKER,
+    )
+    try:
+        wait_all_committed(env, [worker], timeout_s=90, log=log)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    finally:
+        stop_worker(worker)
+    text = log.read_text(errors="replace")
+    holes = text.count("reading it again from offset 40")
+    assert holes == PARTITIONS, f"{holes} partitions read again; the log's end:\n{text[-4000:]}"
+    assert metric_sum(metrics, "segflow_process_commit_stalls_total") == PARTITIONS
+    assert_exactly_once(read_clean(env, len(records)), {r["messageId"] for r in records})

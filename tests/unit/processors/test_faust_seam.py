@@ -47,7 +47,7 @@ def test_the_check_passes_on_the_processors_real_faust_app(tmp_path: Path) -> No
     assert type(proc.app.consumer) is LeanConsumer
     assert isinstance(proc.app.tables, SegflowTableManager)
     watch = proc.app.commit_watch
-    assert watch is not None and watch.stall_s == settings(tmp_path).commit_stall_s == 60.0
+    assert watch is not None and watch.stall_s == settings(tmp_path).commit_stall_s == 15.0
     assert proc.app.commit_stall_listener is not None
     assert faust_seam.faust_version() in faust_seam.SUPPORTED_FAUST_VERSIONS
 
