@@ -363,12 +363,13 @@ class LeanConsumer(faust_aiokafka.Consumer):
                 continue
             partitions[tp] = committed
             logger.warning(
-                "commits of %s stuck at offset %d for %.0f s: offsets up to %d were read but "
+                "commits of %s stuck at offset %d for %.0f s: offsets %d to %d were read but "
                 "never acknowledged while %d offsets above them were; reading it again from "
                 "offset %d",
                 tp,
                 committed,
                 app.commit_watch.stall_s,
+                committed,
                 lowest_acked - 1,
                 len(self._acked[tp]),
                 committed,
