@@ -71,6 +71,7 @@ from weakref import WeakSet
 import faust
 import mode
 from faust.tables.manager import TableManager
+from faust.tables.recovery import Recovery
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
@@ -166,13 +167,43 @@ def forget_store_partition(table: Any, partition: int) -> None:
         del key_partition[key]
 
 
+class SegflowRecovery(Recovery):
+    """Faust's table recovery, remembering which generation's recovery is completing.
+
+    A recovery can complete just as the next rebalance starts: Faust abandons its
+    ``on_recovery_completed`` on the new rebalance, but the tables' callbacks it scheduled run
+    on, while the new generation's recovery has not read its new partitions' changelogs yet.
+    The callbacks read :func:`completing_generation` to tell that case apart.
+    """
+
+    completing_generation: int | None = None
+
+    async def on_recovery_completed(self, generation_id: int = 0) -> None:
+        self.completing_generation = generation_id
+        await super().on_recovery_completed(generation_id)
+
+
+def completing_generation(app: faust.App) -> int | None:
+    """The consumer generation whose table recovery completed last (None before the first)."""
+    tables: Any = app.tables
+    recovery = tables.recovery
+    return recovery.completing_generation if isinstance(recovery, SegflowRecovery) else None
+
+
 class SegflowTableManager(TableManager):
-    """Faust's table manager, telling the app of a rebalance before table recovery starts.
+    """Faust's table manager, telling the app of a rebalance before table recovery starts, with
+    :class:`SegflowRecovery` as its recovery.
 
     The app's ``rebalance_listener`` gets the new assignment, the partitions Faust counts as
     revoked and the generation, and may name more changelog partitions to read back in full
     (treated as revoked by recovery, which then reads them from their start).
     """
+
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = SegflowRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
 
     async def on_rebalance(
         self,
@@ -511,6 +542,8 @@ def _members(app: faust.App) -> list[tuple[Any, Member]]:
         (consumer, Member("faust Consumer", "earliest_offsets", "coroutine")),
         (faust_consumer.Fetcher, Member("faust Fetcher", "_stopped", "service event", ())),
         (TableManager, Member("faust TableManager", "on_rebalance", "coroutine")),
+        (TableManager, Member("faust TableManager", "_recovery", "attribute", ())),
+        (Recovery, Member("faust Recovery", "on_recovery_completed", "coroutine")),
         (app.tables, Member("faust TableManager", "recovery", "attribute", ())),
     ]
 

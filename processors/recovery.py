@@ -186,7 +186,22 @@ class StateRecovery:
         self.applied[event.message.tp] += 1
 
     async def on_recovered(self) -> None:
-        """Move what Faust read back from the changelogs into the live state (once per table)."""
+        """Move what Faust read back from the changelogs into the live state (once per table).
+
+        Not for a recovery that a newer rebalance superseded (its completion ran late, see
+        :class:`~processors.faust_seam.SegflowRecovery`): the store may hold only part of the
+        new partitions' changelogs then, and the new generation's recovery is yet to read them;
+        its own completion moves everything the store holds."""
+        completing = faust_seam.completing_generation(self.app)
+        current = self.app.consumer_generation_id
+        if completing is not None and completing != current:
+            logger.info(
+                "the table recovery of generation %s completed after generation %s began: "
+                "the state is left to that generation's recovery",
+                completing,
+                current,
+            )
+            return
         active = self.active_partitions()
         partitioned = self.live.partitioned()
         for name, table in self.tables.items():

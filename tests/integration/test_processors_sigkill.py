@@ -102,8 +102,27 @@ def wait_all_committed(
         )
         if problem:
             tail = log.read_text(errors="replace")[-6000:]
-            raise AssertionError(f"{problem}: {done} of {target} committed; the log's end:\n{tail}")
+            stacks = stack_dumps(workers, log)
+            raise AssertionError(
+                f"{problem}: {done} of {target} committed; the log's end:\n{tail}\n{stacks}"
+            )
         time.sleep(0.5)
+
+
+def stack_dumps(workers: list[subprocess.Popen[bytes]], log: Path) -> str:
+    """What the live workers are doing: each prints the stacks of its threads and asyncio tasks
+    to its log on SIGUSR1 (mode's Worker); returns what the log gained meanwhile."""
+    live = [w for w in workers if w.poll() is None]
+    if not live:
+        return ""
+    size = log.stat().st_size
+    for worker in live:
+        worker.send_signal(signal.SIGUSR1)
+    time.sleep(3.0)
+    with log.open("rb") as f:
+        f.seek(size)
+        dump = f.read().decode(errors="replace")
+    return f"the live workers' stacks (SIGUSR1):\n{dump[:40_000]}"
 
 
 def wait_ready(port: int, timeout_s: float) -> None:

@@ -127,3 +127,40 @@ def test_a_recovery_that_loaded_nothing_from_a_changelog_with_committed_records_
         assert len(asked) == 1
 
     asyncio.run(run())
+
+
+def test_a_recovery_completing_after_the_next_rebalance_began_leaves_the_state_to_that_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Generation 2's recovery completes as generation 3 begins, with partition 1 coming back
+    and its changelog only partly read into the store: the late callbacks move nothing and do
+    not mark the worker ready; generation 3's completion then moves all the store holds."""
+    import time
+
+    from processors import faust_seam
+    from processors.state import encode_entry
+
+    async def run() -> None:
+        proc = processor(tmp_path)
+        app: Any = proc.app
+        recovery = app.tables.recovery
+        assert isinstance(recovery, faust_seam.SegflowRecovery)
+        await proc.recovery.on_rebalance(raw_tps(proc, {0}), set(), 2)
+        await proc.recovery.on_rebalance(raw_tps(proc, {0, 1}), raw_tps(proc, {0}), 3)
+        app.consumer_generation_id = 3
+        monkeypatch.setattr(proc.recovery, "active_partitions", lambda: {0, 1})
+        entry = encode_entry(time.time(), b"")
+        recovered(proc, "dedupe", {1: [(b"m1", entry)]})  # read so far
+        recovery.completing_generation = 2
+        await proc.recovery.on_recovered()
+        assert held(proc) == set() and not proc.health.ready
+        recovered(proc, "dedupe", {1: [(b"m2", entry)]})  # the rest, read by generation 3
+        recovery.completing_generation = 3
+        await proc.recovery.on_recovered()
+        assert held(proc) == {1} and proc.health.ready
+        state = proc.deduper.state
+        assert (
+            len(state) == 2 and state.get(1, b"m1") is not None and state.get(1, b"m2") is not None
+        )
+
+    asyncio.run(run())
