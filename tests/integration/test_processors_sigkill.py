@@ -121,8 +121,16 @@ def stack_dumps(workers: list[subprocess.Popen[bytes]], log: Path) -> str:
     time.sleep(3.0)
     with log.open("rb") as f:
         f.seek(size)
-        dump = f.read().decode(errors="replace")
-    return f"the live workers' stacks (SIGUSR1):\n{dump[:40_000]}"
+        dump = f.read().decode(errors="replace").splitlines()
+    # the threads, tasks and their frames, without the local variables mode prints with them
+    keep = [
+        line
+        for i, line in enumerate(dump)
+        if line.startswith(("THREAD", "  TASK"))
+        or 'File "' in line
+        or (i > 0 and 'File "' in dump[i - 1])
+    ]
+    return "the live workers' stacks (SIGUSR1):\n" + "\n".join(keep)[:60_000]
 
 
 def wait_ready(port: int, timeout_s: float) -> None:
