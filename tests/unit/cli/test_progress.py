@@ -3,18 +3,11 @@ from __future__ import annotations
 import io
 
 from cli.progress import Progress
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.clock import ManualClock
 
 
 def test_plain_stream_prints_a_line_every_interval() -> None:
-    out, clock = io.StringIO(), Clock()
+    out, clock = io.StringIO(), ManualClock()
     progress = Progress("backfill", total=200, stream=out, every_s=5, clock=clock)
     progress.advance(50)
     assert out.getvalue() == ""
@@ -29,7 +22,7 @@ def test_plain_stream_prints_a_line_every_interval() -> None:
 
 
 def test_without_total_counts_only() -> None:
-    out, clock = io.StringIO(), Clock()
+    out, clock = io.StringIO(), ManualClock()
     progress = Progress("copy", stream=out, unit="records", clock=clock)
     clock.now = 2.0
     progress.advance(10)

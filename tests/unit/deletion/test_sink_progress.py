@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deletion.sink_progress import SinkBarrierError, behind, groups_to_wait_for, wait_for_sinks
+from tests.unit.clock import ManualClock
 
 ENDS = {("e.track", 0): 10, ("e.track", 1): 0, ("identity", 0): 4}
 
@@ -27,19 +28,8 @@ def test_groups_are_the_given_ones_else_those_loading_the_topics() -> None:
     assert groups_to_wait_for(["b", "a", "b"], stored, ["e.track"]) == ["b", "a"]
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def test_wait_returns_once_every_group_passed_with_progress_lines() -> None:
-    clock = Clock()
+    clock = ManualClock()
     said: list[str] = []
     reads = iter([{"sink": {("e.track", 0): 2, ("identity", 0): 4}}] * 25)
 
@@ -56,7 +46,7 @@ def test_wait_returns_once_every_group_passed_with_progress_lines() -> None:
 
 
 def test_wait_times_out_naming_the_partitions_behind() -> None:
-    clock = Clock()
+    clock = ManualClock()
     with pytest.raises(SinkBarrierError) as err:
         wait_for_sinks(
             lambda: {"sink": {("e.track", 0): 3}}, ENDS, [], timeout_s=5, say=lambda s: None,

@@ -24,6 +24,7 @@ from runtime.health import HealthState
 from runtime.rules import load_rules
 from runtime.settings import KafkaSettings
 from schemas.errors import FatalError
+from tests.unit.clock import ManualClock
 
 
 def settings(tmp_path: Path) -> ProcessorSettings:
@@ -248,16 +249,8 @@ def test_ack_all_leaves_the_bookkeeping_faust_s_ack_leaves(tmp_path: Path) -> No
     assert acked_state(use_ack_all=True) == expected
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_the_commit_watch_names_a_partition_stuck_behind_a_hole_once_per_period() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     watch = faust_seam.CommitWatch(30.0, clock)
     tp, other = TP("raw", 0), TP("raw", 1)
     watch.observe(tp, 100, [101, 102])  # the next offset acked (a marker at 100): no hole
@@ -309,7 +302,7 @@ def test_a_partition_whose_commits_are_stuck_is_read_again_from_its_committed_of
     topic = proc.topics.raw("track")
     tp, gone = TP(topic, 1), TP(topic, 2)
     app.topics.acks_enabled_for = lambda t: t == topic  # type: ignore[assignment]
-    clock = Clock()
+    clock = ManualClock(1000.0)
     app.commit_watch = faust_seam.CommitWatch(30.0, clock)
     heard: list[tuple[TP, int, int]] = []
     app.commit_stall_listener = lambda *a: heard.append(a)

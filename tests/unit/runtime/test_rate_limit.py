@@ -6,19 +6,7 @@ from __future__ import annotations
 import pytest
 
 from runtime.rate_limit import RateLimiter, SourceRateLimiter, TokenBucket
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
+from tests.unit.clock import ManualClock
 
 
 def test_unlimited_never_waits() -> None:
@@ -27,7 +15,7 @@ def test_unlimited_never_waits() -> None:
 
 
 def test_average_rate_is_kept() -> None:
-    clock = FakeClock()
+    clock = ManualClock(100.0)
     limiter = RateLimiter(100, burst=10, clock=clock, sleep=clock.sleep)
     for _ in range(1010):
         limiter.acquire()
@@ -36,7 +24,7 @@ def test_average_rate_is_kept() -> None:
 
 
 def test_idle_time_refills_only_up_to_the_burst() -> None:
-    clock = FakeClock()
+    clock = ManualClock(100.0)
     limiter = RateLimiter(10, burst=5, clock=clock, sleep=clock.sleep)
     clock.now += 3600
     assert limiter.delay_for(5) == 0
@@ -54,14 +42,6 @@ def test_admit_refuses_without_taking_and_take_overdraws() -> None:
 # The edge: per-source buckets that a request may overdraw, then 429 until paid back.
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_off_by_default_and_for_sources_without_a_rate() -> None:
     assert not SourceRateLimiter({}).enabled
     limiter = SourceRateLimiter({"web": 10.0})
@@ -69,7 +49,7 @@ def test_off_by_default_and_for_sources_without_a_rate() -> None:
 
 
 def test_a_source_over_its_rate_waits_until_its_debt_is_paid() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     limiter = SourceRateLimiter({"web": 100.0}, burst_s=1.0, clock=clock)
     assert limiter.retry_after("web", 100) is None  # the full bucket
     assert limiter.retry_after("web", 1) == 1  # empty: wait
@@ -85,7 +65,7 @@ def test_a_source_over_its_rate_waits_until_its_debt_is_paid() -> None:
 
 
 def test_default_rate_applies_per_source_separately() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     limiter = SourceRateLimiter({}, default_rate=5.0, burst_s=2.0, clock=clock)
     assert limiter.retry_after("a", 10) is None
     assert limiter.retry_after("a", 1) == 1
@@ -93,7 +73,7 @@ def test_default_rate_applies_per_source_separately() -> None:
 
 
 def test_long_run_rate_is_the_configured_one() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     limiter = SourceRateLimiter({"web": 50.0}, clock=clock)
     accepted = 0
     for _ in range(1000):  # 10 s of 100-event requests every 10 ms
