@@ -25,6 +25,7 @@ from schemas.codec import CLEAN_EVENT
 from tests.integration.conftest import free_port
 from tests.integration.processors_harness import (
     CODEC,
+    REPO,
     Env,
     Read,
     TopicReader,
@@ -312,7 +313,7 @@ def test_a_partition_whose_commits_are_stuck_is_read_again_and_loses_nothing(
     worker = start_worker(
         env,
         log,
-        PYTHONPATH=f"{hook}{os.pathsep}{Path(__file__).resolve().parents[2]}",
+        PYTHONPATH=f"{hook}{os.pathsep}{REPO}",
         SEGFLOW_TEST_HOLE_TOPIC=env.topics.raw("track"),
         SEGFLOW_TEST_HOLE_OFFSETS="40,41",
         SEGFLOW_PROCESS_COMMIT_STALL_S="2",
