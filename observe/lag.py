@@ -12,19 +12,18 @@ through confluent-kafka's AdminClient: three requests per group whatever its par
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import (
     ConsumerGroupTopicPartitions,
-    IsolationLevel,
     KafkaError,
     KafkaException,
-    TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka.admin import AdminClient
 
+from runtime.group_offsets import read_end_offsets, result
 from schemas.topics import PartitionKey
 
 # librdkafka's "no offset" (OFFSET_INVALID, -1001) and any other negative offset: not committed.
@@ -128,31 +127,11 @@ def partition_lags(
     return tuple(out)
 
 
-def _result(future: Any, timeout_s: float) -> Any:
-    return future.result(timeout=timeout_s)
-
-
-def read_end_offsets(
-    admin: AdminClient, keys: Iterable[PartitionKey], timeout_s: float, *, earliest: bool = False
-) -> dict[PartitionKey, int]:
-    """Log end offsets (or log start offsets with `earliest`) of `keys`, in one request."""
-    spec = OffsetSpec.earliest() if earliest else OffsetSpec.latest()
-    request = {TopicPartition(t, p): spec for t, p in keys}
-    if not request:
-        return {}
-    futures = admin.list_offsets(
-        request, isolation_level=IsolationLevel.READ_UNCOMMITTED, request_timeout=timeout_s
-    )
-    return {
-        (tp.topic, tp.partition): int(_result(f, timeout_s).offset) for tp, f in futures.items()
-    }
-
-
 def read_group_lag(admin: AdminClient, group: str, timeout_s: float) -> GroupLag:
     """The group's lag as the Kafka tool would describe it. A group Kafka does not know comes
     back with state "missing" and no partitions."""
     try:
-        description = _result(
+        description = result(
             admin.describe_consumer_groups([group], request_timeout=timeout_s)[group], timeout_s
         )
     except KafkaException as exc:
@@ -166,7 +145,7 @@ def read_group_lag(admin: AdminClient, group: str, timeout_s: float) -> GroupLag
         for tp in assignment.topic_partitions if assignment is not None else ():
             assigned[(tp.topic, tp.partition)] = str(member.member_id)
     request = [ConsumerGroupTopicPartitions(group)]
-    offsets = _result(
+    offsets = result(
         admin.list_consumer_group_offsets(request, request_timeout=timeout_s)[group], timeout_s
     )
     committed: dict[PartitionKey, int | None] = {

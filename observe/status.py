@@ -37,9 +37,10 @@ from observe.deadletters import (
     newest_first,
     read_tail_headers,
 )
-from observe.lag import GroupLag, read_end_offsets, read_group_lag
+from observe.lag import GroupLag, read_group_lag
 from observe.settings import StatusSettings
 from observe.warehouse import SessionCursor, TableLoad, table_loads
+from runtime.group_offsets import read_end_offsets
 from runtime.kafka_config import admin_config, common_config
 from runtime.suppressions import SuppressionList
 from sinks.snowflake.schema_review import ChangeSummary, summarize_changes

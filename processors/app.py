@@ -20,8 +20,13 @@ when the worker starts. A failure that leaves the state out of step with Kafka c
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import threading
 import time
+from collections.abc import Mapping
 
+from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
 
 from processors.alerts import AlertBatcher, WebhookAlerter
@@ -30,18 +35,36 @@ from processors.batch_agent import BatchAgent
 from processors.crash import WorkerCrash
 from processors.dedupe import Deduper
 from processors.drift import DriftDetector, KnownFields
-from processors.faust_seam import CommitWatch
+from processors.faust_seam import TP, CommitWatch
 from processors.handoff import Handoff
 from processors.masking import Masker
 from processors.metrics import ProcessorMetrics
 from processors.pipeline import Pipeline
+from processors.progress import (
+    ProgressWatch,
+    ProgressWatchdog,
+    Stall,
+    describe_tasks,
+    period_for,
+)
 from processors.recovery import LiveState, StateRecovery
 from processors.settings import ProcessorSettings
 from processors.stitching import IdentityGraph
 from processors.suppressions import SuppressionCheck
+from runtime.group_offsets import read_committed_offsets, read_end_offsets
 from runtime.health import HealthState
+from runtime.kafka_config import admin_config
 from runtime.rules import Rules
-from schemas.topics import Topics
+from schemas.topics import PartitionKey, Topics
+
+logger = logging.getLogger(__name__)
+
+#: seconds the event loop has to crash the app after a stall before the process exits anyway
+STALL_EXIT_GRACE_S = 30.0
+
+
+class ProcessingStalled(RuntimeError):
+    """Raw partitions of this worker had records waiting and no commit for too long."""
 
 
 class ProcessorApp:
@@ -118,10 +141,94 @@ class ProcessorApp:
 
         self.app.batch_sink = self.agent.batches.put
         self.app.batch_topics = frozenset(self.topics.all_raw())
-        self.app.rebalance_listener = self.recovery.on_rebalance
+        self.app.rebalance_listener = self._on_rebalance
+        self.progress = ProgressWatch(settings.progress_stall_s)
+        self.watchdog: ProgressWatchdog | None = None
+        if settings.progress_stall_s > 0:
+
+            @self.app.task
+            async def start_watchdog() -> None:
+                self.start_watchdog(asyncio.get_running_loop())
+
         self.app.commit_watch = CommitWatch(settings.commit_stall_s)
         stalls = self.metrics.commit_stalls
         self.app.commit_stall_listener = lambda tp, committed, acked: stalls.labels(tp.topic).inc()
+
+    async def _on_rebalance(self, assigned: set[TP], revoked: set[TP], generation: int) -> set[TP]:
+        raw = self.app.batch_topics
+        self.progress.assign((tp.topic, tp.partition) for tp in assigned if tp.topic in raw)
+        return await self.recovery.on_rebalance(assigned, revoked, generation)
+
+    def start_watchdog(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Watch this worker's progress from a thread (see :mod:`processors.progress`)."""
+        admin = AdminClient(admin_config(self.settings.kafka, "processors-watchdog"))
+        group, timeout_s = self.settings.app_id, 10.0
+
+        def read(
+            keys: frozenset[PartitionKey],
+        ) -> tuple[Mapping[PartitionKey, int | None], Mapping[PartitionKey, int]]:
+            committed = read_committed_offsets(admin, group, keys, timeout_s)
+            # nothing committed yet: the worker reads from the log start (auto.offset.reset
+            # earliest), where its first commit is awaited
+            fresh = [k for k in keys if committed.get(k) is None]
+            if fresh:
+                committed.update(read_end_offsets(admin, fresh, timeout_s, earliest=True))
+            return committed, read_end_offsets(admin, keys, timeout_s)
+
+        app = self.app
+
+        def settling() -> bool:
+            return bool(app.rebalancing or app.in_recovery)
+
+        logger.info(
+            "progress watchdog: a worker with records waiting and no commit for %g s stops",
+            self.settings.progress_stall_s,
+        )
+        self.watchdog = ProgressWatchdog(
+            self.progress,
+            read,
+            settling,
+            lambda stalls: self.on_stall(stalls, loop),
+            period_for(self.settings.progress_stall_s),
+        ).start()
+
+    def stop_watchdog(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.stop()
+
+    def on_stall(self, stalls: list[Stall], loop: asyncio.AbstractEventLoop) -> None:
+        """Stop the worker (from the watchdog's thread): /healthz 503, the app crashed, and the
+        process ended after a grace period should the event loop not get to it."""
+        waited = min(s.waited_s for s in stalls)
+        described = "; ".join(s.describe() for s in stalls[:10])
+        more = f" and {len(stalls) - 10} more" if len(stalls) > 10 else ""
+        logger.error(
+            "no progress for %.0f s on %d partitions with records waiting: %s%s; the worker "
+            "stops, to be restarted",
+            waited,
+            len(stalls),
+            described,
+            more,
+        )
+        self.health.set_live(False, f"no progress for {waited:.0f} s on {len(stalls)} partitions")
+        error = ProcessingStalled(f"no progress on {len(stalls)} partitions")
+        loop.call_soon_threadsafe(self._log_tasks)
+        loop.call_soon_threadsafe(self.crash.fail, error)
+        timer = threading.Timer(STALL_EXIT_GRACE_S, self._exit_stalled)
+        timer.daemon = True
+        timer.start()
+
+    @staticmethod
+    def _log_tasks() -> None:
+        """Where the worker's tasks wait, for whoever looks into the stall."""
+        logger.error("the worker's tasks at the stall:\n%s", describe_tasks(asyncio.all_tasks()))
+
+    def _exit_stalled(self) -> None:
+        logger.error(
+            "the worker did not stop within %.0f s of the stall: exiting", STALL_EXIT_GRACE_S
+        )
+        logging.shutdown()
+        os._exit(1)
 
     @property
     def fatal(self) -> BaseException | None:

@@ -151,7 +151,7 @@ class BatchAgent:
                     break
             for start in range(0, len(batch), s.batch_max):
                 if self.crash.error is not None:
-                    raise FatalError(f"stopping after a failed send: {self.crash.error}")
+                    raise FatalError(f"stopping after a fatal error: {self.crash.error!r}")
                 chunk = self.current(batch[start : start + s.batch_max])
                 if not chunk:
                     continue

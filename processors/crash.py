@@ -2,7 +2,8 @@
 
 A failed hand-off to Kafka or a table recovery that skipped committed state leaves the live
 state ahead of (or behind) what Kafka holds; the worker must not go on, and Faust's restart of a
-failed agent is not enough. So whoever finds such an error calls :meth:`WorkerCrash.fail`: the
+failed agent is not enough. A worker that makes no progress (:mod:`processors.progress`) is
+stopped the same way. So whoever finds such an error calls :meth:`WorkerCrash.fail`: the
 app crashes (it stops, committing the transactions that are whole) and ``segflow process``
 exits non-zero.
 """
@@ -32,5 +33,5 @@ class WorkerCrash:
         if self.error is not None:
             return
         self.error = exc
-        logger.error("a send failed, the worker will stop: %s", type(exc).__name__)
+        logger.error("the worker will stop: %s", type(exc).__name__)
         self.crashing = asyncio.ensure_future(self.app.crash(exc))

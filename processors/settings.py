@@ -60,6 +60,13 @@ class ProcessorSettings(SegflowSettings):
         "acknowledged before it is read again from its committed offset (logged and counted); "
         "at most 30, well inside the 60 s after which the broker aborts its open transaction",
     )
+    progress_stall_s: float = Field(
+        120.0,
+        ge=0,
+        description="Seconds a raw partition of this worker may have records waiting with no "
+        "commit (outside rebalances and table recovery) before the worker stops, to be "
+        "restarted (/healthz answers 503 meanwhile); more than commit_stall_s; 0: never",
+    )
     session_timeout_s: float = Field(
         30.0, ge=6, description="Consumer group session timeout: how soon a dead worker is noticed"
     )
@@ -133,6 +140,16 @@ class ProcessorSettings(SegflowSettings):
                 "(e.g. the output of `openssl rand -hex 32`)"
             )
         return v
+
+    @model_validator(mode="after")
+    def _stalls_in_order(self) -> ProcessorSettings:
+        if 0 < self.progress_stall_s <= self.commit_stall_s:
+            raise ValueError(
+                f"progress_stall_s ({self.progress_stall_s:g}) must be more than commit_stall_s "
+                f"({self.commit_stall_s:g}), so that a partition's stuck commits are healed "
+                "before the worker is stopped for making no progress (or 0: never stop)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _no_public_key(self) -> ProcessorSettings:

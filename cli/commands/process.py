@@ -89,6 +89,7 @@ def _serve(
     except SystemExit as exc:
         code = int(exc.code or 0) if not isinstance(exc.code, str) else 1
     finally:
+        processor.stop_watchdog()
         server.stop()
     if processor.fatal is not None or processor.app.crash_reason is not None:
         logger.error("processor stopped on an error")

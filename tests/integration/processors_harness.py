@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from runtime.settings import KafkaSettings
 from runtime.topic_admin import create_topics, expected_topics
@@ -226,7 +226,26 @@ def end_offsets(bootstrap: str, topic: str, partitions: int) -> int:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex})
     total = 0
     for p in range(partitions):
-        _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-        total += high
+        total += watermark_end(consumer, TopicPartition(topic, p))
     consumer.close()
     return total
+
+
+LEADER_UNKNOWN = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError._UNKNOWN_PARTITION,
+}
+
+
+def watermark_end(consumer: Consumer, tp: TopicPartition, tries: int = 20) -> int:
+    """The end offset of `tp`; a partition of a topic just created may answer "not leader"
+    for a moment (its leader not yet known to the client): asked again."""
+    for attempt in range(tries):
+        try:
+            return int(consumer.get_watermark_offsets(tp, timeout=10)[1])
+        except KafkaException as exc:
+            if exc.args[0].code() not in LEADER_UNKNOWN or attempt == tries - 1:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")

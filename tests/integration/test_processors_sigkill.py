@@ -34,6 +34,7 @@ from tests.integration.processors_harness import (
     raw_event,
     start_worker,
     stop_worker,
+    watermark_end,
 )
 
 pytestmark = pytest.mark.integration
@@ -42,7 +43,13 @@ PARTITIONS = 3
 EVENTS = 40_000
 KILL_AFTER = int(os.environ.get("SEGFLOW_TEST_KILL_AFTER", EVENTS // 10))
 COPIES = 300
-WORKER = {"SEGFLOW_PROCESS_SESSION_TIMEOUT_S": "6", "SEGFLOW_PROCESS_BATCH_MAX": "500"}
+#: the progress watchdog at 30 s: a worker that stops making progress fails the test in a
+#: minute, its log naming where its tasks wait, instead of at the test's timeout
+WORKER = {
+    "SEGFLOW_PROCESS_SESSION_TIMEOUT_S": "6",
+    "SEGFLOW_PROCESS_BATCH_MAX": "500",
+    "SEGFLOW_PROCESS_PROGRESS_STALL_S": "30",
+}
 
 
 def make_records(n: int, start: int = 0) -> list[dict[str, Any]]:
@@ -70,10 +77,12 @@ def committed_total(bootstrap: str, group: str, topics: list[str]) -> int:
 def end_total(bootstrap: str, topics: list[str]) -> int:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex})
     total = 0
-    for t in topics:
-        for p in range(PARTITIONS):
-            total += consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
-    consumer.close()
+    try:
+        for t in topics:
+            for p in range(PARTITIONS):
+                total += watermark_end(consumer, TopicPartition(t, p))
+    finally:
+        consumer.close()
     return total
 
 
@@ -102,12 +111,23 @@ def wait_all_committed(
             else None
         )
         if problem:
-            tail = log.read_text(errors="replace")[-6000:]
+            text = log.read_text(errors="replace")
             stacks = stack_dumps(workers, log)
             raise AssertionError(
-                f"{problem}: {done} of {target} committed; the log's end:\n{tail}\n{stacks}"
+                f"{problem}: {done} of {target} committed; the log's end:\n{text[-6000:]}\n"
+                f"{stall_report(text)}{stacks}"
             )
         time.sleep(0.5)
+
+
+def stall_report(text: str) -> str:
+    """The progress watchdog's lines in a worker log: the stall and where the tasks waited."""
+    start = text.find("no progress for")
+    if start < 0:
+        return ""
+    start = text.rfind("\n", 0, start) + 1
+    end = text.find("Crashed reason=", start)
+    return "the watchdog's report:\n" + text[start : end if end > 0 else start + 20_000] + "\n"
 
 
 def stack_dumps(workers: list[subprocess.Popen[bytes]], log: Path) -> str:
@@ -330,3 +350,79 @@ def test_a_partition_whose_commits_are_stuck_is_read_again_and_loses_nothing(
     assert holes == PARTITIONS, f"{holes} partitions read again; the log's end:\n{text[-4000:]}"
     assert metric_sum(metrics, "segflow_process_commit_stalls_total") == PARTITIONS
     assert_exactly_once(read_clean(env, len(records)), {r["messageId"] for r in records})
+
+
+#: test-only start-up code of the worker (a sitecustomize module on its PYTHONPATH): once the
+#: file SEGFLOW_TEST_STALL_FILE exists, the agent waits for good on its next batch: the worker
+#: stays up and ready, and nothing more is processed or committed
+STALL_HOOK = """
+import asyncio
+import os
+
+from processors import batch_agent
+
+_flag = os.environ["SEGFLOW_TEST_STALL_FILE"]
+_process_batch = batch_agent.BatchAgent.process_batch
+
+
+async def process_batch(self, messages):
+    if os.path.exists(_flag):
+        await asyncio.Event().wait()
+    return await _process_batch(self, messages)
+
+
+batch_agent.BatchAgent.process_batch = process_batch
+"""
+
+
+def test_a_worker_that_makes_no_progress_stops_and_its_successor_loses_nothing(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A worker whose agent waits for good (no error, still ready) commits nothing more while
+    records wait: after SEGFLOW_PROCESS_PROGRESS_STALL_S its watchdog logs the partitions and
+    the worker exits non-zero; the worker started after it finishes the stream, each event once
+    on the clean topics."""
+    env = make_env(kafka_bootstrap, tmp_path, partitions=PARTITIONS)
+    records = [
+        raw_event("track", anonymous_id=f"anon-{i % 50}", event="Order Completed")
+        for i in range(900)
+    ]
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(STALL_HOOK)
+    flag = tmp_path / "stall"
+    log = tmp_path / "worker.log"
+    raw_topics = env.topics.all_raw()
+    produce(env.bootstrap, env.topics, records[:450])
+    stalled = start_worker(
+        env,
+        log,
+        PYTHONPATH=f"{hook}{os.pathsep}{REPO}",
+        SEGFLOW_TEST_STALL_FILE=str(flag),
+        SEGFLOW_PROCESS_COMMIT_STALL_S="2",
+        **{**WORKER, "SEGFLOW_PROCESS_PROGRESS_STALL_S": "6"},
+    )
+    try:
+        wait_all_committed(env, [stalled], timeout_s=90, log=log)
+        flag.touch()
+        produce(env.bootstrap, env.topics, records[450:])
+        started = time.monotonic()
+        code = stalled.wait(90)
+        took = time.monotonic() - started
+    finally:
+        if stalled.poll() is None:
+            stalled.kill()
+            stalled.wait()
+    text = log.read_text(errors="replace")
+    assert code != 0, f"the stalled worker exited with {code}; the log's end:\n{text[-4000:]}"
+    assert "no progress for" in text and "the worker stops, to be restarted" in text, text[-4000:]
+    done = committed_total(env.bootstrap, env.app_id, raw_topics)
+    assert done == 450, f"{done} committed, 450 before the stall"
+
+    successor = start_worker(env, log, **WORKER)
+    try:
+        wait_all_committed(env, [successor], timeout_s=90, log=log)
+    finally:
+        stop_worker(successor)
+    assert_exactly_once(read_clean(env, len(records)), {r["messageId"] for r in records})
+    print(f"the stalled worker exited {took:.1f} s after the records it did not process came")
