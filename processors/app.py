@@ -22,8 +22,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Mapping
 
 from confluent_kafka.admin import AdminClient
@@ -224,8 +226,13 @@ class ProcessorApp:
         logger.error("the worker's tasks at the stall:\n%s", describe_tasks(asyncio.all_tasks()))
 
     def _exit_stalled(self) -> None:
+        """The event loop did not get to the crash (blocked): log where its thread is, exit."""
+        frame = sys._current_frames().get(threading.main_thread().ident or 0)
+        where = "".join(traceback.format_stack(frame)) if frame is not None else "(gone)\n"
         logger.error(
-            "the worker did not stop within %.0f s of the stall: exiting", STALL_EXIT_GRACE_S
+            "the worker did not stop within %.0f s of the stall: exiting; the main thread:\n%s",
+            STALL_EXIT_GRACE_S,
+            where.rstrip(),
         )
         logging.shutdown()
         os._exit(1)

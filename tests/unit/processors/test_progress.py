@@ -261,3 +261,16 @@ def test_the_tasks_are_described_down_their_await_chains() -> None:
     assert text.startswith("the-agent: test_progress.py:")
     names = [part.rsplit(" ", 1)[-1] for part in text.split(" > ")]
     assert names == ["middle", "innermost", "wait"]
+
+
+def test_a_worker_whose_loop_never_crashes_it_exits_naming_where_its_main_thread_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    proc = fakes.processor(tmp_path)
+    codes: list[int] = []
+    monkeypatch.setattr(app_module.os, "_exit", codes.append)
+    monkeypatch.setattr(app_module.logging, "shutdown", lambda: None)
+    proc._exit_stalled()
+    assert codes == [1]
+    assert "did not stop within 30 s of the stall" in caplog.text
+    assert "test_a_worker_whose_loop_never_crashes_it_exits" in caplog.text  # this frame
