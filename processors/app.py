@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
 
+from processors import faust_seam
 from processors.alerts import AlertBatcher, WebhookAlerter
 from processors.app_config import AGENT_NAME, TopicLayout, build_app, raw_source
 from processors.batch_agent import BatchAgent
@@ -214,15 +215,17 @@ class ProcessorApp:
         )
         self.health.set_live(False, f"no progress for {waited:.0f} s on {len(stalls)} partitions")
         error = ProcessingStalled(f"no progress on {len(stalls)} partitions")
-        loop.call_soon_threadsafe(self._log_tasks)
+        tps = [TP(s.topic, s.partition) for s in stalls]
+        loop.call_soon_threadsafe(self._log_stall, tps)
         loop.call_soon_threadsafe(self.crash.fail, error)
         timer = threading.Timer(STALL_EXIT_GRACE_S, self._exit_stalled)
         timer.daemon = True
         timer.start()
 
-    @staticmethod
-    def _log_tasks() -> None:
-        """Where the worker's tasks wait, for whoever looks into the stall."""
+    def _log_stall(self, tps: list[TP]) -> None:
+        """What the consumer holds of the stalled partitions and where the worker's tasks wait,
+        for whoever looks into the stall (on the event loop)."""
+        logger.error("the consumer at the stall: %s", faust_seam.consumer_view(self.app, tps))
         logger.error("the worker's tasks at the stall:\n%s", describe_tasks(asyncio.all_tasks()))
 
     def _exit_stalled(self) -> None:

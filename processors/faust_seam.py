@@ -5,7 +5,8 @@ through that partition's transactional producer, reading back what table recover
 consumer loop that hands whole fetches to the agent. So the processors reach into Faust, and
 *only here*: every private member (``_transaction_producers``, ``_trn_locks``,
 ``_ensure_producer``, the memory store's ``_key_partition``, the consumer's ``_drain_messages``
-and the bookkeeping it uses, its acked offsets, ``App._new_transport``) is touched in this
+and the bookkeeping it uses, its acked offsets, its paused and active partitions (read for
+the log of a stall), ``App._new_transport``) is touched in this
 module and nowhere else.
 :func:`check` runs at worker start-up, before anything is consumed: it verifies that the installed
 faust-streaming is a version this module was written against and that each member exists with
@@ -63,7 +64,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from weakref import WeakSet
@@ -411,6 +412,31 @@ class LeanConsumer(faust_aiokafka.Consumer):
             await self._thread.seek_wait(partitions)
 
 
+def consumer_view(app: faust.App, tps: Iterable[TP]) -> str:
+    """What the consumer holds of `tps`, for the log of a stall (call on the event loop): the
+    flow, and per partition whether it is paused or active, its read and committed offsets and
+    the acked offsets waiting for a commit."""
+    consumer: Any = app.consumer
+    paused: set[TP] = consumer._paused_partitions
+    active: set[TP] | None = consumer._active_partitions
+    read: Mapping[TP, int | None] = consumer._read_offset
+    committed: Mapping[TP, int | None] = consumer._committed_offset
+    acked: Mapping[TP, list[int]] = consumer._acked
+    parts = [
+        f"flow {'active' if consumer.flow_active else 'stopped'}, flow control "
+        f"{'active' if app.flow_control.is_active() else 'suspended'}, "
+        f"{len(paused)} partitions paused"
+    ]
+    for tp in sorted(tps):
+        waiting = acked.get(tp) or []
+        parts.append(
+            f"{tp.topic}[{tp.partition}]: {'paused' if tp in paused else 'not paused'}, "
+            f"{'active' if active and tp in active else 'not active'}, read offset "
+            f"{read.get(tp)}, committed {committed.get(tp)}, {len(waiting)} acked uncommitted"
+        )
+    return "; ".join(parts)
+
+
 def ack_all(consumer: Any, messages: list[Message]) -> None:
     """``consumer.ack(message)`` for each of `messages`, in order, with Faust's ack lock taken
     once for them all instead of once per message (Faust 0.15.3's ``Consumer.ack``, step for
@@ -536,6 +562,11 @@ def _members(app: faust.App) -> list[tuple[Any, Member]]:
         (consumer, Member("faust Consumer", "_waiting_for_ack", "attribute", ())),
         (faust_tuples, Member("faust.types.tuples", "ack_lock", "attribute", (RLockType,))),
         (consumer, Member("faust Consumer", "_buffered_partitions", "attribute", (set,))),
+        (consumer, Member("faust Consumer", "_paused_partitions", "attribute", (set,))),
+        (
+            consumer,
+            Member("faust Consumer", "_active_partitions", "attribute", (set, type(None))),
+        ),
         (consumer, Member("faust Consumer", "_add_gap", "coroutine")),
         (consumer, Member("faust Consumer", "_to_message", "method")),
         (consumer, Member("faust Consumer", "_wait_next_records", "coroutine")),
@@ -626,6 +657,7 @@ __all__ = [
     "SegflowTableManager",
     "ack_all",
     "check",
+    "consumer_view",
     "forget_store_partition",
     "forget_transaction_producer",
     "plain_producer",

@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from processors import app as app_module
+from processors import faust_seam
 from processors.app import ProcessingStalled
 from processors.faust_seam import TP
 from processors.progress import ProgressWatch, ProgressWatchdog, Stall, describe_tasks, period_for
@@ -274,3 +275,20 @@ def test_a_worker_whose_loop_never_crashes_it_exits_naming_where_its_main_thread
     assert codes == [1]
     assert "did not stop within 30 s of the stall" in caplog.text
     assert "test_a_worker_whose_loop_never_crashes_it_exits" in caplog.text  # this frame
+
+
+def test_the_consumer_view_names_each_stalled_partition(tmp_path: Path) -> None:
+    proc = fakes.processor(tmp_path)
+    raw = proc.topics.raw("track")
+    consumer: Any = proc.app.consumer
+    consumer._paused_partitions = {TP(raw, 1)}
+    consumer._read_offset[TP(raw, 0)] = 41
+    consumer._committed_offset[TP(raw, 0)] = 40
+    consumer._acked[TP(raw, 0)] = [44, 45]
+    view = faust_seam.consumer_view(proc.app, [TP(raw, 1), TP(raw, 0)])
+    assert "1 partitions paused" in view
+    assert (
+        f"{raw}[0]: not paused, not active, read offset 41, committed 40, 2 acked uncommitted"
+        in view
+    )
+    assert f"{raw}[1]: paused, not active, read offset None, committed None" in view
