@@ -11,12 +11,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 import urllib.request
 import uuid
+import warnings
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -38,6 +41,15 @@ from tests.integration.processors_harness import (
 )
 
 pytestmark = pytest.mark.integration
+
+
+class Worker(Protocol):
+    """What the tests do with a worker process: a Popen, or a :class:`Supervised` one."""
+
+    def poll(self) -> int | None: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
 
 PARTITIONS = 3
 EVENTS = 40_000
@@ -95,9 +107,7 @@ def metric_sum(text: str, name: str, label: str = "") -> float:
     )
 
 
-def wait_all_committed(
-    env: Env, workers: list[subprocess.Popen[bytes]], timeout_s: float, log: Path
-) -> None:
+def wait_all_committed(env: Env, workers: Sequence[Worker], timeout_s: float, log: Path) -> None:
     """Until the group's committed offsets reach the raw topics' ends (every record decided)."""
     raw_topics = env.topics.all_raw()
     target = end_total(env.bootstrap, raw_topics)
@@ -121,8 +131,9 @@ def wait_all_committed(
 
 
 def stall_report(text: str) -> str:
-    """The progress watchdog's lines in a worker log: the stall and where the tasks waited."""
-    start = text.find("no progress for")
+    """The progress watchdog's last report in a worker log: the stall, what the consumer held
+    and where the tasks waited."""
+    start = text.rfind("no progress for")
     if start < 0:
         return ""
     start = text.rfind("\n", 0, start) + 1
@@ -130,7 +141,7 @@ def stall_report(text: str) -> str:
     return "the watchdog's report:\n" + text[start : end if end > 0 else start + 20_000] + "\n"
 
 
-def stack_dumps(workers: list[subprocess.Popen[bytes]], log: Path) -> str:
+def stack_dumps(workers: Sequence[Worker], log: Path) -> str:
     """What the live workers are doing: each prints the stacks of its threads and asyncio tasks
     to its log on SIGUSR1 (mode's Worker); returns what the log gained meanwhile."""
     live = [w for w in workers if w.poll() is None]
@@ -152,6 +163,65 @@ def stack_dumps(workers: list[subprocess.Popen[bytes]], log: Path) -> str:
         or (i > 0 and 'File "' in dump[i - 1])
     ]
     return "the live workers' stacks (SIGUSR1):\n" + "\n".join(keep)[:60_000]
+
+
+STOPPED_BY_WATCHDOG = "the worker stops, to be restarted"
+
+
+class Supervised:
+    """A worker started again when its progress watchdog stopped it (its log gained the
+    watchdog's line), as ``segflow up`` and Kubernetes start it again, at most `most` times;
+    each restart is reported as a warning carrying the watchdog's report. Any other exit stays
+    an exit. Stands in for the Popen where the tests poll, signal and wait for a worker."""
+
+    def __init__(self, start: Callable[[], subprocess.Popen[bytes]], log: Path, most: int = 2):
+        self._start, self._log, self._most = start, log, most
+        self._lock = threading.Lock()
+        self._seen = self._stops()
+        self.restarts = 0
+        self.proc = start()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _stops(self) -> int:
+        if not self._log.exists():
+            return 0
+        return self._log.read_text(errors="replace").count(STOPPED_BY_WATCHDOG)
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.5):
+            self._restart_if_stopped()
+
+    def _restart_if_stopped(self) -> None:
+        with self._lock:
+            if self.proc.poll() is None or self.restarts >= self._most:
+                return
+            stops = self._stops()
+            if stops <= self._seen:
+                return
+            self._seen = stops
+            self.restarts += 1
+            warnings.warn(
+                "the progress watchdog stopped a worker; started again\n"
+                + stall_report(self._log.read_text(errors="replace")),
+                stacklevel=1,
+            )
+            self.proc = self._start()
+
+    def poll(self) -> int | None:
+        self._restart_if_stopped()
+        with self._lock:
+            return self.proc.poll()
+
+    def send_signal(self, sig: int) -> None:
+        with self._lock:
+            self.proc.send_signal(sig)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+        stop_worker(self.proc)
 
 
 def wait_ready(port: int, timeout_s: float) -> None:
@@ -240,7 +310,10 @@ def test_worker_joining_and_leaving_mid_stream_loses_and_duplicates_nothing(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     """Two rebalances while records flow: partitions move to a second worker and back, each
-    time rebuilt from the changelogs, with the moving partitions' open transactions aborted."""
+    time rebuilt from the changelogs, with the moving partitions' open transactions aborted.
+    Should the first worker stop making progress, its watchdog stops it and it is started
+    again, as in production (a warning carries the watchdog's report); nothing lost or
+    duplicated either way."""
     env = make_env(kafka_bootstrap, tmp_path, partitions=PARTITIONS)
     records = make_records(EVENTS // 2)
     later = make_records(EVENTS // 2, start=EVENTS // 2)
@@ -249,7 +322,10 @@ def test_worker_joining_and_leaving_mid_stream_loses_and_duplicates_nothing(
     leave = signal.Signals[os.environ.get("SEGFLOW_TEST_LEAVE_SIGNAL", "SIGTERM")]
 
     first_port, second_port = free_port(), free_port()
-    first = start_worker(env, log, SEGFLOW_PROCESS_METRICS_PORT=str(first_port), **WORKER)
+    first = Supervised(
+        lambda: start_worker(env, log, SEGFLOW_PROCESS_METRICS_PORT=str(first_port), **WORKER),
+        log,
+    )
     second: subprocess.Popen[bytes] | None = None
     watcher = TopicReader(env.bootstrap, env.topics.all_clean())
     try:
@@ -268,13 +344,14 @@ def test_worker_joining_and_leaving_mid_stream_loses_and_duplicates_nothing(
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{first_port}/metrics").read().decode()
     finally:
         watcher.close()
-        stop_worker(first)
+        first.stop()
         if second is not None and second.poll() is None:
             second.kill()
             second.wait()
 
     assert_exactly_once(read_clean(env, EVENTS), {r["messageId"] for r in records + later})
-    assert metric_sum(metrics, "segflow_process_duplicates_total") >= COPIES
+    if not first.restarts:  # a restarted worker counts only what it saw since
+        assert metric_sum(metrics, "segflow_process_duplicates_total") >= COPIES
 
 
 #: test-only start-up code of the worker (a sitecustomize module on its PYTHONPATH): the first
