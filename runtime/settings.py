@@ -281,6 +281,9 @@ def build_settings(cls: type[S], **overrides: Any) -> S:
         prefix = cls.model_config.get("env_prefix", "")
         problems = []
         for err in exc.errors():
+            if not err["loc"]:  # a check across fields: its message names them
+                problems.append(err["msg"])
+                continue
             field = ".".join(str(p) for p in err["loc"])
             env = (prefix + str(err["loc"][0])).upper() if err["loc"] else prefix
             problems.append(f"{field} ({env}): {err['msg']}")

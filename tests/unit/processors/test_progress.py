@@ -17,6 +17,8 @@ from processors.app import ProcessingStalled
 from processors.faust_seam import TP
 from processors.progress import ProgressWatch, ProgressWatchdog, Stall, describe_tasks, period_for
 from processors.settings import ProcessorSettings
+from runtime.settings import build_settings
+from schemas.errors import ConfigError
 from schemas.topics import PartitionKey
 from tests.unit.clock import ManualClock
 from tests.unit.processors import fakes
@@ -292,3 +294,17 @@ def test_the_consumer_view_names_each_stalled_partition(tmp_path: Path) -> None:
         in view
     )
     assert f"{raw}[1]: paused, not active, read offset None, committed None" in view
+
+
+def test_the_stalls_out_of_order_stop_start_up_with_a_message_naming_both(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SEGFLOW_PROCESS_COMMIT_STALL_S", "20")
+    monkeypatch.setenv("SEGFLOW_PROCESS_PROGRESS_STALL_S", "20")
+    with pytest.raises(ConfigError) as caught:
+        build_settings(ProcessorSettings)
+    assert str(caught.value) == (
+        "invalid ProcessorSettings: Value error, progress_stall_s (20) must be more than "
+        "commit_stall_s (20), so that a partition's stuck commits are healed before the worker "
+        "is stopped for making no progress (or 0: never stop)"
+    )
