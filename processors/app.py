@@ -216,17 +216,22 @@ class ProcessorApp:
         self.health.set_live(False, f"no progress for {waited:.0f} s on {len(stalls)} partitions")
         error = ProcessingStalled(f"no progress on {len(stalls)} partitions")
         tps = [TP(s.topic, s.partition) for s in stalls]
-        loop.call_soon_threadsafe(self._log_stall, tps)
-        loop.call_soon_threadsafe(self.crash.fail, error)
+        asyncio.run_coroutine_threadsafe(self._stop_stalled(tps, error), loop)
         timer = threading.Timer(STALL_EXIT_GRACE_S, self._exit_stalled)
         timer.daemon = True
         timer.start()
 
-    def _log_stall(self, tps: list[TP]) -> None:
-        """What the consumer holds of the stalled partitions and where the worker's tasks wait,
-        for whoever looks into the stall (on the event loop)."""
-        logger.error("the consumer at the stall: %s", faust_seam.consumer_view(self.app, tps))
-        logger.error("the worker's tasks at the stall:\n%s", describe_tasks(asyncio.all_tasks()))
+    async def _stop_stalled(self, tps: list[TP], error: ProcessingStalled) -> None:
+        """Log where the worker's tasks wait and what the consumer holds of the stalled
+        partitions, for whoever looks into the stall, then crash the app."""
+        try:
+            logger.error(
+                "the worker's tasks at the stall:\n%s", describe_tasks(asyncio.all_tasks())
+            )
+            view = await faust_seam.consumer_view(self.app, tps)
+            logger.error("the consumer at the stall: %s", view)
+        finally:
+            self.crash.fail(error)
 
     def _exit_stalled(self) -> None:
         """The event loop did not get to the crash (blocked): log where its thread is, exit."""

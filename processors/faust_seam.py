@@ -412,16 +412,19 @@ class LeanConsumer(faust_aiokafka.Consumer):
             await self._thread.seek_wait(partitions)
 
 
-def consumer_view(app: faust.App, tps: Iterable[TP]) -> str:
-    """What the consumer holds of `tps`, for the log of a stall (call on the event loop): the
-    flow, and per partition whether it is paused or active, its read and committed offsets and
-    the acked offsets waiting for a commit."""
+async def consumer_view(app: faust.App, tps: Iterable[TP], timeout_s: float = 3.0) -> str:
+    """What the consumer holds of `tps`, for the log of a stall (on the event loop): the flow,
+    and per partition Faust's view (paused, active, read and committed offsets, acked offsets
+    waiting for a commit) and the Kafka client's (assigned, paused, fetch position, high
+    watermark; a position not known within `timeout_s` is reported as such)."""
     consumer: Any = app.consumer
     paused: set[TP] = consumer._paused_partitions
     active: set[TP] | None = consumer._active_partitions
     read: Mapping[TP, int | None] = consumer._read_offset
     committed: Mapping[TP, int | None] = consumer._committed_offset
     acked: Mapping[TP, list[int]] = consumer._acked
+    client: Any = consumer._thread._ensure_consumer()
+    assigned, client_paused = set(client.assignment()), set(client.paused())
     parts = [
         f"flow {'active' if consumer.flow_active else 'stopped'}, flow control "
         f"{'active' if app.flow_control.is_active() else 'suspended'}, "
@@ -429,10 +432,19 @@ def consumer_view(app: faust.App, tps: Iterable[TP]) -> str:
     ]
     for tp in sorted(tps):
         waiting = acked.get(tp) or []
+        try:
+            position: object = await asyncio.wait_for(consumer.position(tp), timeout_s)
+        except TimeoutError:
+            position = f"not known within {timeout_s:g} s"
+        except Exception as exc:  # a diagnostic: the error is the answer
+            position = f"unknown ({type(exc).__name__})"
         parts.append(
             f"{tp.topic}[{tp.partition}]: {'paused' if tp in paused else 'not paused'}, "
             f"{'active' if active and tp in active else 'not active'}, read offset "
-            f"{read.get(tp)}, committed {committed.get(tp)}, {len(waiting)} acked uncommitted"
+            f"{read.get(tp)}, committed {committed.get(tp)}, {len(waiting)} acked uncommitted; "
+            f"client: {'assigned' if tp in assigned else 'not assigned'}, "
+            f"{'paused' if tp in client_paused else 'not paused'}, position {position}, "
+            f"high watermark {consumer.highwater(tp)}"
         )
     return "; ".join(parts)
 

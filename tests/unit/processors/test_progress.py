@@ -205,12 +205,23 @@ def test_a_stall_makes_the_worker_unhealthy_and_crashes_it(
     monkeypatch.setattr(proc.crash, "fail", failed.append)
     timers: list[float] = []
     monkeypatch.setattr(app_module.threading, "Timer", lambda s, f: FakeTimer(s, timers))
+    viewed: list[list[TP]] = []
+
+    async def view(app: Any, tps: list[TP]) -> str:
+        viewed.append(tps)
+        return "the view"
+
+    monkeypatch.setattr(faust_seam, "consumer_view", view)
     loop = asyncio.new_event_loop()
     try:
         proc.on_stall([Stall(A[0], 0, 10, 50, 121.0), Stall(B[0], 1, 7, 9, 125.0)], loop)
-        loop.run_until_complete(asyncio.sleep(0))  # the crash is called on the event loop
+        for _ in range(5):  # the report and the crash run on the event loop
+            loop.run_until_complete(asyncio.sleep(0))
     finally:
         loop.close()
+    assert viewed == [[TP(*A), TP(B[0], 1)]]
+    assert "the consumer at the stall: the view" in caplog.text
+    assert "the worker's tasks at the stall:" in caplog.text
     assert [type(e) for e in failed] == [ProcessingStalled]
     assert proc.health.live is False
     assert timers == [app_module.STALL_EXIT_GRACE_S]
@@ -279,7 +290,9 @@ def test_a_worker_whose_loop_never_crashes_it_exits_naming_where_its_main_thread
     assert "test_a_worker_whose_loop_never_crashes_it_exits" in caplog.text  # this frame
 
 
-def test_the_consumer_view_names_each_stalled_partition(tmp_path: Path) -> None:
+def test_the_consumer_view_names_each_stalled_partition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     proc = fakes.processor(tmp_path)
     raw = proc.topics.raw("track")
     consumer: Any = proc.app.consumer
@@ -287,13 +300,40 @@ def test_the_consumer_view_names_each_stalled_partition(tmp_path: Path) -> None:
     consumer._read_offset[TP(raw, 0)] = 41
     consumer._committed_offset[TP(raw, 0)] = 40
     consumer._acked[TP(raw, 0)] = [44, 45]
-    view = faust_seam.consumer_view(proc.app, [TP(raw, 1), TP(raw, 0)])
+    client = FakeClient(assigned={TP(raw, 0)}, paused={TP(raw, 0)})
+    monkeypatch.setattr(consumer._thread, "_ensure_consumer", lambda: client)
+    monkeypatch.setattr(consumer, "highwater", lambda tp: 90 + tp.partition)
+
+    async def position(tp: TP) -> int:
+        if tp.partition == 1:
+            await asyncio.sleep(10)  # no valid position: the view does not wait for it
+        return 44
+
+    monkeypatch.setattr(consumer, "position", position)
+    view = asyncio.run(faust_seam.consumer_view(proc.app, [TP(raw, 1), TP(raw, 0)], 0.05))
     assert "1 partitions paused" in view
     assert (
-        f"{raw}[0]: not paused, not active, read offset 41, committed 40, 2 acked uncommitted"
+        f"{raw}[0]: not paused, not active, read offset 41, committed 40, 2 acked uncommitted; "
+        "client: assigned, paused, position 44, high watermark 90" in view
+    )
+    assert (
+        f"{raw}[1]: paused, not active, read offset None, committed None, 0 acked uncommitted; "
+        "client: not assigned, not paused, position not known within 0.05 s, high watermark 91"
         in view
     )
-    assert f"{raw}[1]: paused, not active, read offset None, committed None" in view
+
+
+class FakeClient:
+    """The Kafka client's assignment and paused partitions, as aiokafka's consumer answers."""
+
+    def __init__(self, assigned: set[TP], paused: set[TP]) -> None:
+        self._assigned, self._paused = assigned, paused
+
+    def assignment(self) -> set[TP]:
+        return self._assigned
+
+    def paused(self) -> set[TP]:
+        return self._paused
 
 
 def test_the_stalls_out_of_order_stop_start_up_with_a_message_naming_both(
