@@ -37,7 +37,9 @@ good, silently, while its acked offsets pile up in memory; Faust commits no tran
 partition it has no offset to commit for, so the output of its records since the last commit stays
 invisible, until the broker aborts that transaction (60 s, the producers' transaction timeout).
 :class:`CommitWatch` notices a partition whose committed offset has not moved for
-``commit_stall_s`` (at most 30 s) while acks wait above such a hole; the consumer then logs it,
+``commit_stall_s`` (at most 30 s) while acks wait above such a hole, or while records delivered
+from that offset on wait with none acked (the client's position already past them, so they are
+not fetched again: seen at the end of a rebalance); the consumer then logs it,
 tells the app's ``commit_stall_listener`` (a metric) and seeks the partition back to its
 committed offset, from where the hole is read again; what had been processed after it is found
 in the dedupe state and dropped, its output still in the open transaction, which the next commit
@@ -223,6 +225,13 @@ class SegflowTableManager(TableManager):
 # -- the consumer ------------------------------------------------------------------------------
 
 
+#: how often the consumer loop looks for partitions whose records wait with nothing acked
+WAITING_CHECK_EVERY_S = 1.0
+#: records wait when the high watermark is this far above the committed offset (one may be a
+#: transaction marker, never committed past)
+WAITING_LAG = 2
+
+
 class CommitWatch:
     """The partitions whose commits are stuck behind offsets read but never acked.
 
@@ -232,6 +241,12 @@ class CommitWatch:
     offset stayed the same for `stall_s` with acks waiting above the hole becomes *due*: to be
     read again from that committed offset (:meth:`take_due`). A partition is due again only after
     another `stall_s` without progress.
+
+    The same holds for a partition whose records wait with nothing acked, nothing committed and
+    nothing delivered for `stall_s` (:meth:`check_waiting`): seen at the end of a rebalance, the
+    client's position past records the worker never processed (a fetch dropped as stale after
+    the seek back to the committed offsets, or lost with its cancelled caller); nothing shows
+    it, and nothing is fetched or committed until the partition is read again.
     """
 
     def __init__(self, stall_s: float, clock: Callable[[], float] = time.monotonic) -> None:
@@ -239,8 +254,15 @@ class CommitWatch:
         self._clock = clock
         #: partition -> (committed offset, since when its commits have been held back at it)
         self._since: dict[TP, tuple[int, float]] = {}
-        #: partition -> (committed offset to read again from, lowest acked offset)
+        #: partition -> (committed offset to read again from, lowest acked offset, or the high
+        #: watermark when nothing was acked)
         self._due: dict[TP, tuple[int, int]] = {}
+        #: partition -> the last offset the Kafka client delivered for it
+        self._received: dict[TP, int] = {}
+        #: partition -> ((committed offset, last offset delivered), since when records have
+        #: waited with that, none acked)
+        self._waiting_since: dict[TP, tuple[tuple[int, int | None], float]] = {}
+        self._next_check = 0.0
 
     def observe(self, tp: TP, committed: int | None, acked: Sequence[int]) -> None:
         """Faust found nothing to commit for `tp` (its acked offsets sorted, as Faust leaves
@@ -259,6 +281,52 @@ class CommitWatch:
     def moved(self, tp: TP) -> None:
         """`tp` has an offset to commit: not stuck."""
         self._since.pop(tp, None)
+
+    def received(self, tp: TP, offset: int) -> None:
+        """The Kafka client delivered `tp`'s records up to `offset` (kept or dropped after)."""
+        self._received[tp] = offset
+
+    def due_for_a_look(self) -> bool:
+        """Whether :meth:`check_waiting` is due (once a second: the loop runs once a fetch).
+        After a longer gap (the loop waited on a full batch queue) the clocks start again:
+        nothing was delivered meanwhile because nothing was fetched."""
+        now = self._clock()
+        if now < self._next_check:
+            return False
+        if now - self._next_check > WAITING_CHECK_EVERY_S * 4:
+            self.settling()
+        self._next_check = now + WAITING_CHECK_EVERY_S
+        return True
+
+    def settling(self) -> None:
+        """A rebalance or table recovery: records wait legitimately; clocks start again."""
+        self._waiting_since.clear()
+
+    def check_waiting(self, partitions: Mapping[TP, tuple[int | None, bool, int | None]]) -> None:
+        """`partitions`: assigned partition -> (committed offset, whether acked offsets wait for
+        a commit, high watermark). One whose records wait (the high watermark two or more
+        above the committed offset) with nothing acked, nothing committed and nothing delivered
+        for `stall_s` is due to be read again: its records were fetched and dropped with no
+        seek back to follow (the client's position past them), or fetched and lost."""
+        now = self._clock()
+        for tp in [tp for tp in self._waiting_since if tp not in partitions]:
+            del self._waiting_since[tp]
+        for tp, (committed, has_acks, highwater) in partitions.items():
+            if (
+                not committed
+                or highwater is None
+                or highwater - committed < WAITING_LAG
+                or has_acks  # committed soon, or a hole, which observe() judges
+            ):
+                self._waiting_since.pop(tp, None)
+                continue
+            key = (committed, self._received.get(tp))
+            since = self._waiting_since.get(tp)
+            if since is None or since[0] != key:
+                self._waiting_since[tp] = (key, now)
+            elif now - since[1] >= self.stall_s:
+                self._waiting_since[tp] = (key, now)
+                self._due[tp] = (committed, highwater)
 
     @property
     def any_due(self) -> bool:
@@ -319,14 +387,21 @@ class LeanConsumer(faust_aiokafka.Consumer):
         batch_topics: frozenset[str] = app.batch_topics
         watch: CommitWatch | None = app.commit_watch
         while not (consumer_should_stop() or fetcher_should_stop()):
-            if watch is not None and watch.any_due:
-                await self._read_again(watch.take_due())  # nothing fetched is held meanwhile
+            if watch is not None:
+                if watch.due_for_a_look():
+                    self._look_for_waiting(watch, batch_topics)
+                if watch.any_due:
+                    await self._read_again(watch.take_due())  # nothing fetched is held now
             records, active = await self._wait_next_records(1.0)
             await asyncio.sleep(0)
             if self.should_stop:
                 break
             if not records:
                 continue
+            if watch is not None:
+                for tp, fetched in records.items():
+                    if fetched and tp.topic in batch_topics:
+                        watch.received(tp, fetched[-1].offset)
             if not self.flow_active:  # as Faust's getmany: back to the committed offsets
                 await self.perform_seek()
                 continue
@@ -384,6 +459,22 @@ class LeanConsumer(faust_aiokafka.Consumer):
                 watch.moved(tp)
         return offset
 
+    def _look_for_waiting(self, watch: CommitWatch, batch_topics: frozenset[str]) -> None:
+        """Tell `watch` where each assigned raw partition stands (nothing while the flow is
+        stopped: a rebalance or table recovery)."""
+        app: Any = self.app
+        if not (self.flow_active and app.flow_control.is_active()) or app.rebalancing:
+            watch.settling()
+            return
+        committed, acked = self._committed_offset, self._acked
+        watch.check_waiting(
+            {
+                tp: (committed.get(tp), bool(acked.get(tp)), self.highwater(tp))
+                for tp in self.assignment()
+                if tp.topic in batch_topics
+            }
+        )
+
     async def _read_again(self, due: Mapping[TP, tuple[int, int]]) -> None:
         """Seek the partitions whose commits are stuck back to their committed offsets (those
         still assigned, their committed offset unchanged)."""
@@ -394,16 +485,18 @@ class LeanConsumer(faust_aiokafka.Consumer):
             if tp not in assignment or self._committed_offset.get(tp) != committed:
                 continue
             partitions[tp] = committed
+            above = len(self._acked.get(tp) or ())
             logger.warning(
-                "commits of %s stuck at offset %d for %.0f s: offsets %d to %d were read but "
-                "never acknowledged while %d offsets above them were; reading it again from "
-                "offset %d",
+                "commits of %s stuck at offset %d for %.0f s: offsets %d to %d %s; reading it "
+                "again from offset %d",
                 tp,
                 committed,
                 app.commit_watch.stall_s,
                 committed,
                 lowest_acked - 1,
-                len(self._acked[tp]),
+                f"were read but never acknowledged while {above} offsets above them were"
+                if above
+                else "wait with nothing acknowledged, committed or delivered",
                 committed,
             )
             if app.commit_stall_listener is not None:

@@ -355,16 +355,20 @@ def test_worker_joining_and_leaving_mid_stream_loses_and_duplicates_nothing(
 
 
 #: test-only start-up code of the worker (a sitecustomize module on its PYTHONPATH): the first
-#: time it reads the records at SEGFLOW_TEST_HOLE_OFFSETS of each partition of
-#: SEGFLOW_TEST_HOLE_TOPIC, it takes them for stale, as after a rebalance: neither processed nor
-#: acked, and not read again unless the consumer seeks back
+#: time it reads the records at SEGFLOW_TEST_HOLE_OFFSETS ("40,41", or "40-": from 40 on) of
+#: each partition of SEGFLOW_TEST_HOLE_TOPIC, it takes them for stale, as after a rebalance:
+#: neither processed nor acked, and not read again unless the consumer seeks back
 HOLE_HOOK = """
 import os
 
 from processors import batch_agent
 
 _topic = os.environ["SEGFLOW_TEST_HOLE_TOPIC"]
-_offsets = {int(o) for o in os.environ["SEGFLOW_TEST_HOLE_OFFSETS"].split(",")}
+_spec = os.environ["SEGFLOW_TEST_HOLE_OFFSETS"]
+if _spec.endswith("-"):  # N-: every offset from N on
+    _offsets = range(int(_spec[:-1]), 2**62)
+else:
+    _offsets = {int(o) for o in _spec.split(",")}
 _seen = set()
 _dropped = []  # the message objects left out (asked about before processing and before acks)
 _current = batch_agent.BatchAgent.current
@@ -388,13 +392,16 @@ batch_agent.BatchAgent.current = current
 """
 
 
+@pytest.mark.parametrize("dropped", ["40,41", "40-"], ids=["hole", "tail"])
 def test_a_partition_whose_commits_are_stuck_is_read_again_and_loses_nothing(
-    kafka_bootstrap: str, tmp_path: Path
+    kafka_bootstrap: str, tmp_path: Path, dropped: str
 ) -> None:
-    """Two records of each partition read and never acked stop Faust's commits of that
-    partition for good (the lowest acked offset is more than one above the committed one). The
-    worker notices after SEGFLOW_PROCESS_COMMIT_STALL_S, reads the partition again from its
-    committed offset: the two records are processed, those after them dropped as duplicates,
+    """hole: two records of each partition read and never acked stop Faust's commits of that
+    partition for good (the lowest acked offset is more than one above the committed one).
+    tail: every record from offset 40 on read once and never acked, nothing acked above them:
+    the client's position is at the end, nothing more is fetched or committed. Either way the
+    worker notices after SEGFLOW_PROCESS_COMMIT_STALL_S and reads the partition again from its
+    committed offset: the records are processed (those processed before dropped as duplicates)
     and every offset is committed; each event once on the clean topics."""
     env = make_env(kafka_bootstrap, tmp_path, partitions=PARTITIONS)
     records = [
@@ -412,7 +419,7 @@ def test_a_partition_whose_commits_are_stuck_is_read_again_and_loses_nothing(
         log,
         PYTHONPATH=f"{hook}{os.pathsep}{REPO}",
         SEGFLOW_TEST_HOLE_TOPIC=env.topics.raw("track"),
-        SEGFLOW_TEST_HOLE_OFFSETS="40,41",
+        SEGFLOW_TEST_HOLE_OFFSETS=dropped,
         SEGFLOW_PROCESS_COMMIT_STALL_S="2",
         SEGFLOW_PROCESS_METRICS_PORT=str(port),
         **WORKER,

@@ -354,3 +354,83 @@ def test_a_partition_whose_commits_are_stuck_is_read_again_from_its_committed_of
         consumer, [Message(topic, 1, o, 0.0, 0, [], b"k", b"v", None) for o in range(100, 110)]
     )
     assert consumer._filter_committable_offsets([tp]) == {tp: 110}
+
+
+def test_the_commit_watch_names_a_partition_whose_records_wait_with_nothing_acked() -> None:
+    """Records waiting (high watermark two or more above the committed offset), nothing acked,
+    committed or delivered for stall_s: due. Acks, a commit, a delivery or a settling reset."""
+    clock = ManualClock(1000.0)
+    watch = faust_seam.CommitWatch(15.0, clock)
+    tp, idle, marker, fresh = TP("raw", 0), TP("raw", 1), TP("raw", 2), TP("raw", 3)
+
+    def look(acked: bool = False, committed: int = 100) -> None:
+        watch.check_waiting(
+            {
+                tp: (committed, acked, 300),
+                idle: (50, False, 50),  # caught up
+                marker: (70, False, 71),  # a transaction marker at the end
+                fresh: (None, False, 40),  # nothing committed yet
+            }
+        )
+
+    look()
+    clock.now += 14.9
+    look()
+    assert not watch.any_due
+    clock.now += 0.1
+    look()
+    assert watch.take_due() == {tp: (100, 300)}, "only the partition whose records wait"
+    clock.now += 10
+    look()
+    assert not watch.any_due, "due again only after another stall_s"
+    clock.now += 5
+    look()
+    assert watch.take_due() == {tp: (100, 300)}
+
+
+@pytest.mark.parametrize("reset", ["acks", "commit", "delivery", "settling"])
+def test_progress_starts_the_clock_of_waiting_records_again(reset: str) -> None:
+    clock = ManualClock(1000.0)
+    watch = faust_seam.CommitWatch(15.0, clock)
+    tp = TP("raw", 0)
+    committed = 100
+    watch.check_waiting({tp: (committed, False, 300)})
+    clock.now += 10
+    if reset == "acks":
+        watch.check_waiting({tp: (committed, True, 300)})
+    elif reset == "commit":
+        committed = 101
+    elif reset == "delivery":
+        watch.received(tp, 150)
+    else:
+        watch.settling()
+    watch.check_waiting({tp: (committed, False, 300)})
+    clock.now += 14.9
+    watch.check_waiting({tp: (committed, False, 300)})
+    assert not watch.any_due
+    clock.now += 0.1
+    watch.check_waiting({tp: (committed, False, 300)})
+    assert watch.take_due() == {tp: (committed, 300)}
+
+
+def test_a_long_gap_between_looks_starts_the_clocks_again() -> None:
+    clock = ManualClock(1000.0)
+    watch = faust_seam.CommitWatch(15.0, clock)
+    tp = TP("raw", 0)
+
+    def look_each_second(seconds: int) -> None:
+        for _ in range(seconds):
+            clock.now += 1
+            if watch.due_for_a_look():
+                watch.check_waiting({tp: (100, False, 300)})
+
+    assert watch.due_for_a_look()
+    watch.check_waiting({tp: (100, False, 300)})
+    clock.now += 0.5
+    assert not watch.due_for_a_look(), "once a second"
+    look_each_second(10)
+    clock.now += 20  # the loop waited on a full batch queue: nothing was fetched meanwhile
+    look_each_second(14)
+    assert not watch.any_due
+    look_each_second(2)
+    assert watch.take_due() == {tp: (100, 300)}
