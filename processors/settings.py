@@ -57,8 +57,9 @@ class ProcessorSettings(SegflowSettings):
         gt=0,
         le=30,
         description="Seconds a partition's commits may stay stuck behind records read but never "
-        "acknowledged before it is read again from its committed offset (logged and counted); "
-        "at most 30, well inside the 60 s after which the broker aborts its open transaction",
+        "acknowledged (or with records waiting and none acknowledged or fetched) before it is "
+        "read again from its committed offset (logged and counted); at most 30, well inside "
+        "the 60 s after which the broker aborts its open transaction",
     )
     progress_stall_s: float = Field(
         120.0,
