@@ -263,6 +263,10 @@ class CommitWatch:
         #: waited with that, none acked)
         self._waiting_since: dict[TP, tuple[tuple[int, int | None], float]] = {}
         self._next_check = 0.0
+        #: partition -> (committed offset, high watermark) it was last read again at for
+        #: records waiting: not again at the same (a tail that delivers nothing when read, such
+        #: as a transaction's aborted records, waits for good; the progress watchdog judges it)
+        self._sought: dict[TP, tuple[int, int]] = {}
 
     def observe(self, tp: TP, committed: int | None, acked: Sequence[int]) -> None:
         """Faust found nothing to commit for `tp` (its acked offsets sorted, as Faust leaves
@@ -326,7 +330,9 @@ class CommitWatch:
                 self._waiting_since[tp] = (key, now)
             elif now - since[1] >= self.stall_s:
                 self._waiting_since[tp] = (key, now)
-                self._due[tp] = (committed, highwater)
+                if self._sought.get(tp) != (committed, highwater):
+                    self._sought[tp] = (committed, highwater)
+                    self._due[tp] = (committed, highwater)
 
     @property
     def any_due(self) -> bool:

@@ -18,6 +18,10 @@ committed past). It is *stalled* when it has been waiting with the same committe
 rebalancing or recovering its tables (a long recovery is not a stall; restarting would only
 start it over). A partition with no committed offset yet is judged from its log start offset,
 where the worker starts reading it (the consumer's ``auto.offset.reset`` is earliest).
+segflow writes the raw topics without transactions (the edge, replay and backfill); a raw
+topic that another writer filled transactionally and whose last transaction aborted would end
+in records no consumer receives and no commit passes, which this rule takes for records
+waiting: such a worker would be restarted each period.
 
 On a stall the worker logs an ERROR naming the partitions and their offsets, answers 503 on
 /healthz (Kubernetes' liveness probe restarts the pod), and crashes its app: it stops and exits

@@ -380,12 +380,13 @@ def test_the_commit_watch_names_a_partition_whose_records_wait_with_nothing_acke
     clock.now += 0.1
     look()
     assert watch.take_due() == {tp: (100, 300)}, "only the partition whose records wait"
-    clock.now += 10
+    clock.now += 60
     look()
-    assert not watch.any_due, "due again only after another stall_s"
-    clock.now += 5
-    look()
-    assert watch.take_due() == {tp: (100, 300)}
+    assert not watch.any_due, "read again at the same offsets: delivered nothing, not again"
+    watch.check_waiting({tp: (100, False, 301)})  # a new record: worth another read
+    clock.now += 15
+    watch.check_waiting({tp: (100, False, 301)})
+    assert watch.take_due() == {tp: (100, 301)}
 
 
 @pytest.mark.parametrize("reset", ["acks", "commit", "delivery", "settling"])
