@@ -125,20 +125,20 @@ def wait_all_committed(env: Env, workers: Sequence[Worker], timeout_s: float, lo
             stacks = stack_dumps(workers, log)
             raise AssertionError(
                 f"{problem}: {done} of {target} committed; the log's end:\n{text[-6000:]}\n"
-                f"{stall_report(text)}{stacks}"
+                f"{stop_report(text)}{stacks}"
             )
         time.sleep(0.5)
 
 
-def stall_report(text: str) -> str:
-    """The progress watchdog's last report in a worker log: the stall, what the consumer held
-    and where the tasks waited."""
-    start = text.rfind("no progress for")
+def stop_report(text: str) -> str:
+    """The last designed stop's report in a worker log: the progress watchdog's (the stall,
+    where the tasks waited, what the consumer held) or the recovery check's."""
+    start = max(text.rfind("no progress for"), text.rfind("table recovery loaded nothing"))
     if start < 0:
         return ""
     start = text.rfind("\n", 0, start) + 1
     end = text.find("Crashed reason=", start)
-    return "the watchdog's report:\n" + text[start : end if end > 0 else start + 20_000] + "\n"
+    return "the stop's report:\n" + text[start : end if end > 0 else start + 20_000] + "\n"
 
 
 def stack_dumps(workers: Sequence[Worker], log: Path) -> str:
@@ -165,14 +165,16 @@ def stack_dumps(workers: Sequence[Worker], log: Path) -> str:
     return "the live workers' stacks (SIGUSR1):\n" + "\n".join(keep)[:60_000]
 
 
-STOPPED_BY_WATCHDOG = "the worker stops, to be restarted"
+#: the lines of the worker's designed stops, after which it is to be started again: its
+#: progress watchdog's, and the recovery check's (a changelog read nothing from)
+RESTART_LINES = ("the worker stops, to be restarted", "(the restart recovers again)")
 
 
 class Supervised:
-    """A worker started again when its progress watchdog stopped it (its log gained the
-    watchdog's line), as ``segflow up`` and Kubernetes start it again, at most `most` times;
-    each restart is reported as a warning carrying the watchdog's report. Any other exit stays
-    an exit. Stands in for the Popen where the tests poll, signal and wait for a worker."""
+    """A worker started again after a designed stop (its log gained one of `RESTART_LINES`), as
+    ``segflow up`` and Kubernetes start it again, at most `most` times; each restart is reported
+    as a warning carrying the stop's report. Any other exit stays an exit. Stands in for the
+    Popen where the tests poll, signal and wait for a worker."""
 
     def __init__(self, start: Callable[[], subprocess.Popen[bytes]], log: Path, most: int = 2):
         self._start, self._log, self._most = start, log, most
@@ -187,7 +189,8 @@ class Supervised:
     def _stops(self) -> int:
         if not self._log.exists():
             return 0
-        return self._log.read_text(errors="replace").count(STOPPED_BY_WATCHDOG)
+        text = self._log.read_text(errors="replace")
+        return sum(text.count(line) for line in RESTART_LINES)
 
     def _watch(self) -> None:
         while not self._done.wait(0.5):
@@ -202,10 +205,9 @@ class Supervised:
                 return
             self._seen = stops
             self.restarts += 1
+            text = self._log.read_text(errors="replace")
             warnings.warn(
-                "the progress watchdog stopped a worker; started again\n"
-                + stall_report(self._log.read_text(errors="replace")),
-                stacklevel=1,
+                "a designed stop of a worker; started again\n" + stop_report(text), stacklevel=1
             )
             self.proc = self._start()
 
@@ -311,9 +313,9 @@ def test_worker_joining_and_leaving_mid_stream_loses_and_duplicates_nothing(
 ) -> None:
     """Two rebalances while records flow: partitions move to a second worker and back, each
     time rebuilt from the changelogs, with the moving partitions' open transactions aborted.
-    Should the first worker stop making progress, its watchdog stops it and it is started
-    again, as in production (a warning carries the watchdog's report); nothing lost or
-    duplicated either way."""
+    Should the first worker stop by design (its progress watchdog, or the check that table
+    recovery read its changelogs), it is started again, as in production (a warning carries
+    the stop's report); nothing lost or duplicated either way."""
     env = make_env(kafka_bootstrap, tmp_path, partitions=PARTITIONS)
     records = make_records(EVENTS // 2)
     later = make_records(EVENTS // 2, start=EVENTS // 2)
