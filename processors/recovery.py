@@ -22,7 +22,8 @@ its open transaction, which commit or abort with the output they belong to. So:
 - Each drop bumps the partition's epoch (`StateRecovery.epochs`): a batch read in an earlier
   epoch never goes out for it (see :mod:`processors.handoff`).
 - Recovery sanity. See :meth:`StateRecovery.check`: a changelog partition read in full that
-  holds committed records, from which recovery applied none, stops the worker.
+  holds committed records after the last one recovery applied (none applied, or recovery
+  declared done early) stops the worker.
 """
 
 from __future__ import annotations
@@ -114,6 +115,8 @@ class StateRecovery:
         #: partitions whose next recovery reads their changelogs in full, and what it applied
         self.full_reads: set[int] = set()
         self.applied: Counter[TP] = Counter()
+        #: changelog partition -> the highest offset table recovery applied since it was reset
+        self.last_applied: dict[TP, int] = {}
         self.tables = build_tables(app, partitions, self.on_changelog_event)
         self.changelog_topic = {
             name: table.changelog_topic.get_topic_name() for name, table in self.tables.items()
@@ -176,14 +179,19 @@ class StateRecovery:
         self.full_reads = (self.full_reads & kept) | fresh
         for tp in self.changelog_tps(fresh):
             self.applied.pop(tp, None)
+            self.last_applied.pop(tp, None)
         self.assigned = kept
         if gone - kept:
             logger.info("dropped the state of revoked partitions %s", sorted(gone - kept))
         return self.changelog_tps(lost)
 
     async def on_changelog_event(self, event: EventT) -> None:
-        """Count the changelog records table recovery applies, per changelog partition."""
-        self.applied[event.message.tp] += 1
+        """Count the changelog records table recovery applies, and the highest offset, per
+        changelog partition."""
+        message = event.message
+        self.applied[message.tp] += 1
+        if message.offset > self.last_applied.get(message.tp, -1):
+            self.last_applied[message.tp] = message.offset
 
     async def on_recovered(self) -> None:
         """Move what Faust read back from the changelogs into the live state (once per table).
@@ -229,20 +237,24 @@ class StateRecovery:
         logger.info("state recovered for partitions %s", sorted(active))
 
     async def check(self, active: set[int]) -> bool:
-        """False (and the worker stops) when a recovery loaded nothing from a changelog that
-        holds committed records.
+        """False (and the worker stops) when a recovery left out committed records of a
+        changelog.
 
         The rule, for each changelog partition of each partition whose changelogs this recovery
         read from their start (newly assigned, or read again after a lost membership): if table
         recovery applied no record of it while the broker reports records between its low
-        watermark and its end offset (the last stable offset), those records are read once more
-        with a read_committed consumer. Under exactly-once a changelog can legitimately end in
-        control records and aborted writes only, which no read_committed consumer receives; but
-        if that read gets a record, recovery skipped committed state (a fetch answer lost on
-        its way, as Faust's "aborted tx until highwater" shortcut can hide): starting with an
-        empty state would let copies through, so the worker stops with FatalError naming the
-        changelog, partition and offsets, and its restart recovers again. Partitions kept
-        across a rebalance read only what was written since their last recovery and are not
+        watermark and its end offset (the last stable offset), or more than one offset (a
+        transaction marker) lies between the last record it applied and the end, those records
+        are read once more with a read_committed consumer. Under exactly-once a changelog can
+        legitimately end in control records and aborted writes, which no read_committed consumer
+        receives; but if that read gets a record, recovery skipped committed state: a fetch
+        answer lost on its way, or Faust's "aborted tx until highwater" shortcut, which takes
+        the client's position for the end of what was applied while fetched records are still
+        on their way to the tables (seen on the broker: a full read declared done 0.2 s after it
+        started, nothing applied). Starting with an empty or partial state would let copies
+        through, so the worker stops with FatalError naming the changelog, partition and
+        offsets, and its restart recovers again. Partitions kept across a rebalance read only
+        what was written since their last recovery, their own writes among it, and are not
         checked.
         """
         due = self.full_reads & active
@@ -253,8 +265,13 @@ class StateRecovery:
         suspects = []
         for tp in sorted(self.changelog_tps(due)):
             low, end = consumer.low_offsets.get(tp), consumer.end_offsets.get(tp)
-            if low is not None and end is not None and end > low and not self.applied[tp]:
-                suspects.append((tp, low, end))
+            if low is None or end is None:
+                continue
+            # after the last record applied; past one offset (a transaction marker) before the
+            # end, records may have been left out
+            after = max(low, self.last_applied[tp] + 1) if self.applied[tp] else low
+            if end - after > (1 if self.applied[tp] else 0):
+                suspects.append((tp, after, end))
         if not suspects:
             return True
         error: FatalError | None = None
@@ -269,15 +286,21 @@ class StateRecovery:
             )
         if found:
             tp, low, end = next(s for s in suspects if s[0] in found)
+            what = (
+                f"stopped at offset {self.last_applied[tp]} of changelog "
+                if self.applied[tp]
+                else "loaded nothing from changelog "
+            )
             error = FatalError(
-                f"table recovery loaded nothing from changelog {tp.topic}[{tp.partition}] "
-                f"although it holds committed records (offsets {low}..{end}, first committed "
-                f"at {found[tp]}); {len(found)} changelog partitions so; stopping rather than "
-                "starting with an empty state (the restart recovers again)"
+                f"table recovery {what}{tp.topic}[{tp.partition}] although it holds committed "
+                f"records after it (offsets {low}..{end}, first committed at {found[tp]}); "
+                f"{len(found)} changelog partitions so; stopping rather than starting with a "
+                "partial state (the restart recovers again)"
             )
         if error is None:
             logger.info(
-                "changelog partitions %s hold no committed record", [s[0] for s in suspects]
+                "changelog partitions %s hold no committed record after what recovery applied",
+                [s[0] for s in suspects],
             )
             return True
         logger.error("%s", error)

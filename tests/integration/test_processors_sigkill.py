@@ -133,7 +133,7 @@ def wait_all_committed(env: Env, workers: Sequence[Worker], timeout_s: float, lo
 def stop_report(text: str) -> str:
     """The last designed stop's report in a worker log: the progress watchdog's (the stall,
     where the tasks waited, what the consumer held) or the recovery check's."""
-    start = max(text.rfind("no progress for"), text.rfind("table recovery loaded nothing"))
+    start = max(text.rfind("no progress for"), text.rfind("(the restart recovers again)"))
     if start < 0:
         return ""
     start = text.rfind("\n", 0, start) + 1

@@ -87,11 +87,12 @@ def test_a_generation_jump_drops_kept_partitions_aborts_their_transactions_and_r
 
 
 @pytest.mark.parametrize("committed", [True, False])
-def test_a_recovery_that_loaded_nothing_from_a_changelog_with_committed_records_stops(
+def test_a_recovery_that_loaded_nothing_or_stopped_early_from_a_changelog_stops(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, committed: bool
 ) -> None:
-    """Records between the low watermark and the end offset, none applied: read once more; a
-    committed one stops the worker, control records and aborted writes only do not."""
+    """Records between the low watermark and the end offset, none applied, or more than a
+    marker after the last one applied: read once more; a committed one stops the worker,
+    control records and aborted writes only do not."""
 
     async def run() -> None:
         proc = processor(tmp_path)
@@ -103,21 +104,29 @@ def test_a_recovery_that_loaded_nothing_from_a_changelog_with_committed_records_
             consumer.low_offsets[tp], consumer.end_offsets[tp] = 0, 0  # empty
         consumer.low_offsets[dedupe_0], consumer.end_offsets[dedupe_0] = 100, 250
         consumer.low_offsets[identity_1], consumer.end_offsets[identity_1] = 0, 40
-        proc.recovery.applied[identity_1] = 40  # recovery applied these
+        # recovery applied these, up to offset 38: 39 is a transaction marker
+        proc.recovery.applied[identity_1], proc.recovery.last_applied[identity_1] = 39, 38
+        # and these up to offset 29 of 80: stopped early (Faust's "aborted tx until highwater"
+        # takes the client's position, past records still on their way, for the end)
+        dedupe_1 = TP(proc.changelog_topic["dedupe"], 1)
+        consumer.low_offsets[dedupe_1], consumer.end_offsets[dedupe_1] = 0, 80
+        proc.recovery.applied[dedupe_1], proc.recovery.last_applied[dedupe_1] = 30, 29
         asked: list[list[tuple[TP, int, int]]] = []
 
         def first_committed(kafka: Any, app_id: str, suspects: Any) -> dict[TP, int]:
             asked.append(list(suspects))
-            return {dedupe_0: 120} if committed else {}
+            return {dedupe_0: 120, dedupe_1: 30} if committed else {}
 
         monkeypatch.setattr("processors.recovery.first_committed_offsets", first_committed)
         monkeypatch.setattr(proc.recovery, "active_partitions", lambda: {0, 1})
         await proc.recovery.on_recovered()
-        assert asked == [[(dedupe_0, 100, 250)]]
+        assert asked == [[(dedupe_0, 100, 250), (dedupe_1, 30, 80)]]
         if committed:
             assert isinstance(proc.fatal, FatalError)
             message = str(proc.fatal)
-            assert f"changelog {dedupe_0.topic}[0]" in message and "100..250" in message
+            assert f"loaded nothing from changelog {dedupe_0.topic}[0]" in message
+            assert "100..250" in message and "2 changelog partitions so" in message
+            assert "(the restart recovers again)" in message
             assert not proc.health.ready
             assert proc.crashing is not None
             await proc.crashing
