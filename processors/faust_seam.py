@@ -82,6 +82,7 @@ from faust.types import tuples as faust_tuples
 from mode.utils.futures import notify
 from mode.utils.locks import Event as ModeEvent
 
+from processors.progress import WAITING_LAG
 from schemas.errors import FatalError
 
 logger = logging.getLogger(__name__)
@@ -227,9 +228,6 @@ class SegflowTableManager(TableManager):
 
 #: how often the consumer loop looks for partitions whose records wait with nothing acked
 WAITING_CHECK_EVERY_S = 1.0
-#: records wait when the high watermark is this far above the committed offset (one may be a
-#: transaction marker, never committed past)
-WAITING_LAG = 2
 
 
 class CommitWatch:
