@@ -61,6 +61,8 @@ class FakeTransactionalProducer:
         self.headers: list[Headers] = []
         self.aborted = False
         self.stopped = False
+        #: the (topic, partition) of each batch handed over, in order
+        self.batches: list[tuple[str, int]] = []
 
     async def _enter(self) -> None:
         self.calls += 1
@@ -86,6 +88,7 @@ class FakeTransactionalProducer:
 
     async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> Any:
         await self._enter()
+        self.batches.append((topic, partition))
         self.sent += [(topic, partition, k, v) for k, v in batch.records]
         self.headers += batch.headers
         return self._done()

@@ -134,3 +134,36 @@ def test_a_batch_read_before_a_rebalance_sends_nothing_more_and_is_read_again_an
         assert {f"a{i}".encode() for i in odds} <= links
 
     asyncio.run(run())
+
+
+def test_a_partitions_records_of_every_source_topic_go_over_as_one_batch_per_output_partition(
+    tmp_path: Path,
+) -> None:
+    """Tracks and identifies of one partition write the same changelog partitions: handed
+    over topic by topic, each changelog partition got a producer batch per source topic, and
+    aiokafka makes each wait for the one before it to drain. One batch per output partition,
+    the records in the order they had (the source topics' order, each topic's own order)."""
+
+    async def run() -> None:
+        proc = processor(tmp_path)
+        fake = FakeTransactionalProducer()
+        install(proc, fake)
+        batch = messages(proc, 10) + messages(proc, 10, "identify") + messages(proc, 4, "page")
+        assert await proc.agent.process_batch(batch) == set()
+        assert len(fake.batches) == len(set(fake.batches)), fake.batches
+        changelog = proc.changelog_topic["dedupe"]
+        for partition in (0, 1):
+            keys = [k for t, p, k, _ in fake.sent if t == changelog and p == partition]
+            expected = [
+                f"{prefix}m{i}".encode()
+                for prefix, n in (("", 10), ("identify-", 10), ("page-", 4))
+                for i in range(partition, n, 2)
+            ]
+            assert keys == expected
+        assert clean_ids(fake) == (
+            {f"m{i}" for i in range(10)}
+            | {f"identify-m{i}" for i in range(10)}
+            | {f"page-m{i}" for i in range(4)}
+        )
+
+    asyncio.run(run())
