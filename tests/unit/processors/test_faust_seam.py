@@ -18,7 +18,12 @@ from cli.commands import process as process_command
 from processors import faust_seam
 from processors.app import ProcessorApp
 from processors.app_config import TopicLayout
-from processors.faust_seam import FaustSeamError, LeanConsumer, SegflowTableManager
+from processors.faust_seam import (
+    FaustSeamError,
+    LeanConsumer,
+    LeanProducer,
+    SegflowTableManager,
+)
 from processors.settings import ProcessorSettings
 from runtime.health import HealthState
 from runtime.rules import load_rules
@@ -46,6 +51,7 @@ def test_the_check_passes_on_the_processors_real_faust_app(tmp_path: Path) -> No
     proc = processor(tmp_path)
     faust_seam.check(proc.app)
     assert type(proc.app.consumer) is LeanConsumer
+    assert type(proc.app.producer) is LeanProducer
     assert isinstance(proc.app.tables, SegflowTableManager)
     watch = proc.app.commit_watch
     assert watch is not None and watch.stall_s == settings(tmp_path).commit_stall_s == 15.0
@@ -435,3 +441,53 @@ def test_a_long_gap_between_looks_starts_the_clocks_again() -> None:
     assert not watch.any_due
     look_each_second(2)
     assert watch.take_due() == {tp: (100, 300)}
+
+
+class _Txn:
+    """A transactional producer whose commit waits for `release`; `fail` raises instead."""
+
+    def __init__(self, log: list[str], name: str, release: asyncio.Event, fail: bool) -> None:
+        self.log, self.name, self.release, self.fail = log, name, release, fail
+        self.offsets: Mapping[TP, int] | None = None
+
+    async def send_offsets_to_transaction(self, offsets: Mapping[TP, int], group: str) -> None:
+        self.offsets = offsets
+        self.log.append(f"{self.name} offsets")
+
+    async def commit_transaction(self) -> None:
+        await self.release.wait()
+        if self.fail:
+            raise RuntimeError(f"{self.name} fenced")
+        self.log.append(f"{self.name} committed")
+
+    async def begin_transaction(self) -> None:
+        self.log.append(f"{self.name} begun")
+
+
+def test_a_commit_commits_every_transaction_side_by_side_and_raises_the_first_failure() -> None:
+    """Every transaction's offsets go in before any commit ends (not one id after the other);
+    a failing one does not stop the others, and its error is raised."""
+
+    async def run() -> None:
+        log: list[str] = []
+        release = asyncio.Event()
+        names = ["app-0-0", "app-0-1", "app-0-2"]
+        txps = {n: _Txn(log, n, release, fail=n == "app-0-1") for n in names}
+        producer: Any = type("P", (), {})()
+        producer._transaction_producers = txps
+        producer._trn_locks = {n: asyncio.Lock() for n in names}
+        offsets = {n: {TP("raw", i): 10 * i} for i, n in enumerate(names)}
+        task = asyncio.ensure_future(LeanProducer.commit_transactions(producer, offsets, "app"))
+        await asyncio.sleep(0.01)
+        assert log == [f"{n} offsets" for n in names]  # all waiting in their commit at once
+        assert all(producer._trn_locks[n].locked() for n in names)
+        release.set()
+        with pytest.raises(RuntimeError, match="app-0-1 fenced"):
+            await asyncio.wait_for(task, 5)
+        for n in ("app-0-0", "app-0-2"):
+            assert log.index(f"{n} committed") < log.index(f"{n} begun")
+        assert "app-0-1 committed" not in log and "app-0-1 begun" not in log
+        assert txps["app-0-2"].offsets == {TP("raw", 2): 20}
+        assert not any(lock.locked() for lock in producer._trn_locks.values())
+
+    asyncio.run(run())
