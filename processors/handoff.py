@@ -122,14 +122,16 @@ class Handoff:
         self, items: list[tuple[str, list[Send]]]
     ) -> list[tuple[list[str], list[Send]]]:
         """One partition's (source topic, records) merged per topic group (one transactional
-        producer each), in their order."""
+        producer each; at least once, all go through the one plain producer), in their
+        order."""
         if len(items) == 1:
             topic, sends = items[0]
             return [([topic], sends)]
         group_for = self.app.assignor.group_for_topic
         merged: dict[Any, tuple[list[str], list[Send]]] = {}
         for topic, sends in items:
-            topics, all_sends = merged.setdefault(group_for(topic), ([], []))
+            key = group_for(topic) if self.exactly_once else None
+            topics, all_sends = merged.setdefault(key, ([], []))
             topics.append(topic)
             all_sends.extend(sends)
         return list(merged.values())
