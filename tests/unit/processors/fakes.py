@@ -101,13 +101,17 @@ class FakeTransactionalProducer:
 
 
 def processor(
-    tmp_path: Path, registry: CollectorRegistry | None = None, suppressions: Any = None
+    tmp_path: Path,
+    registry: CollectorRegistry | None = None,
+    suppressions: Any = None,
+    guarantee: str = "exactly_once",
 ) -> ProcessorApp:
     settings = ProcessorSettings(
         kafka=KafkaSettings(topic_prefix="unit."),
         app_id="unit-app",
         state_dir=tmp_path,
         pii_hmac_key="unit-test-key-0123456789abcdef01234567",
+        processing_guarantee=guarantee,
     )
     topics = settings.kafka.topics
     layout = TopicLayout(PARTITIONS, {t: PARTITIONS for t in topics.all_clean()})

@@ -167,3 +167,27 @@ def test_a_partitions_records_of_every_source_topic_go_over_as_one_batch_per_out
         )
 
     asyncio.run(run())
+
+
+def test_at_least_once_a_partitions_records_go_through_the_plain_producer_in_one_hand_over(
+    tmp_path: Path,
+) -> None:
+    """Without transactions there is one plain producer: every source topic's records of a
+    partition go over together, one batch per output partition, without a topic group
+    looked up (the assignor has none for them here)."""
+
+    async def run() -> None:
+        proc = processor(tmp_path, guarantee="at_least_once")
+        assignor: Any = proc.app.assignor
+        assignor._topic_groups = {}
+        fake = FakeTransactionalProducer()
+        producer: Any = proc.app.producer
+        producer._ensure_producer = lambda: fake
+        batch = messages(proc, 6) + messages(proc, 6, "identify")
+        assert await proc.agent.process_batch(batch) == set()
+        assert len(fake.batches) == len(set(fake.batches)), fake.batches
+        assert clean_ids(fake) == {f"m{i}" for i in range(6)} | {
+            f"identify-m{i}" for i in range(6)
+        }
+
+    asyncio.run(run())
