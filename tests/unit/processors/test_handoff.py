@@ -186,8 +186,6 @@ def test_at_least_once_a_partitions_records_go_through_the_plain_producer_in_one
         batch = messages(proc, 6) + messages(proc, 6, "identify")
         assert await proc.agent.process_batch(batch) == set()
         assert len(fake.batches) == len(set(fake.batches)), fake.batches
-        assert clean_ids(fake) == {f"m{i}" for i in range(6)} | {
-            f"identify-m{i}" for i in range(6)
-        }
+        assert clean_ids(fake) == {f"m{i}" for i in range(6)} | {f"identify-m{i}" for i in range(6)}
 
     asyncio.run(run())
