@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -112,10 +112,10 @@ class StateRecovery:
         self.epochs: defaultdict[int, int] = defaultdict(int)
         self.generation: int | None = None
         self.assigned: set[int] = set()
-        #: partitions whose next recovery reads their changelogs in full, and what it applied
+        #: partitions whose next recovery reads their changelogs in full
         self.full_reads: set[int] = set()
-        self.applied: Counter[TP] = Counter()
         #: changelog partition -> the highest offset table recovery applied since it was reset
+        #: (absent: none applied)
         self.last_applied: dict[TP, int] = {}
         self.tables = build_tables(app, partitions, self.on_changelog_event)
         self.changelog_topic = {
@@ -178,7 +178,6 @@ class StateRecovery:
         fresh = (kept - before) | lost
         self.full_reads = (self.full_reads & kept) | fresh
         for tp in self.changelog_tps(fresh):
-            self.applied.pop(tp, None)
             self.last_applied.pop(tp, None)
         self.assigned = kept
         if gone - kept:
@@ -186,10 +185,8 @@ class StateRecovery:
         return self.changelog_tps(lost)
 
     async def on_changelog_event(self, event: EventT) -> None:
-        """Count the changelog records table recovery applies, and the highest offset, per
-        changelog partition."""
+        """Note the highest offset table recovery applies, per changelog partition."""
         message = event.message
-        self.applied[message.tp] += 1
         if message.offset > self.last_applied.get(message.tp, -1):
             self.last_applied[message.tp] = message.offset
 
@@ -269,8 +266,9 @@ class StateRecovery:
                 continue
             # after the last record applied; past one offset (a transaction marker) before the
             # end, records may have been left out
-            after = max(low, self.last_applied[tp] + 1) if self.applied[tp] else low
-            if end - after > (1 if self.applied[tp] else 0):
+            last = self.last_applied.get(tp)
+            after = low if last is None else max(low, last + 1)
+            if end - after > (0 if last is None else 1):
                 suspects.append((tp, after, end))
         if not suspects:
             return True
@@ -286,10 +284,11 @@ class StateRecovery:
             )
         if found:
             tp, low, end = next(s for s in suspects if s[0] in found)
+            last = self.last_applied.get(tp)
             what = (
-                f"stopped at offset {self.last_applied[tp]} of changelog "
-                if self.applied[tp]
-                else "loaded nothing from changelog "
+                "loaded nothing from changelog "
+                if last is None
+                else f"stopped at offset {last} of changelog "
             )
             error = FatalError(
                 f"table recovery {what}{tp.topic}[{tp.partition}] although it holds committed "
