@@ -582,27 +582,6 @@ def ack_all(consumer: Any, messages: list[Message]) -> None:
             notify(consumer._waiting_for_ack)
 
 
-async def _commit_one(
-    producer: faust_aiokafka.Producer,
-    transactional_id: str,
-    offsets: Mapping[TP, int],
-    group_id: str,
-    start_new_transaction: bool,
-) -> None:
-    """Faust's commit of one transaction, as its ``Producer.commit_transactions`` does it: under
-    that transactional id's lock, the offsets sent into the transaction, the transaction
-    committed, the next one begun."""
-    async with producer._trn_locks[transactional_id]:
-        txp = producer._transaction_producers.get(transactional_id)
-        if txp is None:
-            logger.warning("Commit invoked for unknown transaction %s", transactional_id)
-            return
-        await txp.send_offsets_to_transaction(offsets, group_id)
-        await txp.commit_transaction()
-        if start_new_transaction:
-            await txp.begin_transaction()
-
-
 class LeanProducer(faust_aiokafka.Producer):
     """Faust's producer, committing the open transactions of a commit side by side.
 
@@ -625,7 +604,7 @@ class LeanProducer(faust_aiokafka.Producer):
     ) -> None:
         outcomes = await asyncio.gather(
             *(
-                _commit_one(self, tid, offsets, group_id, start_new_transaction)
+                self._commit_one(tid, offsets, group_id, start_new_transaction)
                 for tid, offsets in tid_to_offset_map.items()
             ),
             return_exceptions=True,
@@ -635,6 +614,27 @@ class LeanProducer(faust_aiokafka.Producer):
             # a real failure before a cancellation (which only says another task gave up)
             failures.sort(key=lambda e: isinstance(e, asyncio.CancelledError))
             raise failures[0]
+
+    async def _commit_one(
+        self,
+        transactional_id: str,
+        offsets: Mapping[TP, int],
+        group_id: str,
+        start_new_transaction: bool,
+    ) -> None:
+        """Faust's commit of one transaction, as its ``commit_transactions`` does it: under that
+        transactional id's lock, the offsets sent into the transaction, the transaction
+        committed, the next one begun."""
+        app: Any = self.app
+        async with transaction_lock(app, transactional_id):
+            txp = transaction_producer(app, transactional_id)
+            if txp is None:
+                logger.warning("Commit invoked for unknown transaction %s", transactional_id)
+                return
+            await txp.send_offsets_to_transaction(offsets, group_id)
+            await txp.commit_transaction()
+            if start_new_transaction:
+                await txp.begin_transaction()
 
 
 class LeanTransport(faust_aiokafka.Transport):

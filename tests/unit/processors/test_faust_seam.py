@@ -473,7 +473,8 @@ def test_a_commit_commits_every_transaction_side_by_side_and_raises_the_first_fa
         release = asyncio.Event()
         names = ["app-0-0", "app-0-1", "app-0-2"]
         txps = {n: _Txn(log, n, release, fail=n == "app-0-1") for n in names}
-        producer: Any = type("P", (), {})()
+        producer: Any = type("P", (), {"_commit_one": LeanProducer._commit_one})()
+        producer.app = type("A", (), {"producer": producer})()
         producer._transaction_producers = txps
         producer._trn_locks = {n: asyncio.Lock() for n in names}
         offsets = {n: {TP("raw", i): 10 * i} for i, n in enumerate(names)}
