@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: venv lock test test-cluster lint run services-start services-stop services-status kafka-jars
+.PHONY: venv lock test test-fast test-cluster lint run services-start services-stop services-status kafka-jars
 
 venv:
 	@scripts/venv.sh
@@ -16,6 +16,11 @@ lock:
 
 test:
 	@PYTEST_ARGS="$(PYTEST_ARGS)" scripts/test.sh
+
+# For working: the unit and deploy tests (no broker, no emulator; about a minute), in two
+# processes as `make test` runs them.
+test-fast: venv
+	@$(VENV)/bin/pytest -n 2 --dist loadfile tests/unit tests/deploy $(PYTEST_ARGS)
 
 # The three-broker cluster tests (failover, rolling restart; ~5 min): a private cluster and
 # emulator of their own, so the shared services are neither needed nor touched. CI runs it

@@ -32,7 +32,13 @@ lint_rc=$?
 read -ra pytest_args <<<"${PYTEST_ARGS:-}"
 # The three-broker cluster tests have their own target (`make test-cluster`); a -m given in
 # PYTEST_ARGS or on the command line comes later and wins.
-.venv/bin/pytest -m "not cluster" "${pytest_args[@]}" "$@"
+# Two pytest processes (pytest-xdist), each test file whole in one of them (its module
+# fixtures, a private broker or emulator, are made once): the integration tests mostly wait
+# (on session timeouts, rebalances, subprocesses starting) and one process leaves the cores
+# idle. Each worker is a test session of its own (tests/conftest.py: its topics, its tag).
+# SEGFLOW_TEST_WORKERS=0 runs everything in this one process (a -n given later wins too).
+.venv/bin/pytest -m "not cluster" -n "${SEGFLOW_TEST_WORKERS:-2}" --dist loadfile \
+    "${pytest_args[@]}" "$@"
 rc=$?
 
 if [[ $rc -eq 0 && $lint_rc -ne 0 ]]; then

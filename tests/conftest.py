@@ -23,8 +23,22 @@ from confluent_kafka.admin import AdminClient
 from runtime.services import emulator, kafka
 
 SESSION_TAG_ENV = "SEGFLOW_TEST_SESSION_TAG"
-# set once per session (the environment carries it to every module that imports it)
-SESSION_TAG = os.environ.setdefault(SESSION_TAG_ENV, uuid.uuid4().hex[:6])
+_TAGGED_WORKER_ENV = "SEGFLOW_TEST_SESSION_TAG_WORKER"
+
+
+def _session_tag() -> str:
+    """This session's tag, set once per pytest process (the environment carries it to every
+    module that imports it). Each pytest-xdist worker is a session of its own: it deletes the
+    topics it made at its end while the other workers still use theirs, so a worker does not
+    keep the tag it inherited from the controller's environment."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is not None and os.environ.get(_TAGGED_WORKER_ENV) != worker:
+        os.environ[_TAGGED_WORKER_ENV] = worker
+        os.environ[SESSION_TAG_ENV] = uuid.uuid4().hex[:6]
+    return os.environ.setdefault(SESSION_TAG_ENV, uuid.uuid4().hex[:6])
+
+
+SESSION_TAG = _session_tag()
 
 
 def is_session_topic(name: str, tag: str = SESSION_TAG) -> bool:
