@@ -29,6 +29,7 @@ from sinks.snowflake.loader import LoaderOptions, SnowflakeLoader
 from sinks.snowflake.metrics import SinkMetrics
 from sinks.snowflake.settings import SinkSettings
 from sinks.snowflake.tables import fixed_columns
+from tests.integration.conftest import unique_name
 from tests.integration.sink_support import (
     Warehouse,
     clean_event,
@@ -54,8 +55,8 @@ def event(mid: str, n: int) -> tuple[bytes, bytes]:
 @pytest.fixture
 def loading(kafka_bootstrap: str) -> Iterator[dict[str, Any]]:
     """A sink running in this process (layouts read again every second) and a steady stream."""
-    run_id = uuid.uuid4().hex[:10]
-    prefix = f"promote{run_id}."
+    run_id = unique_name("promote")  # the session deletes its topics at its end
+    prefix = f"{run_id}."
     topics = make_topics(kafka_bootstrap, prefix, partitions=2)
     ctx: dict[str, Any] = {"database": f"PROMOTE_{run_id.upper()}", "sent": []}
     settings = SinkSettings(

@@ -27,7 +27,7 @@ from sinks.snowflake.errors import FencedError
 from sinks.snowflake.loader import LoaderOptions, SnowflakeLoader
 from sinks.snowflake.metrics import SinkMetrics
 from sinks.snowflake.rows import Origin, event_rows
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, unique_name
 from tests.integration.sink_support import (
     SinkProcess,
     Warehouse,
@@ -56,8 +56,8 @@ CALLS = ("track", "identify", "page", "screen", "group", "alias")
 def run(
     kafka_bootstrap: str, warehouse_conn_params: dict[str, Any], tmp_path: Path
 ) -> Iterator[dict[str, Any]]:
-    run_id = uuid.uuid4().hex[:10]
-    prefix = f"sinkload{run_id}."
+    run_id = unique_name("sinkload")  # the session deletes its topics at its end
+    prefix = f"{run_id}."
     ctx: dict[str, Any] = {
         "prefix": prefix,
         "database": f"SINK_LOAD_{run_id.upper()}",

@@ -33,6 +33,7 @@ from sinks.snowflake.loader import LoaderOptions, SnowflakeLoader
 from sinks.snowflake.metrics import SinkMetrics
 from sinks.snowflake.session import WarehouseSession
 from sinks.snowflake.settings import SinkSettings
+from tests.integration.conftest import unique_name
 from tests.integration.sink_support import (
     Warehouse,
     clean_event,
@@ -51,8 +52,8 @@ LOB_LIMIT = 4_000  # the strict check's LOB size in this test (Snowflake's: 16 M
 
 @pytest.fixture
 def sink_run(kafka_bootstrap: str) -> Iterator[dict[str, Any]]:
-    run_id = uuid.uuid4().hex[:10]
-    prefix = f"sinkmisfit{run_id}."
+    run_id = unique_name("sinkmisfit")  # the session deletes its topics at its end
+    prefix = f"{run_id}."
     ctx: dict[str, Any] = {
         "prefix": prefix,
         "database": f"SINK_MISFIT_{run_id.upper()}",

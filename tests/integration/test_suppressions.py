@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
-import uuid
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -19,6 +18,7 @@ from runtime.settings import KafkaSettings
 from runtime.suppressions import SuppressionList, publish_suppressions
 from runtime.topic_admin import create_topics, expected_topics
 from sinks.snowflake.settings import SinkSettings
+from tests.integration.conftest import unique_name
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ def _until(check: object, timeout_s: float = 20.0) -> bool:
 
 
 def test_publish_follow_and_lift(kafka_bootstrap: str) -> None:
-    kafka = KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=f"s{uuid.uuid4().hex[:8]}.")
+    kafka = KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=f"{unique_name('supp')}.")
     create_topics(kafka, expected_topics(kafka.topics, partitions=1))
     publish_suppressions(kafka, {"user-1": ["anon-1", "anon-2"]}, reason="ticket-1")
 
@@ -65,7 +65,7 @@ def test_publish_follow_and_lift(kafka_bootstrap: str) -> None:
 
 
 def test_empty_list_is_ready_at_once(kafka_bootstrap: str) -> None:
-    kafka = KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=f"s{uuid.uuid4().hex[:8]}.")
+    kafka = KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=f"{unique_name('supp')}.")
     create_topics(kafka, expected_topics(kafka.topics, partitions=1))
     reader = SuppressionList(kafka).start()
     try:
@@ -76,7 +76,7 @@ def test_empty_list_is_ready_at_once(kafka_bootstrap: str) -> None:
 
 
 def test_missing_topic_is_reported(kafka_bootstrap: str) -> None:
-    kafka = KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=f"s{uuid.uuid4().hex[:8]}.")
+    kafka = KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=f"{unique_name('supp')}.")
     reader = SuppressionList(kafka).start()
     try:
         assert _until(lambda: reader.error is not None)
@@ -95,7 +95,7 @@ def _readyz(port: int) -> int:
 
 
 def test_a_dead_reader_makes_the_sink_and_the_edge_not_ready(kafka_bootstrap: str) -> None:
-    kafka = KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=f"s{uuid.uuid4().hex[:8]}.")
+    kafka = KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=f"{unique_name('supp')}.")
     create_topics(kafka, expected_topics(kafka.topics, partitions=1))
     # the sink: its command's reader, its health server
     health = HealthState()
