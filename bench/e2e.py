@@ -1,7 +1,7 @@
 """Benchmark of the whole pipeline: sustained events/s, segflow's own CPU per event, and
 freshness at half the sustained rate measured in the same run.
 
-    PYTHONPATH=. python bench/e2e.py [--events 200000] [--rate R] [--duration 30]
+    PYTHONPATH=. python bench/e2e.py [--events 200000] [--rate R] [--duration 30] [--runs 1]
 
 Runs on the shared local broker and emulator (`make services-start`), with a fresh topic
 prefix and warehouse database: the edge (`segflow ingest`), one processor worker (`segflow
@@ -22,6 +22,10 @@ process`) and one sink (`segflow sink`) as subprocesses at their default setting
    event exactly once (rows = distinct ids = events).
 
 `--workers N --sinks M` run N processor workers and M sinks in their groups (the scaling check).
+`--runs N` repeats the whole run N times, one after the other (fresh topics and database each),
+and reports each figure's median, with the ranges of the two goal figures in RESULT
+(`runs=N own_cpu_us_range=<lo>-<hi> freshness_p95_range_s=<lo>-<hi>`) and a table of the runs
+in the results file: one run on this shared machine moves 10-20% from the next.
 Writes bench/results/e2e.md (e2e-<N>x<M>.md when scaled out) and ends with
 `RESULT events_per_s=<n> own_cpu_us_per_event=<n> freshness_p50_s=<x> freshness_p95_s=<y>
 freshness_p95_at_half_s=<y> exactly_once=yes|no ...` (freshness_p95_at_half_s is the p95 when
@@ -37,6 +41,7 @@ import os
 import random
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,6 +49,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -338,8 +344,96 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1, help="processor workers (one group)")
     parser.add_argument("--sinks", type=int, default=1, help="sink instances (one group)")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="whole runs one after the other (fresh topics and database each); RESULT gives "
+        "their medians and the goal figures' ranges",
+    )
     args = parser.parse_args()
+    runs: list[Run] = []
+    for i in range(args.runs):
+        if args.runs > 1:
+            print(f"=== run {i + 1} of {args.runs}")
+        runs.append(run_once(args))
+    med = median_run(runs)
+    write_results(args, med, runs)
+    print(result_line(args, med, runs))
+    return 0
 
+
+@dataclass
+class Run:
+    """The figures of one run."""
+
+    sustained: float  # events/s, send to queryable
+    accepted: float  # events/s the edge accepted
+    rate: float  # of the freshness phase
+    p50: float
+    p95: float
+    probes: int
+    once: bool
+    cpu_per_event: dict[str, float]  # µs, per process
+    stats: dict[str, tuple[float, float]]  # peak RSS MB, CPU s, per component
+
+    @property
+    def own(self) -> float:
+        return sum(self.cpu_per_event[n] for n in OWN)
+
+
+def median_run(runs: list[Run]) -> Run:
+    """Each figure's median over `runs` (one run: itself); exactly once only if in every run."""
+    if len(runs) == 1:
+        return runs[0]
+
+    def mid(values: list[float]) -> float:
+        return statistics.median(values)
+
+    return Run(
+        sustained=mid([r.sustained for r in runs]),
+        accepted=mid([r.accepted for r in runs]),
+        rate=mid([r.rate for r in runs]),
+        p50=mid([r.p50 for r in runs]),
+        p95=mid([r.p95 for r in runs]),
+        probes=sum(r.probes for r in runs),
+        once=all(r.once for r in runs),
+        cpu_per_event={n: mid([r.cpu_per_event[n] for r in runs]) for n in runs[0].cpu_per_event},
+        stats={
+            n: (max(r.stats[n][0] for r in runs), mid([r.stats[n][1] for r in runs]))
+            for n in runs[0].stats
+        },
+    )
+
+
+def result_line(args: argparse.Namespace, med: Run, runs: list[Run]) -> str:
+    """The RESULT line: one run's figures, or the medians of several (own CPU per event being
+    the median of the runs' own CPU, not the sum of the per-process medians) with the ranges
+    of the two goal figures."""
+    own = statistics.median([r.own for r in runs])
+    at_half = f"{med.p95:.2f}" if args.rate is None else "na"
+    ranges = ""
+    if len(runs) > 1:
+        owns = [r.own for r in runs]
+        p95s = [r.p95 for r in runs]
+        ranges = (
+            f"runs={len(runs)} own_cpu_us_range={min(owns):.0f}-{max(owns):.0f} "
+            f"freshness_p95_range_s={min(p95s):.2f}-{max(p95s):.2f} "
+        )
+    return (
+        f"RESULT events_per_s={med.sustained:.0f} own_cpu_us_per_event={own:.0f} "
+        f"freshness_p50_s={med.p50:.2f} freshness_p95_s={med.p95:.2f} "
+        f"freshness_p95_at_half_s={at_half} exactly_once={'yes' if med.once else 'no'} "
+        + ranges
+        + f"workers={args.workers} sinks={args.sinks} partitions={args.partitions} "
+        + " ".join(f"cpu_us_{n}={us:.0f}" for n, us in med.cpu_per_event.items())
+        + " "
+        + " ".join(f"peak_rss_mb_{n}={rss:.0f}" for n, (rss, _) in med.stats.items())
+    )
+
+
+def run_once(args: argparse.Namespace) -> Run:
+    """One whole run: components started, the sustained phase, the freshness phase, stopped."""
     tag = uuid.uuid4().hex[:8]
     kafka = KafkaSettings(topic_prefix=f"bench-e2e-{tag}.")
     database = f"BENCH_E2E_{tag.upper()}"
@@ -419,7 +513,6 @@ def main() -> int:
         prober.stop()
         fresh = prober.freshness()
         p50, p95 = pct(fresh, 0.5), pct(fresh, 0.95)
-        at_half = f"{p95:.2f}" if args.rate is None else "na"
         loaded, distinct = exactly_once(warehouse)
         once = loaded == distinct == total + sent + len(prober.sent)
         print(
@@ -437,60 +530,62 @@ def main() -> int:
         stats = {n: c.stat() for n, c in comps.items()}
         for n, (rss, cpu) in stats.items():
             print(f"  {n:<8} peak RSS {rss:6.0f} MB  CPU {cpu:7.1f} s")
-        write_results(
-            args, sustained, total / accepted_s, rate, p50, p95, len(fresh), stats, cpu_per_event
+        run = Run(
+            sustained, total / accepted_s, rate, p50, p95, len(fresh), once, cpu_per_event, stats
         )
-        print(
-            f"RESULT events_per_s={sustained:.0f} own_cpu_us_per_event={own:.0f} "
-            f"freshness_p50_s={p50:.2f} freshness_p95_s={p95:.2f} "
-            f"freshness_p95_at_half_s={at_half} exactly_once={'yes' if once else 'no'} "
-            f"workers={args.workers} sinks={args.sinks} partitions={args.partitions} "
-            + " ".join(f"cpu_us_{n}={us:.0f}" for n, us in cpu_per_event.items())
-            + " "
-            + " ".join(f"peak_rss_mb_{n}={rss:.0f}" for n, (rss, _) in stats.items())
-        )
+        if args.runs > 1:
+            print("RUN " + result_line(args, run, [run]).removeprefix("RESULT "))
+        return run
     finally:
         for comp in comps.values():
             comp.stop()
         drop_topics(kafka.bootstrap, [f"bench-e2e-{tag}"])
-    return 0
 
 
-def write_results(
-    args: argparse.Namespace,
-    sustained: float,
-    accepted: float,
-    rate: float,
-    p50: float,
-    p95: float,
-    probes: int,
-    stats: dict[str, tuple[float, float]],
-    cpu_per_event: dict[str, float],
-) -> None:
+def write_results(args: argparse.Namespace, med: Run, runs: list[Run]) -> None:
     layout = "" if args.workers == args.sinks == 1 else f"-{args.workers}x{args.sinks}"
+    several = len(runs) > 1
+    own = statistics.median([r.own for r in runs])
     lines = [
         "# bench/e2e.py results",
         "",
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores, "
-        "broker, emulator, edge, processor and sink on the same machine.",
+        "broker, emulator, edge, processor and sink on the same machine"
+        + (f"; the medians of {len(runs)} runs, one after the other." if several else "."),
         "",
         "Commands: `make services-start`, then "
         f"`PYTHONPATH=. .venv/bin/python bench/e2e.py --events {args.events} "
         + (f"--rate {args.rate:.0f} " if args.rate is not None else "")
         + (f"--workers {args.workers} --sinks {args.sinks} " if layout else "")
+        + (f"--runs {len(runs)} " if several else "")
         + f"--duration {args.duration:.0f} --partitions {args.partitions}`",
         "",
         "| figure | value |",
         "| --- | --- |",
-        f"| sustained events/s, send to queryable ({args.events:,} events) | {sustained:,.0f} |",
-        f"| events/s accepted by the edge in that run | {accepted:,.0f} |",
-        f"| freshness p50 at {rate:,.0f} events/s ({probes} probes) | {p50:.2f} s |",
-        f"| freshness p95 at {rate:,.0f} events/s | {p95:.2f} s |",
+        f"| sustained events/s, send to queryable ({args.events:,} events) | "
+        f"{med.sustained:,.0f} |",
+        f"| events/s accepted by the edge | {med.accepted:,.0f} |",
+        f"| freshness p50 at {med.rate:,.0f} events/s ({med.probes} probes) | {med.p50:.2f} s |",
+        f"| freshness p95 at {med.rate:,.0f} events/s | {med.p95:.2f} s |",
         f"| segflow's own CPU per event (edge + processor + sink), sustained phase | "
-        f"{sum(cpu_per_event[n] for n in OWN):.0f} µs |",
+        f"{own:.0f} µs |",
+        f"| exactly once | {'yes' if med.once else 'no'} |",
     ]
-    for name, (rss, cpu) in stats.items():
+    for name, (rss, cpu) in med.stats.items():
         lines.append(f"| {name}: peak RSS / CPU seconds | {rss:.0f} MB / {cpu:.0f} s |")
+    if several:
+        lines += [
+            "",
+            "| run | events/s | own CPU µs per event | freshness p50 / p95 | exactly once |",
+            "| --- | --- | --- | --- | --- |",
+            *(
+                f"| {i} | {r.sustained:,.0f} | {r.own:.0f} "
+                f"({' + '.join(f'{r.cpu_per_event[n]:.0f}' for n in OWN)}) | "
+                f"{r.p50:.2f} / {r.p95:.2f} s | {'yes' if r.once else 'no'} |"
+                for i, r in enumerate(runs, 1)
+            ),
+        ]
+    cpu_per_event = med.cpu_per_event
     total_us = sum(us for n, us in cpu_per_event.items() if n != "loadgen")
     lines += [
         "",
