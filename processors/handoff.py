@@ -109,8 +109,8 @@ class Handoff:
         try:
             for partition, items in by_partition.items():
                 started = False
-                for topics, sends in self._by_producer(items):
-                    if not await self._send(topics, partition, sends, ticket, started):
+                for group, topics, sends in self._by_producer(items):
+                    if not await self._send(group, topics, partition, sends, ticket, started):
                         self.discard(partition, ticket)
                         break
                     started = True
@@ -120,18 +120,18 @@ class Handoff:
 
     def _by_producer(
         self, items: list[tuple[str, list[Send]]]
-    ) -> list[tuple[list[str], list[Send]]]:
+    ) -> list[tuple[Any, list[str], list[Send]]]:
         """One partition's (source topic, records) merged per topic group (one transactional
-        producer each; at least once, all go through the one plain producer), in their
-        order."""
+        producer each; at least once, all go through the one plain producer: group None), in
+        their order, as (group, source topics, records)."""
+        group_for = self.app.assignor.group_for_topic if self.exactly_once else None
         if len(items) == 1:
             topic, sends = items[0]
-            return [([topic], sends)]
-        group_for = self.app.assignor.group_for_topic
-        merged: dict[Any, tuple[list[str], list[Send]]] = {}
+            return [(group_for(topic) if group_for else None, [topic], sends)]
+        merged: dict[Any, tuple[Any, list[str], list[Send]]] = {}
         for topic, sends in items:
-            key = group_for(topic) if self.exactly_once else None
-            topics, all_sends = merged.setdefault(key, ([], []))
+            group = group_for(topic) if group_for else None
+            _, topics, all_sends = merged.setdefault(group, (group, [], []))
             topics.append(topic)
             all_sends.extend(sends)
         return list(merged.values())
@@ -169,14 +169,15 @@ class Handoff:
 
     async def _send(
         self,
+        group: Any,
         source_topics: list[str],
         partition: int,
         sends: list[Send],
         ticket: Ticket,
         started: bool,
     ) -> bool:
-        """Hand the records of one partition of `source_topics` (one topic group) over; False
-        when they must be discarded."""
+        """Hand the records of one partition of `source_topics` (topic group `group`; None at
+        least once) over; False when they must be discarded."""
         app = self.app
         if not self.exactly_once:
             if not self.may_send(partition, ticket, started):
@@ -184,7 +185,6 @@ class Handoff:
             if sends:
                 await self._hand_over(faust_seam.plain_producer(app), sends)
             return True
-        group = app.assignor.group_for_topic(source_topics[0])
         tid = f"{app.conf.id}-{group}-{partition}"
         txp = faust_seam.transaction_producer(app, tid)
         if txp is None:
