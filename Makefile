@@ -17,10 +17,10 @@ lock:
 test:
 	@PYTEST_ARGS="$(PYTEST_ARGS)" scripts/test.sh
 
-# For working: the unit and deploy tests (no broker, no emulator; about a minute), in two
-# processes as `make test` runs them.
+# For working: the unit and deploy tests (no broker, no emulator; about a minute), in as many
+# processes as `make test` runs (SEGFLOW_TEST_WORKERS, 2 by default).
 test-fast: venv
-	@$(VENV)/bin/pytest -n 2 --dist loadfile tests/unit tests/deploy $(PYTEST_ARGS)
+	@$(VENV)/bin/pytest -n "$${SEGFLOW_TEST_WORKERS:-2}" --dist loadfile tests/unit tests/deploy $(PYTEST_ARGS)
 
 # The three-broker cluster tests (failover, rolling restart; ~5 min): a private cluster and
 # emulator of their own, so the shared services are neither needed nor touched. CI runs it

@@ -386,10 +386,7 @@ def median_run(runs: list[Run]) -> Run:
     """Each figure's median over `runs` (one run: itself); exactly once only if in every run."""
     if len(runs) == 1:
         return runs[0]
-
-    def mid(values: list[float]) -> float:
-        return statistics.median(values)
-
+    mid = statistics.median
     return Run(
         sustained=mid([r.sustained for r in runs]),
         accepted=mid([r.accepted for r in runs]),
