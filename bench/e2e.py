@@ -22,11 +22,14 @@ process`) and one sink (`segflow sink`) as subprocesses at their default setting
    event exactly once (rows = distinct ids = events).
 
 `--workers N --sinks M` run N processor workers and M sinks in their groups (the scaling check).
+`--event-names N` spreads the track events over N names (default: a shop's five), so a flush
+holds N event tables: what a source with many kinds of events loads.
 `--runs N` repeats the whole run N times, one after the other (fresh topics and database each),
 and reports each figure's median, with the ranges of the two goal figures in RESULT
 (`runs=N own_cpu_us_range=<lo>-<hi> freshness_p95_range_s=<lo>-<hi>`) and a table of the runs
 in the results file: one run on this shared machine moves 10-20% from the next.
-Writes bench/results/e2e.md (e2e-<N>x<M>.md when scaled out) and ends with
+Writes bench/results/e2e.md (e2e-<N>x<M>.md when scaled out, e2e[-<N>x<M>]-<K>-events.md with
+--event-names K) and ends with
 `RESULT events_per_s=<n> own_cpu_us_per_event=<n> freshness_p50_s=<x> freshness_p95_s=<y>
 freshness_p95_at_half_s=<y> exactly_once=yes|no ...` (freshness_p95_at_half_s is the p95 when
 the rate was half the sustained one, else "na"), then each process's CPU µs per event and peak
@@ -59,7 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import cpu_seconds, drop_topics, peak_rss_mb, service_pids  # noqa: E402
-from bench.ingest import Connection, http_request, realistic_event  # noqa: E402
+from bench.ingest import EVENTS, Connection, http_request, realistic_event  # noqa: E402
 from runtime.settings import KafkaSettings, WarehouseSettings  # noqa: E402
 from runtime.topic_admin import create_topics, expected_topics  # noqa: E402
 from sinks.snowflake.session import WarehouseSession  # noqa: E402
@@ -123,15 +126,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def templates(n: int, per_batch: int, seed: int = 7) -> list[bytes]:
-    """Batch bodies whose messageIds contain PLACEHOLDER, made unique per request."""
+def event_names(n: int) -> list[str]:
+    """`n` track event names (0: bench.ingest's five, a shop's funnel)."""
+    return [f"Feature {i} Used" for i in range(1, n + 1)] if n else list(EVENTS)
+
+
+def templates(n: int, per_batch: int, names: list[str], seed: int = 7) -> list[bytes]:
+    """Batch bodies whose messageIds contain PLACEHOLDER, made unique per request; track events
+    named from `names`."""
     rng = random.Random(seed)
     now = datetime.now(UTC)
     out = []
     for b in range(n):
         events = []
         for j in range(per_batch):
-            event = realistic_event(rng, now)
+            event = realistic_event(rng, now, names)
             event["messageId"] = f"{PLACEHOLDER.decode()}-{b:03d}-{j:03d}"
             events.append(event)
         out.append(orjson.dumps({"batch": events, "sentAt": now.isoformat()}))
@@ -345,6 +354,12 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="processor workers (one group)")
     parser.add_argument("--sinks", type=int, default=1, help="sink instances (one group)")
     parser.add_argument(
+        "--event-names",
+        type=int,
+        default=0,
+        help="track events spread over this many names, each a table of its own (0: a shop's five)",
+    )
+    parser.add_argument(
         "--runs",
         type=int,
         default=1,
@@ -469,7 +484,7 @@ def run_once(args: argparse.Namespace) -> Run:
         for comp in comps.values():
             comp.wait_ready()
         per = 100
-        bodies = templates(50, per)
+        bodies = templates(50, per, event_names(args.event_names))
         services = service_pids()
         print(f"pipeline ready (logs in {log_dir}); event size ~{len(bodies[0]) // per} B")
 
@@ -540,7 +555,10 @@ def run_once(args: argparse.Namespace) -> Run:
 
 
 def write_results(args: argparse.Namespace, med: Run, runs: list[Run]) -> None:
-    layout = "" if args.workers == args.sinks == 1 else f"-{args.workers}x{args.sinks}"
+    scaled = not args.workers == args.sinks == 1
+    layout = f"-{args.workers}x{args.sinks}" if scaled else ""
+    if args.event_names:
+        layout += f"-{args.event_names}-events"
     several = len(runs) > 1
     own = statistics.median([r.own for r in runs])
     lines = [
@@ -553,7 +571,8 @@ def write_results(args: argparse.Namespace, med: Run, runs: list[Run]) -> None:
         "Commands: `make services-start`, then "
         f"`PYTHONPATH=. .venv/bin/python bench/e2e.py --events {args.events} "
         + (f"--rate {args.rate:.0f} " if args.rate is not None else "")
-        + (f"--workers {args.workers} --sinks {args.sinks} " if layout else "")
+        + (f"--workers {args.workers} --sinks {args.sinks} " if scaled else "")
+        + (f"--event-names {args.event_names} " if args.event_names else "")
         + (f"--runs {len(runs)} " if several else "")
         + f"--duration {args.duration:.0f} --partitions {args.partitions}`",
         "",

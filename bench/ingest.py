@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -66,13 +67,16 @@ EVENTS = ["Product Viewed", "Product Added", "Checkout Started", "Order Complete
 # ---------------------------------------------------------------------------- traffic
 
 
-def realistic_event(rng: random.Random, now: datetime) -> dict[str, Any]:
-    """A 1-2 KB track call as analytics.js sends it (product list of varying length)."""
+def realistic_event(
+    rng: random.Random, now: datetime, events: Sequence[str] = EVENTS
+) -> dict[str, Any]:
+    """A 1-2 KB track call as analytics.js sends it (product list of varying length), its name
+    one of `events`."""
     n_products = rng.randint(1, 5)
     user = rng.randint(1, 50_000)
     return {
         "type": "track",
-        "event": rng.choice(EVENTS),
+        "event": rng.choice(events),
         "userId": f"user-{user}",
         "anonymousId": str(uuid.UUID(int=rng.getrandbits(128))),
         "messageId": f"ajs-next-{uuid.UUID(int=rng.getrandbits(128)).hex}",

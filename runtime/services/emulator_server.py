@@ -19,8 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import snowflake.connector
+import sqlglot
 import uvicorn
 from fakesnow.instance import FakeSnow
+from sqlglot import exp
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +100,207 @@ def _reap_idle_sessions(timeout_s: float, last_seen: dict[str, float]) -> None:
             )
 
 
+_MULTITABLE = re.compile(r"\s*INSERT\s+(?:OVERWRITE\s+)?(?:ALL|FIRST)\b", re.IGNORECASE)
+_ROWS_INSERTED = "number of rows inserted into {}"
+
+
+def _compilation_error(message: str) -> Exception:
+    return snowflake.connector.errors.ProgrammingError(
+        f"SQL compilation error: {message}", errno=1003, sqlstate="42000"
+    )
+
+
+def _check_values(values: Any) -> None:
+    """Snowflake's rule for an INTO clause's VALUES: source column names, NULL or DEFAULT."""
+    for item in values.expressions[0].expressions if values is not None else []:
+        if not (
+            (isinstance(item, exp.Column) and not item.table)
+            or isinstance(item, exp.Null)
+            or (isinstance(item, exp.Var) and item.name.upper() == "DEFAULT")
+        ):
+            raise _compilation_error(
+                "the VALUES of a multi-table insert name source columns, NULL or DEFAULT only, "
+                f"not {item.sql(dialect='snowflake')}"
+            )
+
+
+# string literals, quoted identifiers, parentheses and the words that may start a subquery
+_SCAN = re.compile(
+    r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"]|\"\")*\"|[()]|\b(?:SELECT|WITH)\b", re.IGNORECASE
+)
+
+
+def _subquery_start(command: str) -> int | None:
+    """Where the subquery of a multi-table insert starts in its text: the first SELECT or WITH
+    outside parentheses, string literals and quoted identifiers (WHEN conditions hold
+    subqueries only in parentheses)."""
+    depth = 0
+    for match in _SCAN.finditer(command):
+        text = match.group()
+        if text == "(":
+            depth += 1
+        elif text == ")":
+            depth -= 1
+        elif depth == 0 and text[0] not in "'\"":
+            return match.start()
+    return None
+
+
+def _quoted(ident: Any) -> str:
+    """A Snowflake identifier as a DuckDB one (unquoted ones upper-case, as Snowflake reads
+    them)."""
+    name = ident.name if ident.args.get("quoted") else ident.name.upper()
+    return '"' + name.replace('"', '""') + '"'
+
+
+_DUCK_ERRORS: dict[str, tuple[int, str]] = {  # as fakesnow reports them
+    "ConversionException": (100035, "22007"),
+    "CatalogException": (2003, "42S02"),
+    "ParserException": (1003, "42000"),
+    "BinderException": (2043, "02000"),
+}
+
+
+def _multitable_insert(cursor: Any, execute: Any, command: str, params: Any, kwargs: Any) -> Any:
+    """Snowflake's multi-table INSERT (``INSERT ALL|FIRST [WHEN c THEN] INTO t (cols) VALUES
+    (source columns) ... <subquery>``), which DuckDB lacks, run as Snowflake documents it
+    ("INSERT (multi-table)"): the subquery is evaluated once, before any row is inserted; each of
+    its rows goes to every INTO clause whose WHEN holds (ALL) or to the first one's (FIRST), to
+    the ELSE clause's when none holds; VALUES name source columns, NULL or DEFAULT only.
+
+    Here the subquery, with each WHEN condition as a column of its own, runs once through
+    fakesnow (its transforms and error codes) into Arrow; each INTO clause is then an INSERT ...
+    SELECT of plain column references from those rows, straight to DuckDB, in the caller's
+    transaction. The result is Snowflake's: one row, a "number of rows inserted into <TABLE>"
+    column per target table (several INTO clauses of one table: their sum). Not supported:
+    OVERWRITE, and binds outside the subquery (refused, not ignored)."""
+    # the INTO clauses are parsed here, the subquery (most of the text) only by fakesnow
+    start = _subquery_start(command)
+    if start is None:
+        raise _compilation_error("a multi-table insert needs a subquery")
+    tree = sqlglot.parse_one(command[:start] + " SELECT 1", read="snowflake")
+    if not isinstance(tree, exp.MultitableInserts):
+        return execute(cursor, command, params, **kwargs)
+    if tree.args.get("overwrite"):
+        raise _compilation_error("the emulator does not support INSERT OVERWRITE ALL|FIRST")
+    if tree.find(exp.Placeholder) is not None:
+        raise _compilation_error("the emulator takes binds in the subquery of INSERT ALL only")
+    binds = kwargs.get("binding_params") if "binding_params" in kwargs else params
+
+    # WHEN groups in order: (condition, ELSE?, their INTO clauses); an INTO without a condition
+    # of its own belongs to the WHEN before it (or, with no WHEN at all, is unconditional)
+    groups: list[tuple[Any, bool, list[Any]]] = []
+    for branch in tree.expressions:
+        insert = branch.this
+        _check_values(insert.expression)
+        is_else = bool(branch.args.get("else_"))
+        if branch.expression is None and not is_else and groups and not groups[-1][1]:
+            groups[-1][2].append(insert)
+        else:
+            groups.append((branch.expression, is_else, [insert]))
+
+    text = command[start:]
+    flags = [
+        f'COALESCE(({c.sql(dialect="snowflake")}), FALSE) AS "#SEGFLOW_WHEN_{k}"'
+        for k, (c, e, _) in enumerate(groups)
+        if c is not None and not e
+    ]
+    wrapped = f"SELECT *, {', '.join(flags)} FROM ({text})" if flags else text
+    if binds and "binding_params" in kwargs:  # through the server
+        execute(cursor, wrapped, binding_params=binds, server=True)
+    elif binds:
+        execute(cursor, wrapped, binds)
+    else:
+        execute(cursor, wrapped, None, **({"server": True} if "server" in kwargs else {}))
+    rows = cursor._arrow_table  # fakesnow's result of the statement just run
+    duck = cursor._duck_conn
+    first = str(tree.args.get("kind") or "ALL").upper() == "FIRST"
+    held = [f'"#SEGFLOW_WHEN_{k}"' for k, (c, e, _) in enumerate(groups) if c is not None and not e]
+    counts: dict[str, int] = {}  # by target table, in the order of the INTO clauses
+    earlier: list[str] = []
+    for k, (condition, is_else, inserts) in enumerate(groups):
+        if is_else:
+            where = " AND ".join(f"NOT {c}" for c in held) or "TRUE"
+        elif condition is None:
+            where = "TRUE"
+        else:
+            own = f'"#SEGFLOW_WHEN_{k}"'
+            where = " AND ".join([*(f"NOT {c}" for c in earlier), own]) if first else own
+            earlier.append(own)
+        for insert in inserts:
+            name, n = _insert_into(cursor, duck, insert, rows, where)
+            counts[name] = counts.get(name, 0) + n
+    columns = ", ".join(f'{n} AS "{_ROWS_INSERTED.format(name)}"' for name, n in counts.items())
+    return execute(
+        cursor, f"SELECT {columns}", None, **({"server": True} if "server" in kwargs else {})
+    )
+
+
+def _insert_into(cursor: Any, duck: Any, insert: Any, rows: Any, where: str) -> tuple[str, int]:
+    """One INTO clause: the subquery's `rows` (Arrow) where `where` holds, into its table,
+    straight to DuckDB; (the table's name as Snowflake reports it, the rows inserted). DuckDB
+    reads `rows` by its local name (a replacement scan, as fakesnow reads a PUT's listing):
+    nothing is registered, so nothing is left behind when the statement fails inside a
+    transaction, which DuckDB then takes no other statement in before its rollback."""
+    _segflow_multitable_rows = rows  # read by name by DuckDB below
+    target = insert.this
+    table = target.this if isinstance(target, exp.Schema) else target
+    names = list(target.expressions) if isinstance(target, exp.Schema) else []
+    values = insert.expression
+    items = list(values.expressions[0].expressions) if values is not None else []
+    pairs = [
+        (n, v)
+        for n, v in zip(names, items, strict=False)
+        if not (isinstance(v, exp.Var) and v.name.upper() == "DEFAULT")  # the column's default
+    ]
+    catalog = _quoted(table.args["catalog"]) if table.args.get("catalog") else None
+    schema = _quoted(table.args["db"]) if table.args.get("db") else None
+    if catalog is None:
+        catalog = '"' + str(cursor._conn.database).replace('"', '""') + '"'
+    if schema is None:
+        schema = '"' + str(cursor._conn.schema).replace('"', '""') + '"'
+    ident = table.args["this"]
+    into = f"{catalog}.{schema}.{_quoted(ident)}"
+    if values is None:
+        select, column_list = "*", ""
+    else:
+        select = ", ".join("NULL" if isinstance(v, exp.Null) else _quoted(v.this) for _, v in pairs)
+        column_list = " (" + ", ".join(_quoted(n) for n, _ in pairs) + ")"
+    sql = (
+        f"INSERT INTO {into}{column_list} SELECT {select} "
+        f"FROM _segflow_multitable_rows WHERE {where}"
+    )
+    try:
+        (inserted,) = duck.execute(sql).fetchone()
+    except Exception as exc:
+        code = _DUCK_ERRORS.get(type(exc).__name__)
+        if code is None:
+            raise
+        msg = str(exc.args[0] if exc.args else exc).split("\n")[0]
+        raise snowflake.connector.errors.ProgrammingError(
+            msg=msg, errno=code[0], sqlstate=code[1]
+        ) from exc
+    name = ident.name if ident.args.get("quoted") else ident.name.upper()
+    return name, int(inserted)
+
+
+def _install_multitable_insert() -> None:
+    """fakesnow's cursors run multi-table inserts (`_multitable_insert`); other statements as
+    before."""
+    cls: Any = importlib.import_module("fakesnow.cursor").FakeSnowflakeCursor
+    original = cls.execute
+    if getattr(original, "segflow_multitable", False):
+        return
+
+    def execute(self: Any, command: str, params: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(command, str) and _MULTITABLE.match(command):
+            return _multitable_insert(self, original, command, params, kwargs)
+        return original(self, command, params, *args, **kwargs)
+
+    execute.segflow_multitable = True  # type: ignore[attr-defined]
+    cls.execute = execute
+
+
 def _checkpoint_when_idle(duck_conn: Any, activity: _Activity, idle_s: float) -> None:
     """Write each database's log into its file once no request has run for `idle_s`.
 
@@ -144,6 +348,7 @@ def serve(
     past `checkpoint_threshold`; otherwise after `idle_checkpoint_s` without requests (see
     `_checkpoint_when_idle`)."""
     db_dir.mkdir(parents=True, exist_ok=True)
+    _install_multitable_insert()
     shared = FakeSnow(db_path=db_dir)
     shared.duck_conn.execute(f"SET checkpoint_threshold = '{_size(checkpoint_threshold)}'")
     # Attach the databases of earlier runs, so fully qualified names work without a

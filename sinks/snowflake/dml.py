@@ -6,7 +6,9 @@ too (no MERGE: the emulator cannot MERGE inside a transaction).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from sinks.snowflake.ddl import qualified, quote, sql_type, table_ref
 from sinks.snowflake.staging import SCHEMA_COLUMN, TABLE_COLUMN
@@ -64,11 +66,8 @@ def _select_list(
     return names, exprs, binds
 
 
-def _where_staged(alias: str = "s", flag: str | None = None) -> str:
-    """The staged rows of one table: schema and table (binds: both), or schema and a flag
-    column (bind: the schema)."""
-    if flag is not None:
-        return f"{alias}.{quote(SCHEMA_COLUMN)} = ? AND {alias}.{quote(flag)}"
+def _where_staged(alias: str = "s") -> str:
+    """The staged rows of one table: schema and table (binds: both)."""
     return f"{alias}.{quote(SCHEMA_COLUMN)} = ? AND {alias}.{quote(TABLE_COLUMN)} = ?"
 
 
@@ -83,34 +82,140 @@ def _insert_select(
     )
 
 
-def insert_new(
+@dataclass(frozen=True)
+class AppendTarget:
+    """One append table of a multi-table insert (`insert_all_new`): its columns, the time
+    column its idempotence window is measured on, and how its staged rows are found: by the
+    staged table column, or by a flag (tracks and audit_log, staged on their events' rows,
+    with some columns staged under other names: `renames`, target column -> staged column)."""
+
+    table: str
+    columns: Mapping[str, str]
+    lookback_column: str = "received_at"
+    flag: str | None = None
+    renames: Mapping[str, str] | None = None
+
+
+# Names of the subquery's own columns in a multi-table insert: "#" is in no column name segflow
+# makes (naming keeps letters, digits and underscores), so they cannot clash with `s.*`.
+_LOAD_TS_ALIAS = '"#LOAD_TS"'
+_LOAD_ID_ALIAS = '"#LOAD_ID"'
+
+
+def _literal(name: str) -> str:
+    """A table name as a string literal. Names are word characters (schemas.naming), so no
+    backslash, whose escaping Snowflake and the emulator's DuckDB read differently."""
+    if "\\" in name:
+        raise ValueError(f"not a table name segflow makes: {name!r}")
+    return "'" + name.replace("'", "''") + "'"
+
+
+def insert_all_new(
     staging: str,
     schema: str,
-    table: str,
-    columns: Mapping[str, str],
+    targets: Sequence[AppendTarget],
     staged: Mapping[str, str],
     lookback: bool,
-    lookback_column: str = "received_at",
-    *,
-    flag: str | None = None,
-    renames: Mapping[str, str] | None = None,
-) -> tuple[str, int]:
-    """Insert staged rows whose id is not in the table (within the lookback when `lookback`).
-    The staged rows of one table hold each id once (the loader keeps the first record of an
-    id: `rows.first_per_id`). Binds: load-time values, the lookback bound if any, then schema
-    and table (only the schema with `flag`: the staged rows flagged so). `renames`: columns
-    staged under other names.
+) -> tuple[str, bool, bool]:
+    """One multi-table insert (Snowflake's ``INSERT ALL``) of the staged rows of `targets`, all
+    append tables of `schema`: each staged row goes into its table when its id is not there
+    (within the lookback when `lookback`). The staged rows of one table hold each id once (the
+    loader keeps the first record of an id: `rows.first_per_id`). One statement instead of one
+    per table: a flush of many events holds a table per event name, and each statement costs
+    a round trip and a compilation (bench/results/cost-per-event.md, 2026-12-07, three).
 
-    An anti-join (LEFT JOIN ... IS NULL) rather than NOT EXISTS: the same rows, and engines
-    that build the join's hash table on the smaller side do so (the emulator's DuckDB, which
-    hashes the whole target table for NOT EXISTS: bench/results/sink-tuning.md)."""
-    names, exprs, binds = _select_list(columns, staged, renames=renames)
-    window = f" AND t.{quote(lookback_column)} >= {LOAD_TS}" if lookback else ""
-    rest = (
-        f'LEFT JOIN {qualified(schema, table)} t ON t."ID" = s."ID"{window} '
-        f'WHERE {_where_staged(flag=flag)} AND t."ID" IS NULL'
+    The subquery reads the staging table once (`s.*`), with the typed values the tables need
+    where the staged ones do not fit as they are (``"#E<n>"``, each distinct expression once),
+    and for each target the ids it already holds among the staged ones (``"#N<k>"``: a LEFT JOIN
+    of the DISTINCT ids the table holds among the staged ones, so a staged row matches at most
+    once whatever the table holds, and the join's hash tables are built from the staged side,
+    not the whole table: bench/results/sink-tuning.md). Each INTO clause names source columns
+    only (Snowflake's rule for VALUES in a multi-table insert).
+
+    Returns (sql, whether it binds the load time, whether it binds the load id): its binds are,
+    in order, the load time and the load id (when bound), one lower bound per target (when
+    `lookback`), then the schema."""
+    exprs: dict[str, str] = {}  # expression -> alias
+    has_load_ts = has_load_id = False
+    intos: list[str] = []
+    joins: list[str] = []
+    select = ["s.*"]
+    for k, target in enumerate(targets, 1):
+        names: list[str] = []
+        refs: list[str] = []
+        for name, typ in target.columns.items():
+            names.append(quote(name))
+            if name in LOAD_TIME_COLUMNS:
+                has_load_ts = True
+                refs.append(_LOAD_TS_ALIAS)
+                continue
+            if name == LOAD_ID_COLUMN:
+                has_load_id = True
+                refs.append(_LOAD_ID_ALIAS)
+                continue
+            source = target.renames.get(name, name) if target.renames else name
+            column = quote(source)
+            expr = _cast(f"s.{column}", typ, staged.get(source))
+            if expr == f"s.{column}":
+                refs.append(column)
+            elif expr == "NULL":
+                refs.append("NULL")
+            else:
+                alias = exprs.get(expr)
+                if alias is None:
+                    alias = exprs[expr] = f'"#E{len(exprs) + 1}"'
+                    select.append(f"{expr} AS {alias}")
+                refs.append(alias)
+        held = f'"#N{k}"'
+        select.append(f'n{k}."ID" AS {held}')
+        window = f" AND t.{quote(target.lookback_column)} >= {LOAD_TS}" if lookback else ""
+        joins.append(
+            f'LEFT JOIN (SELECT DISTINCT t."ID" FROM {qualified(schema, target.table)} t '
+            f'WHERE t."ID" IN (SELECT "ID" FROM {table_ref(staging)}){window}) n{k} '
+            f'ON n{k}."ID" = s."ID"'
+        )
+        if target.flag is not None:
+            mine = quote(target.flag)
+        else:
+            mine = f"{quote(TABLE_COLUMN)} = {_literal(target.table)}"
+        intos.append(
+            f"WHEN {mine} AND {held} IS NULL THEN INTO {qualified(schema, target.table)} "
+            f"({', '.join(names)}) VALUES ({', '.join(refs)})"
+        )
+    head: list[str] = []
+    if has_load_ts:
+        head.append(f"{LOAD_TS} AS {_LOAD_TS_ALIAS}")
+    if has_load_id:
+        head.append(f"? AS {_LOAD_ID_ALIAS}")
+    sql = (
+        f"INSERT ALL {' '.join(intos)} "
+        f"SELECT {', '.join([*select[:1], *head, *select[1:]])} FROM {table_ref(staging)} s "
+        f"{' '.join(joins)} WHERE s.{quote(SCHEMA_COLUMN)} = ?"
     )
-    return _insert_select(schema, table, names, exprs, staging, rest), binds
+    return sql, has_load_ts, has_load_id
+
+
+_INSERTED_INTO = "number of rows inserted into "
+
+
+def inserted_per_table(
+    targets: Sequence[AppendTarget], names: Sequence[str], row: Sequence[Any] | None
+) -> list[int]:
+    """The rows a multi-table insert put into each of `targets`, from its answer: one row
+    (`row`), a column per target table named "number of rows inserted into <TABLE>"
+    (`names`). By name; by position where a name does not say (the answer has a column per
+    INTO clause, in their order)."""
+    counts = [int(v or 0) for v in row or ()]
+    by_name = {
+        n[len(_INSERTED_INTO) :].rsplit(".", 1)[-1].strip('"').upper(): c
+        for n, c in zip(names, counts, strict=False)
+        if n.lower().startswith(_INSERTED_INTO)
+    }
+    out = []
+    for i, target in enumerate(targets):
+        n = by_name.get(target.table.upper())
+        out.append(n if n is not None else counts[i] if i < len(counts) else 0)
+    return out
 
 
 def insert_plain(

@@ -3,9 +3,11 @@
 BEGIN, then in order:
  1. COPY the staged file into the staging table (stager.Stager.copy);
  2. insert every table's rows from the staging table: events, the audit log and schema changes
-    where their id is new within the lookback (insert-where-not-exists), misfit records as they
-    are, and the new versions of users/accounts (merged with the row they replace) and of
-    identity_map links;
+    where their id is new to their table within the lookback (insert-where-not-exists), all of
+    a schema's such tables in one multi-table insert (dml.insert_all_new: a flush of many event
+    names holds a table per name); misfit records as they are, and the new versions of
+    users/accounts (merged with the row they replace) and of identity_map links, one statement
+    per table;
  3. delete the users/accounts/identity_map rows those replaced (upsert by delete-insert: MERGE
     cannot run inside a transaction on the emulator). Inserts go first, then the deletes and the
     offsets: a client that dies inside the transaction holds row locks as short a time as it can;
@@ -145,15 +147,22 @@ class FlushTransaction:
     def _insert(
         self, prepared: StagedFlush, load_ts: str, result: FlushResult
     ) -> list[tuple[str, str]]:
-        """Step 2, table by table; returns the upserted tables, whose replaced rows step 3
+        """Step 2: each schema's append tables with one multi-table insert (`_insert_new`), the
+        others table by table; returns the upserted tables, whose replaced rows step 3
         deletes."""
         replaced: list[tuple[str, str]] = []
+        appends: dict[str, list[tuple[str, list[TableRow]]]] = {}
+        for (schema, table), rows in prepared.groups.items():
+            if rows[0].kind is Kind.APPEND:
+                appends.setdefault(schema, []).append((table, rows))
         for (schema, table), rows in prepared.groups.items():
             cols = prepared.plan.columns[(schema, table)]
             kind = rows[0].kind
-            if kind is Kind.APPEND:
-                inserted = self._insert_new(prepared, schema, table, cols, rows, load_ts)
-            elif kind is Kind.PLAIN:
+            if kind is Kind.APPEND:  # the schema's append tables, where the first of them stood
+                for chunk in _chunks(appends.pop(schema, []), prepared.plan.columns, schema):
+                    self._insert_new(prepared, schema, chunk, load_ts, result)
+                continue
+            if kind is Kind.PLAIN:
                 sql, _ = dml.insert_plain(self.stager.table, schema, table, cols, prepared.staged)
                 head = [load_ts] * sum(1 for c in cols if c in LOAD_TIME_COLUMNS)
                 cur = self.conn.run(sql, [*head, schema, table], kind="insert", table=table)
@@ -175,38 +184,77 @@ class FlushTransaction:
         self,
         prepared: StagedFlush,
         schema: str,
-        table: str,
-        cols: Mapping[str, str],
-        rows: list[TableRow],
+        tables: list[tuple[str, list[TableRow]]],
         load_ts: str,
-    ) -> int:
-        """An append table's rows whose id it does not hold within the lookback; rows it held
-        already count as skipped."""
+        result: FlushResult,
+    ) -> None:
+        """Append tables' rows whose id the table does not hold within the lookback, in one
+        multi-table insert; rows a table held already count as skipped."""
         lookback = self.lookback_hours > 0
-        on = lookback_column(table)
-        flag, renames = _FLAGGED.get(table, (None, None))
-        sql, _ = dml.insert_new(
-            self.stager.table,
-            schema,
-            table,
-            cols,
-            prepared.staged,
-            lookback,
-            on,
-            flag=flag,
-            renames=renames,
+        targets = []
+        for table, _ in tables:
+            flag, renames = _FLAGGED.get(table, (None, None))
+            targets.append(
+                dml.AppendTarget(
+                    table,
+                    prepared.plan.columns[(schema, table)],
+                    lookback_column(table),
+                    flag,
+                    renames,
+                )
+            )
+        sql, binds_load_ts, binds_load_id = dml.insert_all_new(
+            self.stager.table, schema, targets, prepared.staged, lookback
         )
-        binds: list[Any] = [load_ts] * sum(1 for c in cols if c in LOAD_TIME_COLUMNS)
+        binds: list[Any] = [load_ts] if binds_load_ts else []
+        if binds_load_id:
+            binds.append(prepared.load_id)
         if lookback:
-            first = min(r.values[on] for r in rows)
-            binds.append((first - timedelta(hours=self.lookback_hours)).isoformat())
-        binds += [schema] if flag else [schema, table]
-        cur = self.conn.run(sql, binds, kind="insert", table=table)
-        inserted = int(cur.rowcount or 0)
-        skipped = len(rows) - inserted
-        if skipped > 0:
-            self.metrics.rows_skipped.labels(table_label(table)).inc(skipped)
-        return inserted
+            for target, (_, rows) in zip(targets, tables, strict=True):
+                on = target.lookback_column
+                first = min(r.values[on] for r in rows)
+                binds.append((first - timedelta(hours=self.lookback_hours)).isoformat())
+        binds.append(schema)
+        names = [t for t, _ in tables]
+        label = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        cur = self.conn.run(sql, binds, kind="insert", table=label)
+        columns = [d[0] for d in cur.description or ()]
+        counts = dml.inserted_per_table(targets, columns, cur.fetchone())
+        for (table, rows), inserted in zip(tables, counts, strict=True):
+            result.rows_loaded[table] = result.rows_loaded.get(table, 0) + inserted
+            skipped = len(rows) - inserted
+            if skipped > 0:
+                self.metrics.rows_skipped.labels(table_label(table)).inc(skipped)
+
+
+# A multi-table insert's text stays well under Snowflake's 1 MB statement limit
+# (schemas.snowflake_limits.MAX_STATEMENT_BYTES): a flush's append tables of one schema go into
+# as few statements as keep each under this estimate of its text.
+_STATEMENT_BUDGET = 600_000
+
+
+def _text_estimate(columns: Mapping[str, str]) -> int:
+    """An upper bound of the text a table adds to a multi-table insert: each column named in its
+    column list and its VALUES, perhaps cast in the subquery; the table named in its join."""
+    return 1_000 + sum(4 * (len(name) + 8) + 40 for name in columns)
+
+
+def _chunks(
+    tables: list[tuple[str, list[TableRow]]],
+    columns: Mapping[tuple[str, str], Mapping[str, str]],
+    schema: str,
+) -> list[list[tuple[str, list[TableRow]]]]:
+    """`tables` in order, split where a statement's text would pass the budget."""
+    out: list[list[tuple[str, list[TableRow]]]] = []
+    size = 0
+    for entry in tables:
+        n = _text_estimate(columns[(schema, entry[0])])
+        if not out or (out[-1] and size + n > _STATEMENT_BUDGET):
+            out.append([])
+            size = 0
+        out[-1].append(entry)
+        size += n
+    return out
 
 
 def load_binds(cols: Mapping[str, str], load_ts: str, load_id: str) -> list[Any]:

@@ -587,3 +587,65 @@ def _metric(port: int, name: str) -> float | None:
         return scrape_metrics(port).get(name)
     except OSError:
         return None
+
+
+def test_a_flush_of_many_event_names_is_one_insert_and_each_table_dedupes_its_own_ids(
+    warehouse_conn_params: dict[str, Any],
+) -> None:
+    """A flush's append tables of a schema (tracks, a table per event name, audit_log, the
+    other calls' tables) load with one multi-table insert; each table still skips the ids it
+    holds within the lookback, and the flush reports what each table got."""
+    database = f"SINK_MANY_{uuid.uuid4().hex[:10].upper()}"
+    settings = WarehouseSettings(database=database, network_timeout_s=20)
+    metrics = SinkMetrics(CollectorRegistry())
+    loader = SnowflakeLoader(settings, LoaderOptions(group_id="g"), metrics)
+    tp = ("topic.track", 0)
+    loader.ensure_offsets([tp])
+    names = [f"Feature {i} Used" for i in range(12)]
+
+    def batch(first: int, ids: list[str]) -> FlushBatch:
+        """Records at offsets from `first`; an id's call and event name follow from its number,
+        so a re-sent id is the same event."""
+        rows = []
+        for n, mid in enumerate(ids, first):
+            k = int(mid.rsplit("-", 1)[1]) + (100 if "new" in mid else 0)
+            call = "page" if k % 7 == 6 else "track"
+            rec = clean_event(call, k, message_id=mid, event=names[k % len(names)])
+            rows += event_rows(rec, Origin(tp[0], tp[1], n), audit=True)
+        expected = first if first else -1
+        return FlushBatch(
+            [PartitionSlice(tp[0], tp[1], expected, first + len(ids), len(ids))],
+            rows,
+            len(ids),
+            0,
+        )
+
+    def inserts() -> float:
+        return metrics.statements.labels("insert")._value.get()  # type: ignore[attr-defined]
+
+    first_ids = [f"many-{i}" for i in range(48)]
+    result = loader.flush(batch(0, first_ids))  # creates the tables (and records that)
+    tables = {t for t, n in result.rows_loaded.items() if n}
+    assert {"tracks", "pages", "audit_log"} | {f"feature_{i}_used" for i in range(12)} <= tables
+    assert result.rows_loaded["audit_log"] == 48 and result.rows_loaded["pages"] == 6
+    assert result.rows_loaded["tracks"] == 42
+
+    # the same ids again (a replay) beside new ones: only the new ones land, table by table
+    again = first_ids[:24] + [f"many-new-{i}" for i in range(24)]
+    before = inserts()
+    result = loader.flush(batch(48, again))
+    assert inserts() == before + 1  # tracks, 12 event tables, pages, audit_log: one statement
+    wh = Warehouse(database)
+    assert wh.query("SELECT COUNT(*), COUNT(DISTINCT id) FROM web.audit_log") == [(72, 72)]
+    assert result.rows_loaded["audit_log"] == 24
+    total = 0
+    for i in range(12):
+        table = f"web.feature_{i}_used"
+        count, distinct = wh.query(f"SELECT COUNT(*), COUNT(DISTINCT id) FROM {table}")[0]
+        assert count == distinct
+        total += count
+    tracks = wh.query("SELECT COUNT(*), COUNT(DISTINCT id) FROM web.tracks")[0]
+    pages = wh.query("SELECT COUNT(*), COUNT(DISTINCT id) FROM web.pages")[0]
+    assert tracks[0] == tracks[1] == total and pages[0] == pages[1] == 72 - total
+    assert wh.query(f"SELECT COUNT(*) FROM {loader.staging}") == [(0,)]
+    loader.close()

@@ -74,6 +74,12 @@ class FakeWarehouse:
                     raise exc
             cur.rowcount, rows = self._answer(sql, list(binds or []))
             cur.fetchall.return_value = rows
+            cur.fetchone.return_value = rows[0] if rows else None
+            cur.description = (
+                [(f"number of rows inserted into {t}",) for t in _into_tables(sql)]
+                if sql.startswith("INSERT ALL")
+                else None
+            )
             return cur
 
         cur.execute.side_effect = execute
@@ -97,14 +103,24 @@ class FakeWarehouse:
         if sql.startswith("UPDATE") and "_SEGFLOW_OFFSETS" in sql.upper():
             moves = (len(binds) - 1) // 4
             return (0 if self.fenced else moves), []
+        if sql.startswith("INSERT ALL"):  # a row into each table, as a plain INSERT answers
+            tables = _into_tables(sql)
+            return len(tables), [tuple(1 for _ in tables)]
         if sql.startswith("INSERT"):
             return 1, []
         return 0, []
 
 
+def _into_tables(sql: str) -> list[str]:
+    """The tables of a multi-table insert's INTO clauses."""
+    return [p.split()[0].split(".")[-1].strip('"') for p in sql.split(" THEN INTO ")[1:]]
+
+
 def head(sql: str) -> str:
     """A statement's kind for assertions: its first word, with the target of a DELETE/INSERT."""
     words = sql.split()
+    if words[:2] == ["INSERT", "ALL"]:
+        return "INSERT ALL " + ", ".join(t.lower() for t in _into_tables(sql))
     if words[0] in ("INSERT", "DELETE") and len(words) > 2:
         return f"{words[0]} {words[2].split('.')[-1].strip(chr(34)).lower()}"
     return words[0]

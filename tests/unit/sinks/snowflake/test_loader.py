@@ -68,11 +68,11 @@ def test_a_retryable_error_drops_the_connection_and_the_next_flush_logs_in_again
     world: World,
 ) -> None:
     world.loader.flush(batch(0))
-    world.fake.fail['INSERT INTO "WEB"."TRACKS"'] = lock_timeout()
+    world.fake.fail['INTO "WEB"."TRACKS" ('] = lock_timeout()
     with pytest.raises(WarehouseRetryableError):
         world.loader.flush(batch(2))
     world.fake.connections[0].close.assert_called_once_with()  # a broken session is not reused
-    del world.fake.fail['INSERT INTO "WEB"."TRACKS"']
+    del world.fake.fail['INTO "WEB"."TRACKS" (']
     reads = world.layout_reads()
     result = world.loader.flush(batch(2))
     assert len(world.fake.connections) == 2 and result.records == 2
@@ -84,7 +84,7 @@ def test_a_misfit_keeps_the_connection_and_reads_every_layout_again(world: World
     world.loader.flush(batch(0))
     world.loader.flush(batch(2))
     assert world.layout_reads() == 1  # cached while nothing changed
-    world.fake.fail['INSERT INTO "WEB"."TRACKS"'] = misfit_error()
+    world.fake.fail['INTO "WEB"."TRACKS" ('] = misfit_error()
     with pytest.raises(WarehouseMisfitError):
         world.loader.flush(batch(4))
     world.fake.fail.clear()
@@ -125,7 +125,7 @@ def test_a_flush_prepared_before_a_misfit_is_planned_again(world: World) -> None
     ahead = batch(4)
     ahead.prepared = stale = world.loader.prepare(ahead)
     assert stale is not None
-    world.fake.fail['INSERT INTO "WEB"."TRACKS"'] = misfit_error()
+    world.fake.fail['INTO "WEB"."TRACKS" ('] = misfit_error()
     with pytest.raises(WarehouseMisfitError):
         world.loader.flush(batch(2))
     world.fake.fail.clear()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from schemas.snowflake_limits import MAX_STATEMENT_BYTES
 from sinks.snowflake import ddl, dml
 from sinks.snowflake.offsets import OffsetStore
 from sinks.snowflake.tables import fixed_columns
@@ -26,7 +27,13 @@ def test_widening_is_add_copy_set_aside_rename_catch_up_drop() -> None:
     assert steps[-1].endswith('DROP COLUMN IF EXISTS "QTY__SEGFLOW_RETIRED"')
 
 
-def test_insert_new_checks_ids_within_the_lookback_and_casts_staged_text() -> None:
+def _into(sql: str, table: str) -> str:
+    """The INTO clause of `table` in a multi-table insert (its WHEN ... VALUES (...))."""
+    start = sql.index(f'INTO "WEB"."{table.upper()}" (')
+    return sql[sql.rindex("WHEN", 0, start) : sql.index(")", sql.index("VALUES (", start)) + 1]
+
+
+def test_one_insert_loads_every_append_table_with_ids_new_to_each_within_the_lookback() -> None:
     cols = {**fixed_columns("t"), "qty": "NUMBER", "props": "VARIANT"}
     staged = {
         "id": "VARCHAR",
@@ -35,44 +42,93 @@ def test_insert_new_checks_ids_within_the_lookback_and_casts_staged_text() -> No
         "props": "VARCHAR",
         "_unmapped": "VARIANT",
     }
-    sql, binds = dml.insert_new("stg", "web", "t", cols, staged, lookback=True)
-    assert sql.startswith('INSERT INTO "WEB"."T" (')
-    assert 's."QTY"::NUMBER(38,0)' in sql
-    assert 'PARSE_JSON(s."PROPS")' in sql
-    assert 'LEFT JOIN "WEB"."T" t ON t."ID" = s."ID" AND t."RECEIVED_AT" >= CAST(?' in sql
-    assert sql.endswith('AND t."ID" IS NULL')
-    assert binds == 2  # uuid_ts and loaded_at
-    assert "MERGE" not in sql
-    no_window, _ = dml.insert_new("stg", "web", "t", cols, staged, lookback=False)
-    assert 'RECEIVED_AT" >=' not in no_window
-    changes, _ = dml.insert_new("stg", "web", "c", cols, staged, True, "detected_at")
-    assert 't."ID" = s."ID" AND t."DETECTED_AT" >=' in changes
-    assert "NOT EXISTS" not in sql and "QUALIFY" not in sql
+    targets = [
+        dml.AppendTarget("t", cols),
+        dml.AppendTarget("u", {**fixed_columns("u"), "qty": "NUMBER"}),
+        dml.AppendTarget("c", cols, "detected_at"),
+    ]
+    sql, load_ts, load_id = dml.insert_all_new("stg", "web", targets, staged, lookback=True)
+    assert sql.startswith("INSERT ALL WHEN ")
+    assert (load_ts, load_id) == (True, False)  # uuid_ts and loaded_at share one bind
+    # each table: its staged rows whose id it does not hold
+    t = _into(sql, "t")
+    assert t.startswith('WHEN "_SEGFLOW_TABLE" = \'t\' AND "#N1" IS NULL THEN INTO "WEB"."T" (')
+    assert '"#N2" IS NULL THEN INTO "WEB"."U"' in sql and '"#N3" IS NULL THEN INTO "WEB"."C"' in sql
+    # VALUES name source columns only (Snowflake's rule): staged ones, or the typed ones the
+    # subquery computes, each distinct expression once
+    values = t[t.index("VALUES (") + 8 : -1].split(", ")
+    assert all(v.startswith('"') or v == "NULL" for v in values)
+    assert '"#LOAD_TS"' in values and '"ID"' in values and '"QTY"' not in values
+    assert sql.count('s."QTY"::NUMBER(38,0) AS "#E') == 1  # shared by t, u and c
+    assert 'PARSE_JSON(s."PROPS") AS "#E' in sql
+    assert 'CAST(? AS TIMESTAMP_TZ) AS "#LOAD_TS"' in sql
+    # the ids each table holds among the staged ones, within the window, each at most once
+    assert (
+        'LEFT JOIN (SELECT DISTINCT t."ID" FROM "WEB"."T" t WHERE t."ID" IN '
+        '(SELECT "ID" FROM "STG") AND t."RECEIVED_AT" >= CAST(? AS TIMESTAMP_TZ)) n1 '
+        'ON n1."ID" = s."ID"'
+    ) in sql
+    assert 't."DETECTED_AT" >= CAST(? AS TIMESTAMP_TZ)) n3' in sql
+    assert sql.endswith('WHERE s."_SEGFLOW_SCHEMA" = ?')
+    assert sql.count("?") == 1 + 3 + 1  # load time, a bound per table, the schema
+    no_window, _, _ = dml.insert_all_new("stg", "web", targets, staged, lookback=False)
+    assert ">=" not in no_window and no_window.count("?") == 2
+    assert "NOT EXISTS" not in sql and "MERGE" not in sql
 
 
 def test_tracks_and_audit_log_load_from_flagged_staged_rows_and_renamed_columns() -> None:
-    cols = fixed_columns("audit_log")
     staged = {
         "id": "VARCHAR",
         "_segflow_audit_type": "VARCHAR",
         "_segflow_audit_payload": "VARCHAR",
     }
-    sql, binds = dml.insert_new(
-        "stg",
-        "web",
+    audit = dml.AppendTarget(
         "audit_log",
-        cols,
-        staged,
-        lookback=True,
+        fixed_columns("audit_log"),
         flag="_segflow_audit",
         renames={"type": "_segflow_audit_type", "payload": "_segflow_audit_payload"},
     )
-    assert 'WHERE s."_SEGFLOW_SCHEMA" = ? AND s."_SEGFLOW_AUDIT" AND t."ID" IS NULL' in sql
-    assert '"_SEGFLOW_TABLE"' not in sql
-    assert 's."ID", s."_SEGFLOW_AUDIT_TYPE", ' in sql
-    assert 'PARSE_JSON(s."_SEGFLOW_AUDIT_PAYLOAD")' in sql
-    assert 's."TYPE"' not in sql and 's."PAYLOAD"' not in sql
-    assert binds == 1  # loaded_at
+    sql, load_ts, _ = dml.insert_all_new("stg", "web", [audit], staged, lookback=True)
+    into = _into(sql, "audit_log")
+    assert into.startswith('WHEN "_SEGFLOW_AUDIT" AND "#N1" IS NULL THEN INTO')
+    assert '"_SEGFLOW_TABLE"' not in into
+    assert '"ID", "_SEGFLOW_AUDIT_TYPE", ' in into
+    assert 'PARSE_JSON(s."_SEGFLOW_AUDIT_PAYLOAD") AS "#E1"' in sql and '"#E1"' in into
+    assert '"TYPE"' not in into.split("VALUES")[1] and 'PAYLOAD"' not in into.split("VALUES")[1]
+    assert load_ts  # loaded_at
+
+
+def test_a_multi_table_insert_reports_each_tables_rows_by_name_or_position() -> None:
+    targets = [dml.AppendTarget("tracks", {}), dml.AppendTarget("order_completed", {})]
+    names = ["number of rows inserted into ORDER_COMPLETED", "number of rows inserted into TRACKS"]
+    assert dml.inserted_per_table(targets, names, (3, 5)) == [5, 3]
+    qualified = ['number of rows inserted into "WEB"."TRACKS"', "number of rows inserted into X"]
+    assert dml.inserted_per_table(targets, qualified, (5, 3)) == [5, 3]  # X: by position
+    assert dml.inserted_per_table(targets, [], None) == [0, 0]
+
+
+def test_a_schemas_append_tables_split_into_statements_under_snowflakes_size_limit() -> None:
+    """However many and however wide a flush's tables, each statement's text fits 1 MB."""
+    from sinks.snowflake.rows import TableRow
+    from sinks.snowflake.transaction import _chunks
+
+    long = "x" * 240
+    for count, width, name_length in ((500, 30, 20), (8, 1000, 250), (60, 400, 60)):
+        columns = {
+            ("web", f"t{i}"): {f"c{j}_{long[:name_length]}": "VARCHAR" for j in range(width)}
+            for i in range(count)
+        }
+        tables: list[tuple[str, list[TableRow]]] = [(t, []) for (_, t) in columns]
+        chunks = _chunks(tables, columns, "web")
+        assert [t for c in chunks for t, _ in c] == [t for t, _ in tables]
+        staged = {c: "VARCHAR" for cols in columns.values() for c in cols}
+        for chunk in chunks:
+            targets = [dml.AppendTarget(t, columns[("web", t)]) for t, _ in chunk]
+            sql, _, _ = dml.insert_all_new(
+                "_segflow._segflow_staging_x", "web", targets, staged, True
+            )
+            assert len(sql.encode()) < MAX_STATEMENT_BYTES
+        assert len(chunks) > 1
 
 
 def test_merge_keeps_newer_values_and_fills_gaps() -> None:

@@ -117,12 +117,10 @@ def staged(world: World, rows: list[TableRow]) -> StagedFlush:
 COMMITTED = [
     "BEGIN",
     "COPY",  # 1. the staged file into the staging table
-    "INSERT tracks",  # 2. every table's rows, the upserts' new versions among them
-    "INSERT order_completed",
-    "INSERT audit_log",
-    "INSERT identifies",
+    # 2. every table's rows: the append tables in one multi-table insert, then the upserts' new
+    # versions
+    "INSERT ALL tracks, order_completed, audit_log, identifies, groups",
     "INSERT users",
-    "INSERT groups",
     "INSERT accounts",
     "INSERT identity_map",
     "DELETE users",  # 3. the rows the upserts replaced
@@ -197,7 +195,7 @@ def test_a_batch_with_nothing_staged_only_moves_its_offsets(world: World) -> Non
     "failing",
     [
         "COPY INTO",
-        'INSERT INTO "WEB"."TRACKS"',
+        'INTO "WEB"."TRACKS" (',
         'INSERT INTO "WEB"."USERS"',
         'DELETE FROM "WEB"."IDENTITY_MAP"',
         'SELECT "IDENTIFIER", "IDENTIFIER_TYPE"',  # the identity chains' read
@@ -256,7 +254,7 @@ def test_a_failed_rollback_drops_the_connection(world: World) -> None:
     """Its session state is unknown: it is closed and what was cached about it forgotten."""
     rows = flush_rows()
     prepared = staged(world, rows)
-    world.fake.fail['INSERT INTO "WEB"."TRACKS"'] = lock_timeout()
+    world.fake.fail['INTO "WEB"."TRACKS" ('] = lock_timeout()
     world.fake.fail["ROLLBACK"] = lock_timeout()
     with pytest.raises(SegflowError, match="insert on tracks"):
         world.flush(batch_of(rows), prepared)
