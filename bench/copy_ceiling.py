@@ -3,9 +3,10 @@
 `FileKeeper` hard-links every flush's Parquet file as the sink writes it into its stage
 directory (the sink deletes its copy once loaded; the link keeps the data). `load_bare` then
 loads the same files the plainest way the warehouse allows, one transaction a file: PUT to a
-stage, COPY INTO a staging table, one INSERT ... SELECT per target table (the rows flagged for
-tracks and audit_log included), empty the staging table, COMMIT. No dedupe join, no upserts, no
-offsets, no row building: what the warehouse side of a flush costs by itself. `bench/sink.py`
+stage, COPY INTO a staging table, one multi-table INSERT ALL into every target table (the rows
+flagged for tracks and audit_log included; the sink loads with one too), empty the staging
+table, COMMIT. No dedupe join, no upserts, no offsets, no row building: what the warehouse side
+of a flush costs by itself. `bench/sink.py`
 prints the sink's steady state against it (`ratio_to_copy`).
 """
 
@@ -113,16 +114,18 @@ def _read(path: Path) -> _File:
     return _File(path, columns, pairs, flagged(TRACKS_FLAG), flagged(AUDIT_FLAG), table.num_rows)
 
 
-def _insert(
-    staging: str,
+def _into(
     target: tuple[str, str],
     layout: dict[str, str],
     staged: dict[str, str],
-    where: str,
+    when: str,
     renames: dict[str, str],
+    exprs: dict[str, str],
 ) -> str:
-    """INSERT INTO target the staged columns it has (renamed, cast where the types differ)."""
-    names, exprs = [], []
+    """The WHEN ... INTO clause of `target` in a multi-table insert: the staged columns it has
+    (renamed, cast where the types differ); a cast is a column of the subquery, named in
+    `exprs` (expression -> alias), since VALUES may only name source columns."""
+    names, values = [], []
     for col, dtype in layout.items():
         source = renames.get(col, col)
         if col in LOAD_TIME_COLUMNS:
@@ -136,13 +139,17 @@ def _insert(
         elif staged[source] == "VARCHAR" and dtype not in ("TEXT", "VARCHAR"):
             expr = f"s.{quote(source)}::{dtype}"
         else:
-            expr = f"s.{quote(source)}"
+            expr = ""
         names.append(quote(col))
-        exprs.append(expr)
+        values.append(quote(source) if not expr else exprs.setdefault(expr, f'"#E{len(exprs)}"'))
     return (
-        f"INSERT INTO {qualified(*target)} ({', '.join(names)}) "
-        f"SELECT {', '.join(exprs)} FROM {staging} s WHERE {where}"
+        f"WHEN {when} THEN INTO {qualified(*target)} ({', '.join(names)}) "
+        f"VALUES ({', '.join(values)})"
     )
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 @dataclass
@@ -191,28 +198,27 @@ def load_bare(database: str, paths: list[Path]) -> BareLoad:
             cols = ", ".join(f"{quote(n)} {t}" for n, t in f.columns.items())
             cur.execute(f"CREATE OR REPLACE TRANSIENT TABLE {staging} ({cols})")
             current = f.columns
-        inserts: list[tuple[str, list[Any]]] = []
+        intos: list[str] = []
+        exprs: dict[str, str] = {}
+        in_schema = quote(SCHEMA_COLUMN)
         for target in f.tables:
             if target in layouts:
-                where = f"s.{quote(SCHEMA_COLUMN)} = ? AND s.{quote(TABLE_COLUMN)} = ?"
-                sql = _insert(staging, target, layouts[target], f.columns, where, {})
-                inserts.append((sql, list(target)))
+                when = f"{in_schema} = {_literal(target[0])} AND {quote(TABLE_COLUMN)} = "
+                when += _literal(target[1])
+                intos.append(_into(target, layouts[target], f.columns, when, {}, exprs))
         for schemas, table, flag, renames in (
             (f.tracks, TRACKS, TRACKS_FLAG, TRACKS_RENAMES),
             (f.audit, AUDIT_LOG, AUDIT_FLAG, AUDIT_RENAMES),
         ):
             for schema in schemas:
                 if (schema, table) in layouts:
-                    where = f"s.{quote(SCHEMA_COLUMN)} = ? AND s.{quote(flag)}"
-                    sql = _insert(
-                        staging,
-                        (schema, table),
-                        layouts[(schema, table)],
-                        f.columns,
-                        where,
-                        dict(renames),
+                    when = f"{in_schema} = {_literal(schema)} AND {quote(flag)}"
+                    layout = layouts[(schema, table)]
+                    intos.append(
+                        _into((schema, table), layout, f.columns, when, dict(renames), exprs)
                     )
-                    inserts.append((sql, [schema]))
+        select = ", ".join(["s.*", *(f"{e} AS {a}" for e, a in exprs.items())])
+        insert = f"INSERT ALL {' '.join(intos)} SELECT {select} FROM {staging} s" if intos else ""
         folder = f"f{i}"
         run(
             "put",
@@ -225,8 +231,8 @@ def load_bare(database: str, paths: list[Path]) -> BareLoad:
             f"COPY INTO {staging} FROM @{qualified(SCHEMA, STAGE)}/{folder}/ "
             "FILE_FORMAT=(TYPE=PARQUET) MATCH_BY_COLUMN_NAME=CASE_SENSITIVE PURGE=TRUE",
         )
-        for sql, binds in inserts:
-            run("insert", sql, binds)
+        if insert:
+            run("insert", insert)
             out.rows += int(cur.rowcount or 0)
         run("delete", f"DELETE FROM {staging}")
         run("commit", "COMMIT")
