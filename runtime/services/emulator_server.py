@@ -188,13 +188,13 @@ def _multitable_insert(cursor: Any, execute: Any, command: str, params: Any, kwa
     binds = kwargs.get("binding_params") if "binding_params" in kwargs else params
 
     # WHEN groups in order: (condition, ELSE?, their INTO clauses); an INTO without a condition
-    # of its own belongs to the WHEN before it (or, with no WHEN at all, is unconditional)
+    # of its own belongs to the WHEN or ELSE before it (with no WHEN at all: unconditional)
     groups: list[tuple[Any, bool, list[Any]]] = []
     for branch in tree.expressions:
         insert = branch.this
         _check_values(insert.expression)
         is_else = bool(branch.args.get("else_"))
-        if branch.expression is None and not is_else and groups and not groups[-1][1]:
+        if branch.expression is None and not is_else and groups:
             groups[-1][2].append(insert)
         else:
             groups.append((branch.expression, is_else, [insert]))

@@ -71,11 +71,11 @@ def test_insert_first_takes_the_first_true_when_and_else_the_rest(cur: Any) -> N
         "INSERT FIRST "
         "WHEN kind = 'x' THEN INTO other (id) VALUES (id) "
         "WHEN kind IN ('x', 'y') THEN INTO y (id) VALUES (id) "
-        "ELSE INTO x (id) VALUES (id) "
+        "ELSE INTO x (id) VALUES (id) INTO other (id) VALUES (kind) "
         "SELECT * FROM src"
     )
-    assert cur.fetchall() == [(2, 1, 1)]
-    assert _rows(cur, "other") == [("a",), ("c",)]
+    assert cur.fetchall() == [(3, 1, 1)]  # other: 2 by the first WHEN, 1 by ELSE
+    assert _rows(cur, "other") == [("a",), ("c",), ("z",)]
     assert [r[0] for r in _rows(cur, "y")] == ["b"]
     assert [r[0] for r in _rows(cur, "x")] == ["d"]
 
