@@ -7,6 +7,7 @@ Databases live in `var/warehouse/<NAME>.db`, the log in `var/log/emulator.log`, 
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
@@ -108,7 +109,9 @@ def start(
 ) -> bool:
     """Start the emulator unless it answers already; wait until `SELECT 1` works.
 
-    Returns True when this call started it, False when it was already running.
+    Returns True when this call started it, False when it was already running. One that this
+    project started from another version of `emulator_server.py` is restarted (a stamp beside
+    its pid file records the launcher it runs).
     `python` is the interpreter to run it with (default: this one; it needs fakesnow[server]).
     `idle_session_timeout_s` > 0 closes sessions unused that long, rolling back transactions
     that killed clients left open (fault tests that SIGKILL a warehouse client need it).
@@ -128,8 +131,19 @@ def start(
             args += ["--idle-session-timeout-s", str(idle_session_timeout_s)]
         return args
 
+    # one we started from another version of the launcher lacks what this segflow sends it
+    # (its multi-table INSERT, for one): restarted, its sessions' open transactions rolled back
+    stamp = paths.pid_file(NAME).with_suffix(".launcher")
+    digest = hashlib.sha256(_SERVER.read_bytes()).hexdigest()
+    current = process.status(paths, service(host, port))
+    if current.managed and current.ready:
+        ran = stamp.read_text().strip() if stamp.exists() else ""
+        if ran != digest:
+            logger.warning("restarting the emulator (pid %s): its launcher changed", current.pid)
+            process.stop(paths, service(host, port), timeout=20.0)
     started = process.start(paths, service(host, port), prepare, timeout=timeout)
     if started:
+        stamp.write_text(digest + "\n")
         logger.info("emulator databases in %s", db_dir)
     return started
 

@@ -19,8 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import snowflake.connector
 import sqlglot
+import sqlglot.errors
 import uvicorn
 from fakesnow.instance import FakeSnow
 from sqlglot import exp
@@ -102,6 +104,7 @@ def _reap_idle_sessions(timeout_s: float, last_seen: dict[str, float]) -> None:
 
 _MULTITABLE = re.compile(r"\s*INSERT\s+(?:OVERWRITE\s+)?(?:ALL|FIRST)\b", re.IGNORECASE)
 _ROWS_INSERTED = "number of rows inserted into {}"
+_TRANSACTION = re.compile(r"\s*(BEGIN|START|COMMIT|ROLLBACK)\b", re.IGNORECASE)
 
 
 def _compilation_error(message: str) -> Exception:
@@ -124,15 +127,18 @@ def _check_values(values: Any) -> None:
             )
 
 
-# string literals, quoted identifiers, parentheses and the words that may start a subquery
+# what the scan for a multi-table insert's subquery skips or counts: comments, string literals
+# ('...' and $$...$$), quoted identifiers, parentheses; and the words that may start a subquery
 _SCAN = re.compile(
-    r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"]|\"\")*\"|[()]|\b(?:SELECT|WITH)\b", re.IGNORECASE
+    r"--[^\n]*|/\*.*?\*/|'(?:[^'\\]|\\.|'')*'|\$\$.*?\$\$|\"(?:[^\"]|\"\")*\"|[()]"
+    r"|(?<![\w$])(?:SELECT|WITH)\b",
+    re.IGNORECASE | re.DOTALL,
 )
 
 
 def _subquery_start(command: str) -> int | None:
     """Where the subquery of a multi-table insert starts in its text: the first SELECT or WITH
-    outside parentheses, string literals and quoted identifiers (WHEN conditions hold
+    outside parentheses, comments, string literals and quoted identifiers (WHEN conditions hold
     subqueries only in parentheses)."""
     depth = 0
     for match in _SCAN.finditer(command):
@@ -141,7 +147,7 @@ def _subquery_start(command: str) -> int | None:
             depth += 1
         elif text == ")":
             depth -= 1
-        elif depth == 0 and text[0] not in "'\"":
+        elif depth == 0 and text[0].isalpha():
             return match.start()
     return None
 
@@ -161,19 +167,39 @@ _DUCK_ERRORS: dict[str, tuple[int, str]] = {  # as fakesnow reports them
 }
 
 
+def _as_snowflake_error(exc: Exception) -> Exception:
+    """A DuckDB error as the ProgrammingError fakesnow makes of it (others: a generic one, so
+    the client gets an error answer, not an HTTP 500 it would retry)."""
+    code = _DUCK_ERRORS.get(type(exc).__name__, (100090, "22000"))
+    msg = str(exc.args[0] if exc.args else exc).split("\n")[0]
+    return snowflake.connector.errors.ProgrammingError(msg=msg, errno=code[0], sqlstate=code[1])
+
+
 def _multitable_insert(cursor: Any, execute: Any, command: str, params: Any, kwargs: Any) -> Any:
-    """Snowflake's multi-table INSERT (``INSERT ALL|FIRST [WHEN c THEN] INTO t (cols) VALUES
-    (source columns) ... <subquery>``), which DuckDB lacks, run as Snowflake documents it
-    ("INSERT (multi-table)"): the subquery is evaluated once, before any row is inserted; each of
-    its rows goes to every INTO clause whose WHEN holds (ALL) or to the first one's (FIRST), to
-    the ELSE clause's when none holds; VALUES name source columns, NULL or DEFAULT only.
+    """Snowflake's multi-table INSERT (``INSERT ALL|FIRST [WHEN c THEN] INTO t [(cols)]
+    [VALUES (source columns)] ... [ELSE INTO ...] <subquery>``), which DuckDB lacks, run as
+    Snowflake documents it ("INSERT (multi-table)"): the subquery is evaluated once, before any
+    row is inserted; each of its rows goes to every INTO clause whose WHEN holds (ALL) or to
+    the first one's (FIRST), to the ELSE clause's when none holds; VALUES name source columns,
+    NULL or DEFAULT only (without VALUES: the subquery's columns in order); the statement is
+    all or nothing.
 
     Here the subquery, with each WHEN condition as a column of its own, runs once through
     fakesnow (its transforms and error codes) into Arrow; each INTO clause is then an INSERT ...
     SELECT of plain column references from those rows, straight to DuckDB, in the caller's
-    transaction. The result is Snowflake's: one row, a "number of rows inserted into <TABLE>"
-    column per target table (several INTO clauses of one table: their sum). Not supported:
-    OVERWRITE, and binds outside the subquery (refused, not ignored)."""
+    transaction (in one of its own under autocommit). The result is Snowflake's: one row, a
+    "number of rows inserted into <TABLE>" column per target table (several INTO clauses of one
+    table: their sum). Not supported: OVERWRITE, and binds outside the subquery (refused, not
+    ignored)."""
+    try:
+        return _run_multitable_insert(cursor, execute, command, params, kwargs)
+    except sqlglot.errors.ParseError as exc:
+        raise _compilation_error(str(exc).split("\n")[0]) from exc
+
+
+def _run_multitable_insert(
+    cursor: Any, execute: Any, command: str, params: Any, kwargs: Any
+) -> Any:
     # the INTO clauses are parsed here, the subquery (most of the text) only by fakesnow
     start = _subquery_start(command)
     if start is None:
@@ -181,11 +207,12 @@ def _multitable_insert(cursor: Any, execute: Any, command: str, params: Any, kwa
     tree = sqlglot.parse_one(command[:start] + " SELECT 1", read="snowflake")
     if not isinstance(tree, exp.MultitableInserts):
         return execute(cursor, command, params, **kwargs)
-    if tree.args.get("overwrite"):
+    if re.match(r"\s*INSERT\s+OVERWRITE\b", command, re.IGNORECASE):  # sqlglot drops the word
         raise _compilation_error("the emulator does not support INSERT OVERWRITE ALL|FIRST")
     if tree.find(exp.Placeholder) is not None:
         raise _compilation_error("the emulator takes binds in the subquery of INSERT ALL only")
     binds = kwargs.get("binding_params") if "binding_params" in kwargs else params
+    server = {"server": True} if kwargs.get("server") else {}
 
     # WHEN groups in order: (condition, ELSE?, their INTO clauses); an INTO without a condition
     # of its own belongs to the WHEN or ELSE before it (with no WHEN at all: unconditional)
@@ -198,88 +225,114 @@ def _multitable_insert(cursor: Any, execute: Any, command: str, params: Any, kwa
             groups[-1][2].append(insert)
         else:
             groups.append((branch.expression, is_else, [insert]))
+    conditional = any(c is not None or e for c, e, _ in groups)
+    if conditional and groups[0][0] is None:
+        raise _compilation_error("a conditional multi-table insert starts with a WHEN clause")
+    if not conditional and str(tree.args.get("kind") or "ALL").upper() == "FIRST":
+        raise _compilation_error("an unconditional multi-table insert is INSERT ALL")
 
-    text = command[start:]
+    text = command[start:].rstrip().rstrip(";")
     flags = [
         f'COALESCE(({c.sql(dialect="snowflake")}), FALSE) AS "#SEGFLOW_WHEN_{k}"'
         for k, (c, e, _) in enumerate(groups)
         if c is not None and not e
     ]
-    wrapped = f"SELECT *, {', '.join(flags)} FROM ({text})" if flags else text
+    wrapped = f"SELECT *, {', '.join(flags)} FROM ({text}\n)" if flags else text
     if binds and "binding_params" in kwargs:  # through the server
-        execute(cursor, wrapped, binding_params=binds, server=True)
-    elif binds:
-        execute(cursor, wrapped, binds)
+        execute(cursor, wrapped, binding_params=binds, **server)
     else:
-        execute(cursor, wrapped, None, **({"server": True} if "server" in kwargs else {}))
+        execute(cursor, wrapped, binds or None, **server)
     rows = cursor._arrow_table  # fakesnow's result of the statement just run
+    source = [n for n in rows.column_names if not n.startswith("#SEGFLOW_WHEN_")]
     duck = cursor._duck_conn
     first = str(tree.args.get("kind") or "ALL").upper() == "FIRST"
     held = [f'"#SEGFLOW_WHEN_{k}"' for k, (c, e, _) in enumerate(groups) if c is not None and not e]
     counts: dict[str, int] = {}  # by target table, in the order of the INTO clauses
-    earlier: list[str] = []
-    for k, (condition, is_else, inserts) in enumerate(groups):
-        if is_else:
-            where = " AND ".join(f"NOT {c}" for c in held) or "TRUE"
-        elif condition is None:
-            where = "TRUE"
-        else:
-            own = f'"#SEGFLOW_WHEN_{k}"'
-            where = " AND ".join([*(f"NOT {c}" for c in earlier), own]) if first else own
-            earlier.append(own)
-        for insert in inserts:
-            name, n = _insert_into(cursor, duck, insert, rows, where)
-            counts[name] = counts.get(name, 0) + n
-    columns = ", ".join(f'{n} AS "{_ROWS_INSERTED.format(name)}"' for name, n in counts.items())
-    return execute(
-        cursor, f"SELECT {columns}", None, **({"server": True} if "server" in kwargs else {})
+    # all or nothing: in the caller's transaction; else, under autocommit, in one of its own;
+    # with autocommit off, the statement opens the session's transaction, as DML does
+    own_transaction = False
+    if not cursor._conn._autocommit:
+        if not cursor._conn._in_transaction:
+            duck.begin()
+            cursor._conn._in_transaction = True
+    elif not getattr(cursor._conn, "segflow_in_transaction", False):
+        duck.begin()
+        own_transaction = True
+    try:
+        earlier: list[str] = []
+        for k, (condition, is_else, inserts) in enumerate(groups):
+            if is_else:
+                where = " AND ".join(f"NOT {c}" for c in held) or "TRUE"
+            elif condition is None:
+                where = "TRUE"
+            else:
+                own = f'"#SEGFLOW_WHEN_{k}"'
+                where = " AND ".join([*(f"NOT {c}" for c in earlier), own]) if first else own
+                earlier.append(own)
+            for insert in inserts:
+                name, n = _insert_into(cursor, duck, insert, rows, source, where)
+                counts[name] = counts.get(name, 0) + n
+        if own_transaction:
+            duck.execute("COMMIT")
+    except BaseException:
+        if own_transaction:
+            duck.execute("ROLLBACK")
+        raise
+    columns = ", ".join(
+        f'{n} AS "{_ROWS_INSERTED.format(name).replace(chr(34), chr(34) * 2)}"'
+        for name, n in counts.items()
     )
+    return execute(cursor, f"SELECT {columns}", None, **server)
 
 
-def _insert_into(cursor: Any, duck: Any, insert: Any, rows: Any, where: str) -> tuple[str, int]:
-    """One INTO clause: the subquery's `rows` (Arrow) where `where` holds, into its table,
-    straight to DuckDB; (the table's name as Snowflake reports it, the rows inserted). DuckDB
-    reads `rows` by its local name (a replacement scan, as fakesnow reads a PUT's listing):
-    nothing is registered, so nothing is left behind when the statement fails inside a
-    transaction, which DuckDB then takes no other statement in before its rollback."""
+def _insert_into(
+    cursor: Any, duck: Any, insert: Any, rows: Any, source: list[str], where: str
+) -> tuple[str, int]:
+    """One INTO clause: the subquery's `rows` (Arrow; `source`, its own columns) where `where`
+    holds, into its table, straight to DuckDB; (the table's name as Snowflake reports it, the
+    rows inserted). DuckDB reads `rows` by its local name (a replacement scan, as fakesnow reads
+    a PUT's listing): nothing is registered, so nothing is left behind when the statement fails
+    inside a transaction, which DuckDB then takes no other statement in before its rollback."""
     _segflow_multitable_rows = rows  # read by name by DuckDB below
     target = insert.this
     table = target.this if isinstance(target, exp.Schema) else target
-    names = list(target.expressions) if isinstance(target, exp.Schema) else []
+    names = [_quoted(n) for n in target.expressions] if isinstance(target, exp.Schema) else None
     values = insert.expression
-    items = list(values.expressions[0].expressions) if values is not None else []
+    if values is not None:
+        items = list(values.expressions[0].expressions)
+    else:  # the subquery's columns, in order
+        items = [exp.column(exp.to_identifier(n, quoted=True)) for n in source]
+    if names is not None and len(names) != len(items):
+        raise _compilation_error(
+            f"{len(names)} columns of {table.sql(dialect='snowflake')} take {len(items)} values"
+        )
     pairs = [
         (n, v)
-        for n, v in zip(names, items, strict=False)
+        for n, v in zip(names if names is not None else [None] * len(items), items, strict=True)
         if not (isinstance(v, exp.Var) and v.name.upper() == "DEFAULT")  # the column's default
     ]
+    if names is None and len(pairs) != len(items):
+        raise _compilation_error("DEFAULT takes a column list in a multi-table insert")
     catalog = _quoted(table.args["catalog"]) if table.args.get("catalog") else None
     schema = _quoted(table.args["db"]) if table.args.get("db") else None
     if catalog is None:
         catalog = '"' + str(cursor._conn.database).replace('"', '""') + '"'
     if schema is None:
+        if not cursor._conn.schema:
+            raise _compilation_error("no current schema for an unqualified INTO table")
         schema = '"' + str(cursor._conn.schema).replace('"', '""') + '"'
     ident = table.args["this"]
     into = f"{catalog}.{schema}.{_quoted(ident)}"
-    if values is None:
-        select, column_list = "*", ""
-    else:
-        select = ", ".join("NULL" if isinstance(v, exp.Null) else _quoted(v.this) for _, v in pairs)
-        column_list = " (" + ", ".join(_quoted(n) for n, _ in pairs) + ")"
+    select = ", ".join("NULL" if isinstance(v, exp.Null) else _quoted(v.this) for _, v in pairs)
+    column_list = "" if names is None else " (" + ", ".join(str(n) for n, _ in pairs) + ")"
     sql = (
         f"INSERT INTO {into}{column_list} SELECT {select} "
         f"FROM _segflow_multitable_rows WHERE {where}"
     )
     try:
         (inserted,) = duck.execute(sql).fetchone()
-    except Exception as exc:
-        code = _DUCK_ERRORS.get(type(exc).__name__)
-        if code is None:
-            raise
-        msg = str(exc.args[0] if exc.args else exc).split("\n")[0]
-        raise snowflake.connector.errors.ProgrammingError(
-            msg=msg, errno=code[0], sqlstate=code[1]
-        ) from exc
+    except duckdb.Error as exc:
+        raise _as_snowflake_error(exc) from exc
     name = ident.name if ident.args.get("quoted") else ident.name.upper()
     return name, int(inserted)
 
@@ -295,7 +348,12 @@ def _install_multitable_insert() -> None:
     def execute(self: Any, command: str, params: Any = None, *args: Any, **kwargs: Any) -> Any:
         if isinstance(command, str) and _MULTITABLE.match(command):
             return _multitable_insert(self, original, command, params, kwargs)
-        return original(self, command, params, *args, **kwargs)
+        result = original(self, command, params, *args, **kwargs)
+        if isinstance(command, str) and (tx := _TRANSACTION.match(command)):
+            # whether the session is inside BEGIN ... COMMIT|ROLLBACK (fakesnow keeps count only
+            # with autocommit off)
+            self._conn.segflow_in_transaction = tx.group(1).upper() in ("BEGIN", "START")
+        return result
 
     execute.segflow_multitable = True  # type: ignore[attr-defined]
     cls.execute = execute

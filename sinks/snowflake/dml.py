@@ -40,13 +40,11 @@ def _cast(expr: str, target: str, staged: str | None) -> str:
 def _select_list(
     columns: Mapping[str, str],
     staged: Mapping[str, str],
-    alias: str = "s",
-    renames: Mapping[str, str] | None = None,
     value: Callable[[str, str], str] | None = None,
 ) -> tuple[list[str], list[str], int]:
-    """(target columns, select expressions, number of load-time binds among them). `renames`:
-    target column -> the staged column it is loaded from, where they differ. `value`: (column,
-    type) -> its expression, instead of the staged value cast, for the data columns."""
+    """(target columns, select expressions, number of load-time binds among them). `value`:
+    (column, type) -> its expression, instead of the staged value cast, for the data
+    columns."""
     names: list[str] = []
     exprs: list[str] = []
     binds = 0
@@ -61,14 +59,13 @@ def _select_list(
         elif value is not None:
             exprs.append(value(name, typ))
         else:
-            source = renames.get(name, name) if renames else name
-            exprs.append(_cast(f"{alias}.{quote(source)}", typ, staged.get(source)))
+            exprs.append(_cast(f"s.{quote(name)}", typ, staged.get(name)))
     return names, exprs, binds
 
 
-def _where_staged(alias: str = "s") -> str:
+def _where_staged() -> str:
     """The staged rows of one table: schema and table (binds: both)."""
-    return f"{alias}.{quote(SCHEMA_COLUMN)} = ? AND {alias}.{quote(TABLE_COLUMN)} = ?"
+    return f"s.{quote(SCHEMA_COLUMN)} = ? AND s.{quote(TABLE_COLUMN)} = ?"
 
 
 def _insert_select(
@@ -128,9 +125,9 @@ def insert_all_new(
     where the staged ones do not fit as they are (``"#E<n>"``, each distinct expression once),
     and for each target the ids it already holds among the staged ones (``"#N<k>"``: a LEFT JOIN
     of the DISTINCT ids the table holds among the staged ones, so a staged row matches at most
-    once whatever the table holds, and the join's hash tables are built from the staged side,
-    not the whole table: bench/results/sink-tuning.md). Each INTO clause names source columns
-    only (Snowflake's rule for VALUES in a multi-table insert).
+    once whatever the table holds; the target is probed with the staged ids, as the single-table
+    anti-join it replaces was, rather than hashed whole: bench/results/sink-tuning.md). Each INTO
+    clause names source columns only (Snowflake's rule for VALUES in a multi-table insert).
 
     Returns (sql, whether it binds the load time, whether it binds the load id): its binds are,
     in order, the load time and the load id (when bound), one lower bound per target (when
@@ -200,22 +197,23 @@ _INSERTED_INTO = "number of rows inserted into "
 
 def inserted_per_table(
     targets: Sequence[AppendTarget], names: Sequence[str], row: Sequence[Any] | None
-) -> list[int]:
+) -> list[int] | None:
     """The rows a multi-table insert put into each of `targets`, from its answer: one row
     (`row`), a column per target table named "number of rows inserted into <TABLE>"
-    (`names`). By name; by position where a name does not say (the answer has a column per
-    INTO clause, in their order)."""
+    (`names`). By name when every target is named; else by position when there is a column per
+    target (the answer follows the INTO clauses' order); else None (the caller counts the total
+    only)."""
     counts = [int(v or 0) for v in row or ()]
     by_name = {
         n[len(_INSERTED_INTO) :].rsplit(".", 1)[-1].strip('"').upper(): c
         for n, c in zip(names, counts, strict=False)
         if n.lower().startswith(_INSERTED_INTO)
     }
-    out = []
-    for i, target in enumerate(targets):
-        n = by_name.get(target.table.upper())
-        out.append(n if n is not None else counts[i] if i < len(counts) else 0)
-    return out
+    if all(t.table.upper() in by_name for t in targets):
+        return [by_name[t.table.upper()] for t in targets]
+    if len(counts) == len(targets):
+        return counts
+    return None
 
 
 def insert_plain(

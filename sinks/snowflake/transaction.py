@@ -220,6 +220,10 @@ class FlushTransaction:
         cur = self.conn.run(sql, binds, kind="insert", table=label)
         columns = [d[0] for d in cur.description or ()]
         counts = dml.inserted_per_table(targets, columns, cur.fetchone())
+        if counts is None:  # an answer of another shape: the total only (metrics, not data)
+            logger.warning("a multi-table insert answered %s; rows per table not counted", columns)
+            result.rows_loaded[label] = int(cur.rowcount or 0)
+            return
         for (table, rows), inserted in zip(tables, counts, strict=True):
             result.rows_loaded[table] = result.rows_loaded.get(table, 0) + inserted
             skipped = len(rows) - inserted
@@ -229,14 +233,19 @@ class FlushTransaction:
 
 # A multi-table insert's text stays well under Snowflake's 1 MB statement limit
 # (schemas.snowflake_limits.MAX_STATEMENT_BYTES): a flush's append tables of one schema go into
-# as few statements as keep each under this estimate of its text.
+# as few statements as keep each under this estimate of its text, and under a number of
+# targets (each a join in its subquery: a bound on what one statement asks the warehouse to
+# plan, not measured on Snowflake yet).
 _STATEMENT_BUDGET = 600_000
+_TARGETS_PER_STATEMENT = 64
 
 
-def _text_estimate(columns: Mapping[str, str]) -> int:
-    """An upper bound of the text a table adds to a multi-table insert: each column named in its
-    column list and its VALUES, perhaps cast in the subquery; the table named in its join."""
-    return 1_000 + sum(4 * (len(name) + 8) + 40 for name in columns)
+def _text_estimate(schema: str, table: str, columns: Mapping[str, str]) -> int:
+    """More than the text a table adds to a multi-table insert: each column named in its
+    column list and its VALUES, perhaps cast in the subquery; the table named in its INTO
+    clause, its WHEN and its join (with the staging table's name, at most 255 characters)."""
+    names = 4 * (len(schema) + len(table) + 8) + 255 + 400
+    return names + sum(4 * (len(name) + 8) + 40 for name in columns)
 
 
 def _chunks(
@@ -244,12 +253,13 @@ def _chunks(
     columns: Mapping[tuple[str, str], Mapping[str, str]],
     schema: str,
 ) -> list[list[tuple[str, list[TableRow]]]]:
-    """`tables` in order, split where a statement's text would pass the budget."""
+    """`tables` in order, split where a statement would pass the text budget or the number of
+    targets (a table over the budget by itself is a statement of its own)."""
     out: list[list[tuple[str, list[TableRow]]]] = []
     size = 0
     for entry in tables:
-        n = _text_estimate(columns[(schema, entry[0])])
-        if not out or (out[-1] and size + n > _STATEMENT_BUDGET):
+        n = _text_estimate(schema, entry[0], columns[(schema, entry[0])])
+        if not out or size + n > _STATEMENT_BUDGET or len(out[-1]) >= _TARGETS_PER_STATEMENT:
             out.append([])
             size = 0
         out[-1].append(entry)

@@ -114,3 +114,41 @@ def test_a_value_a_column_cannot_take_fails_the_whole_statement(cur: Any) -> Non
     assert refused.value.errno == 100035
     cur.execute("ROLLBACK")
     assert _rows(cur, "other") == [] and _rows(cur, "y") == []
+
+
+def test_else_with_all_and_into_clauses_without_values_or_columns(cur: Any) -> None:
+    """ELSE under ALL takes the rows no WHEN took; an INTO without VALUES takes the subquery's
+    columns in order, one without a column list fills the table's columns in order."""
+    cur.execute(
+        "INSERT ALL WHEN id IN ('a', 'c') THEN INTO other VALUES (id) "
+        "ELSE INTO y (id, n) SELECT id, TRY_TO_NUMBER(n) AS n FROM src"
+    )
+    assert cur.fetchall() == [(2, 2)]
+    assert _rows(cur, "other") == [("a",), ("c",)]
+    assert _rows(cur, "y") == [("b", 2), ("d", 4)]
+
+
+def test_what_the_emulator_cannot_run_faithfully_is_refused(cur: Any) -> None:
+    for sql, binds in (
+        ("INSERT ALL WHEN id = ? THEN INTO other (id) VALUES (id) SELECT * FROM src", ["a"]),
+        ("INSERT OVERWRITE ALL INTO other (id) VALUES (id) SELECT * FROM src", None),
+        ("INSERT FIRST INTO other (id) VALUES (id) SELECT * FROM src", None),
+        ("INSERT ALL INTO y (id, n) VALUES (id) SELECT * FROM src", None),
+    ):
+        with pytest.raises(ProgrammingError, match="SQL compilation error") as refused:
+            cur.execute(sql, binds)
+        assert refused.value.errno == 1003, sql
+    assert _rows(cur, "other") == [] and _rows(cur, "y") == []
+
+
+def test_outside_a_transaction_the_statement_is_still_all_or_nothing(cur: Any) -> None:
+    with pytest.raises(ProgrammingError):
+        cur.execute(
+            "INSERT ALL INTO other (id) VALUES (id) INTO y (id, n) VALUES (id, n) SELECT * FROM src"
+        )
+    assert _rows(cur, "other") == [] and _rows(cur, "y") == []
+    cur.execute(  # comments, a semicolon and a SELECT inside a literal do not mislead it
+        "INSERT ALL /* ( SELECT */ WHEN kind = ') select' OR id = 'a' THEN "
+        "INTO other (id) VALUES (id) -- with ( \n SELECT * FROM src;"
+    )
+    assert cur.fetchall() == [(1,)]

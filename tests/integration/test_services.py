@@ -158,6 +158,23 @@ def test_emulator_data_survives_restart_and_kill(tmp_path: Path) -> None:
     assert (tmp_path / "warehouse" / "KEEP.db").exists()
 
 
+def test_an_emulator_started_from_another_launcher_is_restarted(tmp_path: Path) -> None:
+    """After an upgrade, the emulator left running runs the old launcher: start() replaces it."""
+    port = free_port()
+    assert emulator.start(var_dir=tmp_path, port=port) is True
+    try:
+        stamp = tmp_path / "run" / "emulator.launcher"
+        first = emulator.status(var_dir=tmp_path, port=port).pid
+        assert emulator.start(var_dir=tmp_path, port=port) is False  # same launcher: kept
+        stamp.write_text("an older launcher\n")
+        assert emulator.start(var_dir=tmp_path, port=port) is True
+        st = emulator.status(var_dir=tmp_path, port=port)
+        assert st.ready and st.pid != first
+        assert stamp.read_text().strip() != "an older launcher"
+    finally:
+        emulator.stop(var_dir=tmp_path)
+
+
 def test_emulator_checkpoints_between_requests_not_inside_them(tmp_path: Path) -> None:
     """The write-ahead log stays while requests keep coming and is written into the database
     file once the emulator has been idle; a kill after that loses nothing."""

@@ -73,6 +73,11 @@ def test_one_insert_loads_every_append_table_with_ids_new_to_each_within_the_loo
     assert sql.count("?") == 1 + 3 + 1  # load time, a bound per table, the schema
     no_window, _, _ = dml.insert_all_new("stg", "web", targets, staged, lookback=False)
     assert ">=" not in no_window and no_window.count("?") == 2
+    with_id = [*targets, dml.AppendTarget("v", {"id": "VARCHAR", "_segflow_load_id": "VARCHAR"})]
+    sql, load_ts, load_id = dml.insert_all_new("stg", "web", with_id, staged, lookback=False)
+    assert (load_ts, load_id) == (True, True)
+    assert 'SELECT s.*, CAST(? AS TIMESTAMP_TZ) AS "#LOAD_TS", ? AS "#LOAD_ID", ' in sql
+    assert _into(sql, "v").endswith('VALUES ("ID", "#LOAD_ID")')
     assert "NOT EXISTS" not in sql and "MERGE" not in sql
 
 
@@ -102,9 +107,10 @@ def test_a_multi_table_insert_reports_each_tables_rows_by_name_or_position() -> 
     targets = [dml.AppendTarget("tracks", {}), dml.AppendTarget("order_completed", {})]
     names = ["number of rows inserted into ORDER_COMPLETED", "number of rows inserted into TRACKS"]
     assert dml.inserted_per_table(targets, names, (3, 5)) == [5, 3]
-    qualified = ['number of rows inserted into "WEB"."TRACKS"', "number of rows inserted into X"]
-    assert dml.inserted_per_table(targets, qualified, (5, 3)) == [5, 3]  # X: by position
-    assert dml.inserted_per_table(targets, [], None) == [0, 0]
+    qualified = ['number of rows inserted into "WEB"."TRACKS"', "number of rows inserted into Y"]
+    assert dml.inserted_per_table(targets, qualified, (5, 3)) == [5, 3]  # not all named: order
+    assert dml.inserted_per_table(targets, ["n"], (8,)) is None  # another shape: no guess
+    assert dml.inserted_per_table(targets, [], None) is None
 
 
 def test_a_schemas_append_tables_split_into_statements_under_snowflakes_size_limit() -> None:
@@ -113,9 +119,12 @@ def test_a_schemas_append_tables_split_into_statements_under_snowflakes_size_lim
     from sinks.snowflake.transaction import _chunks
 
     long = "x" * 240
-    for count, width, name_length in ((500, 30, 20), (8, 1000, 250), (60, 400, 60)):
+    cases = ((500, 30, 20), (8, 1000, 250), (60, 400, 60), (501, 2, 255))
+    for count, width, name_length in cases:
         columns = {
-            ("web", f"t{i}"): {f"c{j}_{long[:name_length]}": "VARCHAR" for j in range(width)}
+            ("web", f"t{i}_{long[:name_length]}"[:255]): {
+                f"c{j}_{long[:name_length]}"[:255]: "VARCHAR" for j in range(width)
+            }
             for i in range(count)
         }
         tables: list[tuple[str, list[TableRow]]] = [(t, []) for (_, t) in columns]
@@ -128,6 +137,7 @@ def test_a_schemas_append_tables_split_into_statements_under_snowflakes_size_lim
                 "_segflow._segflow_staging_x", "web", targets, staged, True
             )
             assert len(sql.encode()) < MAX_STATEMENT_BYTES
+            assert len(chunk) <= 64
         assert len(chunks) > 1
 
 

@@ -5,7 +5,7 @@ in its numbered order, or it rolls back and commits nothing."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +152,14 @@ def test_a_flush_commits_rows_upserts_identity_links_and_offsets_in_its_order(
         "identity_map",
     }
     assert world.rollbacks() == 0 and world.conn.is_open
+    # the multi-table insert's binds: the load time, a window bound per table, the schema
+    calls = world.fake.connections[0].cursor.return_value.execute.call_args_list
+    sql, binds = next(c.args for c in calls if c.args[0].startswith("INSERT ALL"))
+    assert sql.count("?") == len(binds) == 1 + 5 + 1
+    assert binds[0] == NOW.isoformat() and binds[-1] == "web"
+    received = {r.values["received_at"] for r in rows if "received_at" in r.values}
+    for bound in binds[1:-1]:  # 72 h before the earliest received_at of its table's rows
+        assert datetime.fromisoformat(bound) + timedelta(hours=72) in received
 
 
 def test_links_that_move_users_re_point_them_inside_the_transaction(
