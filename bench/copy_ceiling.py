@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from runtime.services import emulator
 from sinks.snowflake.ddl import qualified, quote
+from sinks.snowflake.dml import name_literal
 from sinks.snowflake.staging import (
     AUDIT_FLAG,
     AUDIT_RENAMES,
@@ -148,10 +149,6 @@ def _into(
     )
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 @dataclass
 class BareLoad:
     """What `load_bare` measured."""
@@ -203,8 +200,8 @@ def load_bare(database: str, paths: list[Path]) -> BareLoad:
         in_schema = quote(SCHEMA_COLUMN)
         for target in f.tables:
             if target in layouts:
-                when = f"{in_schema} = {_literal(target[0])} AND {quote(TABLE_COLUMN)} = "
-                when += _literal(target[1])
+                when = f"{in_schema} = {name_literal(target[0])} AND {quote(TABLE_COLUMN)} = "
+                when += name_literal(target[1])
                 intos.append(_into(target, layouts[target], f.columns, when, {}, exprs))
         for schemas, table, flag, renames in (
             (f.tracks, TRACKS, TRACKS_FLAG, TRACKS_RENAMES),
@@ -212,7 +209,7 @@ def load_bare(database: str, paths: list[Path]) -> BareLoad:
         ):
             for schema in schemas:
                 if (schema, table) in layouts:
-                    when = f"{in_schema} = {_literal(schema)} AND {quote(flag)}"
+                    when = f"{in_schema} = {name_literal(schema)} AND {quote(flag)}"
                     layout = layouts[(schema, table)]
                     intos.append(
                         _into((schema, table), layout, f.columns, when, dict(renames), exprs)

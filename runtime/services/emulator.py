@@ -135,13 +135,14 @@ def start(
     # (its multi-table INSERT, for one): restarted, its sessions' open transactions rolled back
     stamp = paths.pid_file(NAME).with_suffix(".launcher")
     digest = hashlib.sha256(_SERVER.read_bytes()).hexdigest()
-    current = process.status(paths, service(host, port))
+    svc = service(host, port)
+    current = process.status(paths, svc)
     if current.managed and current.ready:
         ran = stamp.read_text().strip() if stamp.exists() else ""
         if ran != digest:
             logger.warning("restarting the emulator (pid %s): its launcher changed", current.pid)
-            process.stop(paths, service(host, port), timeout=20.0)
-    started = process.start(paths, service(host, port), prepare, timeout=timeout)
+            process.stop(paths, svc, timeout=20.0)
+    started = process.start(paths, svc, prepare, timeout=timeout)
     if started:
         stamp.write_text(digest + "\n")
         logger.info("emulator databases in %s", db_dir)

@@ -102,7 +102,7 @@ def _reap_idle_sessions(timeout_s: float, last_seen: dict[str, float]) -> None:
             )
 
 
-_MULTITABLE = re.compile(r"\s*INSERT\s+(?:OVERWRITE\s+)?(?:ALL|FIRST)\b", re.IGNORECASE)
+_MULTITABLE = re.compile(r"\s*INSERT\s+(OVERWRITE\s+)?(?:ALL|FIRST)\b", re.IGNORECASE)
 _ROWS_INSERTED = "number of rows inserted into {}"
 _TRANSACTION = re.compile(r"\s*(BEGIN|START|COMMIT|ROLLBACK)\b", re.IGNORECASE)
 
@@ -175,6 +175,11 @@ def _as_snowflake_error(exc: Exception) -> Exception:
     return snowflake.connector.errors.ProgrammingError(msg=msg, errno=code[0], sqlstate=code[1])
 
 
+def _when_column(k: int) -> str:
+    """The subquery's column holding the k-th WHEN group's condition."""
+    return f'"#SEGFLOW_WHEN_{k}"'
+
+
 def _multitable_insert(cursor: Any, execute: Any, command: str, params: Any, kwargs: Any) -> Any:
     """Snowflake's multi-table INSERT (``INSERT ALL|FIRST [WHEN c THEN] INTO t [(cols)]
     [VALUES (source columns)] ... [ELSE INTO ...] <subquery>``), which DuckDB lacks, run as
@@ -207,7 +212,7 @@ def _run_multitable_insert(
     tree = sqlglot.parse_one(command[:start] + " SELECT 1", read="snowflake")
     if not isinstance(tree, exp.MultitableInserts):
         return execute(cursor, command, params, **kwargs)
-    if re.match(r"\s*INSERT\s+OVERWRITE\b", command, re.IGNORECASE):  # sqlglot drops the word
+    if _MULTITABLE.match(command).group(1):  # type: ignore[union-attr]  # sqlglot drops it
         raise _compilation_error("the emulator does not support INSERT OVERWRITE ALL|FIRST")
     if tree.find(exp.Placeholder) is not None:
         raise _compilation_error("the emulator takes binds in the subquery of INSERT ALL only")
@@ -225,17 +230,19 @@ def _run_multitable_insert(
             groups[-1][2].append(insert)
         else:
             groups.append((branch.expression, is_else, [insert]))
+    first = str(tree.args.get("kind") or "ALL").upper() == "FIRST"
     conditional = any(c is not None or e for c, e, _ in groups)
     if conditional and groups[0][0] is None:
         raise _compilation_error("a conditional multi-table insert starts with a WHEN clause")
-    if not conditional and str(tree.args.get("kind") or "ALL").upper() == "FIRST":
+    if not conditional and first:
         raise _compilation_error("an unconditional multi-table insert is INSERT ALL")
 
+    # each WHEN condition, evaluated in the subquery, as a column of its own
+    whens = {k: c for k, (c, e, _) in enumerate(groups) if c is not None and not e}
     text = command[start:].rstrip().rstrip(";")
     flags = [
-        f'COALESCE(({c.sql(dialect="snowflake")}), FALSE) AS "#SEGFLOW_WHEN_{k}"'
-        for k, (c, e, _) in enumerate(groups)
-        if c is not None and not e
+        f"COALESCE(({c.sql(dialect='snowflake')}), FALSE) AS {_when_column(k)}"
+        for k, c in whens.items()
     ]
     wrapped = f"SELECT *, {', '.join(flags)} FROM ({text}\n)" if flags else text
     if binds and "binding_params" in kwargs:  # through the server
@@ -243,10 +250,9 @@ def _run_multitable_insert(
     else:
         execute(cursor, wrapped, binds or None, **server)
     rows = cursor._arrow_table  # fakesnow's result of the statement just run
-    source = [n for n in rows.column_names if not n.startswith("#SEGFLOW_WHEN_")]
+    source = rows.column_names[: len(rows.column_names) - len(whens)]
     duck = cursor._duck_conn
-    first = str(tree.args.get("kind") or "ALL").upper() == "FIRST"
-    held = [f'"#SEGFLOW_WHEN_{k}"' for k, (c, e, _) in enumerate(groups) if c is not None and not e]
+    held = [_when_column(k) for k in whens]
     counts: dict[str, int] = {}  # by target table, in the order of the INTO clauses
     # all or nothing: in the caller's transaction; else, under autocommit, in one of its own;
     # with autocommit off, the statement opens the session's transaction, as DML does
@@ -266,7 +272,7 @@ def _run_multitable_insert(
             elif condition is None:
                 where = "TRUE"
             else:
-                own = f'"#SEGFLOW_WHEN_{k}"'
+                own = _when_column(k)
                 where = " AND ".join([*(f"NOT {c}" for c in earlier), own]) if first else own
                 earlier.append(own)
             for insert in inserts:

@@ -99,9 +99,9 @@ _LOAD_TS_ALIAS = '"#LOAD_TS"'
 _LOAD_ID_ALIAS = '"#LOAD_ID"'
 
 
-def _literal(name: str) -> str:
-    """A table name as a string literal. Names are word characters (schemas.naming), so no
-    backslash, whose escaping Snowflake and the emulator's DuckDB read differently."""
+def name_literal(name: str) -> str:
+    """A schema or table name as a string literal. Names are word characters (schemas.naming),
+    so no backslash, whose escaping Snowflake and the emulator's DuckDB read differently."""
     if "\\" in name:
         raise ValueError(f"not a table name segflow makes: {name!r}")
     return "'" + name.replace("'", "''") + "'"
@@ -174,7 +174,7 @@ def insert_all_new(
         if target.flag is not None:
             mine = quote(target.flag)
         else:
-            mine = f"{quote(TABLE_COLUMN)} = {_literal(target.table)}"
+            mine = f"{quote(TABLE_COLUMN)} = {name_literal(target.table)}"
         intos.append(
             f"WHEN {mine} AND {held} IS NULL THEN INTO {qualified(schema, target.table)} "
             f"({', '.join(names)}) VALUES ({', '.join(refs)})"

@@ -261,6 +261,28 @@ def test_events_land_in_segment_tables_exactly_once_with_evolution(run: dict[str
     assert wh.query('SELECT COUNT(*) FROM "WEB"."USERS"') == [(3,)]
 
 
+def _partition_batch(
+    tp: tuple[str, int], first: int, records: list[dict[str, Any]], expected: int
+) -> FlushBatch:
+    """A flush of `records` at offsets from `first` of partition `tp`, whose stored next offset
+    the flush expects to be `expected`."""
+    rows = []
+    for offset, rec in enumerate(records, first):
+        rows += event_rows(rec, Origin(tp[0], tp[1], offset), audit=True)
+    n = len(records)
+    return FlushBatch([PartitionSlice(tp[0], tp[1], expected, first + n, n)], rows, n, 0)
+
+
+def _direct_loader(prefix: str, tp: tuple[str, int]) -> tuple[SnowflakeLoader, SinkMetrics, str]:
+    """A loader of its own database (named from `prefix`) holding an offset row for `tp`."""
+    database = f"{prefix}_{uuid.uuid4().hex[:10].upper()}"
+    settings = WarehouseSettings(database=database, network_timeout_s=20)
+    metrics = SinkMetrics(CollectorRegistry())
+    loader = SnowflakeLoader(settings, LoaderOptions(group_id="g"), metrics)
+    loader.ensure_offsets([tp])
+    return loader, metrics, database
+
+
 def test_a_stale_writer_is_fenced(warehouse_conn_params: dict[str, Any]) -> None:
     """Two loaders of one group hold the same partition; the one behind cannot commit."""
     database = f"SINK_FENCE_{uuid.uuid4().hex[:10].upper()}"
@@ -274,13 +296,10 @@ def test_a_stale_writer_is_fenced(warehouse_conn_params: dict[str, Any]) -> None
     assert stale.ensure_offsets([tp]) == {tp: -1}
 
     def batch(first: int, count: int, expected: int) -> FlushBatch:
-        rows = []
-        for i in range(first, first + count):
-            rec = clean_event("track", i, message_id=f"fence-{i}")
-            rows += event_rows(rec, Origin(tp[0], tp[1], i), audit=True)
-        return FlushBatch(
-            [PartitionSlice(tp[0], tp[1], expected, first + count, count)], rows, count, 0
-        )
+        recs = [
+            clean_event("track", i, message_id=f"fence-{i}") for i in range(first, first + count)
+        ]
+        return _partition_batch(tp, first, recs, expected)
 
     owner.flush(batch(0, 10, expected=-1))
     with pytest.raises(FencedError):
@@ -313,13 +332,11 @@ def test_a_flush_prepared_ahead_loads_once_and_starts_over_when_a_layout_changed
     assert loader.ensure_offsets([tp]) == {tp: -1}
 
     def batch(first: int, count: int, expected: int, **props: Any) -> FlushBatch:
-        rows = []
-        for i in range(first, first + count):
-            rec = clean_event("track", i, message_id=f"ahead-{i}", properties=props or None)
-            rows += event_rows(rec, Origin(tp[0], tp[1], i), audit=True)
-        return FlushBatch(
-            [PartitionSlice(tp[0], tp[1], expected, first + count, count)], rows, count, 0
-        )
+        recs = [
+            clean_event("track", i, message_id=f"ahead-{i}", properties=props or None)
+            for i in range(first, first + count)
+        ]
+        return _partition_batch(tp, first, recs, expected)
 
     first = batch(0, 5, expected=-1)
     assert loader.prepare(first) is None  # the tables do not exist yet: DDL first
@@ -366,22 +383,15 @@ def test_the_staging_table_is_reused_while_its_columns_hold_and_renamed_before_s
     staged columns, or fewer, loads into it without DDL; a new column re-creates it. Its name
     (which other instances' sweeps judge by) is renewed after a quarter of the sweep age, the
     old one dropped."""
-    database = f"SINK_STAGING_{uuid.uuid4().hex[:10].upper()}"
-    settings = WarehouseSettings(database=database, network_timeout_s=20)
-    metrics = SinkMetrics(CollectorRegistry())
-    loader = SnowflakeLoader(settings, LoaderOptions(group_id="g"), metrics)
     tp = ("topic.track", 0)
-    loader.ensure_offsets([tp])
+    loader, metrics, database = _direct_loader("SINK_STAGING", tp)
 
     def batch(first: int, count: int, **props: Any) -> FlushBatch:
-        rows = []
-        for i in range(first, first + count):
-            rec = clean_event("track", i, message_id=f"st-{i}", properties=props or None)
-            rows += event_rows(rec, Origin(tp[0], tp[1], i), audit=True)
-        expected = first if first else -1
-        return FlushBatch(
-            [PartitionSlice(tp[0], tp[1], expected, first + count, count)], rows, count, 0
-        )
+        recs = [
+            clean_event("track", i, message_id=f"st-{i}", properties=props or None)
+            for i in range(first, first + count)
+        ]
+        return _partition_batch(tp, first, recs, first if first else -1)
 
     def ddl_count() -> float:
         return metrics.statements.labels("ddl")._value.get()  # type: ignore[attr-defined]
@@ -426,7 +436,9 @@ def test_the_staging_table_is_reused_while_its_columns_hold_and_renamed_before_s
 
     # a starting instance sweeps a dead process's old staging table, not a live one's
     wh.query('CREATE TABLE "_SEGFLOW"."_SEGFLOW_STAGING_20200101000000_DEADBEEF" ("X" INT)')
-    other = SnowflakeLoader(settings, LoaderOptions(group_id="g"), SinkMetrics(CollectorRegistry()))
+    other = SnowflakeLoader(
+        loader.warehouse, LoaderOptions(group_id="g"), SinkMetrics(CollectorRegistry())
+    )
     other.connect()
     assert staging_tables() == {loader.staging}
     other.close()
@@ -595,30 +607,19 @@ def test_a_flush_of_many_event_names_is_one_insert_and_each_table_dedupes_its_ow
     """A flush's append tables of a schema (tracks, a table per event name, audit_log, the
     other calls' tables) load with one multi-table insert; each table still skips the ids it
     holds within the lookback, and the flush reports what each table got."""
-    database = f"SINK_MANY_{uuid.uuid4().hex[:10].upper()}"
-    settings = WarehouseSettings(database=database, network_timeout_s=20)
-    metrics = SinkMetrics(CollectorRegistry())
-    loader = SnowflakeLoader(settings, LoaderOptions(group_id="g"), metrics)
     tp = ("topic.track", 0)
-    loader.ensure_offsets([tp])
+    loader, metrics, database = _direct_loader("SINK_MANY", tp)
     names = [f"Feature {i} Used" for i in range(12)]
 
     def batch(first: int, ids: list[str]) -> FlushBatch:
         """Records at offsets from `first`; an id's call and event name follow from its number,
         so a re-sent id is the same event."""
-        rows = []
-        for n, mid in enumerate(ids, first):
+        recs = []
+        for mid in ids:
             k = int(mid.rsplit("-", 1)[1]) + (100 if "new" in mid else 0)
             call = "page" if k % 7 == 6 else "track"
-            rec = clean_event(call, k, message_id=mid, event=names[k % len(names)])
-            rows += event_rows(rec, Origin(tp[0], tp[1], n), audit=True)
-        expected = first if first else -1
-        return FlushBatch(
-            [PartitionSlice(tp[0], tp[1], expected, first + len(ids), len(ids))],
-            rows,
-            len(ids),
-            0,
-        )
+            recs.append(clean_event(call, k, message_id=mid, event=names[k % len(names)]))
+        return _partition_batch(tp, first, recs, first if first else -1)
 
     def inserts() -> float:
         return metrics.statements.labels("insert")._value.get()  # type: ignore[attr-defined]
