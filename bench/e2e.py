@@ -360,6 +360,12 @@ def main() -> int:
         help="track events spread over this many names, each a table of its own (0: a shop's five)",
     )
     parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        help="the components' SEGFLOW_LOG_LEVEL (INFO: a line per sink flush); their logs stay "
+        "in the directory printed at start",
+    )
+    parser.add_argument(
         "--runs",
         type=int,
         default=1,
@@ -461,7 +467,7 @@ def run_once(args: argparse.Namespace) -> Run:
         "SEGFLOW_PROCESS_APP_ID": f"bench-e2e-{tag}",
         "SEGFLOW_PROCESS_PII_HMAC_KEY": "bench-key-0123456789abcdef0123456789",
         "SEGFLOW_SINK_GROUP_ID": f"bench-e2e-sink-{tag}",
-        "SEGFLOW_LOG_LEVEL": "WARNING",
+        "SEGFLOW_LOG_LEVEL": args.log_level,
         "SEGFLOW_ALLOW_DEV_DEFAULTS": "true",  # the embedded rules' development key
         "SEGFLOW_SNOWFLAKE_STRICT": "false",  # the emulator's Snowflake-rules check: a test aid
     }

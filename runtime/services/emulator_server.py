@@ -16,6 +16,7 @@ import logging
 import re
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,54 @@ def _reap_idle_sessions(timeout_s: float, last_seen: dict[str, float]) -> None:
                 "closed a session idle for %.0f s (its open transaction rolled back)", now - seen
             )
 
+
+class _Translations:
+    """fakesnow's work on a statement's text that depends on the text alone, remembered.
+
+    fakesnow parses every statement with sqlglot, runs some 76 rewriting passes over its tree
+    and parses it again as DuckDB SQL to describe its result: for the sink's statements, which
+    repeat their text flush after flush (the values are binds), that was about a third of the
+    emulator's time (a py-spy profile in bench/results/cost-per-event.md). A statement seen
+    before takes a copy of the trees made the first time. Bounded by the texts' total size
+    (least recently used first out); a text over an eighth of the budget is not kept."""
+
+    def __init__(self, budget_chars: int) -> None:
+        self.budget = budget_chars
+        self.entries: OrderedDict[tuple[Any, ...], tuple[Any, int]] = OrderedDict()
+        self.chars = 0
+        self.hits = 0
+        self.misses = 0
+        self.lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> Any:
+        """A copy of the tree kept under `key`, or None."""
+        with self.lock:
+            entry = self.entries.get(key)
+            if entry is None:
+                self.misses += 1
+                return None
+            self.entries.move_to_end(key)
+            self.hits += 1
+        return entry[0].copy()
+
+    def put(self, key: tuple[Any, ...], tree: Any, chars: int) -> None:
+        """Keep a copy of `tree` (made from a text of `chars` characters) under `key`."""
+        if chars > self.budget // 8:
+            return
+        kept = tree.copy()
+        with self.lock:
+            old = self.entries.pop(key, None)
+            if old is not None:
+                self.chars -= old[1]
+            self.entries[key] = (kept, chars)
+            self.chars += chars
+            while self.chars > self.budget:
+                _, (_, size) = self.entries.popitem(last=False)
+                self.chars -= size
+
+
+DEFAULT_TRANSLATION_CHARS = 2_000_000
+_TRANSLATIONS = _Translations(DEFAULT_TRANSLATION_CHARS)  # see _Translations
 
 _MULTITABLE = re.compile(r"\s*INSERT\s+(OVERWRITE\s+)?(?:ALL|FIRST)\b", re.IGNORECASE)
 _ROWS_INSERTED = "number of rows inserted into {}"
@@ -209,7 +258,11 @@ def _run_multitable_insert(
     start = _subquery_start(command)
     if start is None:
         raise _compilation_error("a multi-table insert needs a subquery")
-    tree = sqlglot.parse_one(command[:start] + " SELECT 1", read="snowflake")
+    head = command[:start] + " SELECT 1"
+    tree = _TRANSLATIONS.get(("multitable", head))
+    if tree is None:
+        tree = sqlglot.parse_one(head, read="snowflake")
+        _TRANSLATIONS.put(("multitable", head), tree, len(head))
     if not isinstance(tree, exp.MultitableInserts):
         return execute(cursor, command, params, **kwargs)
     if _MULTITABLE.match(command).group(1):  # type: ignore[union-attr]  # sqlglot drops it
@@ -365,6 +418,62 @@ def _install_multitable_insert() -> None:
     cls.execute = execute
 
 
+# statements whose translation depends on their text, the session's database and schema only
+# (other kinds read the catalog, stages, variables or binds while translated: CREATE ... AS,
+# PUT, LIST, SET, IDENTIFIER(?)), and that fakesnow does not split into several
+_STABLE = (exp.Select, exp.Union, exp.Insert, exp.Update, exp.Delete)
+_TEXT_KEY = "segflow_text"
+_NOT_STABLE = re.compile(r"IDENTIFIER|@|\bOVERWRITE\b", re.IGNORECASE)
+
+
+def _install_translations(memo: _Translations) -> None:
+    """fakesnow's parse, rewrite and describe parse of a statement, through `memo`."""
+    cursor_module: Any = importlib.import_module("fakesnow.cursor")
+    dialect: Any = importlib.import_module("fakesnow.dialect")
+    cls = cursor_module.FakeSnowflakeCursor
+    if getattr(cls._transform, "segflow_translations", None) is memo:
+        return
+    parse = dialect.parse_one
+    transform = getattr(cls._transform, "segflow_original", cls._transform)
+
+    def parse_one(command: str) -> Any:
+        tree = memo.get(("parse", command))
+        if tree is None:
+            tree = parse(command)  # a syntax error is raised, not kept
+            memo.put(("parse", command), tree, len(command))
+        if isinstance(tree, _STABLE) and not _NOT_STABLE.search(command):
+            tree.meta[_TEXT_KEY] = command
+        return tree
+
+    def _transform(self: Any, expression: Any, params: Any) -> Any:
+        text = expression.meta.get(_TEXT_KEY)
+        if text is None:
+            return transform(self, expression, params)
+        key = ("transform", text, self._conn.database, self._conn.schema)
+        tree = memo.get(key)
+        if tree is None:
+            tree = transform(self, expression, params)
+            memo.put(key, tree, len(text))
+        return tree
+
+    def _describe_last_sql(self: Any) -> list[Any]:
+        text = f"DESCRIBE {self._last_sql}"
+        expression = memo.get(("describe", text))
+        if expression is None:
+            expression = sqlglot.parse_one(text, read="duckdb")
+            memo.put(("describe", text), expression, len(text))
+        with self._conn.cursor() as cur:  # another cursor: this one's result stays
+            cur._execute(expression, self._last_params)
+            return cur.fetchall()
+
+    _transform.segflow_translations = memo  # type: ignore[attr-defined]
+    _transform.segflow_original = transform  # type: ignore[attr-defined]
+    cursor_module.parse_one = parse_one
+    _server_module.parse_one = parse_one
+    cls._transform = _transform
+    cls._describe_last_sql = _describe_last_sql
+
+
 def _checkpoint_when_idle(duck_conn: Any, activity: _Activity, idle_s: float) -> None:
     """Write each database's log into its file once no request has run for `idle_s`.
 
@@ -389,9 +498,17 @@ def _checkpoint_when_idle(duck_conn: Any, activity: _Activity, idle_s: float) ->
             ).fetchall()
             for name, path in rows:
                 wal = Path(f"{path}.wal")
-                if wal.exists() and wal.stat().st_size > _IDLE_CHECKPOINT_MIN_BYTES:
+                size = wal.stat().st_size if wal.exists() else 0
+                if size > _IDLE_CHECKPOINT_MIN_BYTES:
                     quoted = '"' + name.replace('"', '""') + '"'
+                    started = time.monotonic()
                     cursor.execute(f"CHECKPOINT {quoted}")
+                    logger.info(
+                        "checkpointed %s (a %.0f MB log) in %.2f s",
+                        name,
+                        size / 1e6,
+                        time.monotonic() - started,
+                    )
         except Exception:  # a database detached or busy meanwhile: the next idle spell retries
             logger.warning("idle checkpoint failed", exc_info=True)
             checkpointed_at = 0.0
@@ -404,15 +521,20 @@ def serve(
     idle_session_timeout_s: float = 0.0,
     checkpoint_threshold: str = DEFAULT_CHECKPOINT_THRESHOLD,
     idle_checkpoint_s: float = DEFAULT_IDLE_CHECKPOINT_S,
+    translation_chars: int = DEFAULT_TRANSLATION_CHARS,
 ) -> None:
     """Serve the emulator until SIGTERM/SIGINT; the databases are files `db_dir/<NAME>.db`.
 
     With `idle_session_timeout_s` > 0, sessions unused that long are closed (see
     `_reap_idle_sessions`); clients then log in again. DuckDB checkpoints inside a commit only
     past `checkpoint_threshold`; otherwise after `idle_checkpoint_s` without requests (see
-    `_checkpoint_when_idle`)."""
+    `_checkpoint_when_idle`). Translations of statements seen before are remembered up to
+    `translation_chars` of their texts (0: none; see `_Translations`)."""
     db_dir.mkdir(parents=True, exist_ok=True)
     _install_multitable_insert()
+    _TRANSLATIONS.budget = max(0, translation_chars)
+    if translation_chars > 0:
+        _install_translations(_TRANSLATIONS)
     shared = FakeSnow(db_path=db_dir)
     shared.duck_conn.execute(f"SET checkpoint_threshold = '{_size(checkpoint_threshold)}'")
     # Attach the databases of earlier runs, so fully qualified names work without a
@@ -471,6 +593,13 @@ def main() -> None:
         default=DEFAULT_IDLE_CHECKPOINT_S,
         help="checkpoint once no request has run this long (0: only past the threshold)",
     )
+    parser.add_argument(
+        "--translation-chars",
+        type=int,
+        default=DEFAULT_TRANSLATION_CHARS,
+        help="remember the translations of statements seen before, up to this many characters "
+        "of their texts (0: translate every statement anew)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     serve(
@@ -480,6 +609,7 @@ def main() -> None:
         args.idle_session_timeout_s,
         args.checkpoint_threshold,
         args.idle_checkpoint_s,
+        args.translation_chars,
     )
 
 

@@ -159,7 +159,10 @@ class FlushTransaction:
             cols = prepared.plan.columns[(schema, table)]
             kind = rows[0].kind
             if kind is Kind.APPEND:  # the schema's append tables, where the first of them stood
-                for chunk in _chunks(appends.pop(schema, []), prepared.plan.columns, schema):
+                # by name: the same tables make the same statement text whichever event came
+                # first (the emulator translates a text it has seen once only)
+                tables = sorted(appends.pop(schema, []), key=lambda t: t[0])
+                for chunk in _chunks(tables, prepared.plan.columns, schema):
                     self._insert_new(prepared, schema, chunk, load_ts, result)
                 continue
             if kind is Kind.PLAIN:
