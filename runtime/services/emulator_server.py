@@ -111,7 +111,10 @@ class _Translations:
     repeat their text flush after flush (the values are binds), that was about a third of the
     emulator's time (a py-spy profile in bench/results/cost-per-event.md). A statement seen
     before takes a copy of the trees made the first time. Bounded by the texts' total size
-    (least recently used first out); a text over an eighth of the budget is not kept."""
+    (least recently used first out); a text over an eighth of the budget is not kept. A tree
+    takes ~240 bytes per character of its text (tracemalloc, 40-column INSERT ... SELECTs): the
+    default budget, 1 million characters, is ~250 MB at most; one sink's statements in
+    bench/e2e.py came to ~120,000 characters."""
 
     def __init__(self, budget_chars: int) -> None:
         self.budget = budget_chars
@@ -132,6 +135,14 @@ class _Translations:
             self.hits += 1
         return entry[0].copy()
 
+    def summary(self) -> str:
+        """One line on what is kept and how often it served, for the log."""
+        with self.lock:
+            return (
+                f"translations remembered: {len(self.entries)} of {self.chars:,} characters "
+                f"(budget {self.budget:,}); {self.hits:,} hits, {self.misses:,} misses"
+            )
+
     def put(self, key: tuple[Any, ...], tree: Any, chars: int) -> None:
         """Keep a copy of `tree` (made from a text of `chars` characters) under `key`."""
         if chars > self.budget // 8:
@@ -148,7 +159,7 @@ class _Translations:
                 self.chars -= size
 
 
-DEFAULT_TRANSLATION_CHARS = 2_000_000
+DEFAULT_TRANSLATION_CHARS = 1_000_000
 _TRANSLATIONS = _Translations(DEFAULT_TRANSLATION_CHARS)  # see _Translations
 
 _MULTITABLE = re.compile(r"\s*INSERT\s+(OVERWRITE\s+)?(?:ALL|FIRST)\b", re.IGNORECASE)
@@ -440,9 +451,10 @@ def _install_translations(memo: _Translations) -> None:
         tree = memo.get(("parse", command))
         if tree is None:
             tree = parse(command)  # a syntax error is raised, not kept
+            if not isinstance(tree, _STABLE) or _NOT_STABLE.search(command):
+                return tree  # PUT, COPY, DDL: often a text of their own (file, load id) each time
             memo.put(("parse", command), tree, len(command))
-        if isinstance(tree, _STABLE) and not _NOT_STABLE.search(command):
-            tree.meta[_TEXT_KEY] = command
+        tree.meta[_TEXT_KEY] = command
         return tree
 
     def _transform(self: Any, expression: Any, params: Any) -> Any:
@@ -482,7 +494,7 @@ def _checkpoint_when_idle(duck_conn: Any, activity: _Activity, idle_s: float) ->
     flush every ~20 s took 2-3 s instead of 0.5-0.9 s (bench/results/cost-per-event.md). A
     Snowflake warehouse has no such pause. The emulator therefore sets a high threshold and
     checkpoints here, between requests, which also keeps the log that a killed emulator
-    replays at its next start short."""
+    replays at its next start short. Each idle spell also logs what `_TRANSLATIONS` holds."""
     cursor = duck_conn.cursor()
     checkpointed_at = 0.0
     while True:
@@ -492,6 +504,8 @@ def _checkpoint_when_idle(duck_conn: Any, activity: _Activity, idle_s: float) ->
         if activity.last_end <= checkpointed_at:
             continue  # nothing ran since the last checkpoint
         checkpointed_at = activity.last_end
+        if _TRANSLATIONS.budget > 0:
+            logger.info("%s", _TRANSLATIONS.summary())
         try:
             rows = cursor.execute(
                 "SELECT database_name, path FROM duckdb_databases() WHERE path IS NOT NULL"

@@ -133,3 +133,15 @@ def test_the_memo_keeps_texts_within_its_budget(cur: Any) -> None:
     big = "SELECT 1 AS n" + " " * 1_000 + " FROM t WHERE id = 1"  # over an eighth of it
     cur.execute(big)
     assert not any(big in str(key) for key in memo.entries)
+
+
+def test_statements_of_other_kinds_are_not_kept(
+    cur: Any, memo: emulator_server._Translations
+) -> None:
+    for i in range(3):  # DDL and the like often carry a name or a load id of their own
+        cur.execute(f"CREATE TABLE made_{i} (id INTEGER)")
+        cur.execute(f"INSERT OVERWRITE INTO made_{i} SELECT id FROM t")
+        assert cur.execute(f"SELECT COUNT(*) FROM made_{i}").fetchone() == (2,)
+    kept = [str(key) for key in memo.entries]
+    assert any("SELECT COUNT(*) FROM made_0" in key for key in kept)
+    assert not any("CREATE" in key or "OVERWRITE" in key for key in kept)
