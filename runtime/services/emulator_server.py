@@ -108,8 +108,9 @@ class _Translations:
 
     fakesnow parses every statement with sqlglot, runs some 76 rewriting passes over its tree
     and parses it again as DuckDB SQL to describe its result: for the sink's statements, which
-    repeat their text flush after flush (the values are binds), that was about a third of the
-    emulator's time (a py-spy profile in bench/results/cost-per-event.md). A statement seen
+    repeat their text flush after flush (the values are binds), that was about a quarter of the
+    emulator's time and a third of its multi-table insert's (py-spy, in
+    bench/results/cost-per-event.md). A statement seen
     before takes a copy of the trees made the first time. Bounded by the texts' total size
     (least recently used first out); a text over an eighth of the budget is not kept. A tree
     takes ~240 bytes per character of its text (tracemalloc, 40-column INSERT ... SELECTs): the
