@@ -17,6 +17,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +111,9 @@ class _Translations:
     and parses it again as DuckDB SQL to describe its result: for the sink's statements, which
     repeat their text flush after flush (the values are binds), that was about a quarter of the
     emulator's time and a third of its multi-table insert's (py-spy, in
-    bench/results/cost-per-event.md). A statement seen
-    before takes a copy of the trees made the first time. Bounded by the texts' total size
-    (least recently used first out); a text over an eighth of the budget is not kept. A tree
+    bench/results/cost-per-event.md). A statement seen before takes a copy of the trees made
+    the first time. Bounded by the texts' total size (least recently used first out); a text
+    over an eighth of the budget is not kept. A tree
     takes ~240 bytes per character of its text (tracemalloc, 40-column INSERT ... SELECTs): the
     default budget, 1 million characters, is ~250 MB at most; one sink's statements in
     bench/e2e.py came to ~120,000 characters."""
@@ -135,6 +136,14 @@ class _Translations:
             self.entries.move_to_end(key)
             self.hits += 1
         return entry[0].copy()
+
+    def through(self, key: tuple[Any, ...], chars: int, make: Callable[[], Any]) -> Any:
+        """The tree kept under `key`, else `make()`'s, kept (an exception is raised, not kept)."""
+        tree = self.get(key)
+        if tree is None:
+            tree = make()
+            self.put(key, tree, chars)
+        return tree
 
     def summary(self) -> str:
         """One line on what is kept and how often it served, for the log."""
@@ -271,10 +280,9 @@ def _run_multitable_insert(
     if start is None:
         raise _compilation_error("a multi-table insert needs a subquery")
     head = command[:start] + " SELECT 1"
-    tree = _TRANSLATIONS.get(("multitable", head))
-    if tree is None:
-        tree = sqlglot.parse_one(head, read="snowflake")
-        _TRANSLATIONS.put(("multitable", head), tree, len(head))
+    tree = _TRANSLATIONS.through(
+        ("multitable", head), len(head), lambda: sqlglot.parse_one(head, read="snowflake")
+    )
     if not isinstance(tree, exp.MultitableInserts):
         return execute(cursor, command, params, **kwargs)
     if _MULTITABLE.match(command).group(1):  # type: ignore[union-attr]  # sqlglot drops it
@@ -463,18 +471,13 @@ def _install_translations(memo: _Translations) -> None:
         if text is None:
             return transform(self, expression, params)
         key = ("transform", text, self._conn.database, self._conn.schema)
-        tree = memo.get(key)
-        if tree is None:
-            tree = transform(self, expression, params)
-            memo.put(key, tree, len(text))
-        return tree
+        return memo.through(key, len(text), lambda: transform(self, expression, params))
 
     def _describe_last_sql(self: Any) -> list[Any]:
         text = f"DESCRIBE {self._last_sql}"
-        expression = memo.get(("describe", text))
-        if expression is None:
-            expression = sqlglot.parse_one(text, read="duckdb")
-            memo.put(("describe", text), expression, len(text))
+        expression = memo.through(
+            ("describe", text), len(text), lambda: sqlglot.parse_one(text, read="duckdb")
+        )
         with self._conn.cursor() as cur:  # another cursor: this one's result stays
             cur._execute(expression, self._last_params)
             return cur.fetchall()
@@ -545,9 +548,11 @@ def serve(
     past `checkpoint_threshold`; otherwise after `idle_checkpoint_s` without requests (see
     `_checkpoint_when_idle`). Translations of statements seen before are remembered up to
     `translation_chars` of their texts (0: none; see `_Translations`)."""
+    if translation_chars < 0:
+        raise ValueError(f"--translation-chars: not a count of characters: {translation_chars}")
     db_dir.mkdir(parents=True, exist_ok=True)
     _install_multitable_insert()
-    _TRANSLATIONS.budget = max(0, translation_chars)
+    _TRANSLATIONS.budget = translation_chars
     if translation_chars > 0:
         _install_translations(_TRANSLATIONS)
     shared = FakeSnow(db_path=db_dir)

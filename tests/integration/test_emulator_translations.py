@@ -145,3 +145,9 @@ def test_statements_of_other_kinds_are_not_kept(
     kept = [str(key) for key in memo.entries]
     assert any("SELECT COUNT(*) FROM made_0" in key for key in kept)
     assert not any("CREATE" in key or "OVERWRITE" in key for key in kept)
+
+
+def test_a_negative_budget_stops_start_up_naming_the_flag(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--translation-chars"):
+        emulator_server.serve("127.0.0.1", 0, tmp_path / "db", translation_chars=-1)
+    assert not (tmp_path / "db").exists()
