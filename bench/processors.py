@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import pstats
 import random
@@ -57,7 +58,8 @@ sys.path.insert(0, str(REPO))
 
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
-from bench import cpu_seconds, drop_topics, peak_rss_mb, thread_cpu_seconds  # noqa: E402
+from bench import cpu_seconds, drop_topics, peak_rss_mb, stage_floor, thread_cpu_seconds  # noqa: E402
+from runtime.rules import load_rules  # noqa: E402
 from runtime.settings import KafkaSettings  # noqa: E402
 from runtime.suppressions import publish_suppressions  # noqa: E402
 from runtime.topic_admin import TopicSpec, create_topics, expected_topics  # noqa: E402
@@ -69,6 +71,9 @@ from tests.integration.processors_harness import (  # noqa: E402
     raw_event,
     record_key,
 )
+
+#: the worker variants of --stages: every stage, then fewer (what the stages cost)
+STAGES = ("all", "no-masking", *stage_floor.VARIANTS)
 
 
 def make_records(n: int, seed: int = 7) -> list[dict[str, Any]]:
@@ -386,12 +391,26 @@ def main() -> None:
     parser.add_argument(
         "--warmup", type=float, default=8.0, help="with --rate: seconds before measuring"
     )
+    parser.add_argument(
+        "--stages",
+        default="all",
+        help="comma list of worker variants run one after the other on the same records (each "
+        "its own consumer group): all, no-masking (no PII rule, detector or name screen), "
+        "dedupe, framework (bench/stage_floor.py); the first gives RESULT's figures",
+    )
     parser.add_argument("--bare", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare:
         mode, compression, bootstrap, out_topic, total, *topics = args.bare
         asyncio.run(bare_loop(bootstrap, topics, out_topic, int(total), mode, compression))
         return
+
+    variants = [v.strip() for v in args.stages.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in STAGES]
+    if unknown or not variants or len(set(variants)) != len(variants):
+        parser.error(f"--stages: each of {', '.join(STAGES)} at most once (got {args.stages!r})")
+    if len(variants) > 1 and args.rate is not None:
+        parser.error("--stages with more than one variant runs on a backlog (no --rate)")
 
     bootstrap = os.environ.get("SEGFLOW_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     tag = uuid.uuid4().hex[:8]
@@ -432,95 +451,119 @@ def main() -> None:
         print(f"produced {total} raw records in {time.monotonic() - t0:.1f}s")
         run_ceilings()
 
-    app_id = f"bench-{tag}"
-    state = Path(f"/tmp/segflow-bench-{tag}")
     repo = args.repo.resolve()
-    env = {
+    base_env = {
         **os.environ,
         "PYTHONPATH": str(repo),
         "SEGFLOW_KAFKA_BOOTSTRAP": bootstrap,
         "SEGFLOW_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-        "SEGFLOW_PROCESS_APP_ID": app_id,
-        "SEGFLOW_PROCESS_STATE_DIR": str(state),
         "SEGFLOW_PROCESS_PII_HMAC_KEY": "bench-key-0123456789abcdef0123456789",
         "SEGFLOW_PROCESS_METRICS_PORT": "0",
         "SEGFLOW_LOG_LEVEL": "WARNING",
         "SEGFLOW_PROCESS_COMPRESSION": args.compression,
     }
-    prof = state / "worker.prof"
-    state.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable]
-    if args.profile:
-        cmd += ["-m", "cProfile", "-o", str(prof)]
-        cmd += [str(repo / "cli" / "main.py"), "process"]
-    else:
-        cmd += ["-m", "cli.main", "process"]
+    guarantee = base_env.get("SEGFLOW_PROCESS_PROCESSING_GUARANTEE", "exactly_once")
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if args.sample and not Path(spy).exists():
         raise SystemExit("--sample needs py-spy on PATH (pip install py-spy)")
-    worker = subprocess.Popen(cmd, env=env, cwd=repo)
-    not_before = 0.0
-    visibility = None
-    if args.rate is not None:
-        paced_produce(bootstrap, topics, records, args.rate)
-        not_before = time.monotonic() + args.warmup
-        visibility = Visibility(bootstrap, topics.all_clean(), time.time() + args.warmup)
-        print(f"writing {total} raw records at {args.rate:,.0f}/s while the worker runs")
-    sampler: subprocess.Popen[bytes] | None = None
-    samples = state / "samples.txt"
+    visible = (float("nan"), float("nan"))
 
-    def start_sampler() -> None:
-        """py-spy from the first committed offsets on: the steady state, not the start-up."""
-        nonlocal sampler
-        spy_args = ["--format", "raw", "--threads", "--rate", "200", "--output", str(samples)]
-        sampler = subprocess.Popen(
-            [spy, "record", "--pid", str(worker.pid), *spy_args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    def run_worker(variant: str, first: bool) -> tuple[float, float, float, float]:
+        """One `segflow process` (`variant` of its stages) over every raw record, in its own
+        consumer group: its events/s, CPU and main-thread µs per event, peak RSS."""
+        nonlocal visible
+        app_id = f"bench-{tag}-{variant}"
+        state = Path(f"/tmp/segflow-bench-{tag}-{variant}")
+        state.mkdir(parents=True, exist_ok=True)
+        env = {
+            **base_env,
+            "SEGFLOW_PROCESS_APP_ID": app_id,
+            "SEGFLOW_PROCESS_STATE_DIR": str(state),
+        }
+        if variant == "no-masking":
+            env["SEGFLOW_RULES_FILE"] = str(without_masking(state))
+        prof = state / "worker.prof"
+        cmd = [sys.executable]
+        if variant in stage_floor.VARIANTS:
+            cmd += ["-m", "bench.stage_floor", variant]
+        elif first and args.profile:
+            cmd += ["-m", "cProfile", "-o", str(prof), str(repo / "cli" / "main.py"), "process"]
+        else:
+            cmd += ["-m", "cli.main", "process"]
+        worker = subprocess.Popen(cmd, env=env, cwd=repo)
+        not_before = 0.0
+        visibility = None
+        if first and args.rate is not None:
+            paced_produce(bootstrap, topics, records, args.rate)
+            not_before = time.monotonic() + args.warmup
+            visibility = Visibility(bootstrap, topics.all_clean(), time.time() + args.warmup)
+            print(f"writing {total} raw records at {args.rate:,.0f}/s while the worker runs")
+        sampler: subprocess.Popen[bytes] | None = None
+        samples = state / "samples.txt"
 
-    try:
-        t_first, t_last, n, cpu, main_cpu, rss = wait_committed(
-            bootstrap,
-            app_id,
-            topics.all_raw(),
-            args.partitions,
-            total,
-            worker.pid,
-            start_sampler if args.sample else None,
-            not_before,
+        def start_sampler() -> None:
+            """py-spy from the first committed offsets on: the steady state, not the start-up."""
+            nonlocal sampler
+            spy_args = ["--format", "raw", "--threads", "--rate", "200", "--output", str(samples)]
+            sampler = subprocess.Popen(
+                [spy, "record", "--pid", str(worker.pid), *spy_args],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+
+        try:
+            t_first, t_last, n, cpu, main_cpu, rss = wait_committed(
+                bootstrap,
+                app_id,
+                topics.all_raw(),
+                args.partitions,
+                total,
+                worker.pid,
+                start_sampler if first and args.sample else None,
+                not_before,
+            )
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(60)
+            if sampler is not None:
+                sampler.wait(60)
+        if visibility is not None:
+            visible = visibility.stop()
+        rate = n / max(t_last - t_first, 1e-9)
+        cpu_us = cpu / max(n, 1) * 1e6
+        main_us = main_cpu / max(n, 1) * 1e6
+        print(
+            f"segflow process ({guarantee}, stages: {variant}, {args.compression}, from {repo}"
+            + (f", live at {args.rate:,.0f}/s" if first and args.rate is not None else ", backlog")
+            + "): "
+            f"{rate:,.0f} events/s, {cpu_us:.0f} µs CPU/event ({main_us:.0f} µs in its main "
+            f"thread), peak RSS {rss:.0f} MB"
         )
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(60)
-        if sampler is not None:
-            sampler.wait(60)
-    visible = visibility.stop() if visibility is not None else (float("nan"), float("nan"))
+        if first and args.profile and prof.exists():
+            stats = pstats.Stats(str(prof))
+            stats.sort_stats("tottime").print_stats(25)
+        if sampler is not None and samples.exists():
+            summarize_samples(samples, main_us)
+        return rate, cpu_us, main_us, rss
+
+    measured = {v: run_worker(v, i == 0) for i, v in enumerate(variants)}
     if args.rate is not None:  # the ceilings read the same records, all written by now
         run_ceilings()
         print(
             f"raw written -> clean readable (read_committed): p50 {visible[0]:.2f}s "
             f"p95 {visible[1]:.2f}s"
         )
+    drop_topics(bootstrap, [f"bench_{tag}.", f"bench-{tag}-"])
     ceiling = ceilings["bare"]
-    rate = n / max(t_last - t_first, 1e-9)
-    cpu_us = cpu / max(n, 1) * 1e6
-    main_us = main_cpu / max(n, 1) * 1e6
-    guarantee = env.get("SEGFLOW_PROCESS_PROCESSING_GUARANTEE", "exactly_once")
-    print(
-        f"segflow process ({guarantee}, all stages, {args.compression}, from {repo}"
-        + (f", live at {args.rate:,.0f}/s" if args.rate is not None else ", backlog")
-        + "): "
-        f"{rate:,.0f} events/s, {cpu_us:.0f} µs CPU/event ({main_us:.0f} µs in its main thread), "
-        f"peak RSS {rss:.0f} MB"
-    )
-    if args.profile and prof.exists():
-        stats = pstats.Stats(str(prof))
-        stats.sort_stats("tottime").print_stats(25)
-    if sampler is not None and samples.exists():
-        summarize_samples(samples, main_us)
-    drop_topics(bootstrap, [f"bench_{tag}.", app_id])
     codec_ceiling, codec_cpu = ceilings["codec"], ceiling_cpu["codec"]
+    if len(variants) > 1:
+        print(f"what the stages cost (codec loop: {codec_cpu:.0f} µs CPU/event):")
+        for variant, (_, cpu_us_, _, _) in measured.items():
+            print(
+                f"  {variant:<11} {cpu_us_:5.0f} µs CPU/event, "
+                f"cpu_ratio_to_codec {codec_cpu / max(cpu_us_, 1e-9):.2f}"
+            )
+    rate, cpu_us, main_us, rss = measured[variants[0]]
     print(
         f"RESULT events_per_s={rate:.0f} ceiling_per_s={ceiling:.0f} ratio={rate / ceiling:.2f} "
         f"codec_per_s={codec_ceiling:.0f} ratio_to_codec={rate / codec_ceiling:.2f} "
@@ -532,7 +575,24 @@ def main() -> None:
             if args.rate is not None
             else ""
         )
+        + (
+            " cpu_us_by_stages=" + ",".join(f"{v}:{m[1]:.0f}" for v, m in measured.items())
+            if len(variants) > 1
+            else ""
+        )
     )
+
+
+def without_masking(folder: Path) -> Path:
+    """The worker's rules (SEGFLOW_RULES_FILE or the embedded default) with no PII rule, no
+    detector and no name screen, written as a rules file in `folder`."""
+    configured = os.environ.get("SEGFLOW_RULES_FILE")
+    rules = load_rules(Path(configured) if configured else None)
+    data = rules.model_dump(mode="json")
+    data["pii"] = {"rules": [], "detector": {"enabled": False}, "names": {"enabled": False}}
+    path = folder / "rules-without-masking.yaml"
+    path.write_text(json.dumps(data), encoding="utf-8")  # JSON is YAML
+    return path
 
 
 if __name__ == "__main__":
