@@ -10,6 +10,23 @@
  * itself up in `exact`. Whatever neither map holds is decided by the Python callback
  * miss(text, lo, hi, shape, kinds), which remembers the verdict and returns it. The maps are
  * only read here; the callback is the only writer.
+ *
+ * candidates(container, prefix) -> [(parent, key, path), ...]
+ *
+ * The string values below the dict or list `container` (any depth, through non-empty dicts and
+ * lists) that may hold an email, a phone or a card number, in the order a depth-first walk meets
+ * them: each with the container holding it, its key or index there and its path (`prefix`, a
+ * tuple, then the keys and indices from `container`). A value is left out only when it is ASCII
+ * with no "@" and fewer than 8 digits: an email needs an "@", a phone 8 and a card 13 digits,
+ * and only a non-ASCII text can spell either with look-alikes (processors/masking.py, the
+ * detector's walk). Only exact dicts, lists and strs are looked at, as the walk does; nothing
+ * is called back, so the containers do not change while this runs.
+ *
+ * keys_may_hold(container) -> bool
+ *
+ * Whether a key of a dict at or below `container` may hold an email, a phone or a card number,
+ * by the same screen (a key that is not a str counts as one that may): False lets the name
+ * screen (processors/masking.py, _rename_keys) skip the container.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -118,16 +135,153 @@ static PyObject *runs_verdict(PyObject *module, PyObject *const *args, Py_ssize_
     Py_RETURN_FALSE;
 }
 
+/* Whether the str `v` may hold a finding: see candidates() above. */
+static int may_hold(PyObject *v) {
+    if (!PyUnicode_IS_ASCII(v)) return 1;
+    const char *s = (const char *)PyUnicode_DATA(v);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(v);
+    if (n < 3) return 0; /* no email ("a@b") nor 8 digits fits */
+    int digits = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '@') return 1;
+        if (c >= '0' && c <= '9' && ++digits >= 8) return 1;
+    }
+    return 0;
+}
+
+static PyObject *join_path(PyObject *prefix, PyObject *key) {
+    Py_ssize_t n = PyTuple_GET_SIZE(prefix);
+    PyObject *path = PyTuple_New(n + 1);
+    if (path == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(prefix, i);
+        Py_INCREF(item);
+        PyTuple_SET_ITEM(path, i, item);
+    }
+    Py_INCREF(key);
+    PyTuple_SET_ITEM(path, n, key);
+    return path;
+}
+
+static int visit_value(PyObject *out, PyObject *parent, PyObject *key, PyObject *value,
+                       PyObject *prefix);
+
+static int visit_container(PyObject *out, PyObject *container, PyObject *prefix) {
+    if (Py_EnterRecursiveCall(" in the PII candidates walk")) return -1;
+    int rc = 0;
+    if (PyDict_CheckExact(container)) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(container, &pos, &key, &value)) {
+            if ((rc = visit_value(out, container, key, value, prefix)) < 0) break;
+        }
+    } else {
+        Py_ssize_t n = PyList_GET_SIZE(container);
+        for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
+            PyObject *index = PyLong_FromSsize_t(i);
+            if (index == NULL) {
+                rc = -1;
+                break;
+            }
+            rc = visit_value(out, container, index, PyList_GET_ITEM(container, i), prefix);
+            Py_DECREF(index);
+        }
+    }
+    Py_LeaveRecursiveCall();
+    return rc;
+}
+
+static int visit_value(PyObject *out, PyObject *parent, PyObject *key, PyObject *value,
+                       PyObject *prefix) {
+    if (PyUnicode_CheckExact(value)) {
+        if (!may_hold(value)) return 0;
+        PyObject *path = join_path(prefix, key);
+        if (path == NULL) return -1;
+        PyObject *item = PyTuple_Pack(3, parent, key, path);
+        Py_DECREF(path);
+        if (item == NULL) return -1;
+        int rc = PyList_Append(out, item);
+        Py_DECREF(item);
+        return rc;
+    }
+    int is_dict = PyDict_CheckExact(value);
+    if (!is_dict && !PyList_CheckExact(value)) return 0;
+    if ((is_dict ? PyDict_GET_SIZE(value) : PyList_GET_SIZE(value)) == 0) return 0;
+    PyObject *path = join_path(prefix, key);
+    if (path == NULL) return -1;
+    int rc = visit_container(out, value, path);
+    Py_DECREF(path);
+    return rc;
+}
+
+static PyObject *candidates(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !(PyDict_CheckExact(args[0]) || PyList_CheckExact(args[0])) ||
+        !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "candidates(dict or list, prefix tuple)");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    if (visit_container(out, args[0], args[1]) < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
+static int keys_walk(PyObject *container) {
+    if (Py_EnterRecursiveCall(" in the PII keys screen")) return -1;
+    int found = 0;
+    if (PyDict_CheckExact(container)) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (!found && PyDict_Next(container, &pos, &key, &value)) {
+            if (!PyUnicode_CheckExact(key) || may_hold(key)) {
+                found = 1;
+                break;
+            }
+            if ((PyDict_CheckExact(value) && PyDict_GET_SIZE(value)) ||
+                (PyList_CheckExact(value) && PyList_GET_SIZE(value)))
+                found = keys_walk(value);
+        }
+    } else {
+        Py_ssize_t n = PyList_GET_SIZE(container);
+        for (Py_ssize_t i = 0; i < n && !found; i++) {
+            PyObject *value = PyList_GET_ITEM(container, i);
+            if ((PyDict_CheckExact(value) && PyDict_GET_SIZE(value)) ||
+                (PyList_CheckExact(value) && PyList_GET_SIZE(value)))
+                found = keys_walk(value);
+        }
+    }
+    Py_LeaveRecursiveCall();
+    return found; /* 1, 0 or -1 (an error set) */
+}
+
+static PyObject *keys_may_hold(PyObject *module, PyObject *container) {
+    if (!PyDict_CheckExact(container) && !PyList_CheckExact(container)) {
+        PyErr_SetString(PyExc_TypeError, "keys_may_hold(dict or list)");
+        return NULL;
+    }
+    int found = keys_walk(container);
+    if (found < 0) return NULL;
+    return PyBool_FromLong(found);
+}
+
 static PyMethodDef methods[] = {
     {"runs_verdict", (PyCFunction)(void (*)(void))runs_verdict, METH_FASTCALL,
      "Whether a run of the ASCII text may hold a phone or card number (see the module)."},
+    {"candidates", (PyCFunction)(void (*)(void))candidates, METH_FASTCALL,
+     "The string values below a container that may hold PII, with where (see the module)."},
+    {"keys_may_hold", (PyCFunction)keys_may_hold, METH_O,
+     "Whether a key at or below a container may hold PII (see the module)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "processors._prescreen",
-    .m_doc = "The PII detector's document prescreen over digit runs, in C",
+    .m_doc = "The PII detector's document prescreen and its walk's candidates, in C",
     .m_size = -1,
     .m_methods = methods,
 };

@@ -30,7 +30,10 @@ under a renamed key is then handled by the rules and the detector like any other
 path. Keys are renamed before any rule runs, so no recorded path carries the old key.
 
 What each action does to a value is in :mod:`processors.pii_values`; which fields a rule's path
-addresses, in :mod:`processors.pii_paths`.
+addresses, in :mod:`processors.pii_paths`. Where processors/_prescreen.c is built, the detector
+walks only the values a C screen returns (non-ASCII, or with an ``@`` or 8+ digits: nothing else
+can hold a finding) and the name screen skips a root whose keys all fail that screen; the same
+results as the Python walks of every value and key (tests/unit/processors/test_masking_walks.py).
 """
 
 from __future__ import annotations
@@ -52,6 +55,13 @@ from processors.pii_paths import (
 from processors.pii_values import Hasher, mask_value, redacted_name, truncate_ip
 from runtime.rules import PiiRules
 from schemas.errors import ConfigError
+from schemas.native import optional_extension
+
+_prescreen = optional_extension("processors._prescreen")
+#: the string values below a container that may hold PII, with where (C; None: not built)
+_candidates: Any = getattr(_prescreen, "candidates", None)
+#: whether a key at or below a container may hold PII (C; None: not built)
+_keys_may_hold: Any = getattr(_prescreen, "keys_may_hold", None)
 
 DOCUMENT_ROOTS = ("properties", "traits", "context", "integrations", "extra")
 _DETECTOR_KEEP = {EMAIL: "domain", PHONE: "last4", CARD: "last4"}
@@ -93,6 +103,10 @@ class Masker:
         if self._detector is not None:
             screened.update(self._detector.kinds)
         self._screened_kinds = tuple(sorted(screened))
+        #: the detector and the name screen start from the C screens when they are built
+        #: (False: the Python walks of every value and key, the reference the tests compare
+        #: them with)
+        self.native_walk = True
 
     def rename(self, name: str) -> str | None:
         """The stand-in of `name` when it holds PII of the screened kinds, else None."""
@@ -151,6 +165,12 @@ class Masker:
             for root in DOCUMENT_ROOTS if candidates is None else candidates:
                 value = doc.get(root)
                 if value and type(value) is dict:
+                    if (
+                        _keys_may_hold is not None
+                        and self.native_walk
+                        and not _keys_may_hold(value)
+                    ):
+                        continue  # no key below can hold a finding: nothing to rename
                     before = len(entries)
                     self._rename_keys(value, (root,), entries)
                     if touched is not None and len(entries) > before:
@@ -304,13 +324,56 @@ class Masker:
             for k in reversed(dropped):
                 del container[k]
 
+        walk = visit if _candidates is None or not self.native_walk else None
         for root in roots:
             value = doc.get(root)
             if isinstance(value, dict) and value:
                 before = len(entries)
-                visit(value, (root,))
+                if walk is not None:
+                    walk(value, (root,))
+                else:
+                    hashed = self._detect_candidates(value, root, handled, entries) or hashed
                 if touched is not None and len(entries) > before:
                     touched.add(root)
+        return hashed
+
+    def _detect_candidates(
+        self, value: dict[str, Any], root: str, handled: set[Path], entries: list[str]
+    ) -> bool:
+        """The detector's walk of one root from the string values that may hold PII
+        (processors/_prescreen.c, ``candidates``): what ``visit`` in :meth:`_detect` does, in
+        the same order, without looking at the values that cannot hold a finding."""
+        assert self._detector is not None
+        kinds = self._detector.kinds
+        action = self._detector.action
+        cache = self._findings
+        replace = self._replace_finding
+        hashed = False
+        dropped: dict[int, tuple[Any, list[str | int]]] = {}
+        for parent, k, path in _candidates(value, (root,)):
+            if path in handled or (
+                len(path) > 2 and any(path[:i] in handled for i in range(2, len(path)))
+            ):
+                continue  # a rule's output, or below a field a rule handled (kept, say)
+            v = parent[k]
+            findings = cache.get(v)
+            if findings is None:
+                findings = find_pii(v, kinds)
+                if len(v) <= 512:
+                    if len(cache) >= 65_536:
+                        cache.clear()
+                    cache[v] = findings
+            if not findings:
+                continue
+            if action == "drop":
+                dropped.setdefault(id(parent), (parent, []))[1].append(k)
+            else:
+                parent[k] = _replace(v, findings, replace)
+                hashed = hashed or action == "hash"
+            entries.append(f"{render(path)}:{action}")
+        for parent, keys in dropped.values():
+            for k in reversed(keys):  # indices from the last: the earlier ones stay put
+                del parent[k]
         return hashed
 
     def _replacer(self, action: str) -> Callable[[str, str], str]:
