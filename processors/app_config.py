@@ -75,7 +75,7 @@ def build_app(settings: ProcessorSettings, layout: TopicLayout) -> SegflowApp:
     """The Faust app (no tables, agent or tasks yet) with the producer, consumer and commit
     options of `settings`."""
     s = settings
-    return SegflowApp(
+    app = SegflowApp(
         s.app_id,
         broker=faust_broker_url(s.kafka),
         broker_client_id=f"{s.kafka.client_id}-process",
@@ -99,6 +99,9 @@ def build_app(settings: ProcessorSettings, layout: TopicLayout) -> SegflowApp:
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
     )
+    app.fetch_min_bytes = s.fetch_min_bytes
+    app.fetch_max_wait_ms = s.fetch_max_wait_ms
+    return app
 
 
 def build_tables(

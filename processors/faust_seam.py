@@ -344,8 +344,34 @@ class CommitWatch:
         return due
 
 
+class LeanConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread whose worker consumer fetches with the app's
+    ``fetch_min_bytes`` and ``fetch_max_wait_ms`` (Faust fixes them at 1 byte and 1.5 s: at
+    live rates a fetch then answers for each few records, and the consumer thread spent more
+    CPU per event than the whole agent; bench/results/cost-per-event.md)."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        app: Any = self.app
+        for attribute, value in (
+            ("_fetch_min_bytes", app.fetch_min_bytes),
+            ("_fetch_max_wait_ms", app.fetch_max_wait_ms),
+        ):
+            if not hasattr(consumer, attribute):
+                raise FaustSeamError(
+                    f"aiokafka's consumer has no {attribute} (aiokafka "
+                    f"{importlib.metadata.version('aiokafka')}): the processors set their fetch "
+                    "size through it; pin the aiokafka version they support"
+                )
+            setattr(consumer, attribute, value)
+        return consumer
+
+
 class LeanConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer delivering one list of messages per fetch."""
+
+    def _new_consumer_thread(self) -> LeanConsumerThread:
+        return LeanConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -657,6 +683,9 @@ class SegflowApp(faust.App):
     rebalance_listener: RebalanceListener | None = None
     commit_watch: CommitWatch | None = None
     commit_stall_listener: CommitStallListener | None = None
+    #: the worker consumer's fetch size: bytes a fetch waits for, at most this long (ms)
+    fetch_min_bytes: int = 1
+    fetch_max_wait_ms: int = 1500
 
     def __init__(self, id: str, **options: Any) -> None:
         super().__init__(id, TableManager=SegflowTableManager, **options)

@@ -52,6 +52,20 @@ class ProcessorSettings(SegflowSettings):
         description="Seconds between commits (= transaction length): output is readable after "
         "its commit; shorter costs more commit requests per second (Kafka Streams uses 0.1)",
     )
+    fetch_max_wait_ms: int = Field(
+        100,
+        ge=0,
+        le=1500,
+        description="How long the broker may hold a fetch for more records (up to "
+        "fetch_min_bytes): at live rates fewer, larger fetches cost the consumer less CPU per "
+        "event for at most this much more latency; a backlog fills each fetch at once",
+    )
+    fetch_min_bytes: int = Field(
+        262_144,
+        ge=1,
+        description="Bytes a fetch waits for (at most fetch_max_wait_ms) before the broker "
+        "answers; 1: answer as soon as any record is there (the client's default)",
+    )
     commit_stall_s: float = Field(
         15.0,
         gt=0,

@@ -492,3 +492,39 @@ def test_a_commit_commits_every_transaction_side_by_side_and_raises_the_first_fa
         assert not any(lock.locked() for lock in producer._trn_locks.values())
 
     asyncio.run(run())
+
+
+def test_the_worker_consumer_fetches_with_the_configured_size(tmp_path: Path) -> None:
+    """Faust builds its worker consumer with 1 byte and 1.5 s; the seam's consumer thread sets
+    the settings' fetch size on it before it starts (no broker is reached: built, not
+    started)."""
+    s = settings(tmp_path).model_copy(update={"fetch_min_bytes": 123_456, "fetch_max_wait_ms": 42})
+    layout = TopicLayout(3, {t: 3 for t in s.kafka.topics.all_clean()})
+    proc = ProcessorApp(s, load_rules(None), CollectorRegistry(), layout)
+    thread = proc.app.consumer._thread  # type: ignore[attr-defined]
+    assert isinstance(thread, faust_seam.LeanConsumerThread)
+
+    async def build() -> Any:
+        return thread._create_worker_consumer(proc.app.transport)
+
+    consumer = asyncio.run(build())
+    assert (consumer._fetch_min_bytes, consumer._fetch_max_wait_ms) == (123_456, 42)
+    defaults = ProcessorSettings.model_fields
+    assert defaults["fetch_min_bytes"].default == 262_144
+    assert defaults["fetch_max_wait_ms"].default == 100
+
+
+def test_a_consumer_without_the_fetch_attributes_fails_naming_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc = processor(tmp_path)
+    thread = proc.app.consumer._thread  # type: ignore[attr-defined]
+
+    class Bare:
+        pass
+
+    monkeypatch.setattr(
+        faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer", lambda self, t: Bare()
+    )
+    with pytest.raises(FaustSeamError, match="_fetch_min_bytes"):
+        thread._create_worker_consumer(proc.app.transport)
