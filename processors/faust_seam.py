@@ -346,9 +346,9 @@ class CommitWatch:
 
 class LeanConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """Faust's consumer thread whose worker consumer fetches with the app's
-    ``fetch_min_bytes`` and ``fetch_max_wait_ms`` (Faust fixes them at 1 byte and 1.5 s: at
-    live rates a fetch then answers for each few records, and the consumer thread spent more
-    CPU per event than the whole agent; bench/results/cost-per-event.md)."""
+    ``fetch_min_bytes`` and ``fetch_max_wait_ms`` (Faust fixes them at 1 byte and 1.5 s, the
+    settings' defaults too: well below a worker's capacity a fetch then answers for each few
+    records; bench/results/cost-per-event.md)."""
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
