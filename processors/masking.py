@@ -297,11 +297,7 @@ class Masker:
                         path = (*prefix, k)
                         if path in handled:  # a rule's output (a hash, a truncated IP)
                             continue
-                        findings = find_pii(v, kinds)
-                        if len(v) <= 512:
-                            if len(cache) >= 65_536:
-                                cache.clear()
-                            cache[v] = findings
+                        findings = self._find(v, kinds)
                         if not findings:
                             continue
                     elif not findings:
@@ -324,57 +320,52 @@ class Masker:
             for k in reversed(dropped):
                 del container[k]
 
-        walk = visit if _candidates is None or not self.native_walk else None
+        def screened(container: dict[str, Any], prefix: Path) -> None:
+            # What visit does, in the same order, from the string values that may hold PII
+            # (processors/_prescreen.c, ``candidates``) without looking at the others
+            nonlocal hashed
+            dropped: dict[int, tuple[Any, list[str | int]]] = {}
+            for parent, k, path in _candidates(container, prefix):
+                if path in handled or (
+                    len(path) > 2 and any(path[:i] in handled for i in range(2, len(path)))
+                ):
+                    continue  # a rule's output, or below a field a rule handled (kept, say)
+                v = parent[k]
+                findings = cache.get(v)
+                if findings is None:
+                    findings = self._find(v, kinds)
+                if not findings:
+                    continue
+                if action == "drop":
+                    dropped.setdefault(id(parent), (parent, []))[1].append(k)
+                else:
+                    parent[k] = _replace(v, findings, replace)
+                    hashed = hashed or action == "hash"
+                entries.append(f"{render(path)}:{action}")
+            for parent, keys in dropped.values():
+                for k in reversed(keys):  # indices from the last: the earlier ones stay put
+                    del parent[k]
+
+        walk = visit if _candidates is None or not self.native_walk else screened
         for root in roots:
             value = doc.get(root)
             if isinstance(value, dict) and value:
                 before = len(entries)
-                if walk is not None:
-                    walk(value, (root,))
-                else:
-                    hashed = self._detect_candidates(value, root, handled, entries) or hashed
+                walk(value, (root,))
                 if touched is not None and len(entries) > before:
                     touched.add(root)
         return hashed
 
-    def _detect_candidates(
-        self, value: dict[str, Any], root: str, handled: set[Path], entries: list[str]
-    ) -> bool:
-        """The detector's walk of one root from the string values that may hold PII
-        (processors/_prescreen.c, ``candidates``): what ``visit`` in :meth:`_detect` does, in
-        the same order, without looking at the values that cannot hold a finding."""
-        assert self._detector is not None
-        kinds = self._detector.kinds
-        action = self._detector.action
-        cache = self._findings
-        replace = self._replace_finding
-        hashed = False
-        dropped: dict[int, tuple[Any, list[str | int]]] = {}
-        for parent, k, path in _candidates(value, (root,)):
-            if path in handled or (
-                len(path) > 2 and any(path[:i] in handled for i in range(2, len(path)))
-            ):
-                continue  # a rule's output, or below a field a rule handled (kept, say)
-            v = parent[k]
-            findings = cache.get(v)
-            if findings is None:
-                findings = find_pii(v, kinds)
-                if len(v) <= 512:
-                    if len(cache) >= 65_536:
-                        cache.clear()
-                    cache[v] = findings
-            if not findings:
-                continue
-            if action == "drop":
-                dropped.setdefault(id(parent), (parent, []))[1].append(k)
-            else:
-                parent[k] = _replace(v, findings, replace)
-                hashed = hashed or action == "hash"
-            entries.append(f"{render(path)}:{action}")
-        for parent, keys in dropped.values():
-            for k in reversed(keys):  # indices from the last: the earlier ones stay put
-                del parent[k]
-        return hashed
+    def _find(self, text: str, kinds: Any) -> list[Any]:
+        """:func:`find_pii`, remembered for texts up to 512 characters (context values, user
+        agents and URLs repeat from event to event; the memo is bounded)."""
+        findings = find_pii(text, kinds)
+        if len(text) <= 512:
+            cache = self._findings
+            if len(cache) >= 65_536:
+                cache.clear()
+            cache[text] = findings
+        return findings
 
     def _replacer(self, action: str) -> Callable[[str, str], str]:
         if action == "hash":
