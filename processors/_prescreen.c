@@ -150,6 +150,12 @@ static int may_hold(PyObject *v) {
     return 0;
 }
 
+/* Whether `v` is a non-empty exact dict or list: what the walks descend into. */
+static int walkable(PyObject *v) {
+    return (PyDict_CheckExact(v) && PyDict_GET_SIZE(v)) ||
+           (PyList_CheckExact(v) && PyList_GET_SIZE(v));
+}
+
 static PyObject *join_path(PyObject *prefix, PyObject *key) {
     Py_ssize_t n = PyTuple_GET_SIZE(prefix);
     PyObject *path = PyTuple_New(n + 1);
@@ -205,9 +211,7 @@ static int visit_value(PyObject *out, PyObject *parent, PyObject *key, PyObject 
         Py_DECREF(item);
         return rc;
     }
-    int is_dict = PyDict_CheckExact(value);
-    if (!is_dict && !PyList_CheckExact(value)) return 0;
-    if ((is_dict ? PyDict_GET_SIZE(value) : PyList_GET_SIZE(value)) == 0) return 0;
+    if (!walkable(value)) return 0;
     PyObject *path = join_path(prefix, key);
     if (path == NULL) return -1;
     int rc = visit_container(out, value, path);
@@ -241,17 +245,13 @@ static int keys_walk(PyObject *container) {
                 found = 1;
                 break;
             }
-            if ((PyDict_CheckExact(value) && PyDict_GET_SIZE(value)) ||
-                (PyList_CheckExact(value) && PyList_GET_SIZE(value)))
-                found = keys_walk(value);
+            if (walkable(value)) found = keys_walk(value);
         }
     } else {
         Py_ssize_t n = PyList_GET_SIZE(container);
         for (Py_ssize_t i = 0; i < n && !found; i++) {
             PyObject *value = PyList_GET_ITEM(container, i);
-            if ((PyDict_CheckExact(value) && PyDict_GET_SIZE(value)) ||
-                (PyList_CheckExact(value) && PyList_GET_SIZE(value)))
-                found = keys_walk(value);
+            if (walkable(value)) found = keys_walk(value);
         }
     }
     Py_LeaveRecursiveCall();
