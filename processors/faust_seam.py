@@ -45,7 +45,22 @@ tells the app's ``commit_stall_listener`` (a metric) and seeks the partition bac
 committed offset, from where the hole is read again; what had been processed after it is found
 in the dedupe state and dropped, its output still in the open transaction, which the next commit
 commits. (Were that transaction aborted already, the worker's next send or commit in it would
-fail and the worker restart from the committed state, as after any failed hand-off.)
+fail and the worker restart from the committed state, as after any failed hand-off.) The records
+after the hole were then processed before it: the last resort, for a hole the fetch loop's check
+of Order (below) did not keep from being processed past.
+
+Order. A partition's records must be processed in offset order: stitching refuses a shared
+device's sixth userId, so an identify processed after a later one links another user. Records
+dropped unprocessed leave a hole when nothing seeks back over them: aiokafka's
+``seek_to_committed`` does not seek a partition whose committed offset is None or 0 (a new
+consumer group), and a fetch can be lost with its cancelled caller at the end of a rebalance.
+The records after such a hole were processed before it once :class:`CommitWatch` read it again
+(an identify of a shared device, say, refused behind later ones). So :class:`LeanConsumer` keeps
+the offset each raw partition's next record must have (the committed offset after a rebalance,
+the log start with none committed, then one past the last record delivered) and delivers no
+fetch that starts past it: the partition is sought back to that offset and read again. A fetch
+that starts at the same offset once more had a genuine gap (a transaction's marker or aborted
+records, a retention cut) and is delivered.
 
 It also asks the broker for the offsets table recovery reads the changelogs up to
 (:meth:`LeanConsumer.highwaters`): Faust's own answer under exactly-once is a cached value that is
@@ -378,6 +393,51 @@ class LeanConsumer(faust_aiokafka.Consumer):
         #: low watermark and end offset of each changelog partition, as last asked by recovery
         self.low_offsets: dict[TP, int] = {}
         self.end_offsets: dict[TP, int] = {}
+        #: raw partition -> the offset its next delivered record must have (see Order), in
+        #: consumer generation `expected_generation` (forgotten at the next: an offset of an
+        #: earlier assignment says nothing of the partition's records now)
+        self.expected: dict[TP, int] = {}
+        self.expected_generation: int | None = None
+        #: raw partition -> (expected offset, first offset fetched) of the last gap read again
+        self.gaps_checked: dict[TP, tuple[int, int]] = {}
+
+    def _expect_in(self, generation: int) -> None:
+        """Forget the expected offsets of an earlier consumer generation."""
+        if self.expected_generation != generation:
+            self.expected.clear()
+            self.gaps_checked.clear()
+            self.expected_generation = generation
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Seek every assigned partition to its committed offset (Faust's), and expect each raw
+        partition's next delivered record at that offset; with none committed, at its log
+        start, and at 0 for offset 0 (aiokafka does not seek those two: the client's position
+        may be past records a rebalance dropped, the hole of the module doc, Order, which the
+        fetch loop then reads again).
+
+        No seek of its own: the fetch loop may deliver records while this runs (Faust resumes
+        the flow for table recovery, before it seeks), and a seek back over them would have
+        them processed twice. A partition delivered meanwhile keeps the offset its delivery
+        set."""
+        app: Any = self.app
+        self._expect_in(app.consumer_generation_id)
+        before = dict(self.expected)
+        committed = await super().seek_to_committed()
+        raw = [tp for tp in committed if tp.topic in app.batch_topics]
+        offsets = {tp: committed[tp] for tp in raw if committed[tp] is not None}
+        fresh = [tp for tp in raw if committed[tp] is None]
+        if fresh:
+            thread: Any = self._thread
+            lows = await thread.earliest_offsets(*fresh)
+            offsets.update({tp: lows[tp] for tp in fresh if lows.get(tp) is not None})
+        for tp in raw:
+            if self.expected.get(tp) != before.get(tp):
+                continue  # delivered meanwhile
+            if tp in offsets:
+                self.expected[tp] = offsets[tp]
+            else:
+                self.expected.pop(tp, None)
+        return committed
 
     async def earliest_offsets(self, *partitions: TP) -> Mapping[TP, int]:
         """Faust's answer, recorded (recovery asks it for the changelogs it reads)."""
@@ -438,9 +498,11 @@ class LeanConsumer(faust_aiokafka.Consumer):
                 await self.perform_seek()
                 continue
             generation = app.consumer_generation_id
+            self._expect_in(generation)
             sink: BatchSink | None = app.batch_sink
             batch: list[Message] = []
             advanced: list[tuple[TP, int]] = []
+            rewind: dict[TP, int] = {}
             for tp, fetched in records.items():
                 if active is not None and tp not in active and tp not in self._buffered_partitions:
                     continue
@@ -448,6 +510,11 @@ class LeanConsumer(faust_aiokafka.Consumer):
                 r_offset = read_offset[tp]
                 acks = acks_enabled_for(tp.topic)
                 batched = sink is not None and tp.topic in batch_topics
+                if batched:
+                    gap = self._unchecked_gap(tp, fetched, r_offset)
+                    if gap is not None:
+                        rewind[tp] = gap
+                        continue
                 for record in fetched:
                     offset = record.offset
                     if r_offset is not None and offset < r_offset:
@@ -465,6 +532,8 @@ class LeanConsumer(faust_aiokafka.Consumer):
                     read_offset[tp] = offset
                 if batched and r_offset is not None:
                     advanced.append((tp, r_offset))
+            if rewind:
+                await self._read_gaps_again(rewind)
             if commit_every is not None and self._n_acked >= commit_every:
                 self._n_acked = 0
                 await self.commit()
@@ -476,9 +545,37 @@ class LeanConsumer(faust_aiokafka.Consumer):
             # committed offsets; moving them afterwards would undo that seek, and the records
             # read again would be skipped as read, never acked, and the partition's commits
             # stuck behind them (or, with nothing committed yet, made past them)
+            expected = self.expected
             for tp, offset in advanced:
                 read_offset[tp] = offset
+                expected[tp] = offset + 1
             await sink(batch)
+
+    def _unchecked_gap(self, tp: TP, fetched: Sequence[Any], r_offset: int | None) -> int | None:
+        """The offset to read `tp` again from when its fetch starts past the offset its next
+        record must have and that gap was not read again yet (see the module doc, Order);
+        None to deliver the fetch."""
+        expected = self.expected.get(tp)
+        if expected is None:
+            return None
+        first = next((r.offset for r in fetched if r_offset is None or r.offset >= r_offset), None)
+        if first is None or first <= expected or self.gaps_checked.get(tp) == (expected, first):
+            return None
+        self.gaps_checked[tp] = (expected, first)
+        return expected
+
+    async def _read_gaps_again(self, rewind: Mapping[TP, int]) -> None:
+        """Seek the partitions whose fetch skipped offsets back to the first one skipped."""
+        for tp, offset in rewind.items():
+            logger.warning(
+                "%s fetched from offset %d while offset %d was next: reading it again from %d, "
+                "so that no record is processed before one that precedes it",
+                tp,
+                self.gaps_checked[tp][1],
+                offset,
+                offset,
+            )
+        await self._thread.seek_wait(dict(rewind))
 
     def _new_offset(self, tp: TP) -> int | None:
         """Faust's committable offset of `tp`, told to the app's :class:`CommitWatch`."""
@@ -535,6 +632,7 @@ class LeanConsumer(faust_aiokafka.Consumer):
                 app.commit_stall_listener(tp, committed, lowest_acked)
         if partitions:
             await self._thread.seek_wait(partitions)
+            self.expected.update(partitions)
 
 
 async def consumer_view(app: faust.App, tps: Iterable[TP], timeout_s: float = 3.0) -> str:
@@ -755,6 +853,14 @@ def _members(app: faust.App) -> list[tuple[Any, Member]]:
         (
             faust_aiokafka.AIOKafkaConsumerThread,
             Member("faust AIOKafkaConsumerThread", "seek_wait", "coroutine"),
+        ),
+        (
+            faust_aiokafka.AIOKafkaConsumerThread,
+            Member("faust AIOKafkaConsumerThread", "earliest_offsets", "coroutine"),
+        ),
+        (
+            faust_aiokafka.Consumer,
+            Member("faust aiokafka Consumer", "seek_to_committed", "coroutine"),
         ),
         (consumer, Member("faust Consumer", "_acked_index", "attribute", (dict,))),
         (consumer, Member("faust Consumer", "_acked", "attribute", (dict,))),

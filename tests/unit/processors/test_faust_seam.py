@@ -528,3 +528,163 @@ def test_a_consumer_without_the_fetch_attributes_fails_naming_them(
     )
     with pytest.raises(FaustSeamError, match="_fetch_min_bytes"):
         thread._create_worker_consumer(proc.app.transport)
+
+
+def _drain_fetches(
+    tmp_path: Path, fetches: list[list[int]], expected: int | None, expected_generation: int = 2
+) -> tuple[Any, TP, list[list[int]], list[dict[TP, int]]]:
+    """Run the fetch loop over `fetches` (each a list of offsets of one raw partition), the
+    partition's next offset being `expected`; returns the consumer, the partition, the offsets
+    delivered per batch and the seeks made. A seek makes the next fetch start where it sought,
+    as the client does, unless that fetch is given explicitly."""
+    from aiokafka.structs import ConsumerRecord
+
+    proc = processor(tmp_path)
+    app = proc.app
+    consumer: Any = app.consumer
+    assert isinstance(consumer, LeanConsumer)
+    tp = TP(proc.topics.raw("identify"), 1)
+    app.batch_topics = frozenset({tp.topic})
+    app.consumer_generation_id = 2
+    consumer.expected_generation = expected_generation
+    if expected is not None:
+        consumer.expected[tp] = expected
+    pending = list(fetches)
+    delivered: list[list[int]] = []
+    seeks: list[dict[TP, int]] = []
+    loops = [0]
+
+    class Fetcher:
+        class _stopped:
+            @staticmethod
+            def is_set() -> bool:
+                return not pending or loops[0] > 20
+
+    async def wait_next_records(timeout: float) -> tuple[dict[TP, list[Any]], set[TP]]:
+        loops[0] += 1
+        await asyncio.sleep(0)
+        if not pending:
+            return {}, {tp}
+        offsets = pending.pop(0)
+        fetched = [
+            ConsumerRecord(tp.topic, tp.partition, o, 0, 0, b"k", b"v", None, 1, 1, ())
+            for o in offsets
+        ]
+        return {tp: fetched}, {tp}
+
+    async def seek_wait(partitions: Mapping[TP, int]) -> None:
+        seeks.append(dict(partitions))
+        for part, offset in partitions.items():
+            consumer._read_offset[part] = offset if offset > 0 else None
+
+    async def sink(batch: list[Any]) -> None:
+        delivered.append([m.offset for m in batch])
+
+    consumer._thread.seek_wait = seek_wait  # type: ignore[method-assign]
+    consumer._wait_next_records = wait_next_records  # type: ignore[method-assign]
+    consumer.highwater = lambda tp: 1000  # type: ignore[method-assign]
+    app.batch_sink = sink
+
+    async def drain() -> None:
+        await asyncio.wait_for(consumer._drain_messages(Fetcher()), 5)
+
+    asyncio.run(drain())
+    return consumer, tp, delivered, seeks
+
+
+def test_a_fetch_past_the_next_offset_is_not_delivered_and_read_again_from_it(
+    tmp_path: Path,
+) -> None:
+    """Offsets 100-104 were fetched and dropped with no seek back (the client's position past
+    them): the next fetch starts at 105. Delivered, 105-109 would be processed before 100-104
+    (a shared device's identify refused behind later ones). The fetch is held back, the
+    partition sought back to 100 and delivered from there, in order."""
+    consumer, tp, delivered, seeks = _drain_fetches(
+        tmp_path, [list(range(105, 110)), list(range(100, 112))], expected=100
+    )
+    assert seeks == [{tp: 100}]
+    assert delivered == [list(range(100, 112))]
+    assert consumer.expected[tp] == 112
+    assert consumer._read_offset[tp] == 111
+
+
+def test_a_genuine_gap_is_delivered_once_read_again(tmp_path: Path) -> None:
+    """Offsets 100-104 hold no record a read_committed consumer gets (a transaction's
+    aborted records and marker): reading again from 100 starts at 105 once more, which is
+    delivered; the next gap is checked anew."""
+    consumer, tp, delivered, seeks = _drain_fetches(
+        tmp_path,
+        [[105, 106], [105, 106], [107], [109, 110], [109, 110], [111]],
+        expected=100,
+    )
+    assert seeks == [{tp: 100}, {tp: 108}]
+    assert delivered == [[105, 106], [107], [109, 110], [111]]
+    assert consumer.expected[tp] == 112
+
+
+def test_a_fetch_at_or_before_the_next_offset_is_delivered(tmp_path: Path) -> None:
+    """No seek when a fetch starts where expected, when it repeats records (read again after
+    a seek back), and while nothing is expected (no seek known yet)."""
+    for fetches, expected, offsets in (
+        ([[100, 101], [102, 103]], 100, [100, 101, 102, 103]),
+        # the records before the last one read are skipped as read (as before the seam)
+        ([[100, 101], [98, 99, 100, 101, 102]], 100, [100, 101, 101, 102]),
+        ([[500, 501]], None, [500, 501]),
+    ):
+        consumer, tp, delivered, seeks = _drain_fetches(tmp_path, fetches, expected)
+        assert seeks == []
+        assert [o for b in delivered for o in b] == offsets
+        assert consumer.expected[tp] == offsets[-1] + 1
+
+
+def test_after_seeking_to_the_committed_offsets_records_are_expected_there(
+    tmp_path: Path,
+) -> None:
+    """After a rebalance's seek, each raw partition's next record is expected at its committed
+    offset; at its log start with none committed (aiokafka leaves the client's position there
+    alone, possibly past records a rebalance dropped), at 0 for 0. A partition the fetch loop
+    delivered while the seek ran keeps what that delivery set (a seek back over them, or
+    expecting them again, would have them processed twice). No seek of the seam's own;
+    changelog partitions are left to table recovery."""
+    proc = processor(tmp_path)
+    app = proc.app
+    consumer: Any = app.consumer
+    topic = proc.topics.raw("identify")
+    fresh, zero, done, gone, busy = (TP(topic, p) for p in range(5))
+    changelog = TP("seam-app-identity-changelog", 0)
+    app.batch_topics = frozenset({topic})
+    app.consumer_generation_id = consumer.expected_generation = 4
+    consumer.expected.update({gone: 70, busy: 12})  # an earlier assignment's
+    committed = {fresh: None, zero: 0, done: 40, gone: None, busy: 10, changelog: None}
+    asked: list[tuple[TP, ...]] = []
+
+    async def seek_to_committed() -> Mapping[TP, Any]:
+        consumer.expected[busy] = 15  # delivered while the seek ran
+        return committed
+
+    async def earliest_offsets(*partitions: TP) -> Mapping[TP, Any]:
+        asked.append(partitions)
+        return {fresh: 7, gone: None}
+
+    async def seek_wait(partitions: Mapping[TP, int]) -> None:
+        raise AssertionError(f"sought {partitions}")
+
+    thread: Any = consumer._thread
+    thread.seek_to_committed = seek_to_committed
+    thread.earliest_offsets = earliest_offsets
+    thread.seek_wait = seek_wait
+    assert asyncio.run(consumer.seek_to_committed()) == committed
+    assert asked == [(fresh, gone)]
+    assert consumer.expected == {fresh: 7, zero: 0, done: 40, busy: 15}
+
+
+def test_expected_offsets_of_an_earlier_generation_are_forgotten(tmp_path: Path) -> None:
+    """A partition expected at offset 70 in generation 1 (then revoked, and processed
+    elsewhere up to 200) is delivered from 200 in generation 2, not read again from 70; its
+    next fetch is checked against where that delivery ended."""
+    consumer, tp, delivered, seeks = _drain_fetches(
+        tmp_path, [[200, 201], [205], [205]], expected=70, expected_generation=1
+    )
+    assert seeks == [{tp: 202}]
+    assert delivered == [[200, 201], [205]]
+    assert (consumer.expected_generation, consumer.expected[tp]) == (2, 206)
