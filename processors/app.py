@@ -156,6 +156,8 @@ class ProcessorApp:
         self.app.commit_watch = CommitWatch(settings.commit_stall_s)
         stalls = self.metrics.commit_stalls
         self.app.commit_stall_listener = lambda tp, committed, acked: stalls.labels(tp.topic).inc()
+        skipped = self.metrics.skipped_fetches
+        self.app.skipped_fetch_listener = lambda tp, first, past: skipped.labels(tp.topic).inc()
 
     async def _on_rebalance(self, assigned: set[TP], revoked: set[TP], generation: int) -> set[TP]:
         raw = self.app.batch_topics

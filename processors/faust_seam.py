@@ -55,12 +55,14 @@ dropped unprocessed leave a hole when nothing seeks back over them: aiokafka's
 ``seek_to_committed`` does not seek a partition whose committed offset is None or 0 (a new
 consumer group), and a fetch can be lost with its cancelled caller at the end of a rebalance.
 The records after such a hole were processed before it once :class:`CommitWatch` read it again
-(an identify of a shared device, say, refused behind later ones). So :class:`LeanConsumer` keeps
-the offset each raw partition's next record must have (the committed offset after a rebalance,
-the log start with none committed, then one past the last record delivered) and delivers no
-fetch that starts past it: the partition is sought back to that offset and read again. A fetch
-that starts at the same offset once more had a genuine gap (a transaction's marker or aborted
-records, a retention cut) and is delivered.
+(an identify of a shared device, say, refused behind later ones), or never: Faust takes a gap
+between the offsets it reads for a transaction's marker and aborted records, and commits past
+it. So :class:`LeanConsumer` keeps the offset each raw partition's next record must have (the
+committed offset after a rebalance, the log start with none committed, then one past the last
+record delivered) and delivers no fetch that starts past it: the partition is sought back to
+that offset and read again. A fetch that starts at the same offset once more had a genuine gap
+(a transaction's marker or aborted records, a retention cut) and is delivered. Gaps inside one
+fetch are the client's own reading and are taken as they are.
 
 It also asks the broker for the offsets table recovery reads the changelogs up to
 (:meth:`LeanConsumer.highwaters`): Faust's own answer under exactly-once is a cached value that is
@@ -113,6 +115,8 @@ BatchSink = Callable[[list[Message]], Awaitable[None]]
 RebalanceListener = Callable[[set[TP], set[TP], int], Awaitable[set[TP]]]
 #: (partition, committed offset, lowest acked offset) of a partition read again after a stall
 CommitStallListener = Callable[[TP, int, int], None]
+#: (partition, first offset skipped, first offset fetched past them)
+SkippedFetchListener = Callable[[TP, int, int], None]
 
 
 class FaustSeamError(FatalError):
@@ -515,6 +519,7 @@ class LeanConsumer(faust_aiokafka.Consumer):
                     if gap is not None:
                         rewind[tp] = gap
                         continue
+                n_before = len(batch)
                 for record in fetched:
                     offset = record.offset
                     if r_offset is not None and offset < r_offset:
@@ -530,7 +535,7 @@ class LeanConsumer(faust_aiokafka.Consumer):
                     await callback(to_message(tp, record))
                     r_offset = offset
                     read_offset[tp] = offset
-                if batched and r_offset is not None:
+                if batched and r_offset is not None and len(batch) > n_before:
                     advanced.append((tp, r_offset))
             if rewind:
                 await self._read_gaps_again(rewind)
@@ -554,22 +559,39 @@ class LeanConsumer(faust_aiokafka.Consumer):
     def _unchecked_gap(self, tp: TP, fetched: Sequence[Any], r_offset: int | None) -> int | None:
         """The offset to read `tp` again from when its fetch starts past the offset its next
         record must have and that gap was not read again yet (see the module doc, Order);
-        None to deliver the fetch."""
+        None to deliver the fetch. A fetch read again that starts at the expected offset shows
+        the gap was a hole: logged, and told to the app's ``skipped_fetch_listener``."""
         expected = self.expected.get(tp)
         if expected is None:
             return None
         first = next((r.offset for r in fetched if r_offset is None or r.offset >= r_offset), None)
-        if first is None or first <= expected or self.gaps_checked.get(tp) == (expected, first):
+        if first is None:
             return None
+        checked = self.gaps_checked.pop(tp, None)
+        if first <= expected:
+            if checked is not None and checked[0] == first:
+                logger.warning(
+                    "%s: offsets %d to %d had been skipped (fetched and dropped, or lost, with "
+                    "no seek back over them); read again, in order",
+                    tp,
+                    first,
+                    checked[1] - 1,
+                )
+                app: Any = self.app
+                listener: SkippedFetchListener | None = app.skipped_fetch_listener
+                if listener is not None:
+                    listener(tp, first, checked[1])
+            return None
+        if checked == (expected, first):
+            return None  # a genuine gap: reading again started past it too
         self.gaps_checked[tp] = (expected, first)
         return expected
 
     async def _read_gaps_again(self, rewind: Mapping[TP, int]) -> None:
         """Seek the partitions whose fetch skipped offsets back to the first one skipped."""
         for tp, offset in rewind.items():
-            logger.warning(
-                "%s fetched from offset %d while offset %d was next: reading it again from %d, "
-                "so that no record is processed before one that precedes it",
+            logger.info(
+                "%s fetched from offset %d while offset %d was next: reading it again from %d",
                 tp,
                 self.gaps_checked[tp][1],
                 offset,
@@ -773,7 +795,8 @@ class SegflowApp(faust.App):
     ``batch_sink``, when set, receives the fetched messages of ``batch_topics`` instead of the
     conductor, one list per fetch; ``rebalance_listener``, when set, hears of each rebalance;
     ``commit_watch``, when set, has partitions whose commits are stuck read again (and
-    ``commit_stall_listener`` hears of each).
+    ``commit_stall_listener`` hears of each); ``skipped_fetch_listener``, when set, hears of
+    each hole the consumer read again before delivering what followed it.
     """
 
     batch_sink: BatchSink | None = None
@@ -781,6 +804,7 @@ class SegflowApp(faust.App):
     rebalance_listener: RebalanceListener | None = None
     commit_watch: CommitWatch | None = None
     commit_stall_listener: CommitStallListener | None = None
+    skipped_fetch_listener: SkippedFetchListener | None = None
     #: the worker consumer's fetch size: bytes a fetch waits for, at most this long (ms)
     fetch_min_bytes: int = 1
     fetch_max_wait_ms: int = 1500

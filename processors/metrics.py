@@ -147,6 +147,14 @@ class ProcessorMetrics:
             ["topic"],
             registry=registry,
         )
+        self.skipped_fetches = Counter(
+            "segflow_process_skipped_fetches_total",
+            "Fetches that started past the next offset of their partition where reading again "
+            "from that offset found records (fetched and dropped, or lost, with no seek back): "
+            "read in order before what followed them",
+            ["topic"],
+            registry=registry,
+        )
         self.batch_seconds = Histogram(
             "segflow_process_batch_seconds",
             "Seconds to process and hand over one batch",

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from schemas.codec import CLEAN_EVENT
+from schemas.codec import CLEAN_EVENT, IDENTITY_LINK
 from tests.integration.conftest import free_port
 from tests.integration.processors_harness import (
     CODEC,
@@ -436,6 +436,93 @@ def test_a_partition_whose_commits_are_stuck_is_read_again_and_loses_nothing(
     assert holes == PARTITIONS, f"{holes} partitions read again; the log's end:\n{text[-4000:]}"
     assert metric_sum(metrics, "segflow_process_commit_stalls_total") == PARTITIONS
     assert_exactly_once(read_clean(env, len(records)), {r["messageId"] for r in records})
+
+
+#: test-only start-up code of the worker (a sitecustomize module on its PYTHONPATH): the first
+#: fetch of each partition of SEGFLOW_TEST_LOSE_TOPIC that holds offsets from
+#: SEGFLOW_TEST_LOSE_FROM on loses them, as a fetch lost with its cancelled caller: the client's
+#: position is past them, and the records were never delivered
+LOSE_HOOK = """
+import os
+
+from processors import faust_seam
+
+_topic = os.environ["SEGFLOW_TEST_LOSE_TOPIC"]
+_from = int(os.environ["SEGFLOW_TEST_LOSE_FROM"])
+_lost = set()
+_wait_next_records = faust_seam.LeanConsumer._wait_next_records
+
+
+async def wait_next_records(self, timeout):
+    records, active = await _wait_next_records(self, timeout)
+    for tp in list(records):
+        fetched = records[tp]
+        if tp.topic == _topic and tp not in _lost and fetched and fetched[-1].offset >= _from:
+            _lost.add(tp)
+            records[tp] = [r for r in fetched if r.offset < _from]
+            print(f"test hook: lost offsets {_from}..{fetched[-1].offset} of {tp}", flush=True)
+    return records, active
+
+
+faust_seam.LeanConsumer._wait_next_records = wait_next_records
+"""
+
+
+def test_a_lost_fetch_is_read_again_before_the_records_after_it(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A shared device: identifies of one anonymousId, at most 5 userIds linked to it. The
+    fetch holding offsets 40 on is lost (the client's position past them); the identify of a
+    sixth user comes after. Processed in order, the sixth is refused. Delivered as fetched, the
+    sixth was linked and the gap before it taken for a transaction's marker and aborted
+    records: committed past, the lost records were never processed (a reader of the commit
+    watch's stall would have processed them after the sixth, refusing a fifth). The worker
+    reads the partition again from offset 40 before processing the sixth: the first five are
+    linked, the hole counted, every event once."""
+    env = make_env(kafka_bootstrap, tmp_path, partitions=PARTITIONS)
+    users = ["a"] * 40 + ["b", "c", "d", "e"] + ["e"] * 16  # offsets 0-59 of one partition
+    first = [raw_event("identify", anonymous_id="kiosk", user_id=f"u-{u}") for u in users]
+    sixth = raw_event("identify", anonymous_id="kiosk", user_id="u-f")
+    produce(env.bootstrap, env.topics, first)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(LOSE_HOOK)
+    log = tmp_path / "worker.log"
+    port = free_port()
+    worker = start_worker(
+        env,
+        log,
+        PYTHONPATH=f"{hook}{os.pathsep}{REPO}",
+        SEGFLOW_TEST_LOSE_TOPIC=env.topics.raw("identify"),
+        SEGFLOW_TEST_LOSE_FROM="40",
+        SEGFLOW_PROCESS_COMMIT_STALL_S="2",
+        SEGFLOW_PROCESS_METRICS_PORT=str(port),
+        **WORKER,
+    )
+    reader = TopicReader(env.bootstrap, [env.topics.identity])
+    try:
+        deadline = time.monotonic() + 90
+        while "test hook: lost offsets 40.." not in log.read_text(errors="replace"):
+            assert worker.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
+            time.sleep(0.2)
+        produce(env.bootstrap, env.topics, [sixth])
+        wait_all_committed(env, [worker], timeout_s=90, log=log)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        links = reader.poll_until(lambda rs: False, timeout_s=3)
+    finally:
+        reader.close()
+        stop_worker(worker)
+    text = log.read_text(errors="replace")
+    linked = {
+        CODEC.decode(IDENTITY_LINK, r.value)["canonicalUserId"]
+        for r in links
+        if CODEC.decode(IDENTITY_LINK, r.value)["identifier"] == "kiosk"
+    }
+    assert linked == {"u-a", "u-b", "u-c", "u-d", "u-e"}, text[-4000:]
+    assert "offsets 40 to 59 had been skipped" in text, text[-4000:]
+    assert metric_sum(metrics, "segflow_process_skipped_fetches_total") == 1
+    assert metric_sum(metrics, "segflow_process_commit_stalls_total") == 0
+    assert_exactly_once(read_clean(env, len(first) + 1), {r["messageId"] for r in [*first, sixth]})
 
 
 #: test-only start-up code of the worker (a sitecustomize module on its PYTHONPATH): once the

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -531,10 +531,15 @@ def test_a_consumer_without_the_fetch_attributes_fails_naming_them(
 
 
 def _drain_fetches(
-    tmp_path: Path, fetches: list[list[int]], expected: int | None, expected_generation: int = 2
+    tmp_path: Path,
+    fetches: Sequence[list[int] | tuple[list[int], list[int]]],
+    expected: int | None,
+    expected_generation: int = 2,
+    read_offset: int | None = None,
 ) -> tuple[Any, TP, list[list[int]], list[dict[TP, int]]]:
-    """Run the fetch loop over `fetches` (each a list of offsets of one raw partition), the
-    partition's next offset being `expected`; returns the consumer, the partition, the offsets
+    """Run the fetch loop over `fetches` (each a list of offsets of one raw partition, or a
+    pair: those and the offsets of another partition fetched with them), the partition's next
+    offset being `expected`; returns the consumer, the partition, the offsets
     delivered per batch and the seeks made. A seek makes the next fetch start where it sought,
     as the client does, unless that fetch is given explicitly."""
     from aiokafka.structs import ConsumerRecord
@@ -543,16 +548,19 @@ def _drain_fetches(
     app = proc.app
     consumer: Any = app.consumer
     assert isinstance(consumer, LeanConsumer)
-    tp = TP(proc.topics.raw("identify"), 1)
+    tp, other = TP(proc.topics.raw("identify"), 1), TP(proc.topics.raw("identify"), 2)
     app.batch_topics = frozenset({tp.topic})
     app.consumer_generation_id = 2
     consumer.expected_generation = expected_generation
+    if read_offset is not None:  # as a seek leaves it: the next offset to read
+        consumer._read_offset[tp] = read_offset
     if expected is not None:
         consumer.expected[tp] = expected
     pending = list(fetches)
     delivered: list[list[int]] = []
     seeks: list[dict[TP, int]] = []
     loops = [0]
+    app.skipped_fetch_listener = lambda *heard: seeks.append({"heard": heard})  # type: ignore[dict-item]
 
     class Fetcher:
         class _stopped:
@@ -565,12 +573,17 @@ def _drain_fetches(
         await asyncio.sleep(0)
         if not pending:
             return {}, {tp}
-        offsets = pending.pop(0)
-        fetched = [
-            ConsumerRecord(tp.topic, tp.partition, o, 0, 0, b"k", b"v", None, 1, 1, ())
-            for o in offsets
-        ]
-        return {tp: fetched}, {tp}
+        item = pending.pop(0)
+        mine, others = item if isinstance(item, tuple) else (item, [])
+        fetched = {
+            part: [
+                ConsumerRecord(part.topic, part.partition, o, 0, 0, b"k", b"v", None, 1, 1, ())
+                for o in offsets
+            ]
+            for part, offsets in ((tp, mine), (other, others))
+            if part == tp or offsets
+        }
+        return fetched, {tp, other}
 
     async def seek_wait(partitions: Mapping[TP, int]) -> None:
         seeks.append(dict(partitions))
@@ -578,7 +591,9 @@ def _drain_fetches(
             consumer._read_offset[part] = offset if offset > 0 else None
 
     async def sink(batch: list[Any]) -> None:
-        delivered.append([m.offset for m in batch])
+        offsets = [m.offset for m in batch if m.partition == tp.partition]
+        if offsets:
+            delivered.append(offsets)
 
     consumer._thread.seek_wait = seek_wait  # type: ignore[method-assign]
     consumer._wait_next_records = wait_next_records  # type: ignore[method-assign]
@@ -602,7 +617,7 @@ def test_a_fetch_past_the_next_offset_is_not_delivered_and_read_again_from_it(
     consumer, tp, delivered, seeks = _drain_fetches(
         tmp_path, [list(range(105, 110)), list(range(100, 112))], expected=100
     )
-    assert seeks == [{tp: 100}]
+    assert seeks == [{tp: 100}, {"heard": (tp, 100, 105)}]  # the seek, then the hole heard of
     assert delivered == [list(range(100, 112))]
     assert consumer.expected[tp] == 112
     assert consumer._read_offset[tp] == 111
@@ -624,12 +639,14 @@ def test_a_genuine_gap_is_delivered_once_read_again(tmp_path: Path) -> None:
 
 def test_a_fetch_at_or_before_the_next_offset_is_delivered(tmp_path: Path) -> None:
     """No seek when a fetch starts where expected, when it repeats records (read again after
-    a seek back), and while nothing is expected (no seek known yet)."""
+    a seek back), and while nothing is expected (no seek known yet); one that delivers
+    nothing moves nothing."""
     for fetches, expected, offsets in (
         ([[100, 101], [102, 103]], 100, [100, 101, 102, 103]),
         # the records before the last one read are skipped as read (as before the seam)
         ([[100, 101], [98, 99, 100, 101, 102]], 100, [100, 101, 101, 102]),
         ([[500, 501]], None, [500, 501]),
+        ([[100, 101], [], [100]], 100, [100, 101]),
     ):
         consumer, tp, delivered, seeks = _drain_fetches(tmp_path, fetches, expected)
         assert seeks == []
@@ -688,3 +705,14 @@ def test_expected_offsets_of_an_earlier_generation_are_forgotten(tmp_path: Path)
     assert seeks == [{tp: 202}]
     assert delivered == [[200, 201], [205]]
     assert (consumer.expected_generation, consumer.expected[tp]) == (2, 206)
+
+
+def test_a_fetch_that_delivers_nothing_moves_nothing(tmp_path: Path) -> None:
+    """Sought back to offset 100 (the read offset then names the next offset, not the last
+    read), a fetch with nothing of the partition (records of another only) leaves offset 100
+    expected: the fetch from 101 after it is a hole of one record, read again."""
+    _, tp, delivered, seeks = _drain_fetches(
+        tmp_path, [([], [7]), [101, 102], [100, 101, 102]], expected=100, read_offset=100
+    )
+    assert seeks == [{tp: 100}, {"heard": (tp, 100, 101)}]
+    assert delivered == [[100, 101, 102]]
