@@ -430,9 +430,8 @@ class LeanConsumer(faust_aiokafka.Consumer):
         raw = [tp for tp in committed if tp.topic in app.batch_topics]
         offsets = {tp: committed[tp] for tp in raw if committed[tp] is not None}
         fresh = [tp for tp in raw if committed[tp] is None]
-        if fresh:
-            thread: Any = self._thread
-            lows = await thread.earliest_offsets(*fresh)
+        if fresh:  # Faust's answer, not recorded as a changelog's (earliest_offsets below)
+            lows = await super().earliest_offsets(*fresh)
             offsets.update({tp: lows[tp] for tp in fresh if lows.get(tp) is not None})
         for tp in raw:
             if self.expected.get(tp) != before.get(tp):
@@ -877,10 +876,6 @@ def _members(app: faust.App) -> list[tuple[Any, Member]]:
         (
             faust_aiokafka.AIOKafkaConsumerThread,
             Member("faust AIOKafkaConsumerThread", "seek_wait", "coroutine"),
-        ),
-        (
-            faust_aiokafka.AIOKafkaConsumerThread,
-            Member("faust AIOKafkaConsumerThread", "earliest_offsets", "coroutine"),
         ),
         (
             faust_aiokafka.Consumer,

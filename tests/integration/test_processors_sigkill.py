@@ -356,6 +356,17 @@ def test_worker_joining_and_leaving_mid_stream_loses_and_duplicates_nothing(
         assert metric_sum(metrics, "segflow_process_duplicates_total") >= COPIES
 
 
+def start_hooked_worker(
+    env: Env, tmp_path: Path, hook_code: str, log: Path, **extra: str
+) -> subprocess.Popen[bytes]:
+    """`segflow process` with `hook_code` as its sitecustomize module (test-only start-up code
+    on its PYTHONPATH, before the repository)."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(hook_code)
+    return start_worker(env, log, PYTHONPATH=f"{hook}{os.pathsep}{REPO}", **extra)
+
+
 #: test-only start-up code of the worker (a sitecustomize module on its PYTHONPATH): the first
 #: time it reads the records at SEGFLOW_TEST_HOLE_OFFSETS ("40,41", or "40-": from 40 on) of
 #: each partition of SEGFLOW_TEST_HOLE_TOPIC, it takes them for stale, as after a rebalance:
@@ -411,15 +422,13 @@ def test_a_partition_whose_commits_are_stuck_is_read_again_and_loses_nothing(
         for i in range(900)
     ]
     produce(env.bootstrap, env.topics, records)
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(HOLE_HOOK)
     log = tmp_path / "worker.log"
     port = free_port()
-    worker = start_worker(
+    worker = start_hooked_worker(
         env,
+        tmp_path,
+        HOLE_HOOK,
         log,
-        PYTHONPATH=f"{hook}{os.pathsep}{REPO}",
         SEGFLOW_TEST_HOLE_TOPIC=env.topics.raw("track"),
         SEGFLOW_TEST_HOLE_OFFSETS=dropped,
         SEGFLOW_PROCESS_COMMIT_STALL_S="2",
@@ -484,15 +493,13 @@ def test_a_lost_fetch_is_read_again_before_the_records_after_it(
     first = [raw_event("identify", anonymous_id="kiosk", user_id=f"u-{u}") for u in users]
     sixth = raw_event("identify", anonymous_id="kiosk", user_id="u-f")
     produce(env.bootstrap, env.topics, first)
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(LOSE_HOOK)
     log = tmp_path / "worker.log"
     port = free_port()
-    worker = start_worker(
+    worker = start_hooked_worker(
         env,
+        tmp_path,
+        LOSE_HOOK,
         log,
-        PYTHONPATH=f"{hook}{os.pathsep}{REPO}",
         SEGFLOW_TEST_LOSE_TOPIC=env.topics.raw("identify"),
         SEGFLOW_TEST_LOSE_FROM="40",
         SEGFLOW_PROCESS_COMMIT_STALL_S="2",
@@ -560,17 +567,15 @@ def test_a_worker_that_makes_no_progress_stops_and_its_successor_loses_nothing(
         raw_event("track", anonymous_id=f"anon-{i % 50}", event="Order Completed")
         for i in range(900)
     ]
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(STALL_HOOK)
     flag = tmp_path / "stall"
     log = tmp_path / "worker.log"
     raw_topics = env.topics.all_raw()
     produce(env.bootstrap, env.topics, records[:450])
-    stalled = start_worker(
+    stalled = start_hooked_worker(
         env,
+        tmp_path,
+        STALL_HOOK,
         log,
-        PYTHONPATH=f"{hook}{os.pathsep}{REPO}",
         SEGFLOW_TEST_STALL_FILE=str(flag),
         SEGFLOW_PROCESS_COMMIT_STALL_S="2",
         **{**WORKER, "SEGFLOW_PROCESS_PROGRESS_STALL_S": "6"},

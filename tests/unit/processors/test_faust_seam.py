@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +160,29 @@ def test_a_consumer_built_outside_a_worker_fails_the_check(tmp_path: Path) -> No
         faust_seam.check(proc.app)
 
 
+def _record(tp: TP, offset: int) -> Any:
+    """A record of `tp` as the Kafka client delivers it."""
+    from aiokafka.structs import ConsumerRecord
+
+    return ConsumerRecord(tp.topic, tp.partition, offset, 0, 0, b"k", b"v", None, 1, 1, ())
+
+
+def _run_fetch_loop(
+    consumer: Any,
+    wait_next_records: Callable[[float], Awaitable[tuple[dict[TP, list[Any]], set[TP]]]],
+    stopped: Callable[[], bool],
+) -> None:
+    """Run the consumer's fetch loop on the fetches `wait_next_records` gives, until
+    `stopped()` (Faust's fetcher: its stop event)."""
+
+    class Fetcher:
+        class _stopped:
+            is_set = staticmethod(stopped)
+
+    consumer._wait_next_records = wait_next_records
+    asyncio.run(asyncio.wait_for(consumer._drain_messages(Fetcher()), 5))
+
+
 def test_a_seek_during_a_blocked_hand_over_is_not_undone(tmp_path: Path) -> None:
     """The fetch loop hands a fetch to the agent's queue, which may block (queue full, flow
     suspended) across a rebalance. The rebalance ends by seeking the partitions back to their
@@ -167,8 +190,6 @@ def test_a_seek_during_a_blocked_hand_over_is_not_undone(tmp_path: Path) -> None
     the fetch it was handing over: the records read again from the committed offset would be
     skipped as already read, never processed nor acked, and the partition's offsets would
     never be committed again (or, with no offset committed yet, committed past them)."""
-    from aiokafka.structs import ConsumerRecord
-
     proc = processor(tmp_path)
     app = proc.app
     consumer = app.consumer
@@ -177,20 +198,11 @@ def test_a_seek_during_a_blocked_hand_over_is_not_undone(tmp_path: Path) -> None
     app.batch_topics = frozenset({tp.topic})
     app.consumer_generation_id = 3
 
-    def records(first: int, n: int) -> list[ConsumerRecord]:
-        return [
-            ConsumerRecord(tp.topic, tp.partition, o, 0, 0, b"k", b"v", None, 1, 1, ())
-            for o in range(first, first + n)
-        ]
+    def records(first: int, n: int) -> list[Any]:
+        return [_record(tp, o) for o in range(first, first + n)]
 
     fetches = [records(100, 50), records(40, 110)]  # before the seek; then from offset 40
     delivered: list[list[int]] = []
-
-    class Fetcher:
-        class _stopped:  # Faust's fetcher: its stop event
-            @staticmethod
-            def is_set() -> bool:
-                return not fetches and len(delivered) == 2
 
     async def wait_next_records(timeout: float) -> tuple[dict[TP, list[Any]], set[TP]]:
         await asyncio.sleep(0)
@@ -205,14 +217,9 @@ def test_a_seek_during_a_blocked_hand_over_is_not_undone(tmp_path: Path) -> None
             consumer._read_offset[tp] = 40
             consumer._committed_offset[tp] = 40
 
-    consumer._wait_next_records = wait_next_records  # type: ignore[method-assign]
     consumer.highwater = lambda tp: 150  # type: ignore[method-assign]
     app.batch_sink = sink
-
-    async def drain() -> None:
-        await asyncio.wait_for(consumer._drain_messages(Fetcher()), 5)
-
-    asyncio.run(drain())
+    _run_fetch_loop(consumer, wait_next_records, lambda: not fetches and len(delivered) == 2)
     assert delivered[0] == list(range(100, 150))
     assert delivered[1] == list(range(40, 150)), "records read again after the seek were skipped"
     assert consumer._read_offset[tp] == 149
@@ -332,12 +339,6 @@ def test_a_partition_whose_commits_are_stuck_is_read_again_from_its_committed_of
     async def seek_wait(partitions: Mapping[TP, int]) -> None:
         seeks.append(dict(partitions))
 
-    class Fetcher:
-        class _stopped:
-            @staticmethod
-            def is_set() -> bool:
-                return loops[0] >= 2
-
     async def wait_next_records(timeout: float) -> tuple[dict[TP, list[Any]], set[TP]]:
         loops[0] += 1
         await asyncio.sleep(0)
@@ -345,13 +346,8 @@ def test_a_partition_whose_commits_are_stuck_is_read_again_from_its_committed_of
 
     thread: Any = consumer._thread
     thread.seek_wait = seek_wait
-    consumer._wait_next_records = wait_next_records  # type: ignore[method-assign]
     consumer.assignment = lambda: {tp}  # type: ignore[method-assign]  # `gone` was revoked
-
-    async def drain() -> None:
-        await asyncio.wait_for(consumer._drain_messages(Fetcher()), 5)
-
-    asyncio.run(drain())
+    _run_fetch_loop(consumer, wait_next_records, lambda: loops[0] >= 2)
     assert seeks == [{tp: 100}]
     assert heard == [(tp, 100, 105)]
     assert not app.commit_watch.any_due
@@ -542,8 +538,6 @@ def _drain_fetches(
     offset being `expected`; returns the consumer, the partition, the offsets
     delivered per batch and the seeks made. A seek makes the next fetch start where it sought,
     as the client does, unless that fetch is given explicitly."""
-    from aiokafka.structs import ConsumerRecord
-
     proc = processor(tmp_path)
     app = proc.app
     consumer: Any = app.consumer
@@ -562,12 +556,6 @@ def _drain_fetches(
     loops = [0]
     app.skipped_fetch_listener = lambda *heard: seeks.append({"heard": heard})  # type: ignore[dict-item]
 
-    class Fetcher:
-        class _stopped:
-            @staticmethod
-            def is_set() -> bool:
-                return not pending or loops[0] > 20
-
     async def wait_next_records(timeout: float) -> tuple[dict[TP, list[Any]], set[TP]]:
         loops[0] += 1
         await asyncio.sleep(0)
@@ -576,10 +564,7 @@ def _drain_fetches(
         item = pending.pop(0)
         mine, others = item if isinstance(item, tuple) else (item, [])
         fetched = {
-            part: [
-                ConsumerRecord(part.topic, part.partition, o, 0, 0, b"k", b"v", None, 1, 1, ())
-                for o in offsets
-            ]
+            part: [_record(part, o) for o in offsets]
             for part, offsets in ((tp, mine), (other, others))
             if part == tp or offsets
         }
@@ -596,14 +581,9 @@ def _drain_fetches(
             delivered.append(offsets)
 
     consumer._thread.seek_wait = seek_wait  # type: ignore[method-assign]
-    consumer._wait_next_records = wait_next_records  # type: ignore[method-assign]
     consumer.highwater = lambda tp: 1000  # type: ignore[method-assign]
     app.batch_sink = sink
-
-    async def drain() -> None:
-        await asyncio.wait_for(consumer._drain_messages(Fetcher()), 5)
-
-    asyncio.run(drain())
+    _run_fetch_loop(consumer, wait_next_records, lambda: not pending or loops[0] > 20)
     return consumer, tp, delivered, seeks
 
 
